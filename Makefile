@@ -1,0 +1,40 @@
+# The two commands: `make test` and `make demo`. Both create .venv, install the pinned requirements,
+# build Horovod against the installed TensorFlow, and re-run fast when nothing changed.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: setup test demo clean-demo bench help
+
+help:
+	@echo "make test   - set up .venv (requirements + Horovod) and run the test suite"
+	@echo "make demo   - set up, then run all notebooks on params/local (real Wikipedia slice) into runs/demo/"
+	@echo "make bench  - run the benchmark scripts in bench/ (minutes; prints ratios vs peers)"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip wheel setuptools
+
+$(VENV)/.deps: requirements.txt pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/pip install -q --no-deps -e .
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $@
+
+$(VENV)/.horovod: $(VENV)/.deps container/install_horovod.sh
+	PYTHON=$(CURDIR)/$(BIN)/python bash container/install_horovod.sh
+	touch $@
+
+setup: $(VENV)/.deps $(VENV)/.horovod
+
+test: setup
+	$(BIN)/python -m pytest tests
+
+demo: setup
+	$(BIN)/python -m bertlib.demo
+
+bench: setup
+	$(BIN)/python bench/run_all.py

@@ -1,0 +1,5 @@
+import sys
+
+from bertlib.cli import main
+
+sys.exit(main())

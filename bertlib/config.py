@@ -1,0 +1,284 @@
+"""Typed run configurations, loaded from YAML plus ``--key value`` overrides.
+
+One flat schema per job (``prepare-data``, ``pretrain``, ``squad``), so that a params file, a
+papermill parameter cell and the SageMaker hyperparameters all carry the same plain names (the seed's
+flag names: ``per_gpu_batch_size``, ``learning_rate``, ...). Unknown keys and ill-typed values are
+rejected with one line that names the file and the key, before anything expensive starts.
+
+Launch settings (``backend``, ``num_processes``, ``instance_type`` ...) live in the same flat file for
+the training jobs; the entry points ignore them and :mod:`bertlib.launch` reads them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """Bad user input; ``str(err)`` is one line that names the file and the problem."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+class LaunchSettings(_Strict):
+    """Where and how a training job runs. Ignored by the entry points themselves."""
+
+    backend: Literal["local", "sagemaker"] = "local"
+    num_processes: int = Field(1, ge=1, description="local: horovodrun -np N (1 = plain process)")
+    threads_per_process: int = Field(0, ge=0, description="TF intra/inter-op threads; 0 = TF default")
+    dry_run: bool = False
+    # SageMaker (values that identify an AWS account come from the environment, never from files)
+    job_name: str | None = None
+    image_uri: str | None = Field(None, description="default: $BERTLIB_IMAGE_URI")
+    role: str | None = Field(None, description="default: $BERTLIB_SAGEMAKER_ROLE")
+    instance_type: str = "ml.p3dn.24xlarge"
+    instance_count: int = Field(1, ge=1)
+    processes_per_host: int | None = Field(None, ge=1, description="default: GPUs of instance_type")
+    mpi_options: list[str] = Field(default_factory=list)
+    subnets: list[str] = Field(default_factory=list, description="default: $BERTLIB_SUBNETS")
+    security_group_ids: list[str] = Field(default_factory=list, description="default: $BERTLIB_SECURITY_GROUP_IDS")
+    fsx_file_system_id: str | None = Field(None, description="default: $BERTLIB_FSX_ID")
+    fsx_directory_path: str | None = None
+    s3_data_uri: str | None = None
+    checkpoint_s3_uri: str | None = None
+    output_s3_uri: str | None = None
+    max_run_seconds: int = Field(5 * 24 * 3600, ge=60)
+    use_spot: bool = False
+    max_wait_seconds: int | None = None
+    volume_size_gb: int = Field(100, ge=1)
+    environment: dict[str, str] = Field(default_factory=dict)
+    tags: dict[str, str] = Field(default_factory=dict)
+    region: str | None = None
+
+
+class _TrainingCommon(LaunchSettings):
+    """Knobs shared by pretraining and SQuAD finetuning (the seed's flag names)."""
+
+    model_size: Literal["tiny", "mini", "small", "base", "large"] = "base"
+    per_gpu_batch_size: int = Field(..., ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    max_seq_length: int = Field(..., ge=8, le=4096)
+    learning_rate: float = Field(..., gt=0)
+    end_learning_rate: float = Field(0.0, ge=0)
+    learning_rate_decay_power: float = Field(1.0, gt=0)
+    warmup_steps: int = Field(0, ge=0)
+    total_steps: int = Field(..., ge=1)
+    weight_decay: float = Field(0.01, ge=0)
+    max_grad_norm: float = Field(1.0, ge=0, description="global-norm clip; 0 = off")
+    hidden_dropout_prob: float = Field(0.1, ge=0, lt=1)
+    attention_probs_dropout_prob: float = Field(0.1, ge=0, lt=1)
+    precision: Literal["fp32", "mixed_float16", "mixed_bfloat16"] = "fp32"
+    initial_loss_scale: float = Field(2.0**15, gt=0)
+    skip_xla: bool = False
+    load_from: Literal["scratch", "checkpoint"] = "scratch"
+    checkpoint_path: str | None = None
+    load_optimizer_state: bool = False
+    log_frequency: int = Field(10, ge=1)
+    checkpoint_frequency: int = Field(1000, ge=1)
+    keep_checkpoints: int = Field(3, ge=1)
+    run_dir: str = "runs/latest"
+    seed: int = 42
+
+    @model_validator(mode="after")
+    def _check_common(self):
+        if self.load_from == "checkpoint" and not self.checkpoint_path:
+            raise ValueError("load_from: checkpoint needs checkpoint_path")
+        if self.warmup_steps > self.total_steps:
+            raise ValueError(f"warmup_steps ({self.warmup_steps}) > total_steps ({self.total_steps})")
+        return self
+
+    @property
+    def global_batch_size(self) -> int:
+        """Sequences per optimizer step over all processes (per GPU × processes × accumulation)."""
+        return self.per_gpu_batch_size * self.world_size * self.gradient_accumulation_steps
+
+    @property
+    def world_size(self) -> int:
+        if self.backend == "sagemaker":
+            from bertlib.launch.instances import gpus_per_instance
+
+            per_host = self.processes_per_host or gpus_per_instance(self.instance_type)
+            return per_host * self.instance_count
+        return self.num_processes
+
+
+class PretrainConfig(_TrainingCommon):
+    """Phase 1 / phase 2 BERT pretraining (``bertlib pretrain``)."""
+
+    phase: Literal["phase1", "phase2"] = "phase1"
+    data_dir: str = Field(..., description="a prepared dataset folder (manifest.json) or $SM_CHANNEL_TRAIN")
+    validation_dir: str | None = None
+    max_predictions_per_seq: int = Field(..., ge=1)
+    optimizer: Literal["lamb", "adamw"] = "lamb"
+    learning_rate_decay_power: float = Field(0.5, gt=0)
+    global_batch_size_check: int | None = Field(
+        None, description="if set, per_gpu_batch_size × processes × accumulation must equal it")
+    shuffle_buffer: int = Field(10000, ge=1)
+
+    @model_validator(mode="after")
+    def _check_pretrain(self):
+        if self.max_predictions_per_seq > self.max_seq_length:
+            raise ValueError("max_predictions_per_seq > max_seq_length")
+        if self.global_batch_size_check is not None and self.global_batch_size != self.global_batch_size_check:
+            raise ValueError(
+                f"global batch {self.per_gpu_batch_size} per GPU × {self.world_size} processes × "
+                f"{self.gradient_accumulation_steps} accumulation = {self.global_batch_size}, "
+                f"not global_batch_size_check={self.global_batch_size_check}")
+        return self
+
+
+class SquadConfig(_TrainingCommon):
+    """SQuAD v1.1 / v2.0 finetuning, prediction and evaluation (``bertlib squad``)."""
+
+    squad_version: Literal["squadv1", "squadv2"] = "squadv1"
+    train_file: str = Field(..., description="path or URL of the SQuAD train JSON")
+    predict_file: str = Field(..., description="path or URL of the SQuAD dev JSON")
+    train_file_sha256: str | None = None
+    predict_file_sha256: str | None = None
+    vocab_file: str | None = Field(None, description="default: the checkpoint's vocab.txt")
+    do_lower_case: bool | None = Field(None, description="default: the checkpoint's casing")
+    optimizer: Literal["lamb", "adamw"] = "adamw"
+    max_seq_length: int = Field(384, ge=8, le=4096)
+    doc_stride: int = Field(128, ge=1)
+    max_query_length: int = Field(64, ge=1)
+    n_best_size: int = Field(20, ge=1)
+    max_answer_length: int = Field(30, ge=1)
+    null_score_diff_threshold: float = 0.0
+    predict_batch_size: int = Field(32, ge=1)
+    cache_dir: str | None = Field(None, description="feature cache; default: run_dir/../squad_cache")
+    skip_xla: bool = True
+    learning_rate_decay_power: float = Field(1.0, gt=0)
+
+
+class PhaseSpec(_Strict):
+    """One output dataset of ``prepare-data`` (phase 1 = 128/20, phase 2 = 512/80)."""
+
+    name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$")
+    max_seq_length: int = Field(..., ge=8, le=4096)
+    max_predictions_per_seq: int = Field(..., ge=1)
+
+
+class DataConfig(_Strict):
+    """Wikipedia / text → WordPiece → pretraining TFRecords (``bertlib prepare-data``)."""
+
+    sources: list[str] = Field(..., min_length=1, description="dump/text paths or http(s)/s3 URLs")
+    source_sha256: dict[str, str] = Field(default_factory=dict, description="URL → expected sha256")
+    source_format: Literal["auto", "wikipedia", "text"] = "auto"
+    text_doc_mode: Literal["blank_line", "file"] = "blank_line"
+    output_dir: str = Field(..., description="dataset root; one sub-folder per phase")
+    cache_dir: str | None = Field(None, description="download cache; default ~/.cache/bertlib")
+    vocab_file: str | None = Field(None, description="existing vocab.txt; unset = train one")
+    vocab_sha256: str | None = None
+    vocab_size: int = Field(30522, ge=100)
+    do_lower_case: bool = True
+    strip_accents: bool | None = None
+    max_documents: int | None = Field(None, ge=1)
+    phases: list[PhaseSpec] = Field(
+        default_factory=lambda: [PhaseSpec(name="phase1", max_seq_length=128, max_predictions_per_seq=20),
+                                 PhaseSpec(name="phase2", max_seq_length=512, max_predictions_per_seq=80)])
+    num_shards: int = Field(8, ge=1)
+    validation_shards: int = Field(1, ge=0)
+    validation_fraction: float = Field(0.01, ge=0, lt=1)
+    num_workers: int = Field(0, ge=0, description="0 = os.cpu_count()")
+    dupe_factor: int = Field(5, ge=1)
+    short_seq_prob: float = Field(0.1, ge=0, le=1)
+    masked_lm_prob: float = Field(0.15, gt=0, lt=1)
+    whole_word_masking: bool = False
+    seed: int = 12345
+
+
+JOBS: dict[str, type[_Strict]] = {"prepare-data": DataConfig, "pretrain": PretrainConfig, "squad": SquadConfig}
+
+
+def parse_overrides(argv: list[str]) -> dict[str, Any]:
+    """``["--total_steps", "10", "--skip_xla", "true"]`` → ``{"total_steps": 10, "skip_xla": True}``.
+
+    Values are parsed as YAML scalars/lists, so SageMaker's string hyperparameters type-check like
+    the YAML file does. ``--key=value`` is accepted too; dashes in keys become underscores.
+    """
+    out: dict[str, Any] = {}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if not arg.startswith("--") or arg == "--":
+            raise ConfigError(f"command line: expected --key value, got {arg!r}")
+        key, eq, value = arg[2:].partition("=")
+        if not eq:
+            if i + 1 >= len(argv):
+                raise ConfigError(f"command line: --{key} needs a value")
+            value = argv[i + 1]
+            i += 1
+        i += 1
+        try:
+            out[key.replace("-", "_")] = yaml.safe_load(value) if value != "" else None
+        except yaml.YAMLError:
+            out[key.replace("-", "_")] = value
+    return out
+
+
+def _format_error(source: str, err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "(file)"
+    kind = first["type"]
+    if kind == "extra_forbidden":
+        msg = f"unknown key {loc!r}"
+    elif kind == "missing":
+        msg = f"missing required key {loc!r}"
+    else:
+        given = first.get("input")
+        msg = f"key {loc!r}: {first['msg']}" + (f" (got {given!r})" if not isinstance(given, dict) else "")
+    more = len(err.errors()) - 1
+    return f"{source}: {msg}" + (f" (and {more} more problem{'s' * (more > 1)})" if more else "")
+
+
+def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a params YAML file into a dict; errors name the file."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: config file not found")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a mapping of key: value, got {type(data).__name__}")
+    return data
+
+
+def build_config(job: str | type[_Strict], values: dict[str, Any], source: str = "params"):
+    """Validate ``values`` against the job's schema; ``source`` names where they came from."""
+    cls = JOBS[job] if isinstance(job, str) else job
+    try:
+        return cls(**values)
+    except ValidationError as e:
+        raise ConfigError(_format_error(source, e)) from None
+
+
+def load_config(job: str | type[_Strict], path: str | os.PathLike | None = None,
+                overrides: dict[str, Any] | list[str] | None = None):
+    """Load ``path`` (optional) and apply overrides (a dict or ``--key value`` argv list)."""
+    values = read_yaml(path) if path else {}
+    if isinstance(overrides, list):
+        overrides = parse_overrides(overrides)
+    values.update(overrides or {})
+    source = str(path) if path else "command line"
+    if overrides and path:
+        source += " (with overrides)"
+    return build_config(job, values, source)
+
+
+def to_yaml(cfg: BaseModel) -> str:
+    """The resolved config as YAML (written to ``RUN_DIR/config.yaml``)."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def launch_keys() -> set[str]:
+    """Keys that only the launcher reads (not passed to the entry point as hyperparameters)."""
+    return set(LaunchSettings.model_fields)

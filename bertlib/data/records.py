@@ -17,12 +17,27 @@ next_sentence_labels   int64    [1]    0 = B follows A, 1 = B is random (Google'
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import struct
+from pathlib import Path
 from typing import Sequence
+
+import numpy as np
+
+from bertlib.config import ConfigError
 
 INT_FEATURES = ("input_ids", "input_mask", "segment_ids", "masked_lm_positions", "masked_lm_ids",
                 "next_sentence_labels")
 FEATURE_NAMES = ("input_ids", "input_mask", "segment_ids", "masked_lm_positions", "masked_lm_ids",
                  "masked_lm_weights", "next_sentence_labels")
+#: ``manifest.json["format"]`` of a prepared dataset folder (see :func:`validate_dataset`)
+MANIFEST_FORMAT = "bertlib-pretraining/1"
+
+
+class DataError(ConfigError):
+    """A prepared dataset that cannot be used; ``str(err)`` is one line naming the file."""
 
 
 def feature_spec(max_seq_length: int, max_predictions_per_seq: int) -> dict:
@@ -45,22 +60,11 @@ def serialize_pretraining_example(input_ids: Sequence[int], input_mask: Sequence
                                   segment_ids: Sequence[int], masked_lm_positions: Sequence[int],
                                   masked_lm_ids: Sequence[int], masked_lm_weights: Sequence[float],
                                   next_sentence_label: int) -> bytes:
-    """One already padded example → serialized ``tf.train.Example`` bytes."""
-    import tensorflow as tf
-
-    def ints(v):
-        return tf.train.Feature(int64_list=tf.train.Int64List(value=list(v)))
-
-    feats = {
-        "input_ids": ints(input_ids),
-        "input_mask": ints(input_mask),
-        "segment_ids": ints(segment_ids),
-        "masked_lm_positions": ints(masked_lm_positions),
-        "masked_lm_ids": ints(masked_lm_ids),
-        "masked_lm_weights": tf.train.Feature(float_list=tf.train.FloatList(value=list(masked_lm_weights))),
-        "next_sentence_labels": ints([next_sentence_label]),
-    }
-    return tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString()
+    """One already padded example → serialized ``tf.train.Example`` bytes (see :func:`encode_examples`)."""
+    return encode_examples({
+        "input_ids": [input_ids], "input_mask": [input_mask], "segment_ids": [segment_ids],
+        "masked_lm_positions": [masked_lm_positions], "masked_lm_ids": [masked_lm_ids],
+        "masked_lm_weights": [masked_lm_weights], "next_sentence_labels": [[next_sentence_label]]})[0]
 
 
 def parse_pretraining_batch(serialized, max_seq_length: int, max_predictions_per_seq: int) -> dict:
@@ -72,3 +76,235 @@ def parse_pretraining_batch(serialized, max_seq_length: int, max_predictions_per
 
     parsed = tf.io.parse_example(serialized, feature_spec(max_seq_length, max_predictions_per_seq))
     return {k: (tf.cast(v, tf.int32) if v.dtype == tf.int64 else v) for k, v in parsed.items()}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Writing without TensorFlow: the tf.train.Example protobuf wire format built with numpy (whole
+# batches of fixed-shape examples at once) and TFRecord framing with CRC32C, so that data-prep
+# worker processes never import TensorFlow. Reading stays with TensorFlow (an independent decoder).
+# ---------------------------------------------------------------------------------------------------
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _packed_varints(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """[N, L] int64 → (concatenated protobuf varint bytes of each row, row byte offsets [N+1])."""
+    v = np.ascontiguousarray(values).astype(np.uint64)  # two's complement, as protobuf does
+    nbytes = np.ones(v.shape, np.int64)
+    for k in range(1, 10):
+        more = v >= np.uint64(1 << (7 * k))
+        if not more.any():
+            break
+        nbytes += more
+    groups = int(nbytes.max()) if v.size else 1
+    shifts = (7 * np.arange(groups)).astype(np.uint64)
+    digits = ((v[..., None] >> shifts) & np.uint64(0x7F)).astype(np.uint8)
+    k = np.arange(groups)
+    digits |= ((k < nbytes[..., None] - 1) * 0x80).astype(np.uint8)
+    flat = digits[k < nbytes[..., None]]
+    offsets = np.zeros(len(v) + 1, np.int64)
+    np.cumsum(nbytes.sum(axis=1), out=offsets[1:])
+    return flat, offsets
+
+
+def _feature_prefix(name: str, kind: int, payload_len: int) -> bytes:
+    """Bytes before a packed list payload: ``Features.feature`` map entry {key, Feature{list{packed}}}.
+
+    ``kind`` is the Feature oneof field number: 2 = float_list, 3 = int64_list.
+    """
+    key = name.encode()
+    lst_hdr = b"\x0a" + _varint(payload_len)                        # {Float,Int64}List.value, packed
+    lst_len = len(lst_hdr) + payload_len
+    feat_hdr = bytes([(kind << 3) | 2]) + _varint(lst_len)            # Feature.{float,int64}_list
+    feat_len = len(feat_hdr) + lst_len
+    entry_hdr = b"\x0a" + _varint(len(key)) + key + b"\x12" + _varint(feat_len)  # map key, value
+    return b"\x0a" + _varint(len(entry_hdr) + feat_len) + entry_hdr + feat_hdr + lst_hdr
+
+
+def encode_examples(features: dict[str, np.ndarray]) -> list[bytes]:
+    """A batch of N padded examples → N serialized ``tf.train.Example`` records.
+
+    ``features`` maps every name of :data:`FEATURE_NAMES` to an array with N rows: ``[N, S]``,
+    ``[N, P]`` or ``[N, 1]``; ``masked_lm_weights`` is float (written as float32), the rest int.
+    """
+    n = len(features["input_ids"])
+    columns = []
+    prefix_cache: dict[tuple[str, int], bytes] = {}
+    for name in FEATURE_NAMES:
+        arr = np.asarray(features[name]).reshape(n, -1)
+        if name in INT_FEATURES:
+            flat, offs = _packed_varints(arr.astype(np.int64))
+            kind = 3
+        else:
+            flat = np.frombuffer(np.ascontiguousarray(arr, dtype="<f4").tobytes(), np.uint8)
+            offs = np.arange(n + 1, dtype=np.int64) * 4 * arr.shape[1]
+            kind = 2
+        columns.append((name, kind, flat.tobytes(), offs.tolist()))
+    records = []
+    for i in range(n):
+        parts = []
+        for name, kind, buf, offs in columns:
+            payload = buf[offs[i]:offs[i + 1]]
+            key = (name, len(payload))
+            if key not in prefix_cache:
+                prefix_cache[key] = _feature_prefix(name, kind, len(payload))
+            parts.append(prefix_cache[key])
+            parts.append(payload)
+        body = b"".join(parts)
+        records.append(b"\x0a" + _varint(len(body)) + body)  # Example.features
+    return records
+
+
+def _masked_crc(data: bytes) -> int:
+    import google_crc32c
+
+    crc = google_crc32c.value(data)
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def tfrecord_frame(record: bytes) -> bytes:
+    """One record in TFRecord framing: length, CRC of length, data, CRC of data (masked CRC32C)."""
+    length = struct.pack("<Q", len(record))
+    return length + struct.pack("<I", _masked_crc(length)) + record + struct.pack("<I", _masked_crc(record))
+
+
+def write_tfrecord_file(path: str | os.PathLike, records) -> str:
+    """Write an uncompressed TFRecord file atomically (temp name, then rename); return its sha256."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    h = hashlib.sha256()
+    with open(tmp, "wb") as f:
+        for rec in records:
+            framed = tfrecord_frame(rec)
+            h.update(framed)
+            f.write(framed)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Reading a prepared dataset folder back: manifest + validation before any training starts.
+# ---------------------------------------------------------------------------------------------------
+
+
+def read_manifest(data_dir: str | os.PathLike) -> dict:
+    """``<data_dir>/manifest.json`` as a dict; DataError (naming the file) if absent or malformed."""
+    path = Path(data_dir) / "manifest.json"
+    if not Path(data_dir).is_dir():
+        raise DataError(f"{data_dir}: dataset folder not found")
+    if not path.is_file():
+        raise DataError(f"{path}: not found (not a prepared dataset; run `bertlib prepare-data`)")
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+        got = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        raise DataError(f"{path}: format {got!r} is not {MANIFEST_FORMAT!r}")
+    for key in ("max_seq_length", "max_predictions_per_seq", "vocab", "counts", "shards"):
+        if key not in manifest:
+            raise DataError(f"{path}: missing key {key!r}")
+    return manifest
+
+
+def _check_first_record(path: Path, max_seq_length: int, max_predictions_per_seq: int) -> None:
+    """Parse the first record of a shard with TensorFlow; check feature names, kinds and lengths."""
+    import tensorflow as tf
+
+    try:
+        raw = next(iter(tf.data.TFRecordDataset(str(path)).take(1)), None)
+    except tf.errors.OpError as e:
+        raise DataError(f"{path}: not a readable TFRecord file ({e.message.splitlines()[0]})") from None
+    if raw is None:
+        raise DataError(f"{path}: holds no records")
+    try:
+        example = tf.train.Example.FromString(raw.numpy())
+    except Exception as e:  # protobuf DecodeError
+        raise DataError(f"{path}: first record is not a tf.train.Example ({e})") from None
+    feats = example.features.feature
+    if set(feats) != set(FEATURE_NAMES):
+        raise DataError(f"{path}: features {sorted(feats)} are not the pretraining features "
+                        f"{sorted(FEATURE_NAMES)}")
+    want = {"input_ids": max_seq_length, "input_mask": max_seq_length, "segment_ids": max_seq_length,
+            "masked_lm_positions": max_predictions_per_seq, "masked_lm_ids": max_predictions_per_seq,
+            "masked_lm_weights": max_predictions_per_seq, "next_sentence_labels": 1}
+    for name, length in want.items():
+        kind = "float_list" if name == "masked_lm_weights" else "int64_list"
+        if feats[name].WhichOneof("kind") != kind:
+            raise DataError(f"{path}: feature {name!r} is {feats[name].WhichOneof('kind')}, expected {kind}")
+        got = len(getattr(feats[name], kind).value)
+        if got != length:
+            raise DataError(f"{path}: feature {name!r} has length {got}, expected {length} "
+                            f"(max_seq_length={max_seq_length}, max_predictions_per_seq={max_predictions_per_seq})")
+
+
+def validate_dataset(data_dir: str | os.PathLike, max_seq_length: int | None = None,
+                     max_predictions_per_seq: int | None = None, vocab: dict | None = None,
+                     checksums: bool = True) -> dict:
+    """Check a prepared dataset folder before training; return its manifest.
+
+    Checks, each failure a :class:`DataError` naming the file: the manifest is readable; its
+    ``max_seq_length`` / ``max_predictions_per_seq`` equal the requested ones (when given); its vocab
+    matches ``vocab`` (a :func:`bertlib.tokenization.vocab_info` dict: sha256, size, casing); every
+    listed shard exists, is non-empty, has the recorded sha256 (``checksums``; off = size only) and its
+    first record has exactly the pretraining features with the manifest's lengths.
+    """
+    from bertlib.assets import sha256_file
+    from bertlib.tokenization import check_vocab_compatible
+
+    data_dir = Path(data_dir)
+    manifest = read_manifest(data_dir)
+    mpath = data_dir / "manifest.json"
+    s, p = manifest["max_seq_length"], manifest["max_predictions_per_seq"]
+    if max_seq_length is not None and s != max_seq_length:
+        raise DataError(f"{mpath}: data has max_seq_length={s} but the run expects {max_seq_length}")
+    if max_predictions_per_seq is not None and p != max_predictions_per_seq:
+        raise DataError(f"{mpath}: data has max_predictions_per_seq={p} but the run expects "
+                        f"{max_predictions_per_seq}")
+    if vocab is not None:
+        try:
+            check_vocab_compatible(vocab, manifest["vocab"], "the model vocab", f"{mpath}: data")
+        except ConfigError as e:
+            raise DataError(str(e)) from None
+    for split, shards in manifest["shards"].items():
+        for shard in shards:
+            path = data_dir / shard["file"]
+            if not path.is_file():
+                raise DataError(f"{path}: {split} shard listed in manifest.json is missing")
+            if shard.get("examples", 1) == 0:
+                raise DataError(f"{path}: {split} shard holds no examples")
+            if "bytes" in shard and path.stat().st_size != shard["bytes"]:
+                raise DataError(f"{path}: size {path.stat().st_size} bytes, manifest.json says "
+                                f"{shard['bytes']} (truncated or corrupt; rerun prepare-data)")
+            if checksums and sha256_file(path) != shard["sha256"]:
+                raise DataError(f"{path}: sha256 does not match manifest.json (corrupt; rerun prepare-data)")
+            _check_first_record(path, s, p)
+    return manifest
+
+
+def read_records(path: str | os.PathLike, max_seq_length: int, max_predictions_per_seq: int,
+                 limit: int | None = None) -> dict[str, np.ndarray]:
+    """All (or the first ``limit``) records of one shard, parsed by TensorFlow → numpy arrays
+    (``[N, S]`` / ``[N, P]`` / ``[N, 1]``, dtypes as :func:`parse_pretraining_batch`)."""
+    import tensorflow as tf
+
+    ds = tf.data.TFRecordDataset(str(path))
+    if limit is not None:
+        ds = ds.take(limit)
+    parts = [{k: v.numpy() for k, v in parse_pretraining_batch(b, max_seq_length, max_predictions_per_seq).items()}
+             for b in ds.batch(4096)]
+    if not parts:
+        return {k: np.zeros((0,) + tuple(v.shape), v.dtype.as_numpy_dtype)
+                for k, v in feature_spec(max_seq_length, max_predictions_per_seq).items()}
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}

@@ -1,0 +1,572 @@
+"""``bertlib prepare-data``: sources → sentences → WordPiece → sharded pretraining TFRecords.
+
+Stages (each skipped on a rerun when its output exists for the same settings):
+
+1. extract   raw documents (dump pages / text blocks) are cleaned and sentence-split by worker
+             processes, in order, into ``<output_dir>/.corpus/sentences.txt`` (one sentence per line,
+             a blank line between documents: Google's input format).
+2. vocab     the given ``vocab_file`` (checked: exists, checksum, casing) or one trained on stage 1.
+3. tokenize  workers WordPiece-encode documents (``encode_batch``) into one flat token array with
+             sentence/document offsets (``.corpus/*.int64``, memory-mapped by the next stage).
+4. examples  the documents are split (seeded) into train/validation; each phase (e.g. 128/20 and
+             512/80) × split × shard is one task: a worker builds the shard's examples from the same
+             tokenized corpus and writes ``<phase>/<split>-0000k-of-0000n.tfrecord`` through a temp
+             name, then a done-marker (``<phase>/.progress/<file>.json``: settings key, sha256, counts).
+5. manifest  ``<phase>/vocab.txt`` and, last, ``<phase>/manifest.json`` (counts, settings, vocab,
+             per-shard sha256 and example counts), both atomically.
+
+A shard is only skipped when its marker has the same settings key and the file's sha256 matches,
+so an interrupted run (a killed worker, Ctrl-C) resumes and ends with the same bytes. Changed
+settings on an existing phase folder are refused (one line naming the folder and the changed keys).
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import hashlib
+import json
+import multiprocessing
+import os
+import shutil
+import sys
+import time
+from collections import deque
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+
+import numpy as np
+
+from bertlib.config import ConfigError, DataConfig, load_config
+
+EXTRACT_VERSION = 4  # bump when the cleaning/splitting rules change (invalidates .corpus caches)
+CHUNK_CHARS = 1 << 18  # documents are sent to workers in chunks of about this many characters
+
+
+# ---------------------------------------------------------------------------------------------------
+# Worker side (module-level functions: picklable under the spawn start method)
+# ---------------------------------------------------------------------------------------------------
+
+_WORKER_CACHE: dict = {}
+
+
+def _worker_init() -> None:
+    # one thread per worker process: parallelism comes from the processes
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    os.environ["RAYON_NUM_THREADS"] = "1"
+
+
+def _extract_chunk(docs) -> list[list[str]]:
+    from bertlib.data.corpus import document_sentences
+
+    return [document_sentences(d) for d in docs]
+
+
+def _tokenizer(vocab_file: str, lowercase: bool, strip_accents):
+    from bertlib.tokenization import load_wordpiece
+
+    key = ("tok", vocab_file, lowercase, strip_accents)
+    if key not in _WORKER_CACHE:
+        _WORKER_CACHE[key] = load_wordpiece(vocab_file, lowercase, strip_accents)
+    return _WORKER_CACHE[key]
+
+
+def _tokenize_chunk(args):
+    from bertlib.data.pretraining import tokenize_documents
+
+    vocab_file, lowercase, strip_accents, docs = args
+    return tokenize_documents(_tokenizer(vocab_file, lowercase, strip_accents), docs)
+
+
+def _shard_task(task: dict) -> dict:
+    """Build and write one shard, then its done-marker; return the marker."""
+    from bertlib.data.pretraining import SpecialIds, TokenizedCorpus, make_shard, shard_documents
+    from bertlib.data.records import encode_examples, write_tfrecord_file
+    from bertlib.tokenization import read_vocab
+
+    ckey = ("corpus", task["corpus_dir"], task["corpus_key"])
+    if ckey not in _WORKER_CACHE:
+        _WORKER_CACHE[ckey] = TokenizedCorpus.load(task["corpus_dir"])
+    corpus = _WORKER_CACHE[ckey]
+    vkey = ("ids", task["vocab_file"])
+    if vkey not in _WORKER_CACHE:
+        _WORKER_CACHE[vkey] = SpecialIds.from_vocab(read_vocab(task["vocab_file"]))
+    split_docs = np.load(task["split_docs"], mmap_mode="r")
+    stats = {"examples": 0, "masked_tokens": 0, "real_tokens": 0}
+
+    def records():
+        for batch in make_shard(corpus, shard_documents(split_docs, task["shard"], task["num_shards"]),
+                                np.asarray(split_docs), ids=_WORKER_CACHE[vkey], seed=task["seed"],
+                                **task["example_settings"]):
+            stats["examples"] += len(batch["input_ids"])
+            stats["masked_tokens"] += int(batch["masked_lm_weights"].sum())
+            stats["real_tokens"] += int(batch["input_mask"].sum())
+            yield from encode_examples(batch)
+
+    path = Path(task["path"])
+    sha = write_tfrecord_file(path, records())
+    marker = {"key": task["key"], "file": path.name, "sha256": sha, "bytes": path.stat().st_size, **stats,
+              "settings": task["settings"]}
+    _write_json(Path(task["marker"]), marker)
+    return marker
+
+
+# ---------------------------------------------------------------------------------------------------
+# Main process
+# ---------------------------------------------------------------------------------------------------
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=1, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _key(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _ordered_map(pool, fn, items, max_in_flight: int):
+    """``pool.map`` that keeps at most ``max_in_flight`` tasks queued (inputs may be huge streams)."""
+    pending: deque = deque()
+    for item in items:
+        pending.append(pool.submit(fn, item))
+        if len(pending) >= max_in_flight:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+def _chunks(docs, size_of):
+    chunk, chars = [], 0
+    for d in docs:
+        chunk.append(d)
+        chars += size_of(d)
+        if chars >= CHUNK_CHARS:
+            yield chunk
+            chunk, chars = [], 0
+    if chunk:
+        yield chunk
+
+
+def _read_sentence_docs(path: Path):
+    """Documents of a ``sentences.txt`` (one sentence per line, blank line between documents)."""
+    doc: list[str] = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            line = line.rstrip("\n")
+            if line:
+                doc.append(line)
+            elif doc:
+                yield doc
+                doc = []
+    if doc:
+        yield doc
+
+
+def _bar(progress: bool, **kw):
+    from tqdm.auto import tqdm
+
+    return tqdm(disable=not progress, dynamic_ncols=True, **kw)
+
+
+class _Preparer:
+    def __init__(self, cfg: DataConfig, progress: bool):
+        self.cfg, self.progress = cfg, progress
+        self.out = Path(cfg.output_dir)
+        self.corpus_dir = self.out / ".corpus"
+        self.timings: dict[str, float] = {}
+
+    # -- 0. everything that can be checked before heavy work -------------------------------------
+    def validate(self) -> None:
+        from bertlib.data.corpus import resolve_source, source_format
+        from bertlib.tokenization import check_vocab_casing, read_vocab, vocab_info
+
+        cfg = self.cfg
+        if self.out.exists() and not self.out.is_dir():
+            raise ConfigError(f"{self.out}: output_dir exists and is not a directory")
+        names = [p.name for p in cfg.phases]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"phases: duplicate phase names {names}")
+        for p in cfg.phases:
+            if p.max_predictions_per_seq > p.max_seq_length - 3:
+                raise ConfigError(f"phases.{p.name}: max_predictions_per_seq={p.max_predictions_per_seq} "
+                                  f"exceeds max_seq_length - 3 = {p.max_seq_length - 3}")
+        self.sources = []
+        for s in cfg.sources:
+            path = resolve_source(s, cfg.source_sha256.get(s), cfg.cache_dir)
+            if not path.is_file():
+                raise ConfigError(f"{path}: source is not a file")
+            if path.stat().st_size == 0:
+                raise ConfigError(f"{path}: source file is empty")
+            try:
+                sniffed = source_format(path)
+            except (OSError, EOFError, UnicodeDecodeError) as e:
+                raise ConfigError(f"{path}: cannot read source ({e})") from None
+            if cfg.source_format == "wikipedia" and sniffed != "wikipedia":
+                raise ConfigError(f"{path}: not a MediaWiki XML dump (source_format: wikipedia)")
+            self.sources.append(path)
+        self.lowercase = cfg.do_lower_case
+        self.strip_accents = cfg.strip_accents
+        if cfg.vocab_file:
+            vocab = Path(cfg.vocab_file)
+            if not vocab.is_file():
+                raise FileNotFoundError(f"{vocab}: vocab file not found")
+            info = vocab_info(vocab, self.lowercase, self.strip_accents)
+            if cfg.vocab_sha256 and info["sha256"] != cfg.vocab_sha256:
+                raise ConfigError(f"{vocab}: sha256 {info['sha256']} does not match vocab_sha256 {cfg.vocab_sha256}")
+            missing = {"[UNK]", "[CLS]", "[SEP]", "[MASK]"} - set(read_vocab(vocab))
+            if missing:
+                raise ConfigError(f"{vocab}: vocab lacks the special tokens {sorted(missing)}")
+            check_vocab_casing(vocab, self.lowercase)
+            self.vocab_spec = {"sha256": info["sha256"]}
+        else:
+            self.vocab_spec = {"trained": cfg.vocab_size}
+        self.extract_key = _key({"v": EXTRACT_VERSION, "sources": [(str(p.resolve()), p.stat().st_size)
+                                                                   for p in self.sources],
+                                 "format": cfg.source_format, "doc_mode": cfg.text_doc_mode,
+                                 "max_documents": cfg.max_documents})
+        if cfg.max_documents is not None and cfg.max_documents < cfg.num_shards + cfg.validation_shards:
+            raise ConfigError(f"max_documents={cfg.max_documents} is fewer than num_shards + validation_shards = "
+                              f"{cfg.num_shards + cfg.validation_shards} (every shard needs a document)")
+        for phase in cfg.phases:
+            self._check_phase_dir(phase)
+
+    def phase_settings(self, phase) -> dict:
+        cfg = self.cfg
+        return {"phase": phase.name, "max_seq_length": phase.max_seq_length,
+                "max_predictions_per_seq": phase.max_predictions_per_seq, "sources": list(cfg.sources),
+                "source_format": cfg.source_format, "text_doc_mode": cfg.text_doc_mode,
+                "max_documents": cfg.max_documents, "vocab": self.vocab_spec,
+                "do_lower_case": cfg.do_lower_case, "strip_accents": cfg.strip_accents,
+                "num_shards": cfg.num_shards, "validation_shards": cfg.validation_shards,
+                "validation_fraction": cfg.validation_fraction, "dupe_factor": cfg.dupe_factor,
+                "short_seq_prob": cfg.short_seq_prob, "masked_lm_prob": cfg.masked_lm_prob,
+                "whole_word_masking": cfg.whole_word_masking, "seed": cfg.seed}
+
+    def _check_phase_dir(self, phase) -> None:
+        """Refuse to mix: an existing phase folder must have been made with the same settings."""
+        pdir = self.out / phase.name
+        new = self.phase_settings(phase)
+        old, where = None, None
+        manifest = _read_json(pdir / "manifest.json")
+        if manifest is not None:
+            old, where = manifest.get("settings"), pdir / "manifest.json"
+        else:
+            for marker in sorted((pdir / ".progress").glob("*.json")) if (pdir / ".progress").is_dir() else []:
+                m = _read_json(marker)
+                if m and m.get("settings") is not None:
+                    old, where = m["settings"], marker
+                    break
+        if old is not None and old != new:
+            changed = ", ".join(f"{k}: {old.get(k)!r} → {new.get(k)!r}" for k in new if old.get(k) != new.get(k))
+            raise ConfigError(f"{where}: {pdir} was prepared with other settings ({changed}); "
+                              f"use a new output_dir or delete {pdir}")
+
+    # -- 1. extract --------------------------------------------------------------------------------
+    def extract(self, pool, workers: int) -> dict:
+        from bertlib.data.corpus import iter_raw_documents
+
+        marker = self.corpus_dir / "extract.json"
+        done = _read_json(marker)
+        if done and done.get("key") == self.extract_key and (self.corpus_dir / "sentences.txt").is_file():
+            return done
+        self.corpus_dir.mkdir(parents=True, exist_ok=True)
+        path = self.corpus_dir / "sentences.txt"
+        tmp = path.with_name(f".sentences.txt.tmp{os.getpid()}")
+        raw_docs = iter_raw_documents(self.sources, self.cfg.source_format, self.cfg.text_doc_mode,
+                                      self.cfg.max_documents)
+        counts = {"raw_documents": 0, "documents": 0, "sentences": 0, "words": 0}
+        with open(tmp, "w", encoding="utf-8") as out, \
+                _bar(self.progress, desc="extract", unit="doc", total=self.cfg.max_documents) as bar:
+            for result in _ordered_map(pool, _extract_chunk, _chunks(raw_docs, lambda d: len(d.text)),
+                                       2 * workers + 1):
+                for sentences in result:
+                    counts["raw_documents"] += 1
+                    if sentences:
+                        counts["documents"] += 1
+                        counts["sentences"] += len(sentences)
+                        counts["words"] += sum(s.count(" ") + 1 for s in sentences)
+                        out.write("\n".join(sentences) + "\n\n")
+                bar.update(len(result))
+        if counts["documents"] == 0:
+            tmp.unlink()
+            raise ConfigError(f"{', '.join(map(str, self.sources))}: no documents with text found")
+        os.replace(tmp, path)
+        done = {"key": self.extract_key, **counts}
+        _write_json(marker, done)
+        return done
+
+    # -- 2. vocab ----------------------------------------------------------------------------------
+    def vocab(self) -> Path:
+        from bertlib.assets import sha256_file
+        from bertlib.tokenization import train_wordpiece
+
+        if self.cfg.vocab_file:
+            return Path(self.cfg.vocab_file).resolve()
+        path = self.out / "vocab.txt"
+        marker = self.corpus_dir / "vocab.json"
+        key = _key({"extract": self.extract_key, "size": self.cfg.vocab_size, "lower": self.lowercase,
+                    "strip": self.strip_accents})
+        done = _read_json(marker)
+        if done and done.get("key") == key and path.is_file() and sha256_file(path) == done.get("sha256"):
+            return path.resolve()
+        lines = (line.rstrip("\n") for line in open(self.corpus_dir / "sentences.txt", encoding="utf-8"))
+        train_wordpiece((line for line in lines if line), self.cfg.vocab_size, self.lowercase,
+                        self.strip_accents, path)
+        _write_json(marker, {"key": key, "sha256": sha256_file(path)})
+        return path.resolve()
+
+    # -- 3. tokenize -------------------------------------------------------------------------------
+    def tokenize(self, pool, workers: int, vocab_file: Path, vocab_sha: str) -> dict:
+        from bertlib.data.pretraining import CORPUS_FILES
+
+        key = _key({"extract": self.extract_key, "vocab": vocab_sha, "lower": self.lowercase,
+                    "strip": self.strip_accents})
+        marker = self.corpus_dir / "tokenize.json"
+        done = _read_json(marker)
+        if done and done.get("key") == key and all((self.corpus_dir / f).is_file() for f in CORPUS_FILES):
+            return done
+        marker.unlink(missing_ok=True)
+        tok_path = self.corpus_dir / CORPUS_FILES[0]
+        tmp = tok_path.with_name(f".{tok_path.name}.tmp{os.getpid()}")
+        sent_lens, doc_sents = [], []
+        args = ((str(vocab_file), self.lowercase, self.strip_accents, chunk)
+                for chunk in _chunks(_read_sentence_docs(self.corpus_dir / "sentences.txt"),
+                                     lambda d: sum(map(len, d))))
+        with open(tmp, "wb") as out, _bar(self.progress, desc="tokenize", unit="doc") as bar:
+            for tokens, lengths, per_doc in _ordered_map(pool, _tokenize_chunk, args, 2 * workers + 1):
+                out.write(np.ascontiguousarray(tokens, "<i4").tobytes())
+                sent_lens.append(lengths)
+                doc_sents.append(per_doc)
+                bar.update(len(per_doc))
+        os.replace(tmp, tok_path)
+        sentence_starts = np.concatenate([[0], np.cumsum(np.concatenate(sent_lens))]).astype(np.int64)
+        document_starts = np.concatenate([[0], np.cumsum(np.concatenate(doc_sents))]).astype(np.int64)
+        for name, arr in zip(CORPUS_FILES[1:], (sentence_starts, document_starts)):
+            p = self.corpus_dir / name
+            t = p.with_name(f".{name}.tmp{os.getpid()}")
+            arr.tofile(t)
+            os.replace(t, p)
+        done = {"key": key, "documents": len(document_starts) - 1, "sentences": len(sentence_starts) - 1,
+                "tokens": int(sentence_starts[-1])}
+        _write_json(marker, done)
+        return done
+
+    # -- 4. split documents ------------------------------------------------------------------------
+    def split(self, corpus_info: dict) -> dict[str, Path]:
+        from bertlib.data.pretraining import derive_seed
+
+        cfg = self.cfg
+        n = corpus_info["documents"]
+        perm = np.random.default_rng(derive_seed(cfg.seed, "split")).permutation(n).astype(np.int64)
+        n_val = 0
+        if cfg.validation_shards and cfg.validation_fraction > 0:
+            n_val = max(cfg.validation_shards, int(round(n * cfg.validation_fraction)))
+        splits = {"train": perm[n_val:]}
+        if n_val:
+            splits["validation"] = perm[:n_val]
+        shards = {"train": cfg.num_shards, "validation": cfg.validation_shards}
+        for name, docs in splits.items():
+            if len(docs) < shards[name]:
+                raise ConfigError(f"{', '.join(map(str, self.sources))}: {len(docs)} {name} documents for "
+                                  f"{shards[name]} {name} shards (every shard needs at least one document); "
+                                  f"lower num_shards/validation_shards or add data")
+        paths = {}
+        for name, docs in splits.items():
+            p = self.corpus_dir / f"split-{name}.npy"
+            t = p.with_name(f".{p.name}.tmp{os.getpid()}.npy")
+            np.save(t, docs)
+            os.replace(t, p)
+            paths[name] = p
+        return paths
+
+    # -- 5. examples + manifests -------------------------------------------------------------------
+    def shard_tasks(self, corpus_key: str, vocab_file: Path, vocab_info: dict, split_paths: dict) -> list[dict]:
+        from bertlib.data.pretraining import derive_seed
+
+        cfg = self.cfg
+        tasks = []
+        for phase in cfg.phases:
+            pdir = self.out / phase.name
+            (pdir / ".progress").mkdir(parents=True, exist_ok=True)
+            for stale in pdir.glob(".*.tmp*"):  # temp files of an interrupted run
+                stale.unlink()
+            settings = self.phase_settings(phase)
+            key = _key({"settings": settings, "vocab": vocab_info, "corpus": corpus_key})
+            for split, docs_path in split_paths.items():
+                n = cfg.num_shards if split == "train" else cfg.validation_shards
+                for k in range(n):
+                    name = f"{split}-{k:05d}-of-{n:05d}.tfrecord"
+                    tasks.append({
+                        "phase": phase.name, "split": split, "shard": k, "num_shards": n, "key": key,
+                        "settings": settings, "path": str(pdir / name),
+                        "marker": str(pdir / ".progress" / f"{name}.json"),
+                        "corpus_dir": str(self.corpus_dir), "corpus_key": corpus_key,
+                        "vocab_file": str(vocab_file), "split_docs": str(docs_path),
+                        "seed": derive_seed(cfg.seed, phase.name, split, k),
+                        "example_settings": {
+                            "max_seq_length": phase.max_seq_length,
+                            "max_predictions_per_seq": phase.max_predictions_per_seq,
+                            "dupe_factor": cfg.dupe_factor, "short_seq_prob": cfg.short_seq_prob,
+                            "masked_lm_prob": cfg.masked_lm_prob,
+                            "whole_word_masking": cfg.whole_word_masking}})
+        return tasks
+
+    @staticmethod
+    def finished(task: dict) -> dict | None:
+        """The task's marker if its shard is complete for the same settings (sha256 re-checked)."""
+        from bertlib.assets import sha256_file
+
+        marker = _read_json(Path(task["marker"]))
+        path = Path(task["path"])
+        if not marker or marker.get("key") != task["key"] or not path.is_file():
+            return None
+        if path.stat().st_size != marker.get("bytes") or sha256_file(path) != marker.get("sha256"):
+            return None
+        return marker
+
+    def write_manifests(self, markers: dict, tasks: list[dict], vocab_file: Path, vocab_info: dict,
+                        split_paths: dict) -> dict:
+        from bertlib.data.pretraining import TokenizedCorpus
+        from bertlib.data.records import MANIFEST_FORMAT
+
+        corpus = TokenizedCorpus.load(self.corpus_dir)
+        split_counts = {}
+        for split, p in split_paths.items():
+            docs = np.load(p)
+            ds = np.asarray(corpus.document_starts)
+            ss = np.asarray(corpus.sentence_starts)
+            split_counts[split] = {"documents": int(len(docs)),
+                                   "sentences": int((ds[docs + 1] - ds[docs]).sum()),
+                                   "tokens": int((ss[ds[docs + 1]] - ss[ds[docs]]).sum())}
+        manifests = {}
+        for phase in self.cfg.phases:
+            pdir = self.out / phase.name
+            shards: dict[str, list] = {s: [] for s in split_paths}
+            splits = {s: dict(c, examples=0, masked_tokens=0) for s, c in split_counts.items()}
+            for task in tasks:
+                if task["phase"] != phase.name:
+                    continue
+                m = markers[task["path"]]
+                shards[task["split"]].append({"file": m["file"], "sha256": m["sha256"], "bytes": m["bytes"],
+                                              "examples": m["examples"], "masked_tokens": m["masked_tokens"],
+                                              "real_tokens": m["real_tokens"]})
+                splits[task["split"]]["examples"] += m["examples"]
+                splits[task["split"]]["masked_tokens"] += m["masked_tokens"]
+            counts = {k: sum(s[k] for s in splits.values())
+                      for k in ("documents", "sentences", "tokens", "examples", "masked_tokens")}
+            vtmp = pdir / f".vocab.txt.tmp{os.getpid()}"
+            shutil.copyfile(vocab_file, vtmp)
+            os.replace(vtmp, pdir / "vocab.txt")
+            manifest = {"format": MANIFEST_FORMAT, "max_seq_length": phase.max_seq_length,
+                        "max_predictions_per_seq": phase.max_predictions_per_seq, "vocab": vocab_info,
+                        "settings": self.phase_settings(phase), "counts": counts, "splits": splits,
+                        "shards": shards, "created_by": "bertlib prepare-data"}
+            _write_json(pdir / "manifest.json", manifest)
+            manifests[phase.name] = manifest
+        return manifests
+
+    def run(self) -> dict:
+        from bertlib.tokenization import vocab_info
+
+        t_start = time.perf_counter()
+        self.validate()
+        workers = self.cfg.num_workers or os.cpu_count() or 1
+        self.out.mkdir(parents=True, exist_ok=True)
+        ctx = multiprocessing.get_context("spawn")
+        with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init) as pool:
+            try:
+                t = time.perf_counter()
+                extracted = self.extract(pool, workers)
+                self.timings["extract_s"] = time.perf_counter() - t
+                t = time.perf_counter()
+                vocab_file = self.vocab()
+                info = vocab_info(vocab_file, self.lowercase, self.strip_accents)
+                self.timings["vocab_s"] = time.perf_counter() - t
+                t = time.perf_counter()
+                corpus = self.tokenize(pool, workers, vocab_file, info["sha256"])
+                self.timings["tokenize_s"] = time.perf_counter() - t
+                t = time.perf_counter()
+                split_paths = self.split(corpus)
+                tasks = self.shard_tasks(corpus["key"], vocab_file, info, split_paths)
+                markers = {}
+                todo = []
+                for task in tasks:
+                    m = self.finished(task)
+                    if m is None:
+                        todo.append(task)
+                    else:
+                        markers[task["path"]] = m
+                for task in todo:  # a phase being (re)written has no manifest, a shard no stale marker
+                    (Path(task["path"]).parent / "manifest.json").unlink(missing_ok=True)
+                    Path(task["marker"]).unlink(missing_ok=True)
+                with _bar(self.progress, desc="shards", unit="shard", total=len(tasks),
+                          initial=len(tasks) - len(todo)) as bar:
+                    futures = {pool.submit(_shard_task, {**task}): task for task in todo}
+                    for fut in cf.as_completed(futures):
+                        m = fut.result()
+                        markers[futures[fut]["path"]] = m
+                        bar.update(1)
+                self.timings["examples_s"] = time.perf_counter() - t
+            except BrokenProcessPool:
+                raise RuntimeError(f"{self.out}: a worker process died; finished shards are kept — rerun the "
+                                   f"same command to resume (calling prepare() from a script? workers are "
+                                   f"spawned and re-import it: put the call under if __name__ == '__main__')"
+                                   ) from None
+        manifests = self.write_manifests(markers, tasks, vocab_file, info, split_paths)
+        self.timings["total_s"] = time.perf_counter() - t_start
+        return {"output_dir": str(self.out), "workers": workers, "vocab": info,
+                "corpus": {"raw_documents": extracted["raw_documents"], "words": extracted["words"],
+                           "documents": corpus["documents"], "sentences": corpus["sentences"],
+                           "tokens": corpus["tokens"]},
+                "phases": {name: {"dir": str(self.out / name), "counts": m["counts"], "splits": m["splits"],
+                                  "shards": {s: len(v) for s, v in m["shards"].items()}}
+                           for name, m in manifests.items()},
+                "skipped_shards": len(tasks) - len(todo), "written_shards": len(todo),
+                "timings": dict(self.timings)}
+
+
+def prepare(cfg: DataConfig, progress: bool = True) -> dict:
+    """Run data preparation for ``cfg``; return a summary dict (corpus counts, per-phase counts,
+    shards written/skipped, stage timings). Bad input raises ConfigError/FileNotFoundError before
+    any heavy work; an interrupted run can simply be rerun."""
+    return _Preparer(cfg, progress).run()
+
+
+def main(argv: list[str]) -> int:
+    """``bertlib prepare-data --config FILE [--key value ...]``."""
+    parser = argparse.ArgumentParser(
+        prog="bertlib prepare-data", description=__doc__.splitlines()[0], allow_abbrev=False,
+        epilog="Any DataConfig key can be given or overridden as --key value (e.g. --num_workers 4).")
+    parser.add_argument("--config", help="params YAML (DataConfig keys)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    args, rest = parser.parse_known_args(argv)
+    cfg = load_config("prepare-data", args.config, rest)
+    try:
+        summary = prepare(cfg, progress=not args.no_progress)
+    except RuntimeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    c = summary["corpus"]
+    print(f"[bertlib] prepare-data documents={c['documents']} sentences={c['sentences']} tokens={c['tokens']} "
+          f"shards_written={summary['written_shards']} shards_skipped={summary['skipped_shards']} "
+          f"seconds={summary['timings']['total_s']:.1f}")
+    for name, ph in summary["phases"].items():
+        pc = ph["counts"]
+        print(f"[bertlib] {name}: {ph['dir']} examples={pc['examples']} masked_tokens={pc['masked_tokens']} "
+              f"shards={ph['shards']}")
+    return 0
+
+
+if __name__ == "__main__":
+    from bertlib.cli import run_guarded
+
+    sys.exit(run_guarded(main, sys.argv[1:]))

@@ -1,0 +1,101 @@
+"""Bring a run's outputs home: an ``s3://`` URI → a local run directory, like a local run's.
+
+A SageMaker job leaves ``metrics.jsonl``, ``summary.json``, ``config.yaml`` and ``tb/`` (everything
+the entry point wrote to ``SM_OUTPUT_DATA_DIR``) in ``<output>/<job>/output/output.tar.gz``.
+:func:`fetch_run` accepts that archive's URI, the job's prefix ``<output>/<job>``, or any S3 prefix
+holding a run directory's files (e.g. one synced by hand), and returns a local folder with the same
+layout as a local run, so :mod:`bertlib.report` reads both the same way. Local paths pass through.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tarfile
+import tempfile
+from pathlib import Path
+
+from bertlib.config import ConfigError
+
+RUN_FILES = ("metrics.jsonl", "summary.json")
+
+
+def _split(uri: str) -> tuple[str, str]:
+    bucket, _, key = uri[5:].partition("/")
+    if not bucket:
+        raise ConfigError(f"{uri}: not an s3://bucket/prefix URI")
+    return bucket, key
+
+
+def _replace_dir(tmp: Path, dest: Path) -> Path:
+    """Move the finished folder ``tmp`` to ``dest``, replacing an older copy without a gap in which
+    ``dest`` is half-written."""
+    old = None
+    if dest.exists():
+        old = dest.with_name(f".{dest.name}.old{os.getpid()}")
+        os.rename(dest, old)
+    os.rename(tmp, dest)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return dest
+
+
+def _unpack(archive: Path) -> Path:
+    """``.../output.tar.gz`` → sibling folder ``run/`` (extracted once, through a temp folder)."""
+    dest = archive.parent / "run"
+    if dest.is_dir():
+        return dest
+    tmp = Path(tempfile.mkdtemp(prefix=".run-", dir=archive.parent))
+    with tarfile.open(archive, "r:gz") as tar:
+        tar.extractall(tmp, filter="data")
+    return _replace_dir(tmp, dest)
+
+
+def _cache_dir(cache_dir: str | os.PathLike | None) -> Path:
+    from bertlib.assets import cache_root
+
+    return Path(cache_dir) if cache_dir else cache_root() / "runs"
+
+
+def fetch_run(uri_or_dir: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> Path:
+    """A local run directory for ``uri_or_dir`` (local path, ``s3://…/output.tar.gz``, job prefix,
+    or S3 run-directory prefix). S3 prefixes are downloaded afresh on every call (a running job's
+    files change); archives are downloaded and unpacked once.
+
+    Raises FileNotFoundError (local path missing) or ConfigError (nothing run-like at the URI).
+    """
+    text = str(uri_or_dir)
+    if not text.startswith("s3://"):
+        path = Path(text)
+        if not path.is_dir():
+            raise FileNotFoundError(f"{path}: run directory not found")
+        return path
+    root = _cache_dir(cache_dir)
+    if text.endswith(".tar.gz"):
+        from bertlib.assets import fetch_url
+
+        return _unpack(fetch_url(text, cache_dir=root / "archives"))
+
+    import boto3
+
+    bucket, key = _split(text)
+    prefix = key.rstrip("/") + "/" if key.strip("/") else ""
+    s3 = boto3.client("s3")
+    keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+            for o in page.get("Contents", []) if not o["Key"].endswith("/")]
+    if prefix + "output/output.tar.gz" in keys:  # a SageMaker job's prefix
+        return fetch_run(f"s3://{bucket}/{prefix}output/output.tar.gz", cache_dir)
+    if not any(k[len(prefix):] in RUN_FILES for k in keys):
+        raise ConfigError(f"{text}: no bertlib run there (neither {' nor '.join(RUN_FILES)} "
+                          "nor output/output.tar.gz)")
+    dest = root / "prefixes" / hashlib.sha256(text.rstrip("/").encode()).hexdigest()[:16]
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".run-", dir=dest.parent))
+    for k in keys:
+        target = (tmp / k[len(prefix):]).resolve()
+        if not target.is_relative_to(tmp.resolve()):
+            raise ConfigError(f"s3://{bucket}/{k}: key escapes the run directory")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        s3.download_file(bucket, k, str(target))
+    return _replace_dir(tmp, dest)

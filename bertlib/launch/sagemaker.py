@@ -1,0 +1,420 @@
+"""Run ``bertlib pretrain`` / ``bertlib squad`` as a SageMaker training job with Horovod over MPI.
+
+Built on SageMaker Python SDK 3.x: ``sagemaker.train.ModelTrainer`` with the ``MPI`` distribution. The
+job ships a copy of this ``bertlib`` package as its code channel and runs
+``bertlib/launch/sm_entry.py`` on every rank, with the run config flattened to ``--key value``
+hyperparameters (the same parser as a local run reads them). The image (``container/Dockerfile``)
+holds TensorFlow, Horovod and the requirements.
+
+Container contract (what the entry points see):
+
+==========================  ===========================================================
+training data               channel ``train`` (FSx for Lustre or S3) → ``data_dir``
+init checkpoint             channel ``init`` (S3 folder / ``model.tar.gz``, or FSx)
+                            → ``checkpoint_path``
+checkpoints                 ``/opt/ml/checkpoints`` (``BERTLIB_CHECKPOINT_DIR``), synced
+                            to ``checkpoint_s3_uri``; a restarted (spot) job resumes there
+export (model.tar.gz)       ``SM_MODEL_DIR`` = ``/opt/ml/model``
+metrics.jsonl, summary...   ``SM_OUTPUT_DATA_DIR`` → ``<output>/<job>/output/output.tar.gz``
+==========================  ===========================================================
+
+Account-specific values — role, image, subnets, security groups, FSx id — come from the config
+(set in a notebook / on the command line) or from the environment variables
+``BERTLIB_SAGEMAKER_ROLE``, ``BERTLIB_IMAGE_URI``, ``BERTLIB_SUBNETS``,
+``BERTLIB_SECURITY_GROUP_IDS`` (comma-separated), ``BERTLIB_FSX_ID``; never from committed files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bertlib.config import ConfigError, build_config, launch_keys
+from bertlib.launch.instances import gpus_per_instance
+
+CHANNEL_ROOT = "/opt/ml/input/data"
+CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
+ENTRY_SCRIPT = "bertlib/launch/sm_entry.py"
+#: keys checked here at launch time but meaningless inside the job (where the world size is
+#: Horovod's, not the config's)
+LAUNCH_CHECKED_KEYS = {"global_batch_size_check"}
+_ENV = {
+    "role": "BERTLIB_SAGEMAKER_ROLE",
+    "image_uri": "BERTLIB_IMAGE_URI",
+    "subnets": "BERTLIB_SUBNETS",
+    "security_group_ids": "BERTLIB_SECURITY_GROUP_IDS",
+    "fsx_file_system_id": "BERTLIB_FSX_ID",
+}
+
+
+@dataclass
+class Channel:
+    """One input channel: ``source`` is an S3 URI or an FSx directory path; ``container_path`` is
+    where the entry point finds it (the value its hyperparameter gets)."""
+
+    name: str
+    source: str
+    fsx: bool
+    container_path: str
+
+
+@dataclass
+class JobSpec:
+    """Everything a launch needs, resolved and validated before any AWS call."""
+
+    job: str
+    base_job_name: str
+    role: str
+    image_uri: str
+    region: str | None
+    processes_per_host: int
+    world_size: int
+    subnets: list[str]
+    security_group_ids: list[str]
+    fsx_file_system_id: str | None
+    channels: list[Channel]
+    hyperparameters: dict[str, Any]
+    environment: dict[str, str]
+    mpi_options: list[str] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------- resolution
+
+
+def _from_env(cfg, name: str):
+    value = getattr(cfg, name)
+    if value:
+        return value
+    raw = os.environ.get(_ENV[name], "").strip()
+    if name in ("subnets", "security_group_ids"):
+        return [s.strip() for s in raw.split(",") if s.strip()]
+    return raw or None
+
+
+def _job_name(job: str, cfg) -> str:
+    if cfg.job_name:
+        name = cfg.job_name
+    else:
+        name = f"bertlib-{job}-{cfg.phase if job == 'pretrain' else cfg.squad_version}"
+    if not re.fullmatch(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,40}", name):
+        raise ConfigError(f"job_name {name!r}: use letters, digits and '-' (at most 41 characters; "
+                          "SageMaker appends a timestamp)")
+    return name
+
+
+def _channel(name: str, source: str, fsx_id: str | None, what: str) -> Channel:
+    """An S3 URI or (with an FSx file system) an absolute FSx path → a channel."""
+    if source.startswith("s3://"):
+        path = f"{CHANNEL_ROOT}/{name}"
+        if source.endswith(".tar.gz") or source.endswith(".json"):  # a single object: keep its name
+            path += "/" + source.rstrip("/").rsplit("/", 1)[-1]
+        return Channel(name, source, False, path)
+    if source.startswith("/") and fsx_id:
+        return Channel(name, source, True, f"{CHANNEL_ROOT}/{name}")
+    raise ConfigError(f"{what} {source!r}: on SageMaker this must be an s3:// URI or, with "
+                      f"fsx_file_system_id (or ${_ENV['fsx_file_system_id']}), an FSx path like /fsx/...")
+
+
+def resolve(job: str, cfg) -> JobSpec:
+    """Check the config for a SageMaker launch and resolve every setting (no AWS call).
+
+    Raises ConfigError naming the missing/invalid setting — e.g. no role or image.
+    """
+    if job not in ("pretrain", "squad"):
+        raise ConfigError(f"job {job!r}: expected 'pretrain' or 'squad'")
+    role, image = _from_env(cfg, "role"), _from_env(cfg, "image_uri")
+    if not role:
+        raise ConfigError(f"SageMaker launch: no IAM role — set role or ${_ENV['role']}")
+    if not image:
+        raise ConfigError(f"SageMaker launch: no training image — set image_uri or ${_ENV['image_uri']} "
+                          "(build it with container/build_and_push.sh)")
+    subnets, sgs = _from_env(cfg, "subnets"), _from_env(cfg, "security_group_ids")
+    fsx_id = _from_env(cfg, "fsx_file_system_id")
+    if bool(subnets) != bool(sgs):
+        raise ConfigError("SageMaker launch: a VPC needs both subnets and security_group_ids "
+                          f"(${_ENV['subnets']}, ${_ENV['security_group_ids']})")
+    per_host = cfg.processes_per_host or gpus_per_instance(cfg.instance_type)
+    if cfg.use_spot:
+        if cfg.max_wait_seconds is not None and cfg.max_wait_seconds < cfg.max_run_seconds:
+            raise ConfigError(f"max_wait_seconds ({cfg.max_wait_seconds}) must be >= max_run_seconds "
+                              f"({cfg.max_run_seconds}) for spot training")
+    elif cfg.max_wait_seconds is not None:
+        raise ConfigError("max_wait_seconds only applies to spot training (use_spot: true)")
+
+    hp = cfg.model_dump(mode="json", exclude=launch_keys() | LAUNCH_CHECKED_KEYS)
+    channels: list[Channel] = []
+    if job == "pretrain":
+        if cfg.fsx_directory_path:
+            if not fsx_id:
+                raise ConfigError(f"fsx_directory_path needs fsx_file_system_id (or ${_ENV['fsx_file_system_id']})")
+            channels.append(_channel("train", cfg.fsx_directory_path, fsx_id, "fsx_directory_path"))
+        else:
+            channels.append(_channel("train", cfg.s3_data_uri or cfg.data_dir, None,
+                                     "s3_data_uri" if cfg.s3_data_uri else "data_dir"))
+        if cfg.validation_dir:
+            channels.append(_channel("validation", cfg.validation_dir, fsx_id, "validation_dir"))
+    else:
+        for key, name in (("train_file", "squad_train"), ("predict_file", "squad_predict")):
+            if getattr(cfg, key).startswith("s3://"):
+                channels.append(_channel(name, getattr(cfg, key), None, key))
+    if cfg.load_from == "checkpoint":
+        channels.append(_channel("init", cfg.checkpoint_path, fsx_id, "checkpoint_path"))
+    if any(c.fsx for c in channels) and not subnets:
+        raise ConfigError("FSx for Lustre input needs a VPC: set subnets and security_group_ids "
+                          f"(${_ENV['subnets']}, ${_ENV['security_group_ids']})")
+    key_of = {"train": "data_dir", "validation": "validation_dir", "init": "checkpoint_path",
+              "squad_train": "train_file", "squad_predict": "predict_file"}
+    for c in channels:
+        hp[key_of[c.name]] = c.container_path
+
+    environment = {"BERTLIB_JOB": job, "BERTLIB_CHECKPOINT_DIR": CHECKPOINT_LOCAL_PATH, **cfg.environment}
+    return JobSpec(
+        job=job, base_job_name=_job_name(job, cfg), role=role, image_uri=image,
+        region=cfg.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"),
+        processes_per_host=per_host, world_size=per_host * cfg.instance_count,
+        subnets=subnets, security_group_ids=sgs, fsx_file_system_id=fsx_id, channels=channels,
+        hyperparameters={k: hyperparameter_value(v) for k, v in hp.items() if v is not None},
+        environment=environment, mpi_options=list(cfg.mpi_options))
+
+
+def hyperparameter_value(value: Any) -> Any:
+    """A config value as a hyperparameter that ``bertlib.config.parse_overrides`` reads back equal.
+
+    Numbers, booleans and lists go as they are (the SDK JSON-encodes them, which YAML reads back).
+    Strings go as they are unless the SDK's container driver (which JSON-decodes every value once)
+    or YAML would read them as something else (``"123"``, ``"true"``, ``"1e-4"``); those are
+    single-quoted for YAML, which JSON cannot decode.
+    """
+    if not isinstance(value, str):
+        return value
+    try:
+        json.loads(value)
+        survives = False
+    except ValueError:
+        try:
+            survives = yaml.safe_load(value) == value
+        except yaml.YAMLError:
+            survives = False
+    return value if survives else "'" + value.replace("'", "''") + "'"
+
+
+def metric_definitions() -> list[dict[str, str]]:
+    """SageMaker metric regexes for every key of the entry points' ``key=value`` log lines."""
+    from bertlib.train.metrics import METRIC_KEYS
+
+    return [{"name": key, "regex": rf"\b{key}=([-+0-9.eEinfa]+)"} for key in METRIC_KEYS]
+
+
+# ----------------------------------------------------------------------------- SDK objects
+
+
+def _stage_code() -> tempfile.TemporaryDirectory:
+    """A temporary folder holding a copy of the bertlib package (the job's ``code`` channel)."""
+    tmp = tempfile.TemporaryDirectory(prefix="bertlib-code-")
+    package = Path(__file__).resolve().parents[1]
+    shutil.copytree(package, Path(tmp.name) / "bertlib",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".ipynb_checkpoints"))
+    return tmp
+
+
+def _dry_run_session_class():
+    from sagemaker.core.helper.session_helper import Session
+
+    class DryRunSession(Session):
+        """A Session that never writes: uploads return the URI they would write to, and the default
+        bucket is taken as given. Its boto session refuses to send any request (see ``_refuse``)."""
+
+        def default_bucket(self):
+            return self._default_bucket_name_override or f"sagemaker-{self.boto_region_name}-ACCOUNT"
+
+        def upload_data(self, path, bucket=None, key_prefix="data", callback=None, extra_args=None):
+            bucket = bucket or self.default_bucket()
+            suffix = "" if os.path.isdir(path) else "/" + os.path.basename(path)
+            return f"s3://{bucket}/{key_prefix}{suffix}"
+
+    return DryRunSession
+
+
+class DryRunRequestBlocked(RuntimeError):
+    """An AWS request was attempted during a dry run."""
+
+
+def _refuse(request=None, **_):
+    raise DryRunRequestBlocked(f"dry run: refused to send {getattr(request, 'url', 'a request')}")
+
+
+@contextlib.contextmanager
+def _environ(**values: str):
+    """Set environment variables for the duration of a block (restoring the previous values)."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _bucket_of(uri: str | None) -> str | None:
+    return uri[5:].split("/", 1)[0] if uri and uri.startswith("s3://") else None
+
+
+def _session(spec: JobSpec, cfg, session, dry_run: bool):
+    import boto3
+
+    if session is not None and not dry_run:
+        return session
+    region = spec.region or (session.boto_region_name if session is not None else None)
+    if not region:
+        raise ConfigError("SageMaker launch: no AWS region — set region, $AWS_REGION or $AWS_DEFAULT_REGION")
+    if dry_run:
+        boto = boto3.Session(region_name=region)
+        boto.events.register("before-send", _refuse)
+        bucket = (session.default_bucket() if session is not None
+                  else _bucket_of(cfg.output_s3_uri) or _bucket_of(cfg.checkpoint_s3_uri))
+        return _dry_run_session_class()(boto_session=boto, default_bucket=bucket)
+    from sagemaker.core.helper.session_helper import Session
+
+    # code and drivers are staged next to the outputs when an output bucket is given
+    return Session(boto_session=boto3.Session(region_name=region), default_bucket=_bucket_of(cfg.output_s3_uri))
+
+
+def build_trainer(job: str, cfg, session=None, dry_run: bool = False):
+    """(ModelTrainer, input channels, staged code dir, JobSpec) for ``cfg``; validates first."""
+    spec = resolve(job, cfg)
+    sm_session = _session(spec, cfg, session, dry_run)
+    from sagemaker.core.training.configs import (
+        CheckpointConfig, Compute, FileSystemDataSource, InputData, MetricDefinition, Networking,
+        OutputDataConfig, SourceCode, StoppingCondition, Tag)
+    from sagemaker.train import ModelTrainer
+    from sagemaker.train.distributed import MPI
+
+    code = _stage_code()
+    # SDK 3.27's MPI driver runs `mpirun -np <process_count_per_node>` with every host listed as
+    # host:<process_count_per_node> slots, i.e. process_count_per_node is the TOTAL rank count.
+    # Ask for the world size and place processes_per_host ranks on each node explicitly.
+    mpi = MPI(process_count_per_node=spec.world_size,
+              mpi_additional_options=["--map-by", f"ppr:{spec.processes_per_host}:node",
+                                      "--bind-to", "none", *spec.mpi_options])
+    networking = (Networking(subnets=spec.subnets, security_group_ids=spec.security_group_ids)
+                  if spec.subnets else None)
+    max_wait = (cfg.max_wait_seconds or 2 * cfg.max_run_seconds) if cfg.use_spot else None
+    # A dry run skips the SDK's client-side IAM role check (read-only IAM calls); SageMaker still
+    # checks the role when a real job is created.
+    with _environ(SAGEMAKER_VALIDATE_ROLE="false") if dry_run else contextlib.nullcontext():
+        trainer = ModelTrainer(
+            sagemaker_session=sm_session,
+            role=spec.role,
+            training_image=spec.image_uri,
+            base_job_name=spec.base_job_name,
+            source_code=SourceCode(source_dir=code.name, entry_script=ENTRY_SCRIPT),
+            distributed=mpi,
+            compute=Compute(instance_type=cfg.instance_type, instance_count=cfg.instance_count,
+                            volume_size_in_gb=cfg.volume_size_gb, enable_managed_spot_training=cfg.use_spot),
+            networking=networking,
+            stopping_condition=StoppingCondition(max_runtime_in_seconds=cfg.max_run_seconds,
+                                                 max_wait_time_in_seconds=max_wait),
+            output_data_config=OutputDataConfig(s3_output_path=cfg.output_s3_uri) if cfg.output_s3_uri else None,
+            checkpoint_config=CheckpointConfig(s3_uri=cfg.checkpoint_s3_uri, local_path=CHECKPOINT_LOCAL_PATH),
+            environment=spec.environment,
+            hyperparameters=spec.hyperparameters,
+            tags=[Tag(key=k, value=v) for k, v in cfg.tags.items()] or None,
+        )
+    trainer.with_metric_definitions([MetricDefinition(**m) for m in metric_definitions()])
+    inputs = []
+    for c in spec.channels:
+        source = (FileSystemDataSource(file_system_id=spec.fsx_file_system_id, file_system_type="FSxLustre",
+                                       directory_path=c.source, file_system_access_mode="ro")
+                  if c.fsx else c.source)
+        inputs.append(InputData(channel_name=c.name, data_source=source))
+    return trainer, inputs, code, spec
+
+
+def model_artifacts_uri(output_s3_uri: str, job_name: str) -> str:
+    """Where SageMaker puts a job's ``SM_MODEL_DIR`` (the export): ``.../<job>/output/model.tar.gz``."""
+    return f"{output_s3_uri.rstrip('/')}/{job_name}/output/model.tar.gz"
+
+
+def output_data_uri(output_s3_uri: str, job_name: str) -> str:
+    """Where SageMaker puts a job's ``SM_OUTPUT_DATA_DIR`` (metrics.jsonl, summary.json, tb/)."""
+    return f"{output_s3_uri.rstrip('/')}/{job_name}/output/output.tar.gz"
+
+
+def launch(job: str, cfg, dry_run: bool | None = None, session=None, wait: bool = False,
+           logs: bool = True) -> dict:
+    """Start ``job`` ("pretrain" | "squad") on SageMaker as described by ``cfg``.
+
+    Returns ``{"job_name", "status", "model_artifacts", "output_data", "checkpoint_s3_uri",
+    "request"}``: S3 URIs of the export ``model.tar.gz``, of ``output.tar.gz`` (metrics.jsonl,
+    summary.json) and of the checkpoints, and the CreateTrainingJob request with boto3 names. With
+    ``dry_run`` (default: ``cfg.dry_run``) the SDK builds the request exactly as for a launch but
+    nothing is uploaded or created (every AWS request is refused). ``wait`` polls the job to a
+    terminal state, streaming its CloudWatch logs when ``logs``.
+    """
+    dry_run = cfg.dry_run if dry_run is None else dry_run
+    trainer, inputs, code, _ = build_trainer(job, cfg, session=session, dry_run=dry_run)
+    with code:
+        if dry_run:
+            request = trainer._create_training_job_args(input_data_config=inputs, boto3=True)
+            name, status = request["TrainingJobName"], "DryRun"
+            output, checkpoint = request["OutputDataConfig"]["S3OutputPath"], request["CheckpointConfig"]["S3Uri"]
+        else:
+            with _captured_create_request(trainer.sagemaker_session.boto_session) as request:
+                trainer.train(input_data_config=inputs, wait=False, logs=False)
+            training_job = trainer._latest_training_job
+            if wait:
+                training_job.wait(logs=logs)
+            name, status = training_job.training_job_name, training_job.training_job_status
+            output = training_job.output_data_config.s3_output_path
+            checkpoint = training_job.checkpoint_config.s3_uri
+    return {"job_name": name, "status": status, "model_artifacts": model_artifacts_uri(output, name),
+            "output_data": output_data_uri(output, name), "checkpoint_s3_uri": checkpoint, "request": request}
+
+
+@contextlib.contextmanager
+def _captured_create_request(boto_session):
+    """Yield a dict that receives the CreateTrainingJob parameters sent through ``boto_session``.
+
+    The SDK sends through a client it caches per boto session (``Base.get_sagemaker_client``),
+    whose event hooks were copied when it was made: the hook goes on that client.
+    """
+    from sagemaker.core.resources import Base
+
+    client = Base.get_sagemaker_client(session=boto_session, region_name=None, service_name="sagemaker")
+    captured: dict = {}
+    event = "provide-client-params.sagemaker.CreateTrainingJob"
+    client.meta.events.register(event, _copy_into(captured), unique_id="bertlib-capture")
+    try:
+        yield captured
+    finally:
+        client.meta.events.unregister(event, unique_id="bertlib-capture")
+
+
+def _copy_into(target: dict):
+    def handler(params, **_):
+        target.update(json.loads(json.dumps(params, default=str)))
+
+    return handler
+
+
+def chain(previous: dict, cfg):
+    """``cfg`` set to start from the previous job's export (phase 1 → phase 2 → SQuAD).
+
+    ``previous`` is what :func:`launch` returned (its ``model_artifacts`` S3 URI), or a dict with
+    ``checkpoint_path`` naming an FSx folder or S3 prefix that holds the export.
+    """
+    path = previous.get("checkpoint_path") or previous["model_artifacts"]
+    update = {"load_from": "checkpoint", "checkpoint_path": path, "load_optimizer_state": False}
+    return build_config(type(cfg), {**cfg.model_dump(), **update}, f"checkpoint_path={path}")

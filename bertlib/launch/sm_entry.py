@@ -1,0 +1,67 @@
+"""Container entry script of a SageMaker job started by :mod:`bertlib.launch.sagemaker`.
+
+The SDK's MPI driver runs, on every rank, ``python -m mpi4py bertlib/launch/sm_entry.py --key value ...``
+(the hyperparameters) from the uploaded code channel, which holds a copy of the ``bertlib`` package as
+it was when the job was launched. This script puts that copy first on ``sys.path`` and calls
+``bertlib $BERTLIB_JOB --key value ...`` — the same entry point as a local run.
+
+One container-side step: a ``--checkpoint_path`` that names a ``.tar.gz`` (a previous job's
+``model.tar.gz``, delivered by the ``init`` channel) is unpacked once per host and replaced by the
+unpacked folder, so that phase 2 / SQuAD load phase 1 / phase 2 exports straight from S3.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+UNPACK_ROOT = Path(os.environ.get("BERTLIB_UNPACK_DIR", "/tmp/bertlib-init"))
+
+
+def unpack_archive(archive: str | os.PathLike, root: Path = UNPACK_ROOT) -> Path:
+    """Extract ``archive`` into ``root/<name>`` once, safely under concurrent ranks on one host.
+
+    Every rank extracts into its own temporary folder and renames it into place; the first rename
+    wins and the others discard their copy, so no rank ever reads a half-written folder.
+    """
+    archive = Path(archive)
+    target = root / archive.name.removesuffix(".tar.gz")
+    if target.is_dir():
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".unpack-", dir=root))
+    with tarfile.open(archive, "r:gz") as tar:
+        tar.extractall(tmp, filter="data")
+    try:
+        os.rename(tmp, target)
+    except OSError:  # another rank got there first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def rewrite_args(argv: list[str], root: Path = UNPACK_ROOT) -> list[str]:
+    """Replace a ``--checkpoint_path X.tar.gz`` value by the folder it unpacks to (under ``root``)."""
+    out = list(argv)
+    for i, arg in enumerate(out[:-1]):
+        if arg == "--checkpoint_path" and out[i + 1].endswith(".tar.gz") and Path(out[i + 1]).is_file():
+            out[i + 1] = str(unpack_archive(out[i + 1], root))
+    return out
+
+
+def main(argv: list[str]) -> int:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from bertlib.cli import main as bertlib_main
+
+    job = os.environ.get("BERTLIB_JOB")
+    if job not in ("pretrain", "squad"):
+        print(f"error: BERTLIB_JOB must be 'pretrain' or 'squad', got {job!r}", file=sys.stderr)
+        return 2
+    return bertlib_main([job, *rewrite_args(argv)])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

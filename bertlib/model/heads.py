@@ -1,0 +1,117 @@
+"""Task heads on the BERT encoder: pretraining (masked LM + next sentence) and SQuAD span prediction.
+
+Weight names are Google's (``cls/predictions/...``, ``cls/seq_relationship/...``, ``cls/squad/...``),
+so ``variable.path`` is the original checkpoint name. All logits and losses are float32 whatever the
+mixed-precision policy.
+
+Shapes: ``B`` batch, ``S`` sequence length, ``P`` max_predictions_per_seq, ``H`` hidden, ``V`` vocab.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from bertlib.model.bert import BertConfig, BertEncoder, activation, dense, layer_norm, weights
+
+
+def _encoder(config_or_encoder: BertConfig | BertEncoder) -> BertEncoder:
+    if isinstance(config_or_encoder, BertEncoder):
+        return config_or_encoder
+    return BertEncoder(config_or_encoder)
+
+
+def gather_positions(sequence: tf.Tensor, positions: tf.Tensor) -> tf.Tensor:
+    """``sequence`` [B, S, H], ``positions`` [B, P] int → the vectors at those positions [B, P, H]."""
+    return tf.gather(sequence, tf.cast(positions, tf.int32), batch_dims=1)
+
+
+class BertPretrainer(keras.Model):
+    """BERT with the masked-LM and next-sentence-prediction heads of the original pretraining.
+
+    MLM: ``cls/predictions/transform/dense`` (H→H, GELU) → ``cls/predictions/transform/LayerNorm`` →
+    logits = x · word_embeddingsᵀ + ``cls/predictions/output_bias`` [V], evaluated only at
+    ``masked_lm_positions``. NSP: ``cls/seq_relationship/output_weights`` [2, H] (Google's layout,
+    the transpose of a Dense kernel) and ``output_bias`` [2] on the pooled output.
+
+    ``call(features, training=False)`` with ``input_ids``, ``input_mask``, ``segment_ids`` [B, S] and
+    ``masked_lm_positions`` [B, P] → ``{"mlm_logits": [B, P, V] float32, "nsp_logits": [B, 2] float32}``.
+    """
+
+    def __init__(self, config_or_encoder: BertConfig | BertEncoder, **kwargs):
+        super().__init__(name=kwargs.pop("name", "bert_pretrainer"), **kwargs)
+        self.encoder = _encoder(config_or_encoder)
+        config = self.config = self.encoder.config
+        h = config.hidden_size
+        self.transform = dense(h, config, "cls/predictions/transform/dense", h,
+                               activation=activation(config.hidden_act))
+        self.transform_layer_norm = layer_norm("cls/predictions/transform/LayerNorm", h)
+        self.predictions = weights("cls/predictions", {"output_bias": ((config.vocab_size,), "zeros")})
+        self.seq_relationship = weights("cls/seq_relationship", {
+            "output_weights": ((2, h), keras.initializers.TruncatedNormal(stddev=config.initializer_range)),
+            "output_bias": ((2,), "zeros")})
+        self.built = True
+
+    def call(self, features, training=False):
+        out = self.encoder(features, training=training)
+        x = gather_positions(out["sequence_output"], features["masked_lm_positions"])   # [B, P, H]
+        x = self.transform_layer_norm(self.transform(x))                                # float32
+        mlm_logits = tf.matmul(x, tf.cast(self.encoder.word_embeddings, tf.float32), transpose_b=True)
+        mlm_logits = mlm_logits + tf.cast(self.predictions.output_bias, tf.float32)    # [B, P, V]
+        pooled = tf.cast(out["pooled_output"], tf.float32)
+        nsp_logits = tf.matmul(pooled, tf.cast(self.seq_relationship.output_weights, tf.float32),
+                               transpose_b=True)
+        nsp_logits = nsp_logits + tf.cast(self.seq_relationship.output_bias, tf.float32)  # [B, 2]
+        return {"mlm_logits": mlm_logits, "nsp_logits": nsp_logits}
+
+
+def pretraining_losses(outputs: dict, features: dict) -> dict[str, tf.Tensor]:
+    """The pretraining loss of google-research/bert ``run_pretraining.py``, in float32.
+
+    ``mlm_loss`` = Σ w·CE(mlm_logits, masked_lm_ids) / (Σ w + 1e-5) over all [B, P] predictions,
+    with w = ``masked_lm_weights`` (0 on padding predictions); ``nsp_loss`` = mean CE of
+    ``nsp_logits`` against ``next_sentence_labels`` ([B] or [B, 1]); ``loss`` = their sum.
+    ``mlm_acc`` = Σ w·[argmax = id] / Σ w, ``nsp_acc`` = mean [argmax = label]. All scalars.
+    """
+    mlm_logits = tf.cast(outputs["mlm_logits"], tf.float32)
+    ids = tf.cast(features["masked_lm_ids"], tf.int32)
+    weights = tf.cast(features["masked_lm_weights"], tf.float32)
+    ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=ids, logits=mlm_logits)   # [B, P]
+    weight_sum = tf.reduce_sum(weights)
+    mlm_loss = tf.reduce_sum(weights * ce) / (weight_sum + 1e-5)
+    mlm_correct = tf.cast(tf.equal(tf.argmax(mlm_logits, axis=-1, output_type=tf.int32), ids), tf.float32)
+    mlm_acc = tf.math.divide_no_nan(tf.reduce_sum(weights * mlm_correct), weight_sum)
+
+    nsp_logits = tf.cast(outputs["nsp_logits"], tf.float32)
+    labels = tf.reshape(tf.cast(features["next_sentence_labels"], tf.int32), [-1])
+    nsp_ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=nsp_logits)
+    nsp_loss = tf.reduce_mean(nsp_ce)
+    nsp_acc = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(nsp_logits, -1, output_type=tf.int32), labels),
+                                     tf.float32))
+    return {"loss": mlm_loss + nsp_loss, "mlm_loss": mlm_loss, "mlm_acc": mlm_acc,
+            "nsp_loss": nsp_loss, "nsp_acc": nsp_acc}
+
+
+class BertQA(keras.Model):
+    """SQuAD span head of google-research/bert ``run_squad.py``: ``cls/squad/output_weights`` [2, H]
+    and ``cls/squad/output_bias`` [2] applied to every position.
+
+    ``call({"input_ids", "input_mask", "segment_ids"} [B, S], training=False)`` →
+    ``{"start_logits": [B, S] float32, "end_logits": [B, S] float32}``.
+    """
+
+    def __init__(self, config_or_encoder: BertConfig | BertEncoder, **kwargs):
+        super().__init__(name=kwargs.pop("name", "bert_qa"), **kwargs)
+        self.encoder = _encoder(config_or_encoder)
+        config = self.config = self.encoder.config
+        self.squad = weights("cls/squad", {
+            "output_weights": ((2, config.hidden_size),
+                               keras.initializers.TruncatedNormal(stddev=config.initializer_range)),
+            "output_bias": ((2,), "zeros")})
+        self.built = True
+
+    def call(self, features, training=False):
+        seq = tf.cast(self.encoder(features, training=training)["sequence_output"], tf.float32)
+        logits = tf.einsum("bsh,kh->bsk", seq, tf.cast(self.squad.output_weights, tf.float32))
+        logits = logits + tf.cast(self.squad.output_bias, tf.float32)                            # [B, S, 2]
+        return {"start_logits": logits[..., 0], "end_logits": logits[..., 1]}

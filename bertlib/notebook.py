@@ -1,0 +1,444 @@
+"""The notebooks' side of bertlib: parameter validation and one call per notebook step.
+
+Each notebook in ``notebooks/`` has a ``parameters`` cell (papermill injects a params YAML after it)
+and then calls :func:`parameters` with its globals. That call
+
+1. collects the parameter variables (every public, non-module, non-function global defined so far),
+2. splits off the few notebook-only keys (``experiment``, ``runs_root``; data prep adds
+   ``squad_smoke``; SQuAD adds ``squad_versions`` and the per-version blocks ``squadv1``/``squadv2``),
+   validated by a strict schema,
+3. fills in ``auto`` values — ``run_dir``/``output_dir`` → ``<runs_root>/<experiment>/<step>``;
+   ``data_dir``/``checkpoint_path``/SQuAD files → what an earlier notebook recorded in the run
+   registry (:mod:`bertlib.registry`) —, ``${VAR}`` / ``${VAR:-default}`` → the environment (account
+   specific values stay out of params files), and ``asset:NAME`` → the cached file of
+   :mod:`bertlib.assets`,
+4. validates the rest against the job's schema (:mod:`bertlib.config`),
+
+and stops the notebook with a one-line :class:`ParamsError` (unknown key, wrong type, missing
+registry entry) before anything expensive runs. The step functions below (estimate, launch, plots,
+report) keep the notebooks to narrative plus one call per step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import types
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from bertlib.config import ConfigError, build_config
+from bertlib.registry import AUTO, Registry
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # the kernel and the runs it starts: no C++ info logs
+
+#: names IPython puts into a kernel's namespace that are not parameters
+_IPYTHON_NAMES = frozenset({"In", "Out", "get_ipython", "exit", "quit", "open"})
+
+
+class ParamsError(ConfigError):
+    """Invalid notebook parameters. Jupyter shows only the one-line message, not a traceback."""
+
+    def _render_traceback_(self) -> list[str]:  # IPython hook: replaces the traceback display
+        return [f"ParamsError: {self}"]
+
+
+class _NotebookKeys(BaseModel):
+    """Keys every notebook understands besides its job's config keys."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    experiment: str = "local"   # registry: <runs_root>/<experiment>/registry.json
+    runs_root: str = "runs"
+
+
+class _DataKeys(_NotebookKeys):
+    squad_smoke: bool = True  # also build the synthetic SQuAD smoke sets (bertlib.data.squad_smoke)
+
+
+class _SquadKeys(_NotebookKeys):
+    squad_versions: list[Literal["squadv1", "squadv2"]] = ["squadv1", "squadv2"]
+    squadv1: dict[str, Any] = {}  # SquadConfig keys that differ for v1.1 (files, steps, lr, warmup)
+    squadv2: dict[str, Any] = {}  # ... and for v2.0
+
+
+#: step → (job schema, notebook-only keys schema, {param: registry key} for "auto" values)
+STEPS: dict[str, tuple[str | None, type[_NotebookKeys], dict[str, str]]] = {
+    "data": ("prepare-data", _DataKeys, {}),
+    "phase1": ("pretrain", _NotebookKeys, {"data_dir": "data.datasets.phase1"}),
+    "phase2": ("pretrain", _NotebookKeys, {"data_dir": "data.datasets.phase2",
+                                           "checkpoint_path": "phase1.export_dir"}),
+    "squad": ("squad", _SquadKeys, {"checkpoint_path": "phase2.export_dir",
+                                    "train_file": "data.squad_smoke.{name}.train_file",
+                                    "predict_file": "data.squad_smoke.{name}.predict_file"}),
+}
+#: keys whose "auto" means "a folder of this experiment" rather than a registry lookup
+_OWN_DIRS = {"run_dir", "output_dir"}
+
+
+@dataclass
+class Params:
+    """Validated parameters of one notebook: the job config(s), notebook keys, registry."""
+
+    step: str
+    keys: _NotebookKeys
+    registry: Registry
+    configs: dict[str, Any] = field(default_factory=dict)  # name → validated config (1, or 1 per SQuAD version)
+
+    @property
+    def cfg(self):
+        """The config, for notebooks that run one job."""
+        (only,) = self.configs.values()
+        return only
+
+
+def collect(namespace: dict[str, Any]) -> dict[str, Any]:
+    """The parameter variables of a notebook namespace (``globals()``).
+
+    Everything public that is not a module, function, class or IPython's own names: i.e. the values
+    the ``parameters`` cell and papermill's injected cell assigned.
+    """
+    out = {}
+    for name, value in namespace.items():
+        if name.startswith("_") or name in _IPYTHON_NAMES:
+            continue
+        if isinstance(value, (types.ModuleType, types.FunctionType, types.BuiltinFunctionType, type)):
+            continue
+        out[name] = value
+    return out
+
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _expand_env(value: Any, key: str) -> Any:
+    """``"${VAR}/x"`` / ``"${VAR:-default}"`` → the environment's value (account-specific settings
+    such as S3 prefixes stay out of the params files). An unset variable without default is an error."""
+    if isinstance(value, list):
+        return [_expand_env(v, key) for v in value]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+
+    def sub(m: re.Match) -> str:
+        got = os.environ.get(m.group(1))
+        if got is None and m.group(2) is None:
+            raise ConfigError(f"key {key!r}: environment variable {m.group(1)} is not set (used as {value!r})")
+        return got if got is not None else m.group(2)
+
+    return _ENV_REF.sub(sub, value)
+
+
+def _resolve_assets(value: Any) -> Any:
+    """``"asset:NAME"`` (also inside lists) → path of the verified cached asset."""
+    if isinstance(value, str) and value.startswith("asset:"):
+        from bertlib.assets import ASSETS, asset
+
+        name = value[len("asset:"):]
+        if name not in ASSETS:
+            raise ConfigError(f"{value!r}: unknown asset (known: {', '.join(ASSETS)})")
+        return str(asset(name))
+    if isinstance(value, list):
+        return [_resolve_assets(v) for v in value]
+    return value
+
+
+def _resolve(step: str, name: str, values: dict[str, Any], keys: _NotebookKeys, registry: Registry,
+             lookups: dict[str, str]) -> dict[str, Any]:
+    out = {k: _resolve_assets(_expand_env(v, k)) for k, v in values.items()}
+    for k in _OWN_DIRS:
+        if out.get(k) == AUTO:
+            out[k] = str(Path(keys.runs_root) / keys.experiment / name)
+    return registry.resolve(out, {k: v.format(name=name) for k, v in lookups.items()},
+                            allow_dry_run=bool(out.get("dry_run")))
+
+
+def _chdir_to_project() -> None:
+    """Jupyter starts kernels in the notebook's folder; params use paths relative to the project."""
+    here = Path.cwd()
+    if here.name == "notebooks" and (here.parent / "bertlib").is_dir():
+        os.chdir(here.parent)
+
+
+def _check_launchable(job: str, cfg) -> None:
+    """What the launch would refuse, refused now: SageMaker role/image/region-free settings and
+    input URIs (:func:`bertlib.launch.sagemaker.resolve`, no AWS call), or horovodrun for N > 1."""
+    if job == "prepare-data":
+        return
+    if cfg.backend == "sagemaker":
+        from bertlib.launch.sagemaker import resolve
+
+        resolve(job, cfg)
+    elif cfg.num_processes > 1:
+        from bertlib.launch.local import horovodrun_path
+
+        horovodrun_path()
+
+
+def parameters(step: str, namespace: dict[str, Any]) -> Params:
+    """Validate a notebook's parameter globals for ``step`` (data/phase1/phase2/squad).
+
+    Raises :class:`ParamsError` (one line: which key, what is wrong) on any problem, including what
+    the launch would refuse later (a SageMaker run without role or image, no horovodrun).
+    """
+    job, keys_cls, lookups = STEPS[step]
+    source = f"{step} parameters"
+    _chdir_to_project()
+    values = collect(namespace)
+    nb_values = {k: values.pop(k) for k in list(values) if k in keys_cls.model_fields}
+    try:
+        keys = build_config(keys_cls, nb_values, source)
+        registry = Registry.for_experiment(keys.experiment, keys.runs_root)
+        if step == "squad":
+            raw = {v: {**values, **getattr(keys, v), "squad_version": v} for v in keys.squad_versions}
+        else:
+            raw = {step: values}
+        for name, vals in raw.items():  # unknown keys / wrong types first ("auto" is a valid string)
+            build_config(job, vals, source if name == step else f"{source} ({name})")
+        configs = {name: build_config(job, _resolve(step, name, vals, keys, registry, lookups),
+                                      source if name == step else f"{source} ({name})")
+                   for name, vals in raw.items()}
+        for cfg in configs.values():
+            _check_launchable(job, cfg)
+    except ConfigError as e:
+        msg = str(e)
+        raise ParamsError(msg if msg.startswith(source) else f"{source}: {msg}") from None
+    return Params(step=step, keys=keys, registry=registry, configs=configs)
+
+
+# ------------------------------------------------------------------------------------------ steps
+
+def _display(obj) -> None:
+    from IPython.display import display
+
+    display(obj)
+
+
+@contextlib.contextmanager
+def _text_progress_bars():
+    """tqdm.auto falls back to text bars without ipywidgets; that is fine here, so no warning."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="IProgress not found")
+        yield
+
+
+def _job(p: Params) -> str:
+    return STEPS[p.step][0]
+
+
+def show_config(p: Params) -> None:
+    """Print the parameters as validated (only what was set, with ``auto`` values filled in)."""
+    import yaml
+
+    for name, cfg in p.configs.items():
+        shown = cfg.model_dump(mode="json", include=cfg.model_fields_set)
+        head = f"{name} ({type(cfg).__name__}, experiment {p.keys.experiment!r}, registry {p.registry.path})"
+        extra = f"\nglobal batch: {cfg.global_batch_size} sequences per optimizer step" \
+            if hasattr(cfg, "global_batch_size") else ""
+        print(head + "\n" + yaml.safe_dump(shown, sort_keys=False).rstrip() + extra + "\n")
+
+
+def prepare_data(p: Params) -> dict:
+    """Run :func:`bertlib.data.prepare.prepare` (reusing finished shards) and, with ``squad_smoke``,
+    build the synthetic SQuAD smoke sets (:mod:`bertlib.data.squad_smoke`) from the first source;
+    record the dataset folders in the registry. Returns prepare's summary."""
+    from bertlib.data.prepare import prepare
+
+    cfg = p.cfg
+    with _text_progress_bars():
+        summary = prepare(cfg, progress=True)
+    smoke = {}
+    if p.keys.squad_smoke:
+        from bertlib.data.squad_smoke import build_smoke_sets
+
+        files = build_smoke_sets(Path(cfg.output_dir) / "squad_smoke", source=cfg.sources[0],
+                                 max_documents=cfg.max_documents)
+        smoke = {f"squadv{v[0]}": {"train_file": str(files[f"v{v}-train"]), "predict_file": str(files[f"v{v}-dev"])}
+                 for v in ("1.1", "2.0")}
+    p.registry.record("data", output_dir=cfg.output_dir, datasets={n: ph["dir"] for n, ph in summary["phases"].items()},
+                      corpus=summary["corpus"], counts={n: ph["counts"] for n, ph in summary["phases"].items()},
+                      timings=summary["timings"], written_shards=summary["written_shards"],
+                      skipped_shards=summary["skipped_shards"], squad_smoke=smoke)
+    print(f"prepared in {summary['timings']['total_s']:.1f} s: {summary['written_shards']} shards written, "
+          f"{summary['skipped_shards']} reused")
+    return summary
+
+
+def show_datasets(p: Params) -> None:
+    """What the prepared datasets hold (:mod:`bertlib.data.summary`): counts per phase × split and
+    the distribution of tokens per example (how much of each sequence is padding)."""
+    import matplotlib.pyplot as plt
+
+    from bertlib import report
+    from bertlib.data.summary import summarize
+
+    entry = p.registry.lookup("data")
+    table, fig = summarize(entry["output_dir"])
+    _display(table)
+    report.show(fig)
+    plt.close(fig)  # shown once, as a PNG; not again by the inline backend
+    if entry.get("squad_smoke"):
+        print("synthetic SQuAD smoke sets (not SQuAD):")
+        for version, files in entry["squad_smoke"].items():
+            print(f"  {version}: train {files['train_file']}\n           dev   {files['predict_file']}")
+
+
+def show_estimate(p: Params) -> None:
+    """The FLOPs / time / cost estimate of each run (:func:`bertlib.launch.estimate.estimate`)."""
+    import pandas as pd
+
+    from bertlib.launch.estimate import estimate
+
+    rows = {}
+    for name, cfg in p.configs.items():
+        e = estimate(cfg)
+        rows[name] = {"model": f"BERT-{e['model_size']}", "sequences": f"{e['sequences']:,}",
+                      "training FLOPs": f"{e['flops']:.3g}", "FLOPs / sequence": f"{e['flops_per_sequence']:.3g}",
+                      "hardware": f"{e['instance_count']} × {e['instance_type']} ({e['devices']} devices)",
+                      "peak TFLOP/s per device": e["peak_tflops"], "assumed utilization": f"{e['utilization']:.0%}",
+                      "estimated wall time": e["wall_time"],
+                      "on-demand cost": "—" if e["usd"] is None else f"${e['usd']:,.0f}"}
+    _display(pd.DataFrame(rows))
+
+
+def _record_local(p: Params, name: str, cfg, run_dir: Path) -> dict:
+    import json
+
+    summary_file = Path(run_dir) / "summary.json"
+    if not summary_file.is_file():
+        raise RuntimeError(f"{summary_file}: the run finished without a summary (see the log above)")
+    summary = json.loads(summary_file.read_text())
+    keep = ("wall_time_s", "train_time_s", "steps", "steps_run", "seq_per_sec", "global_batch_size",
+            "export_dir", "final", "f1", "exact_match", "exact", "dataset_note", "squad_version", "predict_file")
+    entry = {"backend": "local", "run_dir": str(run_dir), **{k: summary[k] for k in keep if k in summary}}
+    entry.setdefault("export_dir", str(Path(run_dir) / "export"))
+    return p.registry.record(name, **entry)
+
+
+def _record_sagemaker(p: Params, name: str, cfg, info: dict) -> dict:
+    return p.registry.record(name, backend="sagemaker", dry_run=cfg.dry_run, job_name=info["job_name"],
+                             status=info["status"], run_dir=info["output_data"],
+                             export_dir=info["model_artifacts"], checkpoint_s3_uri=info["checkpoint_s3_uri"])
+
+
+def launch(p: Params) -> dict[str, dict]:
+    """Run each config of ``p`` where its ``backend`` says and record it in the registry.
+
+    local: ``horovodrun -np num_processes`` through :func:`bertlib.launch.local.run`, rank 0's log
+    streaming into the notebook; sagemaker: :func:`bertlib.launch.sagemaker.launch` — a dry run shows
+    the CreateTrainingJob request, a real one waits for the job while streaming its CloudWatch log.
+    Returns ``{name: registry entry}``.
+    """
+    import json
+
+    entries = {}
+    for name, cfg in p.configs.items():
+        if cfg.backend == "local":
+            from bertlib.launch.local import run
+
+            with _text_progress_bars():
+                run_dir = run(_job(p), cfg, num_processes=cfg.num_processes, stream=True)
+            entries[name] = _record_local(p, name, cfg, run_dir)
+        else:
+            from bertlib.launch.sagemaker import launch as sm_launch
+
+            info = sm_launch(_job(p), cfg, dry_run=cfg.dry_run, wait=not cfg.dry_run, logs=True)
+            what = "dry run — nothing was sent to AWS" if cfg.dry_run else f"status {info['status']}"
+            print(f"{name}: SageMaker training job {info['job_name']} ({what})\n"
+                  f"  export (model.tar.gz): {info['model_artifacts']}\n  outputs: {info['output_data']}\n"
+                  "CreateTrainingJob request:")
+            print(json.dumps(info["request"], indent=1, default=str))
+            entries[name] = _record_sagemaker(p, name, cfg, info)
+    return entries
+
+
+def _entries(p: Params) -> dict[str, dict]:
+    return {name: p.registry.lookup(name) for name in p.configs}
+
+
+def show_run(p: Params) -> None:
+    """Plot each run's ``metrics.jsonl`` (:func:`bertlib.report.plot_run`) as notebook images."""
+    from bertlib import report
+
+    for name, entry in _entries(p).items():
+        if entry.get("dry_run"):
+            print(f"{name}: dry run — no job ran, nothing to plot")
+            continue
+        report.show(report.plot_run(entry["run_dir"], f"{name}: {entry['run_dir']}"))
+
+
+def show_pretraining(p: Params) -> None:
+    """Phase 1 and phase 2 losses on one figure (:func:`bertlib.report.plot_pretraining`)."""
+    from bertlib import report
+
+    entries = [p.registry.lookup(s) for s in ("phase1", "phase2")]
+    if any(e.get("dry_run") for e in entries):
+        print("dry run — no job ran, nothing to plot")
+        return
+    report.show(report.plot_pretraining(*(e["run_dir"] for e in entries)))
+
+
+def squad_scores(p: Params):
+    """EM / F1 of each SQuAD version as recorded from its ``summary.json``; printed and returned."""
+    import pandas as pd
+
+    rows = {}
+    for name, entry in _entries(p).items():
+        em = entry.get("exact_match", entry.get("exact"))
+        rows[name] = {"EM": em, "F1": entry.get("f1"),
+                      "dataset": "synthetic smoke set (not SQuAD)" if entry.get("dataset_note")
+                      else entry.get("predict_file")}
+        if em is not None:
+            print(f"{name}: EM {em:.2f}  F1 {entry['f1']:.2f}" + ("  (synthetic smoke set, not SQuAD)"
+                                                                  if entry.get("dataset_note") else ""))
+    return pd.DataFrame(rows).T
+
+
+# ----------------------------------------------------------------------------------------- report
+
+def report_parameters(namespace: dict[str, Any]):
+    """Validate notebooks/05_report's parameters (:class:`bertlib.report.ReportConfig`)."""
+    from bertlib.report import ReportConfig
+
+    _chdir_to_project()
+    try:
+        return build_config(ReportConfig, collect(namespace), "report parameters")
+    except ConfigError as e:
+        raise ParamsError(str(e)) from None
+
+
+def write_report(cfg) -> dict:
+    """Build the report files (:func:`bertlib.report.write_report`) and print where they are.
+
+    Returns ``{"table": DataFrame, "files": {name: Path}}``; show them with :func:`show_table` /
+    :func:`show_figures`.
+    """
+    from bertlib import report
+
+    result = report.write_report(report.collect_runs(cfg), report.report_dir(cfg), cfg.model_name)
+    print("\n".join(f"wrote {path}" for path in result["files"].values()))
+    return result
+
+
+def show_table(result: dict) -> None:
+    """The results table (reference row + this run's row) and its footnote, if any."""
+    from bertlib import report
+
+    df = result["table"]
+    _display(df.style.hide(axis="index"))
+    note = report.table_note(df)
+    if note:
+        print(note)
+
+
+def show_figures(result: dict, *names: str) -> None:
+    """Display the named PNG files of a report (all figures when no name is given)."""
+    from bertlib import report
+
+    for name, path in result["files"].items():
+        if name.endswith(".png") and (name in names or not names) and name != "results_table.png":
+            report.show_file(path)

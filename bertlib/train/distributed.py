@@ -1,0 +1,139 @@
+"""Data-parallel plumbing: Horovod when present, a plain single process otherwise.
+
+Facts this module is built around (Keras 3 + Horovod 0.28.1, see DESIGN.md):
+
+* ``hvd.DistributedGradientTape`` / ``hvd.broadcast_variables(model.variables)`` fail on Keras 3
+  variables, so gradients are averaged with ``hvd.grouped_allreduce(grads, op=hvd.Average)`` and
+  variables broadcast with ``v.assign(hvd.broadcast(tf.convert_to_tensor(v), 0))``.
+* ``hvd.allreduce`` cannot run inside a ``jit_compile=True`` function: the trainer compiles the
+  gradient computation, then calls :func:`allreduce_mean` outside it.
+
+How many processes were *asked for* is read from the launcher's environment (``HOROVOD_SIZE`` from
+``horovodrun`` with Gloo, ``OMPI_COMM_WORLD_SIZE`` / ``PMI_SIZE`` from mpirun) without importing
+anything, so that "2 processes but no Horovod" is a clear error before TensorFlow starts.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from bertlib.config import ConfigError
+
+_SIZE_VARS = ("HOROVOD_SIZE", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE")
+_state: dict = {"hvd": None, "rank": 0, "size": 1, "local_rank": 0, "initialized": False}
+
+
+def launcher_world_size(env: dict | None = None) -> int:
+    """Processes started by horovodrun/mpirun according to the environment (1 when run directly)."""
+    env = os.environ if env is None else env
+    for var in _SIZE_VARS:
+        if env.get(var, "").isdigit():
+            return int(env[var])
+    return 1
+
+
+def check_world_size(num_processes: int = 1, env: dict | None = None) -> int:
+    """The world size this process will join; raise ConfigError if the request cannot be met.
+
+    ``num_processes`` is the config's value (1 when the launcher stripped it); a value > 1 in a
+    process started directly (not by horovodrun/mpirun) is an error, as is a launcher size that
+    differs from a configured one. Call before importing TensorFlow.
+    """
+    launched = launcher_world_size(env)
+    if launched == 1 and num_processes > 1:
+        raise ConfigError(f"num_processes={num_processes} but this process was started alone: run it with "
+                          f"`horovodrun -np {num_processes} ...` or `bertlib launch` (backend: local)")
+    if launched > 1 and num_processes > 1 and launched != num_processes:
+        raise ConfigError(f"num_processes={num_processes} but the launcher started {launched} processes")
+    return launched
+
+
+def configure_threads(threads: int) -> None:
+    """Use ``threads`` TF intra- and inter-op threads (0 = TF default).
+
+    Sets ``TF_NUM_INTRAOP_THREADS`` / ``TF_NUM_INTEROP_THREADS`` (read when the TF runtime starts, so
+    this needs no TF import); if TF is already imported, also ``tf.config.threading`` — a runtime
+    that already executed ops keeps its pool, with a warning.
+    """
+    if not threads or threads <= 0:
+        return
+    os.environ["TF_NUM_INTRAOP_THREADS"] = os.environ["TF_NUM_INTEROP_THREADS"] = str(threads)
+    if "tensorflow" not in sys.modules:
+        return
+    import tensorflow as tf
+
+    if (tf.config.threading.get_intra_op_parallelism_threads() == threads
+            and tf.config.threading.get_inter_op_parallelism_threads() == threads):
+        return
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:
+        print(f"[bertlib] warning: TensorFlow already initialized; threads_per_process={threads} ignored",
+              file=sys.stderr)
+
+
+def init(threads_per_process: int = 0, num_processes: int = 1) -> tuple[int, int, int]:
+    """Set TF threads, start Horovod if it is installed, and return ``(rank, size, local_rank)``.
+
+    Without Horovod a single process runs as rank 0 of 1; if more processes were requested
+    (launcher environment or ``num_processes`` > 1) that is a ConfigError naming the fix.
+    Calling again returns the same values.
+    """
+    if _state["initialized"]:
+        return _state["rank"], _state["size"], _state["local_rank"]
+    want = check_world_size(num_processes)
+    configure_threads(threads_per_process)
+    try:
+        import horovod.tensorflow as hvd
+    except ImportError as e:
+        if want > 1:
+            raise ConfigError(f"{want} processes requested but Horovod is not importable ({e}); install it with "
+                              "container/install_horovod.sh or run a single process") from None
+        hvd = None
+    if hvd is not None:
+        hvd.init()
+        if want > 1 and hvd.size() != want:
+            raise ConfigError(f"the launcher started {want} processes but Horovod sees {hvd.size()} "
+                              "(was it built with Gloo/MPI support? check `horovodrun --check-build`)")
+        _state.update(hvd=hvd if hvd.size() > 1 else None, rank=hvd.rank(), size=hvd.size(),
+                      local_rank=hvd.local_rank())
+    _state["initialized"] = True
+    return _state["rank"], _state["size"], _state["local_rank"]
+
+
+def rank() -> int:
+    return _state["rank"]
+
+
+def size() -> int:
+    return _state["size"]
+
+
+def is_chief() -> bool:
+    """True on rank 0, the only process that writes files."""
+    return _state["rank"] == 0
+
+
+def allreduce_mean(tensors: list) -> list:
+    """Average each tensor over all processes (``hvd.grouped_allreduce``, op=Average).
+
+    Must be called outside any ``jit_compile`` function. Identity for a single process.
+    """
+    hvd = _state["hvd"]
+    if hvd is None or not tensors:
+        return list(tensors)
+    return list(hvd.grouped_allreduce(list(tensors), op=hvd.Average))
+
+
+def broadcast_variables(variables, root_rank: int = 0) -> None:
+    """Overwrite ``variables`` (Keras or tf.Variables) on every process with rank ``root_rank``'s values."""
+    hvd = _state["hvd"]
+    if hvd is None:
+        return
+    import tensorflow as tf
+
+    for i, v in enumerate(variables):
+        v.assign(hvd.broadcast(tf.convert_to_tensor(v), root_rank, name=f"bertlib_bcast_{i}"))
+

@@ -1,0 +1,237 @@
+"""The generic training loop shared by pretraining and SQuAD finetuning.
+
+One optimizer step, per process::
+
+    for each of k micro-batches:                    ┐ one XLA-compiled function
+        grads += ∇(loss · S)                        ┘ (jit_compile unless skip_xla)
+    grads = allreduce_mean(grads)                   Horovod, outside the compiled code
+    grads = grads / (k · S)                         ┐
+    finite = isfinite(‖grads‖);  clip to max_grad_norm   │ one tf.function
+    if finite: optimizer.apply_gradients(grads, lr(step))│
+    S = loss_scale.update(finite);  step += 1       ┘
+
+S is the dynamic fp16 loss scale (1 for fp32/bf16). The averaged micro-batch gradients equal the
+gradient of one batch of k·b examples when the loss is a per-example mean (tests check this).
+``step`` counts optimizer steps including skipped (overflowing) ones, so that the data position is
+``step · k`` micro-batches per rank and a resumed run skips exactly what was consumed.
+
+State (model, optimizer slots, step, loss scale, data position) is checkpointed every
+``checkpoint_frequency`` steps and at the end, restored automatically from the newest checkpoint,
+and broadcast from rank 0 after initialization or restore.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Callable, Iterable, Iterator
+
+import tensorflow as tf
+
+from bertlib.optim.loss_scale import NoLossScale, check_scale
+from bertlib.train import distributed
+from bertlib.train.checkpointing import TrainingCheckpoints, model_state
+from bertlib.train.metrics import MetricsWriter
+
+
+def seed_everything(seed: int, deterministic: bool = True) -> None:
+    """Seed Python, NumPy, TF and Keras; with ``deterministic``, make TF ops deterministic."""
+    import keras
+
+    if deterministic:
+        os.environ["TF_DETERMINISTIC_OPS"] = "1"
+        tf.config.experimental.enable_op_determinism()
+    keras.utils.set_random_seed(seed)
+
+
+class Trainer:
+    """Gradient accumulation, loss scaling, clipping, Horovod averaging, checkpoints and metrics.
+
+    Args:
+      model: a Keras model; ``model(batch, training=True)`` → outputs.
+      loss_fn: ``(outputs, batch) -> dict`` of float32 scalars with ``"loss"`` (a per-example mean);
+        every entry is averaged over micro-batches and processes and logged.
+      optimizer: an object with ``apply_gradients(grads_and_vars, learning_rate)`` (bertlib.optim).
+      schedule: ``step (int64 tensor) -> learning rate``.
+      total_steps: optimizer steps to run.
+      accumulation_steps: micro-batches k per optimizer step.
+      max_grad_norm: global-norm clipping threshold after averaging (0 = off).
+      loss_scale: a ``bertlib.optim.loss_scale`` object (default: none).
+      jit_compile: XLA-compile the gradient computation.
+      checkpoint_dir: resume/periodic checkpoints go here (None = no checkpoints).
+      checkpoint_frequency, keep_checkpoints: save every N steps, keep the newest M.
+      log_frequency: log averaged metrics every N steps.
+      metrics: a MetricsWriter (rank 0) or None for no output.
+      global_batch_size: sequences per optimizer step over all processes (for seq_per_sec).
+      allreduce: gradient/metric averaging across processes (default: Horovod via distributed).
+    """
+
+    def __init__(self, model, loss_fn: Callable, optimizer, schedule: Callable, *, total_steps: int,
+                 accumulation_steps: int = 1, max_grad_norm: float = 1.0, loss_scale=None, jit_compile: bool = True,
+                 checkpoint_dir: str | os.PathLike | None = None, checkpoint_frequency: int = 1000,
+                 keep_checkpoints: int = 3, log_frequency: int = 10, metrics: MetricsWriter | None = None,
+                 global_batch_size: int | None = None, allreduce: Callable[[list], list] | None = None):
+        self.model = model
+        self.loss_fn = loss_fn
+        self.optimizer = optimizer
+        self.schedule = schedule
+        self.total_steps = int(total_steps)
+        self.k = int(accumulation_steps)
+        self.max_grad_norm = float(max_grad_norm)
+        self.loss_scale = loss_scale if loss_scale is not None else NoLossScale()
+        self.log_frequency = int(log_frequency)
+        self.checkpoint_frequency = int(checkpoint_frequency)
+        self.metrics = metrics
+        self.global_batch_size = global_batch_size
+        self.allreduce = allreduce or distributed.allreduce_mean
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        self.data_position = tf.Variable(0, dtype=tf.int64, trainable=False, name="data_position")
+        self.variables = list(model.trainable_variables)
+        self._grad_index: list[int] | None = None   # variables that receive a gradient (set when traced)
+        self._compute = tf.function(self._compute_grads, jit_compile=jit_compile, reduce_retracing=True)
+        self._apply = tf.function(self._apply_grads)
+        build = getattr(optimizer, "build", None)
+        if callable(build):   # create optimizer slots now: restore and broadcast need them to exist
+            build(self.variables)
+        self.checkpoints = None
+        if checkpoint_dir is not None:
+            self.checkpoints = TrainingCheckpoints(
+                checkpoint_dir, keep=keep_checkpoints, writer=distributed.is_chief(), **model_state(model),
+                optimizer=optimizer, step=self.step, data_position=self.data_position, loss_scale=self.loss_scale)
+        self.restored_from: str | None = None
+
+    # ---- state -----------------------------------------------------------------------------------------
+    def state_variables(self) -> list:
+        """Everything that must be identical on all processes: weights, optimizer slots, counters."""
+        opt_vars = getattr(self.optimizer, "variables", [])
+        opt_vars = opt_vars() if callable(opt_vars) else opt_vars
+        return (list(self.model.weights) + list(opt_vars) + [self.step, self.data_position]
+                + self.loss_scale.variables_to_sync())
+
+    def restore_or_initialize(self, init_fn: Callable[[], str] | None = None) -> int:
+        """Resume from the newest checkpoint, else call ``init_fn`` (e.g. load pretrained weights),
+        on rank 0; then broadcast all state from rank 0. Returns the step training starts at."""
+        if distributed.is_chief():
+            if self.checkpoints is not None:
+                self.restored_from = self.checkpoints.restore_latest()
+            if self.restored_from:
+                self._message(f"resumed from {self.restored_from} at step {int(self.step.numpy())}")
+            elif init_fn is not None:
+                self._message(f"initialized weights from {init_fn()}")
+        distributed.broadcast_variables(self.state_variables(), root_rank=0)
+        return int(self.step.numpy())
+
+    # ---- compiled pieces ---------------------------------------------------------------------------------
+    def _compute_grads(self, batch, acc=None):
+        """Gradients of ``loss · S`` for one micro-batch (added to ``acc``) and the loss dict (added)."""
+        with tf.GradientTape() as tape:
+            outputs = self.model(batch, training=True)
+            losses = self.loss_fn(outputs, batch)
+            scaled = tf.cast(losses["loss"], tf.float32) * self.loss_scale.scale
+        grads = tape.gradient(scaled, self.variables)
+        if self._grad_index is None:
+            self._grad_index = [i for i, g in enumerate(grads) if g is not None]
+        grads = [tf.convert_to_tensor(grads[i]) for i in self._grad_index]
+        losses = {k: tf.cast(v, tf.float32) for k, v in losses.items()}
+        if acc is not None:
+            acc_grads, acc_losses = acc
+            grads = [a + g for a, g in zip(acc_grads, grads)]
+            losses = {k: acc_losses[k] + v for k, v in losses.items()}
+        return grads, losses
+
+    def _apply_grads(self, grads):
+        """Unscale, check, clip and apply averaged summed gradients; returns (finite, grad_norm, lr, scale)."""
+        scale = tf.identity(self.loss_scale.scale)
+        grads = [g / (scale * self.k) for g in grads]
+        grad_norm = tf.linalg.global_norm(grads)
+        finite = tf.math.is_finite(grad_norm)
+        if self.max_grad_norm > 0:
+            grads, _ = tf.clip_by_global_norm(grads, self.max_grad_norm, use_norm=grad_norm)
+        lr = tf.cast(self.schedule(self.step), tf.float32)
+        variables = [self.variables[i] for i in self._grad_index]
+
+        def apply():
+            self.optimizer.apply_gradients(zip(grads, variables), lr)
+            return tf.constant(True)
+
+        tf.cond(finite, apply, lambda: tf.constant(False))
+        self.loss_scale.update(finite)
+        self.step.assign_add(1)
+        self.data_position.assign_add(self.k)
+        return finite, grad_norm, lr, scale
+
+    def train_step(self, micro_batches: Iterator) -> dict:
+        """One optimizer step from k micro-batches of ``micro_batches``; returns metric tensors."""
+        acc = None
+        for _ in range(self.k):
+            acc = self._compute(next(micro_batches), acc)
+        grads, losses = acc
+        names = list(losses)            # the loss_fn's order: the same on every rank
+        reduced = self.allreduce(list(grads) + [losses[n] / self.k for n in names])
+        grads, values = reduced[:len(grads)], reduced[len(grads):]
+        finite, grad_norm, lr, scale = self._apply(grads)
+        out = dict(zip(names, values))
+        out.update(finite=finite, grad_norm=grad_norm, learning_rate=lr, loss_scale=scale)
+        return out
+
+    # ---- the loop ----------------------------------------------------------------------------------------
+    def fit(self, data_fn: Callable[[int], Iterable], init_fn: Callable[[], str] | None = None) -> dict:
+        """Train until ``total_steps``.
+
+        Args:
+          data_fn: ``skip -> iterable of micro-batches`` for this rank, starting after ``skip``
+            micro-batches (the data position of a resumed run).
+          init_fn: weight initialization for a fresh run (not called when resuming).
+
+        Returns:
+          The last logged metrics (python floats), plus ``steps_run`` and ``wall_time_s``.
+        """
+        start_step = self.restore_or_initialize(init_fn)
+        it = iter(data_fn(int(self.data_position.numpy())))
+        t_start = t_last = time.perf_counter()
+        window: list[dict] = []
+        last: dict = {}
+        step = start_step
+        if self.metrics is not None:
+            self.metrics.advance(step)
+        while step < self.total_steps:
+            out = self.train_step(it)
+            step += 1
+            if self.loss_scale.dynamic:
+                check_scale(self.loss_scale, step)
+            window.append(out)
+            if step % self.log_frequency == 0 or step == self.total_steps:
+                now = time.perf_counter()
+                last = self._summarize(step, window, now - t_last, now - t_start)
+                if self.metrics is not None:
+                    self.metrics.log(last)
+                window, t_last = [], now
+            if self.metrics is not None:
+                self.metrics.advance(step)
+            if self.checkpoints is not None and step % self.checkpoint_frequency == 0:
+                self.checkpoints.save(step)
+        if self.checkpoints is not None and step > start_step and step % self.checkpoint_frequency:
+            self.checkpoints.save(step)
+        last.update(steps_run=step - start_step, wall_time_s=time.perf_counter() - t_start)
+        return last
+
+    def _summarize(self, step: int, window: list[dict], dt: float, elapsed: float) -> dict:
+        """Average the loss entries over the window's steps; lr/scale/grad_norm from its last step."""
+        finite_steps = [o for o in window if bool(o["finite"])] or window
+        skip = {"finite", "grad_norm", "learning_rate", "loss_scale"}
+        d = {"step": step}
+        for k in window[-1]:
+            if k not in skip:
+                d[k] = float(sum(float(o[k]) for o in finite_steps) / len(finite_steps))
+        d["learning_rate"] = float(window[-1]["learning_rate"])
+        d["loss_scale"] = float(window[-1]["loss_scale"])
+        d["grad_norm"] = float(window[-1]["grad_norm"])
+        if self.global_batch_size:
+            d["seq_per_sec"] = self.global_batch_size * len(window) / max(dt, 1e-9)
+        d["elapsed_s"] = elapsed
+        d["skipped_steps"] = sum(1 for o in window if not bool(o["finite"]))
+        return d
+
+    def _message(self, text: str) -> None:
+        if self.metrics is not None:
+            self.metrics.message(text)

@@ -1,0 +1,155 @@
+"""Training metrics: ``metrics.jsonl``, TensorBoard events, ``summary.json`` and ``key=value`` log lines.
+
+Every logged step becomes one JSON object in ``metrics.jsonl`` (appended, flushed per line, so a
+crashed or killed run keeps what it logged), TensorBoard scalars in ``tb/``, and one stdout line::
+
+    [bertlib] phase=phase1 step=100 loss=7.12346 mlm_loss=... learning_rate=... elapsed_s=...
+
+that SageMaker's metric regexes (``r"\\b{key}=([-+0-9.eEinfa]+)"`` for each of :data:`METRIC_KEYS`)
+parse. Only rank 0 writes; other ranks get a writer whose methods do nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any, Mapping
+
+#: keys of a pretraining metrics line, in log-line order
+METRIC_KEYS = ("step", "loss", "mlm_loss", "mlm_acc", "nsp_loss", "nsp_acc", "learning_rate", "loss_scale",
+               "grad_norm", "seq_per_sec", "elapsed_s")
+#: keys of a SQuAD finetuning metrics line
+SQUAD_METRIC_KEYS = ("step", "loss", "learning_rate", "loss_scale", "grad_norm", "seq_per_sec", "elapsed_s")
+#: keys of the SQuAD evaluation line (v1.1 reports exact_match, v2.0 exact)
+EVAL_METRIC_KEYS = ("exact_match", "exact", "f1")
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return "%.6g" % value
+    return str(value)
+
+
+def format_log_line(phase: str, d: Mapping[str, Any]) -> str:
+    """``[bertlib] phase=<phase> step=.. loss=..`` with the known keys first (in order), floats ``%.6g``."""
+    keys = [k for k in METRIC_KEYS + SQUAD_METRIC_KEYS if k in d]
+    keys = list(dict.fromkeys(keys)) + [k for k in d if k not in keys]
+    return " ".join([f"[bertlib] phase={phase}"] + [f"{k}={_fmt(d[k])}" for k in keys])
+
+
+def format_eval_line(phase: str, d: Mapping[str, Any]) -> str:
+    """``[bertlib] phase=squadv1 eval exact_match=80.1 f1=87.6`` (only the keys present in ``d``)."""
+    return " ".join([f"[bertlib] phase={phase} eval"] + [f"{k}={_fmt(d[k])}" for k in EVAL_METRIC_KEYS if k in d])
+
+
+def _jsonable(value: Any) -> Any:
+    """Python scalars for numpy/TF scalars; non-finite floats stay floats (json writes NaN/Infinity)."""
+    if hasattr(value, "numpy"):
+        value = value.numpy()
+    if hasattr(value, "item"):
+        value = value.item()
+    return value
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
+    """Write ``obj`` as JSON to ``path`` through a temporary name + rename (never half-written)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_jsonable) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def _progress_wanted() -> bool:
+    """tqdm on a terminal or inside a notebook kernel; ``BERTLIB_PROGRESS=0/1`` forces it off/on."""
+    forced = os.environ.get("BERTLIB_PROGRESS")
+    if forced is not None:
+        return forced not in ("0", "", "false", "no")
+    return "ipykernel" in sys.modules or (hasattr(sys.stderr, "isatty") and sys.stderr.isatty())
+
+
+class MetricsWriter:
+    """Rank-0 sink for per-step metrics; a no-op on other ranks (``enabled=False``).
+
+    Args:
+      output_dir: run output directory (``metrics.jsonl`` and ``tb/`` go there).
+      phase: tag of the log lines (``phase1``, ``phase2``, ``squadv1`` ...).
+      total_steps: length of the progress bar.
+      initial_step: where a resumed run starts (progress bar offset).
+      tensorboard: write TensorBoard events (imports TensorFlow).
+    """
+
+    def __init__(self, output_dir: str | os.PathLike, phase: str, total_steps: int, initial_step: int = 0,
+                 enabled: bool = True, tensorboard: bool = True, stream=None):
+        self.enabled = enabled
+        self.phase = phase
+        self.stream = stream or sys.stdout
+        self._file = self._tb = self._bar = None
+        if not enabled:
+            return
+        out = Path(output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        self._file = open(out / "metrics.jsonl", "a", encoding="utf-8")
+        if tensorboard:
+            import tensorflow as tf
+
+            self._tb = tf.summary.create_file_writer(str(out / "tb"))
+        if _progress_wanted():
+            if "ipykernel" in sys.modules:
+                from tqdm.auto import tqdm
+            else:
+                from tqdm import tqdm
+            self._bar = tqdm(total=total_steps, initial=initial_step, desc=phase, unit="step", file=sys.stderr,
+                             dynamic_ncols=True)
+
+    def log(self, metrics: Mapping[str, Any]) -> None:
+        """Record one step's metrics (must contain ``step``): jsonl line, TB scalars, stdout line."""
+        if not self.enabled:
+            return
+        d = {k: _jsonable(v) for k, v in metrics.items()}
+        self._file.write(json.dumps(d) + "\n")
+        self._file.flush()
+        if self._tb is not None:
+            import tensorflow as tf
+
+            with self._tb.as_default(step=int(d["step"])):
+                for k, v in d.items():
+                    if k != "step" and isinstance(v, (int, float)) and math.isfinite(v):
+                        tf.summary.scalar(k, v)
+            self._tb.flush()
+        line = format_log_line(self.phase, d)
+        if self._bar is not None:
+            self._bar.write(line, file=self.stream)
+        else:
+            print(line, file=self.stream, flush=True)
+
+    def advance(self, step: int) -> None:
+        """Move the progress bar to ``step`` (called every step; cheap)."""
+        if self._bar is not None and step > self._bar.n:
+            self._bar.update(step - self._bar.n)
+
+    def message(self, text: str) -> None:
+        """A free-form ``[bertlib]`` line on stdout (rank 0 only)."""
+        if not self.enabled:
+            return
+        if self._bar is not None:
+            self._bar.write(f"[bertlib] {text}", file=self.stream)
+        else:
+            print(f"[bertlib] {text}", file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        if self._tb is not None:
+            self._tb.close()
+        if self._file is not None:
+            self._file.close()
+        self._file = self._tb = self._bar = None

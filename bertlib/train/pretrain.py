@@ -1,0 +1,190 @@
+"""``bertlib pretrain --config FILE.yaml [--key value ...]``: phase 1 / phase 2 BERT pretraining.
+
+The same code runs as one process, under ``horovodrun -np N`` and in a SageMaker training job::
+
+    config (YAML + overrides) ─ validated, with the dataset's manifest, before any TF graph is built
+    └─ Horovod init ─ BertPretrainer (vocab size from the manifest) ─ LAMB/AdamW + warmup/poly decay
+       └─ Trainer.fit: resume from run_dir/checkpoints, or init weights from checkpoint_path (phase 2)
+          └─ export (bert_config.json, vocab.txt, bert_model.ckpt) ─ summary.json
+
+Bad input (unknown key, wrong type, a global batch that does not add up, a missing data dir, data
+whose sequence length / predictions / vocab disagree with the config or the init checkpoint) is one
+line on stderr and exit code 2; the config and data-dir checks run before TensorFlow is even imported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+from bertlib.config import ConfigError, PretrainConfig, load_config, parse_overrides, to_yaml
+from bertlib.train import distributed
+from bertlib.train.paths import RunPaths, is_training_checkpoint_dir, run_paths
+
+
+def parse_args(argv: list[str]) -> PretrainConfig:
+    """``--config FILE`` (optional) plus ``--key value`` overrides → a validated PretrainConfig."""
+    values = parse_overrides(list(argv))
+    path = values.pop("config", None)
+    return load_config("pretrain", str(path) if path is not None else None, values)
+
+
+def _pretrained(cfg: PretrainConfig):
+    """The init checkpoint (``bertlib.model.checkpoints.Pretrained``), or None for scratch / a training
+    checkpoint folder (whose model is the preset ``model_size``)."""
+    if cfg.load_from != "checkpoint" or is_training_checkpoint_dir(cfg.checkpoint_path):
+        return None
+    from bertlib.model.checkpoints import resolve_pretrained
+
+    return resolve_pretrained(cfg.checkpoint_path)
+
+
+def validate_inputs(cfg: PretrainConfig, paths: RunPaths, world: int) -> dict:
+    """All checks that need no TensorFlow graph; returns the dataset manifest."""
+    from bertlib.data.records import read_manifest, validate_dataset
+
+    if cfg.global_batch_size_check is not None:
+        got = cfg.per_gpu_batch_size * world * cfg.gradient_accumulation_steps
+        if got != cfg.global_batch_size_check:
+            raise ConfigError(f"global batch: per_gpu_batch_size {cfg.per_gpu_batch_size} × {world} processes × "
+                              f"{cfg.gradient_accumulation_steps} accumulation = {got}, not "
+                              f"global_batch_size_check={cfg.global_batch_size_check}")
+    if paths.data_dir is None or not paths.data_dir.is_dir():
+        raise FileNotFoundError(f"{paths.data_dir}: data_dir not found (a prepared dataset folder)")
+    vocab = None
+    if cfg.load_from == "checkpoint":
+        pre = _pretrained(cfg)
+        if pre is not None:
+            if cfg.load_optimizer_state:
+                raise ConfigError(f"{cfg.checkpoint_path}: load_optimizer_state needs a bertlib training "
+                                  "checkpoint folder (a run's checkpoints/), this one holds weights only")
+            data_vocab = read_manifest(paths.data_dir)["vocab"]
+            if pre.config.vocab_size != data_vocab["size"]:
+                raise ConfigError(f"{cfg.checkpoint_path}: model vocab_size {pre.config.vocab_size} but "
+                                  f"{paths.data_dir}/manifest.json has a vocab of {data_vocab['size']}")
+            if pre.vocab_info is not None:
+                vocab = pre.vocab_info
+            elif pre.vocab_file is not None:
+                from bertlib.tokenization import vocab_info
+
+                lower = data_vocab.get("lowercase", True) if pre.do_lower_case is None else pre.do_lower_case
+                vocab = vocab_info(pre.vocab_file, lower, data_vocab.get("strip_accents"))
+    return validate_dataset(paths.data_dir, cfg.max_seq_length, cfg.max_predictions_per_seq, vocab=vocab)
+
+
+def build_bert_config(cfg: PretrainConfig, vocab_size: int):
+    """The model config: the preset ``model_size`` (or the init checkpoint's config, which must be
+    that size), with the run's dropout rates."""
+    from bertlib.model import BertConfig
+
+    dropout = dict(hidden_dropout_prob=cfg.hidden_dropout_prob,
+                   attention_probs_dropout_prob=cfg.attention_probs_dropout_prob)
+    preset = BertConfig.from_preset(cfg.model_size, vocab_size, max_position_embeddings=max(512, cfg.max_seq_length),
+                                    **dropout)
+    pre = _pretrained(cfg)
+    if pre is None:
+        return preset
+    loaded = pre.config
+    shape = ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size")
+    if any(getattr(loaded, k) != getattr(preset, k) for k in shape):
+        raise ConfigError(f"{cfg.checkpoint_path}: checkpoint has " + ", ".join(f"{k}={getattr(loaded, k)}"
+                          for k in shape) + f", not model_size {cfg.model_size!r}")
+    if loaded.max_position_embeddings < cfg.max_seq_length:
+        raise ConfigError(f"{cfg.checkpoint_path}: max_position_embeddings {loaded.max_position_embeddings} < "
+                          f"max_seq_length {cfg.max_seq_length}")
+    return BertConfig.from_dict({**loaded.to_dict(), **dropout})
+
+
+def run(cfg: PretrainConfig, paths: RunPaths, manifest: dict, bert_config) -> dict:
+    """Train as configured (after :func:`validate_inputs`); returns the summary written by rank 0."""
+    rank, world, _ = distributed.init(cfg.threads_per_process, cfg.num_processes)
+    import keras
+
+    from bertlib.data.pipeline import pretraining_dataset
+    from bertlib.model import BertPretrainer, pretraining_losses
+    from bertlib.model.checkpoints import export_model
+    from bertlib.optim import make_optimizer, make_schedule
+    from bertlib.optim.loss_scale import make_loss_scale
+    from bertlib.train.checkpointing import init_from_checkpoint
+    from bertlib.train.loop import Trainer, seed_everything
+    from bertlib.train.metrics import MetricsWriter, write_json_atomic
+
+    seed_everything(cfg.seed, deterministic=cfg.deterministic_ops)
+    keras.mixed_precision.set_global_policy("float32" if cfg.precision == "fp32" else cfg.precision)
+    model = BertPretrainer(bert_config)
+    optimizer = make_optimizer(cfg)
+    chief = rank == 0
+    if chief:
+        paths.output_dir.mkdir(parents=True, exist_ok=True)
+        tmp = paths.config_file.with_name(".config.yaml.tmp")
+        tmp.write_text(to_yaml(cfg))
+        os.replace(tmp, paths.config_file)
+    global_batch = cfg.per_gpu_batch_size * world * cfg.gradient_accumulation_steps
+    writer = MetricsWriter(paths.output_dir, cfg.phase, cfg.total_steps, enabled=chief)
+    trainer = Trainer(model, pretraining_losses, optimizer, make_schedule(cfg), total_steps=cfg.total_steps,
+                      accumulation_steps=cfg.gradient_accumulation_steps, max_grad_norm=cfg.max_grad_norm,
+                      loss_scale=make_loss_scale(cfg.precision, cfg.initial_loss_scale),
+                      jit_compile=not cfg.skip_xla, checkpoint_dir=paths.checkpoint_dir,
+                      checkpoint_frequency=cfg.checkpoint_frequency, keep_checkpoints=cfg.keep_checkpoints,
+                      log_frequency=cfg.log_frequency, metrics=writer, global_batch_size=global_batch)
+
+    def data_fn(skip: int):
+        return pretraining_dataset(paths.data_dir, "train", cfg.per_gpu_batch_size, cfg.max_seq_length,
+                                   cfg.max_predictions_per_seq, rank=rank, world=world,
+                                   shuffle=cfg.shuffle_buffer > 1, seed=cfg.seed, shuffle_buffer=cfg.shuffle_buffer,
+                                   skip_batches=skip, checksums=False)
+
+    def init_fn() -> str:
+        return init_from_checkpoint(model, cfg.checkpoint_path, optimizer if cfg.load_optimizer_state else None)
+
+    writer.message(f"phase={cfg.phase} model={cfg.model_size} processes={world} global_batch={global_batch} "
+                   f"precision={cfg.precision} xla={not cfg.skip_xla} steps={cfg.total_steps}")
+    t0 = time.perf_counter()
+    try:
+        final = trainer.fit(data_fn, init_fn if cfg.load_from == "checkpoint" else None)
+    finally:
+        writer.close()
+    summary = {}
+    if chief:
+        export_model(model, bert_config, paths.data_dir / "vocab.txt", paths.export_dir,
+                     do_lower_case=manifest["vocab"].get("lowercase"),
+                     strip_accents=manifest["vocab"].get("strip_accents"))
+        steps_run = final.pop("steps_run")
+        wall = final.pop("wall_time_s")
+        if steps_run == 0 and paths.summary_file.exists():   # restarted after it had finished
+            return json.loads(paths.summary_file.read_text())
+        summary = {
+            "job": "pretrain", "phase": cfg.phase, "steps": cfg.total_steps, "steps_run": steps_run,
+            "wall_time_s": time.perf_counter() - t0, "train_time_s": wall,
+            "seq_per_sec": global_batch * steps_run / wall if wall > 0 else None,
+            "processes": world, "global_batch_size": global_batch, "model_size": cfg.model_size,
+            "precision": cfg.precision, "max_seq_length": cfg.max_seq_length, "resumed_from": trainer.restored_from,
+            "export_dir": str(paths.export_dir), "final": final,
+        }
+        write_json_atomic(paths.summary_file, summary)
+    return summary
+
+
+def main(argv: list[str]) -> int:
+    cfg = parse_args(argv)
+    world = distributed.check_world_size(cfg.num_processes)
+    distributed.configure_threads(cfg.threads_per_process)   # before the first TF op (reading a record)
+    paths = run_paths(cfg)
+    manifest = validate_inputs(cfg, paths, world)
+    bert_config = build_bert_config(cfg, manifest["vocab"]["size"])
+    from bertlib.optim.loss_scale import LossScaleCollapsed
+
+    try:
+        run(cfg, paths, manifest, bert_config)
+    except LossScaleCollapsed as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    from bertlib.cli import run_guarded
+
+    sys.exit(run_guarded(main, sys.argv[1:]))

@@ -1,0 +1,94 @@
+"""The training image's recipe, checked without a Docker engine (none on this machine).
+
+The Dockerfile is parsed into instructions; the checks are that it starts FROM the AWS TensorFlow 2.21
+SageMaker training image, builds Horovod with NCCL through the very script the Makefile (and so CI)
+runs, sets up what the SDK v3 MPI driver needs, and that every file it COPYs is one that
+build_and_push.sh puts into the build context and that exists in the repository.
+"""
+
+import re
+import shlex
+import subprocess
+
+import pytest
+
+
+def instructions(text: str) -> list[tuple[str, str]]:
+    """Dockerfile → [(INSTRUCTION, arguments)], continuation lines joined, comments dropped."""
+    out, current = [], ""
+    for line in text.splitlines():
+        if not current and (not line.strip() or line.lstrip().startswith("#")):
+            continue
+        current += line.rstrip("\\").strip() + " "
+        if not line.rstrip().endswith("\\"):
+            word, _, rest = current.strip().partition(" ")
+            out.append((word.upper(), rest.strip()))
+            current = ""
+    assert not current, "dangling line continuation"
+    return out
+
+
+@pytest.fixture(scope="module")
+def dockerfile(repo_root):
+    return instructions((repo_root / "container" / "Dockerfile").read_text())
+
+
+def test_base_image_is_the_tf_2_21_sagemaker_training_image(dockerfile):
+    args = {a.split("=", 1)[0]: a.split("=", 1)[1] for kind, a in dockerfile if kind == "ARG" and "=" in a}
+    froms = [a for kind, a in dockerfile if kind == "FROM"]
+    assert froms == ["${BASE_IMAGE}"]
+    base = args["BASE_IMAGE"].replace("${REGION}", args["REGION"])
+    assert re.fullmatch(r"763104351884\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com/tensorflow-training:"
+                        r"2\.21(\.0)?-gpu-py3\d+-cu\d+-[a-z0-9.]+-sagemaker", base), base
+
+
+def test_horovod_is_built_by_the_script_the_makefile_runs(dockerfile, repo_root):
+    runs = [a for kind, a in dockerfile if kind == "RUN"]
+    hvd = [r for r in runs if "install_horovod.sh" in r]
+    assert len(hvd) == 1 and "HOROVOD_GPU_OPERATIONS=NCCL" in hvd[0]
+    script_in_image = next(w for w in shlex.split(hvd[0]) if w.endswith("install_horovod.sh"))
+    copies = {shlex.split(a)[-1]: shlex.split(a)[:-1] for kind, a in dockerfile if kind == "COPY"}
+    assert copies[script_in_image] == ["container/install_horovod.sh"]
+    assert (repo_root / "container" / "install_horovod.sh").is_file()
+    makefile = (repo_root / "Makefile").read_text()
+    assert re.search(r"^\t.*bash container/install_horovod\.sh", makefile, re.M)
+    # the script enables MPI when mpirun exists (it does in the image) and runs the check-build
+    script = (repo_root / "container" / "install_horovod.sh").read_text()
+    assert "HOROVOD_WITH_MPI=1" in script and "horovodrun --check-build" in script
+    # Horovod must be built after the requirements are installed (it compiles against that TensorFlow)
+    req_run = next(i for i, (k, a) in enumerate(dockerfile) if k == "RUN" and "requirements-image.txt" in a)
+    hvd_run = next(i for i, (k, a) in enumerate(dockerfile) if k == "RUN" and "install_horovod.sh" in a)
+    assert req_run < hvd_run
+
+
+def test_mpi_driver_prerequisites(dockerfile):
+    runs = " ".join(a for kind, a in dockerfile if kind == "RUN")
+    assert "openssh-server" in runs and "ssh-keygen -A" in runs and "authorized_keys" in runs
+    assert "hwloc_base_binding_policy = none" in runs and "rmaps_base_mapping_policy = slot" in runs
+    assert re.search(r"pip install .*paramiko mpi4py", runs)
+
+
+def test_requirements_filter_drops_only_tensorflow_cpu(dockerfile, repo_root, tmp_path):
+    run = next(a for kind, a in dockerfile if kind == "RUN" and "requirements-image.txt" in a)
+    grep = run.split("&&")[0].replace("/tmp/bertlib/requirements.txt", str(repo_root / "requirements.txt"))
+    grep = grep.replace("/tmp/bertlib/requirements-image.txt", str(tmp_path / "out.txt"))
+    subprocess.run(["bash", "-c", grep], check=True)
+    before = (repo_root / "requirements.txt").read_text().splitlines()
+    after = (tmp_path / "out.txt").read_text().splitlines()
+    assert [line for line in before if line not in after] == [l for l in before if l.startswith("tensorflow-cpu")]
+    assert any(line.startswith("tensorflow-cpu") for line in before)
+
+
+def test_build_context_holds_every_copied_file(dockerfile, repo_root):
+    script = (repo_root / "container" / "build_and_push.sh").read_text()
+    subprocess.run(["bash", "-n", str(repo_root / "container" / "build_and_push.sh")], check=True)
+    for kind, args in dockerfile:
+        if kind != "COPY":
+            continue
+        for src in shlex.split(args)[:-1]:
+            assert (repo_root / src).exists(), src
+            name = src.split("/")[-1]
+            assert name in script, f"{src} is not put into the build context by build_and_push.sh"
+    for step in ("aws ecr get-login-password", "aws ecr create-repository", "docker build", "docker tag",
+                 "docker push"):
+        assert step in script

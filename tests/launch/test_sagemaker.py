@@ -1,0 +1,322 @@
+"""SageMaker launches against a real ``moto_server``, with the real SDK 3.x and boto3.
+
+The CreateTrainingJob request is captured with the boto3 event ``provide-client-params`` (moto drops
+Environment and MetricDefinitions on describe), and checked against the reference schedule of
+DESIGN.md (BERT-base phase 1 on 8 × ml.p3dn.24xlarge = 64 V100).
+"""
+
+import copy
+import io
+import json
+import math
+import re
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import boto3
+import botocore.client
+import pytest
+import yaml
+
+from bertlib.config import ConfigError, launch_keys, load_config
+from bertlib.launch import sagemaker as sm
+from bertlib.train.metrics import METRIC_KEYS, format_eval_line, format_log_line
+
+ROLE = "arn:aws:iam::123456789012:role/bertlib-training"
+IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/bertlib-training:tf2.21"
+SUBNETS = ["subnet-0123456789abcdef0", "subnet-0fedcba9876543210"]
+SGS = ["sg-0123456789abcdef0"]
+FSX = "fs-0123456789abcdef0"
+
+PARAMS = Path(__file__).resolve().parents[2] / "params" / "sagemaker"
+PREFIX = "s3://bertlib-launch-test/bertlib"
+# DESIGN.md reference schedule, phase 1 (BERT-base, TF 2.1, 8 × p3dn.24xlarge = 64 V100)
+REFERENCE_PHASE1 = dict(per_gpu_batch_size=128, gradient_accumulation_steps=4, max_seq_length=128,
+                        max_predictions_per_seq=20, optimizer="lamb", learning_rate=0.005, end_learning_rate=0.0003,
+                        warmup_steps=2812, learning_rate_decay_power=0.5, total_steps=14064, hidden_dropout_prob=0.1)
+
+
+@pytest.fixture(autouse=True)
+def params_env(monkeypatch, tmp_path):
+    """The params files expand ${BERTLIB_S3_PREFIX}; run_dir 'auto' resolves under the cwd."""
+    monkeypatch.setenv("BERTLIB_S3_PREFIX", PREFIX)
+    monkeypatch.chdir(tmp_path)
+
+
+def reference(step: str, name: str | None = None, **overrides):
+    """The config of ``params/sagemaker/<step>.yaml`` as notebooks/0N resolves it, plus overrides.
+
+    ``checkpoint_path: auto`` (a registry lookup in the notebooks) is a placeholder here that
+    :func:`bertlib.launch.sagemaker.chain` replaces.
+    """
+    from bertlib.notebook import parameters
+
+    values = yaml.safe_load((PARAMS / f"{step}.yaml").read_text())
+    if values.get("checkpoint_path") == "auto":
+        values["checkpoint_path"] = "s3://placeholder/model.tar.gz"
+    cfg = parameters(step, values).configs[name or step]
+    return type(cfg).model_validate({**cfg.model_dump(), **overrides})
+
+
+def phase1_config(**overrides):
+    return reference("phase1", **{"fsx_directory_path": "/fsx/bertlib/phase1", "max_run_seconds": 12 * 3600,
+                                  **overrides})
+
+
+@pytest.fixture()
+def account_env(aws_env, monkeypatch):
+    monkeypatch.setenv("BERTLIB_SAGEMAKER_ROLE", ROLE)
+    monkeypatch.setenv("BERTLIB_IMAGE_URI", IMAGE)
+    monkeypatch.setenv("BERTLIB_SUBNETS", ",".join(SUBNETS))
+    monkeypatch.setenv("BERTLIB_SECURITY_GROUP_IDS", ",".join(SGS))
+    monkeypatch.setenv("BERTLIB_FSX_ID", FSX)
+
+
+def capture_create(session) -> list:
+    """Requests sent as CreateTrainingJob through ``session`` (deep copies, in order)."""
+    seen = []
+    session.boto_session.events.register("provide-client-params.sagemaker.CreateTrainingJob",
+                                         lambda params, **_: seen.append(copy.deepcopy(params)))
+    return seen
+
+
+def s3_json(uri: str):
+    bucket, key = uri[5:].split("/", 1)
+    return json.loads(boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read())
+
+
+def channel(request, name):
+    return next(c for c in request["InputDataConfig"] if c["ChannelName"] == name)
+
+
+def container_argv(hyperparameters: dict) -> list:
+    """The command-line tail the SDK's MPI driver builds inside the container from SM_HPS."""
+    from sagemaker.train.container_drivers.common.utils import hyperparameters_to_cli_args
+
+    return hyperparameters_to_cli_args(json.loads(json.dumps(hyperparameters)))
+
+
+def test_phase1_request_matches_reference(account_env, sm_session, aws_env):
+    cfg = phase1_config(tags={"project": "bertlib"}, environment={"NCCL_DEBUG": "WARN"})
+    sent = capture_create(sm_session)
+    info = sm.launch("pretrain", cfg, session=sm_session)
+    assert len(sent) == 1
+    req = sent[0]
+    assert info["job_name"] == req["TrainingJobName"] and info["status"]
+    assert info["request"] == req
+
+    for key, value in REFERENCE_PHASE1.items():
+        assert yaml.safe_load(req["HyperParameters"][key]) == value, key
+    assert req["AlgorithmSpecification"]["TrainingImage"] == IMAGE
+    assert req["RoleArn"] == ROLE
+    assert req["ResourceConfig"]["InstanceType"] == "ml.p3dn.24xlarge"
+    assert req["ResourceConfig"]["InstanceCount"] == 8
+    assert req["VpcConfig"] == {"SecurityGroupIds": SGS, "Subnets": SUBNETS}
+    assert channel(req, "train")["DataSource"]["FileSystemDataSource"] == {
+        "FileSystemId": FSX, "FileSystemType": "FSxLustre", "DirectoryPath": "/fsx/bertlib/phase1",
+        "FileSystemAccessMode": "ro"}
+    assert req["CheckpointConfig"]["LocalPath"] == "/opt/ml/checkpoints"
+    assert req["CheckpointConfig"]["S3Uri"].startswith("s3://")
+    assert req["StoppingCondition"] == {"MaxRuntimeInSeconds": 12 * 3600}
+    assert not req.get("EnableManagedSpotTraining")
+    assert req["Environment"]["BERTLIB_JOB"] == "pretrain"
+    assert req["Environment"]["BERTLIB_CHECKPOINT_DIR"] == "/opt/ml/checkpoints"
+    assert req["Environment"]["NCCL_DEBUG"] == "WARN"
+    assert {"Key": "project", "Value": "bertlib"} in req["Tags"]
+    assert [m["Name"] for m in req["AlgorithmSpecification"]["MetricDefinitions"]] == list(METRIC_KEYS)
+
+    # MPI: 64 ranks, 8 per p3dn host (the SDK's driver reads distributed.json from the sm_drivers channel)
+    drivers = channel(req, "sm_drivers")["DataSource"]["S3DataSource"]["S3Uri"].rstrip("/")
+    dist = s3_json(drivers + "/distributed.json")
+    assert dist["process_count_per_node"] == 64
+    assert dist["mpi_additional_options"][:2] == ["--map-by", "ppr:8:node"]
+    assert s3_json(drivers + "/sourcecode.json")["entry_script"] == "bertlib/launch/sm_entry.py"
+    code = channel(req, "code")["DataSource"]["S3DataSource"]["S3Uri"].rstrip("/")
+    bucket, prefix = code[5:].split("/", 1)
+    keys = {o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]}
+    assert f"{prefix}/bertlib/launch/sm_entry.py" in keys and f"{prefix}/bertlib/config.py" in keys
+
+    # hyperparameters: what the container's command line carries parses back to the same config
+    argv = container_argv(req["HyperParameters"])
+    parsed = load_config("pretrain", None, argv)
+    expected = {**cfg.model_dump(exclude=launch_keys() | {"global_batch_size_check"}),
+                "data_dir": "/opt/ml/input/data/train"}  # the FSx channel, where the container mounts it
+    assert parsed.model_dump(exclude=launch_keys() | {"global_batch_size_check"}) == expected
+    assert not set(req["HyperParameters"]) & launch_keys()
+
+    # the job exists on the (moto) service side with the same name
+    described = sm_session.sagemaker_client.describe_training_job(TrainingJobName=req["TrainingJobName"])
+    assert described["ResourceConfig"]["InstanceCount"] == 8
+    assert info["model_artifacts"] == f"{req['OutputDataConfig']['S3OutputPath'].rstrip('/')}/" \
+                                      f"{req['TrainingJobName']}/output/model.tar.gz"
+
+
+def test_spot_and_s3_channel(account_env, sm_session, aws_env):
+    # the params file as it is: data_dir is the S3 prefix of the uploaded dataset
+    cfg = reference("phase1", use_spot=True, max_wait_seconds=24 * 3600, max_run_seconds=12 * 3600,
+                    processes_per_host=4, instance_count=2, global_batch_size_check=None)
+    sent = capture_create(sm_session)
+    sm.launch("pretrain", cfg, session=sm_session)
+    req = sent[0]
+    assert req["EnableManagedSpotTraining"] is True
+    assert req["StoppingCondition"] == {"MaxRuntimeInSeconds": 12 * 3600, "MaxWaitTimeInSeconds": 24 * 3600}
+    assert req["CheckpointConfig"] == {"S3Uri": f"{PREFIX}/checkpoints/phase1", "LocalPath": "/opt/ml/checkpoints"}
+    assert req["OutputDataConfig"]["S3OutputPath"] == f"{PREFIX}/output"
+    src = channel(req, "train")["DataSource"]["S3DataSource"]
+    assert src["S3Uri"] == f"{PREFIX}/data/phase1" and src["S3DataType"] == "S3Prefix"
+    drivers = channel(req, "sm_drivers")["DataSource"]["S3DataSource"]["S3Uri"].rstrip("/")
+    dist = s3_json(drivers + "/distributed.json")
+    assert dist["process_count_per_node"] == 8 and "ppr:4:node" in dist["mpi_additional_options"]
+    assert req["HyperParameters"]["data_dir"] == "/opt/ml/input/data/train"
+
+
+def test_metric_regexes_parse_real_log_lines():
+    values = dict(step=1200, loss=7.123456789, mlm_loss=6.5e-05, mlm_acc=0.25, nsp_loss=-1.5e-7,
+                  nsp_acc=1.0, learning_rate=0.0049999, loss_scale=32768.0, grad_norm=float("inf"),
+                  seq_per_sec=12345.678, elapsed_s=3.25)
+    line = format_log_line("phase1", values)
+    regexes = {m["name"]: m["regex"] for m in sm.metric_definitions()}
+    assert set(regexes) == set(METRIC_KEYS)
+    for key, value in values.items():
+        m = re.search(regexes[key], line)
+        assert m, (key, line)
+        got = float(m.group(1))
+        assert got == value if math.isinf(value) else math.isclose(got, value, rel_tol=1e-5), (key, got, value)
+    nan_line = format_log_line("phase1", {"step": 3, "loss": float("nan")})
+    assert math.isnan(float(re.search(regexes["loss"], nan_line).group(1)))
+    # `loss` must not pick up mlm_loss / nsp_loss, and the eval line carries no training keys
+    assert re.findall(regexes["loss"], line) == [re.search(r" loss=(\S+)", line).group(1)]
+    assert re.search(regexes["loss"], format_eval_line("squadv1", {"exact_match": 80.1, "f1": 87.6})) is None
+
+
+def test_missing_role_or_image_fails_before_any_aws_call(monkeypatch):
+    for key in ("BERTLIB_SAGEMAKER_ROLE", "BERTLIB_IMAGE_URI", "BERTLIB_FSX_ID"):
+        monkeypatch.delenv(key, raising=False)
+
+    def no_aws(*args, **kwargs):
+        raise AssertionError("an AWS call was made")
+
+    monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", no_aws)
+    with pytest.raises(ConfigError, match="no IAM role.*BERTLIB_SAGEMAKER_ROLE"):
+        sm.launch("pretrain", phase1_config())
+    monkeypatch.setenv("BERTLIB_SAGEMAKER_ROLE", ROLE)
+    with pytest.raises(ConfigError, match="no training image.*BERTLIB_IMAGE_URI"):
+        sm.launch("pretrain", phase1_config())
+    monkeypatch.setenv("BERTLIB_IMAGE_URI", IMAGE)
+    with pytest.raises(ConfigError, match="fsx_directory_path needs fsx_file_system_id"):
+        sm.launch("pretrain", phase1_config())  # FSx path without a file system id
+    with pytest.raises(ConfigError, match="data_dir '/local/data'"):
+        sm.launch("pretrain", phase1_config(fsx_directory_path=None, data_dir="/local/data"))
+
+
+def test_dry_run_builds_the_same_request_and_creates_nothing(account_env, sm_session, aws_env):
+    s3 = boto3.client("s3")
+    cfg = phase1_config(output_s3_uri=f"s3://{aws_env['bucket']}/dry")
+    before_objects = s3.list_objects_v2(Bucket=aws_env["bucket"]).get("KeyCount", 0)
+    before_jobs = len(sm_session.sagemaker_client.list_training_jobs()["TrainingJobSummaries"])
+    dry = sm.launch("pretrain", cfg, dry_run=True)
+    assert dry["status"] == "DryRun"
+    assert s3.list_objects_v2(Bucket=aws_env["bucket"]).get("KeyCount", 0) == before_objects
+    assert len(sm_session.sagemaker_client.list_training_jobs()["TrainingJobSummaries"]) == before_jobs
+
+    sent = capture_create(sm_session)
+    sm.launch("pretrain", cfg, session=sm_session)
+    real = sent[0]
+    req = dry["request"]
+    for key in ("AlgorithmSpecification", "HyperParameters", "ResourceConfig", "VpcConfig", "StoppingCondition",
+                "Environment", "RoleArn", "OutputDataConfig"):
+        assert req[key] == real[key], key
+    assert channel(req, "train") == channel(real, "train")
+    # staged code/driver channels point where a launch would upload them (job names differ by timestamp)
+    strip = lambda uri: re.sub(r"bertlib-pretrain-phase1-[0-9-]+", "JOB", uri)  # noqa: E731
+    for name in ("code", "sm_drivers"):
+        assert strip(channel(req, name)["DataSource"]["S3DataSource"]["S3Uri"]).rstrip("/") == \
+            strip(channel(real, name)["DataSource"]["S3DataSource"]["S3Uri"]).rstrip("/")
+
+
+def test_phase_chaining_and_checkpoint_unpacking(account_env, sm_session, aws_env, tmp_path):
+    out = f"s3://{aws_env['bucket']}/chain"
+    sent = capture_create(sm_session)
+    p1 = sm.launch("pretrain", phase1_config(output_s3_uri=out), session=sm_session)
+    phase2 = reference("phase2", fsx_directory_path="/fsx/bertlib/phase2", output_s3_uri=out)
+    p2 = sm.launch("pretrain", sm.chain(p1, phase2), session=sm_session)
+    req2 = sent[-1]
+    assert channel(req2, "init")["DataSource"]["S3DataSource"]["S3Uri"] == p1["model_artifacts"]
+    assert req2["HyperParameters"]["checkpoint_path"] == "/opt/ml/input/data/init/model.tar.gz"
+    assert req2["HyperParameters"]["load_from"] == "checkpoint"
+    assert req2["HyperParameters"]["load_optimizer_state"] == "false"
+
+    squad = reference("squad", "squadv1", output_s3_uri=out,
+                      train_file=f"s3://{aws_env['bucket']}/squad/train-v1.1.json")
+    sm.launch("squad", sm.chain(p2, squad), session=sm_session)
+    req3 = sent[-1]
+    assert channel(req3, "init")["DataSource"]["S3DataSource"]["S3Uri"] == p2["model_artifacts"]
+    assert req3["HyperParameters"]["train_file"] == "/opt/ml/input/data/squad_train/train-v1.1.json"
+    assert req3["HyperParameters"]["learning_rate"] == "5e-05"
+    assert req3["Environment"]["BERTLIB_JOB"] == "squad"
+    assert load_config("squad", None, container_argv(req3["HyperParameters"])).learning_rate == 5e-5
+
+    # FSx chaining: an export folder on the same Lustre file system
+    p2_fsx = sm.chain({"checkpoint_path": "/fsx/bertlib/runs/phase1/export"}, phase2)
+    sm.launch("pretrain", p2_fsx, session=sm_session)
+    init = channel(sent[-1], "init")["DataSource"]["FileSystemDataSource"]
+    assert init["DirectoryPath"] == "/fsx/bertlib/runs/phase1/export" and init["FileSystemId"] == FSX
+    assert sent[-1]["HyperParameters"]["checkpoint_path"] == "/opt/ml/input/data/init"
+
+    # container side: model.tar.gz is unpacked once and the argument replaced by the folder
+    from bertlib.launch import sm_entry
+
+    archive = tmp_path / "model.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for name, text in (("bert_config.json", '{"hidden_size": 768}'), ("vocab.txt", "[PAD]\n")):
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    root = tmp_path / "unpacked"
+    argv = sm_entry.rewrite_args(["--total_steps", "3", "--checkpoint_path", str(archive)], root=root)
+    assert argv == ["--total_steps", "3", "--checkpoint_path", str(root / "model")]
+    assert sm_entry.unpack_archive(archive, root) == root / "model"  # second rank: already there
+    assert json.loads((root / "model" / "bert_config.json").read_text()) == {"hidden_size": 768}
+    assert (root / "model" / "vocab.txt").read_text() == "[PAD]\n"
+    assert sorted(p.name for p in root.iterdir()) == ["model"]  # no temporary folders left
+
+
+def test_hyperparameter_strings_that_look_like_other_types_round_trip():
+    # a run_dir named "true" or "[a, b]" must come back as a string through the container driver
+    from bertlib.config import parse_overrides
+
+    for text in ("true", "null", "[a, b]", '"quoted"', "it's: odd", "plain/path"):
+        argv = container_argv({"run_dir": sm.hyperparameter_value(text)})
+        assert parse_overrides(argv) == {"run_dir": text}
+
+
+def test_cli_dry_run_offline(repo_root, subprocess_env, tmp_path):
+    """``bertlib launch pretrain --config params/sagemaker/phase1.yaml --dry_run true`` with no AWS
+    credentials or endpoint: the SDK builds the full request, nothing is sent."""
+    env = {k: v for k, v in subprocess_env.items() if not k.startswith(("AWS_", "BERTLIB_", "SAGEMAKER_"))}
+    env.update(BERTLIB_SAGEMAKER_ROLE=ROLE, BERTLIB_IMAGE_URI=IMAGE, BERTLIB_S3_PREFIX=PREFIX,
+               AWS_DEFAULT_REGION="us-east-1", HOME=str(tmp_path), AWS_CONFIG_FILE=str(tmp_path / "none"),
+               AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"))
+    cmd = [sys.executable, "-m", "bertlib.cli", "launch", "pretrain", "--config", str(PARAMS / "phase1.yaml"),
+           "--dry_run", "true", "--use_spot", "true"]
+    out = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    info = json.loads(out.stdout)["phase1"]
+    req = info["request"]
+    assert info["status"] == "DryRun" and req["EnableManagedSpotTraining"] is True
+    assert req["StoppingCondition"]["MaxWaitTimeInSeconds"] == 2 * req["StoppingCondition"]["MaxRuntimeInSeconds"]
+    assert channel(req, "train")["DataSource"]["S3DataSource"]["S3Uri"] == f"{PREFIX}/data/phase1"
+    bad = subprocess.run([sys.executable, "-m", "bertlib.cli", "launch", "pretrain", "--config",
+                          str(PARAMS / "phase1.yaml"), "--dry_run", "true"],
+                         env={k: v for k, v in env.items() if k != "BERTLIB_SAGEMAKER_ROLE"}, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "no IAM role" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_wait_reports_the_terminal_status(account_env, sm_session, aws_env):
+    # moto completes a training job at once; the SDK's wait polls DescribeTrainingJob (and the logs)
+    info = sm.launch("pretrain", phase1_config(), session=sm_session, wait=True, logs=True)
+    assert info["status"] == "Completed"

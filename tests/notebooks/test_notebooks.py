@@ -1,0 +1,202 @@
+"""The notebooks: jupytext pairs agree, papermill-ready structure, bad parameters stop at the first
+cell, the SageMaker dry run needs no credentials, and the whole chain runs on CI-sized params."""
+
+import json
+import os
+from pathlib import Path
+
+import jupytext
+import nbformat
+import papermill as pm
+import pytest
+import yaml
+from papermill.exceptions import PapermillExecutionError
+
+REPO = Path(__file__).resolve().parents[2]
+NOTEBOOKS = ["01_data_prep", "02_phase1", "03_phase2", "04_squad", "05_report"]
+
+
+def code_cells(nb):
+    return [c for c in nb.cells if c.cell_type == "code"]
+
+
+def outputs(nb, kind=None):
+    out = [o for c in code_cells(nb) for o in c.get("outputs", [])]
+    return [o for o in out if kind is None or kind in o.get("data", {})]
+
+
+def text_of(nb) -> str:
+    parts = []
+    for o in outputs(nb):
+        parts.append(o.get("text", "") if o.output_type == "stream" else
+                     o.get("data", {}).get("text/html", "") + o.get("data", {}).get("text/plain", ""))
+    return "\n".join(parts)
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_jupytext_pair_agrees(name):
+    """The .ipynb holds exactly the cells (sources, tags) and kernelspec of the py:percent source."""
+    from_py = jupytext.read(REPO / "notebooks" / f"{name}.py")
+    from_ipynb = jupytext.read(REPO / "notebooks" / f"{name}.ipynb")
+    assert jupytext.writes(from_ipynb, "py:percent") == jupytext.writes(from_py, "py:percent")
+    assert all(not c.get("outputs") for c in code_cells(from_ipynb)), "commit notebooks without outputs"
+
+
+def test_jupytext_toml_pairs_ipynb_with_percent():
+    import tomllib
+
+    assert tomllib.loads((REPO / "jupytext.toml").read_text())["formats"] == "ipynb,py:percent"
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_papermill_structure(name):
+    nb = nbformat.read(REPO / "notebooks" / f"{name}.ipynb", as_version=4)
+    assert nb.metadata.kernelspec.name == "python3" and nb.metadata.kernelspec.language == "python"
+    cells = code_cells(nb)
+    tagged = [i for i, c in enumerate(cells) if "parameters" in c.metadata.get("tags", [])]
+    assert tagged == [0], "exactly one parameters cell, the first code cell"
+    assert "parameters(" in cells[1].source, "the cell after the parameters validates them"
+    assert nb.cells[0].cell_type == "markdown" and "**What" in nb.cells[0].source
+
+
+def _run(name, tmp_path, parameters=None, parameters_file=None):
+    params = yaml.safe_load(Path(parameters_file).read_text()) if parameters_file else {}
+    params.update(parameters or {})
+    out = tmp_path / f"{name}.out.ipynb"
+    try:
+        pm.execute_notebook(REPO / "notebooks" / f"{name}.ipynb", out, parameters=params, cwd=str(tmp_path),
+                            kernel_name="python3", progress_bar=False)
+        err = None
+    except PapermillExecutionError as e:
+        err = e
+    return nbformat.read(out, as_version=4), err
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"total_stepz": 5}, "phase1 parameters: unknown key 'total_stepz'"),
+    ({"total_steps": "many"}, "phase1 parameters: key 'total_steps': Input should be a valid integer, "
+                              "unable to parse string as an integer (got 'many')"),
+])
+def test_bad_params_stop_at_the_first_cell(change, message, tmp_path):
+    nb, err = _run("02_phase1", tmp_path, parameters=change, parameters_file=REPO / "params/local/phase1.yaml")
+    assert err is not None and err.ename == "ParamsError" and err.evalue == message
+    cells = code_cells(nb)
+    assert cells[1].metadata.get("tags") == ["injected-parameters"]
+    failed = [i for i, c in enumerate(cells) if any(o.output_type == "error" for o in c.get("outputs", []))]
+    assert failed == [2], "the validation cell right after the parameters fails"
+    (error,) = [o for o in cells[2].outputs if o.output_type == "error"]
+    assert error.traceback == [f"ParamsError: {message}"]  # one line, no traceback
+    assert all(c.execution_count is None for c in cells[3:]), "nothing after it ran"
+    assert not (tmp_path / "runs").exists()
+
+
+def test_sagemaker_dry_run_without_credentials(tmp_path, monkeypatch):
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("BERTLIB_SAGEMAKER_ROLE", "arn:aws:iam::123456789012:role/bertlib-test")
+    monkeypatch.setenv("BERTLIB_IMAGE_URI", "123456789012.dkr.ecr.us-east-1.amazonaws.com/bertlib:test")
+    monkeypatch.setenv("BERTLIB_S3_PREFIX", "s3://example-bucket/bertlib")
+    nb, err = _run("02_phase1", tmp_path, parameters={"dry_run": True},
+                   parameters_file=REPO / "params/sagemaker/phase1.yaml")
+    assert err is None, err
+    text = text_of(nb)
+    assert "estimated wall time" in text and "8 × ml.p3dn.24xlarge (64 devices)" in text
+    assert "dry run — nothing was sent to AWS" in text
+    request = json.loads(text.split("CreateTrainingJob request:\n", 1)[1].split("\n}\n", 1)[0] + "\n}")
+    assert request["ResourceConfig"]["InstanceType"] == "ml.p3dn.24xlarge"
+    assert request["ResourceConfig"]["InstanceCount"] == 8
+    assert request["HyperParameters"]["total_steps"] == "14064"
+    assert request["HyperParameters"]["per_gpu_batch_size"] == "128"
+    assert request["RoleArn"] == "arn:aws:iam::123456789012:role/bertlib-test"
+    train = [c for c in request["InputDataConfig"] if c["ChannelName"] == "train"][0]
+    assert train["DataSource"]["S3DataSource"]["S3Uri"] == "s3://example-bucket/bertlib/data/phase1"
+    reg = json.loads((tmp_path / "runs/reference/registry.json").read_text())
+    assert reg["steps"]["phase1"]["dry_run"] is True
+    assert "nothing to plot" in text
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    """The five notebooks on tests/notebooks/params (20 articles, a few steps, one process)."""
+    from bertlib.demo import run_chain
+
+    work = tmp_path_factory.mktemp("chain")
+    try:
+        result = run_chain(work, REPO / "tests/notebooks/params", "ci", html=True, log_output=False)
+    except PapermillExecutionError as e:
+        pytest.fail(f"notebook chain failed: {e.ename}: {e.evalue}")
+    return work, result
+
+
+@pytest.mark.slow
+def test_chain_runs_without_errors(chain):
+    _, result = chain
+    assert list(result["notebooks"]) == NOTEBOOKS
+    for name, path in result["notebooks"].items():
+        nb = nbformat.read(path, as_version=4)
+        assert not [o for o in outputs(nb) if o.output_type == "error"], name
+        assert all(c.execution_count is not None for c in code_cells(nb)), name
+        html = result["html"][name].read_text()
+        assert "<html" in html and "jp-Notebook" in html
+
+
+@pytest.mark.slow
+def test_chain_plots_are_images(chain):
+    _, result = chain
+    counts = {name: len(outputs(nbformat.read(p, as_version=4), "image/png")) for name, p in result["notebooks"].items()}
+    # data: length histogram; phase1: curves; phase2: curves + both phases; squad: one per version;
+    # report: both phases + 4 runs
+    assert counts == {"01_data_prep": 1, "02_phase1": 1, "03_phase2": 2, "04_squad": 2, "05_report": 5}
+    assert result["html"]["05_report"].read_text().count('src="data:image/png;base64,') == 5
+
+
+@pytest.mark.slow
+def test_chain_scores_and_table(chain):
+    work, result = chain
+    squad = text_of(nbformat.read(result["notebooks"]["04_squad"], as_version=4))
+    for version in ("squadv1", "squadv2"):
+        summary = json.loads((work / "runs/ci" / version / "summary.json").read_text())
+        em = summary.get("exact_match", summary.get("exact"))
+        assert f"{version}: EM {em:.2f}  F1 {summary['f1']:.2f}" in squad
+    report = nbformat.read(result["notebooks"]["05_report"], as_version=4)
+    (table,) = [o["data"]["text/html"] for o in outputs(report, "text/html")]
+    assert "BERT-base (reference)" in table and "BERT-tiny (this run, local)" in table
+    assert "5 hrs 33 mins" in table and "87.68" in table
+    md = (work / "runs/ci/report/report.md").read_text()
+    assert md.count("\n| BERT-") == 2 and "† measured on the synthetic smoke set" in md
+    for f in ("results_table.png", "pretraining_loss.png", "phase1.png", "phase2.png", "squadv1.png", "squadv2.png"):
+        assert (work / "runs/ci/report" / f).read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
+def test_chain_registry_links_the_notebooks(chain):
+    work, _ = chain
+    steps = json.loads((work / "runs/ci/registry.json").read_text())["steps"]
+    assert set(steps) == {"data", "phase1", "phase2", "squadv1", "squadv2"}
+    phase2_cfg = yaml.safe_load((work / "runs/ci/phase2/launch_config.yaml").read_text())
+    assert phase2_cfg["checkpoint_path"] == steps["phase1"]["export_dir"]
+    assert phase2_cfg["data_dir"] == steps["data"]["datasets"]["phase2"]
+    squad_cfg = yaml.safe_load((work / "runs/ci/squadv1/launch_config.yaml").read_text())
+    assert squad_cfg["checkpoint_path"] == steps["phase2"]["export_dir"]
+    assert squad_cfg["train_file"] == steps["data"]["squad_smoke"]["squadv1"]["train_file"]
+    assert os.path.isdir(work / steps["phase1"]["export_dir"])
+
+
+@pytest.mark.slow
+def test_chain_rerun_reuses_prepared_data(chain):
+    """Runs last (it re-makes the chain's run folders): a second data-prep notebook writes no shard."""
+    from bertlib.demo import run_chain
+
+    work, first = chain
+    before = json.loads((work / "runs/ci/registry.json").read_text())["steps"]["data"]
+    again = run_chain(work, REPO / "tests/notebooks/params", "ci", html=False, log_output=False, stop="01_data_prep")
+    assert list(again["notebooks"]) == ["01_data_prep"]
+    data = json.loads((work / "runs/ci/registry.json").read_text())["steps"]["data"]
+    shards = before["written_shards"] + before["skipped_shards"]
+    assert (data["written_shards"], data["skipped_shards"]) == (0, shards)
+    assert f"0 shards written, {shards} reused" in text_of(nbformat.read(again["notebooks"]["01_data_prep"],
+                                                                         as_version=4))

@@ -1,0 +1,199 @@
+"""SQuAD reading, windowed features and answer extraction, with the real bert-base-uncased vocab.
+
+Expected values come from the SQuAD files themselves (gold texts and offsets) and from the
+run_squad windowing rules worked out by hand, never from the code under test.
+"""
+
+import json
+
+import numpy as np
+import pytest
+
+from bertlib.config import ConfigError
+from bertlib.data import squad as sq
+from bertlib.eval.squad_metrics import evaluate
+from bertlib.tokenization import load_wordpiece, vocab_info
+
+
+@pytest.fixture(scope="module")
+def tokenizer(bert_vocab):
+    return load_wordpiece(bert_vocab, lowercase=True)
+
+
+def _write(tmp_path, name, obj):
+    p = tmp_path / name
+    p.write_text(json.dumps(obj) if not isinstance(obj, str) else obj)
+    return p
+
+
+def _one_hot_logits(features, targets):
+    """Logits [N, S]: -10 everywhere, +10 at (start, end) for the rows in ``targets`` {row: (s, e)}."""
+    n, s = features["input_ids"].shape
+    start, end = np.full((n, s), -10.0), np.full((n, s), -10.0)
+    for row, (a, b) in targets.items():
+        start[row, a], end[row, b] = 10.0, 10.0
+    return start, end
+
+
+def _as_arrays(feats):
+    """SquadFeature list → the dict of arrays that read_features returns."""
+    return {"input_ids": np.array([f.input_ids for f in feats]),
+            "token_to_orig": np.array([f.token_to_orig for f in feats]),
+            "token_is_max_context": np.array([f.token_is_max_context for f in feats]),
+            "example_index": np.array([f.example_index for f in feats]),
+            "doc_span_index": np.array([f.doc_span_index for f in feats])}
+
+
+def test_split_context_char_to_word():
+    words, c2w = sq.split_context("Hi  there,\tyou\u202fall")
+    assert words == ["Hi", "there,", "you", "all"]  # U+202F counts as whitespace, as in run_squad
+    assert c2w[:5] == [0, 0, 0, 0, 1] and c2w[-1] == 3 and len(c2w) == len("Hi  there,\tyou\u202fall")
+
+
+@pytest.mark.parametrize("max_seq_length,doc_stride", [(384, 128), (64, 16)])
+def test_every_gold_answer_that_fits_is_recovered(squad_fixture, tokenizer, tmp_path, max_seq_length, doc_stride):
+    """Each gold answer of the real fixture (all of them, not only the first) as its own training
+    question: its token span, read back through the answer extraction, gives the gold text."""
+    data = json.loads(squad_fixture.read_text())
+    for article in data["data"]:
+        for para in article["paragraphs"]:
+            para["qas"] = [{"id": f"{qa['id']}-{k}", "question": qa["question"], "answers": [ans]}
+                           for qa in para["qas"] for k, ans in enumerate(qa["answers"])]
+    data["version"] = "1.1"
+    path = _write(tmp_path, "expanded.json", data)
+    examples, report = sq.read_squad_examples(str(path), is_training=True, version_2_with_negative=False)
+    golds = {qa["id"]: qa["answers"][0]["text"] for a in data["data"] for p in a["paragraphs"] for qa in p["qas"]}
+    assert report.kept == len(golds) == 7
+    feats = sq.convert_examples_to_features(examples, tokenizer, max_seq_length, doc_stride, 24, is_training=True)
+    targets = {i: (f.start_position, f.end_position) for i, f in enumerate(feats) if not f.is_impossible}
+    arrays = _as_arrays(feats)
+    preds, _, _ = sq.postprocess(examples, arrays, *_one_hot_logits(arrays, targets), tokenizer,
+                                 max_answer_length=max_seq_length)
+    in_window = {examples[feats[i].example_index].qas_id for i in targets}
+    if max_seq_length == 384:  # every answer fits, including the one that is the whole paragraph
+        assert in_window == set(golds)
+    else:                      # only the whole-paragraph answer is longer than a 64-token window
+        assert in_window == set(golds) - {"5733be284776f4190066117e-2"}
+    for qid in in_window:
+        assert preds[qid] == golds[qid], qid
+    assert evaluate(data, {q: preds[q] for q in in_window})["exact_match"] == pytest.approx(
+        100 * len(in_window) / len(golds))
+
+
+def test_answer_span_tightened_to_subwords(tokenizer, tmp_path):
+    # answers inside whitespace words: "1895" in "(1895)", "war" in "anti-war", accented "Café"
+    ctx = "Opened (1895) as the anti-war Café Lumière, it closed."
+    qas = [{"id": str(i), "question": "q?", "answers": [{"text": t, "answer_start": ctx.index(t)}]}
+           for i, t in enumerate(["1895", "war", "Café Lumière"])]
+    path = _write(tmp_path, "t.json", {"version": "1.1", "data": [{"paragraphs": [{"context": ctx, "qas": qas}]}]})
+    examples, _ = sq.read_squad_examples(str(path), True, False)
+    feats = sq.convert_examples_to_features(examples, tokenizer, 64, 16, 16, True)
+    toks = [tokenizer.id_to_token(i) for i in feats[0].input_ids]
+    assert toks[feats[0].start_position:feats[0].end_position + 1] == ["1895"]   # not "( 1895 )"
+    assert toks[feats[1].start_position:feats[1].end_position + 1] == ["war"]
+    arrays = _as_arrays(feats)
+    preds, _, _ = sq.postprocess(examples, arrays, *_one_hot_logits(
+        arrays, {i: (f.start_position, f.end_position) for i, f in enumerate(feats)}), tokenizer)
+    assert preds == {"0": "1895", "1": "war", "2": "Café Lumière"}
+
+
+def test_long_context_windows_and_stride(tokenizer):
+    words = "red blue green house river stone cloud music paper city".split() * 10  # 100 one-token words
+    ex = sq.SquadExample("long", "what is it ?", words)
+    # query 4 tokens -> window = 32 - 4 - 3 = 25 tokens; stride 10: starts 0, 10, ..., 70 (70 + 25 = 95 < 100),
+    # then 80 with 20 tokens reaches the end
+    feats = sq.convert_examples_to_features([ex], tokenizer, 32, 10, 64, is_training=False)
+    assert [f.doc_span_index for f in feats] == list(range(9))
+    expect = [(s, 25) for s in range(0, 80, 10)] + [(80, 20)]
+    for f, (start, length) in zip(feats, expect):
+        doc = [w for w in f.token_to_orig if w >= 0]
+        assert doc == list(range(start, start + length))
+        assert f.input_ids[:6] == [tokenizer.token_to_id(t) for t in ["[CLS]", "what", "is", "it", "?", "[SEP]"]]
+        assert f.input_ids[6 + length] == tokenizer.token_to_id("[SEP]") and sum(f.input_mask) == 7 + length
+        assert f.segment_ids[:6] == [0] * 6 and f.segment_ids[6:7 + length] == [1] * (length + 1)
+        assert [tokenizer.id_to_token(i) for i in f.input_ids[6:6 + length]] == words[start:start + length]
+
+    def max_window(word):
+        hits = [f.doc_span_index for f in feats for t, w in enumerate(f.token_to_orig)
+                if w == word and f.token_is_max_context[t]]
+        assert len(hits) == 1, word   # every token has exactly one max-context window
+        return hits[0]
+    # word 15: window 0 scores min(15, 9) = 9, window 1 min(5, 19) = 5 -> window 0
+    # word 20: window 0 min(20, 4) = 4, window 1 min(10, 14) = 10, window 2 min(0, 24) = 0 -> window 1
+    # word 99: only the last window (start 80) holds it
+    assert (max_window(0), max_window(15), max_window(20), max_window(99)) == (0, 0, 1, 8)
+
+
+def test_training_positions_impossible_and_out_of_window(tokenizer, tmp_path):
+    words = "red blue green house river stone cloud music paper city".split() * 6
+    ctx = " ".join(words) + " The answer is 1895."
+    data = {"version": "v2.0", "data": [{"paragraphs": [{"context": ctx, "qas": [
+        {"id": "a", "question": "when?", "is_impossible": False,
+         "answers": [{"text": "1895", "answer_start": ctx.index("1895")}]},
+        {"id": "n", "question": "why?", "is_impossible": True, "answers": []}]}]}]}
+    examples, report = sq.read_squad_examples(str(_write(tmp_path, "v2.json", data)), True, True)
+    assert report.impossible == 1
+    feats = sq.convert_examples_to_features(examples, tokenizer, 40, 20, 8, is_training=True)
+    answerable = [f for f in feats if f.example_index == 0]
+    assert len(answerable) > 1
+    for f in answerable:
+        if f.is_impossible:   # the answer is not in this window: target CLS
+            assert (f.start_position, f.end_position) == (0, 0)
+            assert 60 + 3 not in f.token_to_orig   # "1895," is word 63
+        else:
+            assert tokenizer.id_to_token(f.input_ids[f.start_position]) == "1895"
+    assert all((f.start_position, f.end_position, f.is_impossible) == (0, 0, True)
+               for f in feats if f.example_index == 1)
+
+
+def test_v2_null_prediction_and_odds(tokenizer):
+    ex = sq.SquadExample("q", "who?", "Alice met Bob".split())
+    feats = sq.convert_examples_to_features([ex], tokenizer, 16, 8, 8, is_training=False)
+    arrays = _as_arrays(feats)
+    # tokens: [CLS] who ? [SEP] alice met bob [SEP]  -> "bob" is position 6
+    start, end = np.zeros((1, 16)), np.zeros((1, 16))
+    start[0, 0], end[0, 0] = 3.0, 2.0      # null score 5
+    start[0, 6], end[0, 6] = 2.0, 1.5      # best span "Bob": 3.5
+    preds, nbest, odds = sq.postprocess([ex], arrays, start, end, tokenizer, version_2_with_negative=True)
+    assert preds == {"q": ""} and odds["q"] == pytest.approx(5.0 - 3.5)   # 1.5 > threshold 0
+    assert nbest["q"][0]["text"] == "" and nbest["q"][1]["text"] == "Bob"
+    preds, _, _ = sq.postprocess([ex], arrays, start, end, tokenizer, version_2_with_negative=True,
+                                 null_score_diff_threshold=2.0)
+    assert preds == {"q": "Bob"}
+
+
+def test_reader_counts_bad_questions(tmp_path, capsys):
+    ctx = "Paris is the capital of France."
+    data = {"version": "1.1", "data": [{"paragraphs": [{"context": ctx, "qas": [
+        {"id": "ok", "question": "capital?", "answers": [{"text": "Paris", "answer_start": 0}]},
+        {"id": "shifted", "question": "country?", "answers": [{"text": "France", "answer_start": 3}]},
+        {"id": "broken", "answers": []}]}]}]}
+    path = _write(tmp_path, "bad.json", data)
+    examples, report = sq.read_squad_examples(str(path), True, False)
+    assert [e.qas_id for e in examples] == ["ok"]
+    assert (report.questions, len(report.answer_mismatch), len(report.malformed)) == (3, 1, 1)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "bad.json" in err[0] and "1 whose answer_start does not match" in err[0]
+    with pytest.raises(ConfigError, match="truncated.json: SQuAD file is not valid JSON"):
+        sq.read_squad_examples(str(_write(tmp_path, "truncated.json", '{"data": [')), True, False)
+    with pytest.raises(ConfigError, match="nodata.json: not a SQuAD file"):
+        sq.read_squad_examples(str(_write(tmp_path, "nodata.json", {"version": "1.1"})), True, False)
+
+
+def test_feature_cache_roundtrip(squad_fixture, tokenizer, bert_vocab, tmp_path):
+    examples, _ = sq.read_squad_examples(str(squad_fixture), True, False)
+    info = vocab_info(bert_vocab, True)
+    args = dict(source_sha256="abc", vocab=info, cache_dir=tmp_path, name="fx", max_seq_length=128,
+                doc_stride=64, max_query_length=32, is_training=True)
+    rec, meta = sq.load_or_build_features(examples, tokenizer, **args)
+    mtime = rec.stat().st_mtime_ns
+    rec2, meta2 = sq.load_or_build_features(examples, tokenizer, **args)
+    assert rec2 == rec and rec.stat().st_mtime_ns == mtime and meta2 == meta     # reused, not rebuilt
+    other, _ = sq.load_or_build_features(examples, tokenizer, **{**args, "vocab": {**info, "lowercase": False}})
+    assert other != rec                                                          # vocab is part of the key
+    got = sq.read_features(rec, 128)
+    want = sq.convert_examples_to_features(examples, tokenizer, 128, 64, 32, True)
+    assert meta["features"] == len(want) == len(got["input_ids"])
+    np.testing.assert_array_equal(got["input_ids"], [f.input_ids for f in want])
+    np.testing.assert_array_equal(got["start_positions"], [f.start_position for f in want])
+    np.testing.assert_array_equal(got["token_is_max_context"], [f.token_is_max_context for f in want])

@@ -1,0 +1,26 @@
+"""Run under ``horovodrun -np 2``: train the tiny model with Horovod averaging (XLA-compiled gradients,
+allreduce outside) and, as a control, with the allreduce replaced by the identity (no XLA, to save
+compile time); each rank saves ``{mode}-rank{r}.npz`` in OUT_DIR.
+
+usage: python tests/train/hvd_worker.py DATA_DIR OUT_DIR PER_RANK_BATCH STEPS
+"""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from bertlib.train import distributed
+from train_helpers import train_tiny
+
+
+def main(data_dir: str, out_dir: str, batch: int, steps: int) -> None:
+    rank, world, _ = distributed.init(threads_per_process=1)
+    assert world == 2, f"expected 2 Horovod processes, got {world}"
+    for mode, allreduce, jit in (("allreduce", None, True), ("control", lambda xs: list(xs), False)):
+        weights = train_tiny(data_dir, batch, steps, rank=rank, world=world, allreduce=allreduce, jit_compile=jit)
+        np.savez(Path(out_dir) / f"{mode}-rank{rank}.npz", **{k.replace("/", "|"): v for k, v in weights.items()})
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))

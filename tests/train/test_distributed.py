@@ -1,0 +1,82 @@
+"""Horovod data parallelism: 2 ranks × batch b == 1 process × batch 2b (real horovodrun, Gloo)."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bertlib.config import ConfigError
+from bertlib.train import distributed
+from train_helpers import train_tiny, write_dataset
+
+HERE = Path(__file__).parent
+STEPS, PER_RANK_BATCH = 3, 2
+
+
+def run_group(cmd, env, timeout):
+    """Run ``cmd`` in its own process group; kill the whole group on timeout (no horovodrun leftovers)."""
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        pytest.fail(f"{cmd[0]} timed out:\n{out[-3000:]}")
+    return proc.returncode, out
+
+
+def load(path: Path) -> dict:
+    with np.load(path) as z:
+        return {k.replace("|", "/"): z[k] for k in z.files}
+
+
+def max_diff(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max(float(np.abs(a[k] - b[k]).max()) for k in a)
+
+
+@pytest.mark.slow
+def test_two_ranks_match_one_process_on_the_concatenated_batch(tmp_path, subprocess_env):
+    horovodrun = shutil.which("horovodrun", path=subprocess_env["PATH"])
+    assert horovodrun, "horovodrun not installed (make setup builds Horovod)"
+    # 2 files: rank r reads file r; one process interleaves both, so each step sees the same 2b examples
+    data = write_dataset(tmp_path / "data", n=32, num_files=2)
+    out = tmp_path / "out"
+    out.mkdir()
+    env = dict(subprocess_env, TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1")
+    rc, log = run_group([horovodrun, "-np", "2", "-H", "localhost:2", sys.executable, str(HERE / "hvd_worker.py"),
+                         str(data), str(out), str(PER_RANK_BATCH), str(STEPS)], env, timeout=400)
+    assert rc == 0, log[-3000:]
+    rank0, rank1 = load(out / "allreduce-rank0.npz"), load(out / "allreduce-rank1.npz")
+    reference = train_tiny(data, 2 * PER_RANK_BATCH, STEPS, jit_compile=False)
+
+    assert max_diff(rank0, rank1) == 0.0                  # identical averaged gradients → identical weights
+    assert max_diff(rank0, reference) < 1e-5
+    control0, control1 = load(out / "control-rank0.npz"), load(out / "control-rank1.npz")
+    assert max_diff(control0, reference) > 1e-3            # without the allreduce each rank sees half the data
+    assert max_diff(control0, control1) > 1e-3
+
+
+def test_more_processes_without_a_launcher_is_a_clear_error():
+    with pytest.raises(ConfigError, match="horovodrun -np 2"):
+        distributed.check_world_size(2, env={})
+    with pytest.raises(ConfigError, match="launcher started 4"):
+        distributed.check_world_size(2, env={"HOROVOD_SIZE": "4"})
+    assert distributed.check_world_size(1, env={"OMPI_COMM_WORLD_SIZE": "3"}) == 3
+    assert distributed.check_world_size(1, env={}) == 1
+
+
+def test_two_processes_without_horovod_installed_is_a_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "horovod.tensorflow", None)      # import fails as if not installed
+    monkeypatch.setattr(distributed, "_state", dict(distributed._state, initialized=False))
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match="2 processes requested but Horovod is not importable"):
+        distributed.init()
+    monkeypatch.delenv("OMPI_COMM_WORLD_SIZE")
+    assert distributed.init() == (0, 1, 0)                             # one process runs without it

@@ -1,0 +1,157 @@
+"""``bertlib pretrain`` end to end: outputs + overfitting, SIGKILL/resume, and bad-input errors."""
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import yaml
+
+from bertlib.config import ConfigError
+from bertlib.train.metrics import METRIC_KEYS
+from train_helpers import base_config, write_dataset
+
+QUIET = {"TF_CPP_MIN_LOG_LEVEL": "3", "BERTLIB_PROGRESS": "0"}
+
+
+def write_config(path, **values):
+    path.write_text(yaml.safe_dump(values))
+    return path
+
+
+def test_tiny_model_overfits_and_writes_the_run_directory(tmp_path, capsys):
+    from bertlib.train.pretrain import main
+
+    data = write_dataset(tmp_path / "data", n=8, num_files=1)
+    run = tmp_path / "run"
+    cfg = write_config(tmp_path / "c.yaml", **base_config(data, run, per_gpu_batch_size=8, total_steps=60,
+                                                           learning_rate=2e-2, log_frequency=10))
+    assert main(["--config", str(cfg)]) == 0          # XLA-compiled (skip_xla: false)
+
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [d["step"] for d in lines] == [10, 20, 30, 40, 50, 60]
+    assert all(set(METRIC_KEYS) <= d.keys() for d in lines)
+    first, last = lines[0]["mlm_loss"], lines[-1]["mlm_loss"]
+    assert last < 0.3 * first, (first, last)          # memorizing 8 records (chance: ln 64 = 4.16)
+    assert lines[-1]["mlm_acc"] > 0.75
+
+    # stdout lines carry the same numbers in the form SageMaker's metric regexes parse
+    out = [x for x in capsys.readouterr().out.splitlines() if x.startswith("[bertlib] phase=phase1 step=")]
+    assert len(out) == len(lines)
+    for line, d in zip(out, lines):
+        for key in METRIC_KEYS:
+            value = float(re.search(rf"\b{key}=([-+0-9.eEinfa]+)", line).group(1))
+            assert value == pytest.approx(d[key], rel=1e-5)
+
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["job"] == "pretrain" and summary["phase"] == "phase1" and summary["steps"] == 60
+    assert summary["final"]["mlm_loss"] == lines[-1]["mlm_loss"] and summary["seq_per_sec"] > 0
+    assert yaml.safe_load((run / "config.yaml").read_text())["total_steps"] == 60
+    assert any(p.name.startswith("events.out.tfevents") for p in (run / "tb").iterdir())
+    assert {"bert_config.json", "vocab.txt", "bert_model.ckpt.index"} <= {p.name for p in (run / "export").iterdir()}
+    assert (run / "checkpoints" / "ckpt-60.index").exists()
+
+    # phase 2 style: weights from the export, fresh optimizer and step → starts where phase 1 ended
+    run2 = tmp_path / "run2"
+    cfg2 = write_config(tmp_path / "c2.yaml", **base_config(data, run2, per_gpu_batch_size=8, total_steps=2,
+                                                             learning_rate=1e-4, skip_xla=True, load_from="checkpoint",
+                                                             checkpoint_path=str(run / "export"), phase="phase2"))
+    assert main(["--config", str(cfg2)]) == 0
+    assert f"initialized weights from {run / 'export'}" in capsys.readouterr().out
+    lines2 = [json.loads(x) for x in (run2 / "metrics.jsonl").read_text().splitlines()]
+    assert [d["step"] for d in lines2] == [1, 2]
+    assert lines2[0]["mlm_loss"] < 0.5 * first                # not a random model
+    assert lines2[0]["learning_rate"] == pytest.approx(1e-4)  # schedule restarted at step 0 (warmup 0)
+
+    other = write_dataset(tmp_path / "data80", n=8, num_files=1, vocab=80)
+    with pytest.raises(ConfigError, match="vocab_size 64 but .*data80/manifest.json has a vocab of 80"):
+        main(["--config", str(cfg2), "--data_dir", str(other)])
+
+
+def pretrain_cmd(cfg_path):
+    return [sys.executable, "-m", "bertlib.train.pretrain", "--config", str(cfg_path)]
+
+
+def read_export(run_dir) -> dict:
+    import tensorflow as tf
+
+    reader = tf.train.load_checkpoint(str(run_dir / "export" / "bert_model.ckpt"))
+    return {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map()}
+
+
+@pytest.mark.slow
+def test_sigkill_after_a_checkpoint_then_restart_gives_the_uninterrupted_weights(tmp_path, subprocess_env):
+    data = write_dataset(tmp_path / "data", n=48, num_files=2)
+    env = dict(subprocess_env, **QUIET)
+    common = dict(total_steps=40, checkpoint_frequency=5, keep_checkpoints=2, skip_xla=True, shuffle_buffer=16,
+                  hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1, per_gpu_batch_size=2,
+                  gradient_accumulation_steps=2)
+
+    full = tmp_path / "full"
+    cfg = write_config(tmp_path / "full.yaml", **base_config(data, full, **common))
+    done = subprocess.run(pretrain_cmd(cfg), env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    run = tmp_path / "killed"
+    cfg = write_config(tmp_path / "killed.yaml", **base_config(data, run, **common))
+    proc = subprocess.Popen(pretrain_cmd(cfg), env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        for line in proc.stdout:                         # kill right after the step-6 line (ckpt-5 written)
+            if " step=6 " in line:
+                proc.send_signal(signal.SIGKILL)
+                break
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (run / "export").exists()
+    state = (run / "checkpoints" / "checkpoint").read_text()
+    killed_at = int(re.search(r'model_checkpoint_path: "ckpt-(\d+)"', state).group(1))
+    assert 5 <= killed_at < 40
+
+    again = subprocess.run(pretrain_cmd(cfg), env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"resumed from {run / 'checkpoints' / f'ckpt-{killed_at}'} at step {killed_at}" in again.stdout
+    steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps[-1] == 40 and steps.count(killed_at + 1) == 1 + (killed_at < 6)
+
+    a, b = read_export(full), read_export(run)
+    assert a.keys() == b.keys()
+    assert max(float(np.abs(a[k] - b[k]).max()) for k in a) == 0.0
+
+
+TF_PROBE = ("import sys; from bertlib.cli import run_guarded; from bertlib.train.pretrain import main; "
+            "rc = run_guarded(main, sys.argv[1:]); "
+            "print('tensorflow imported' if 'tensorflow' in sys.modules else 'no tensorflow'); sys.exit(rc)")
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["--bogus_key", "1"], "unknown key 'bogus_key'"),
+    (["--per_gpu_batch_size", "many"], "per_gpu_batch_size"),
+    (["--global_batch_size_check", "10"], "global batch"),
+    (["--data_dir", "/nonexistent/phase1"], "/nonexistent/phase1: data_dir not found"),
+    (["--max_seq_length", "32"], "max_seq_length=16 but the run expects 32"),
+    (["--num_processes", "2"], "horovodrun -np 2"),
+])
+def test_bad_input_is_one_line_and_exit_2_before_tensorflow(tmp_path, subprocess_env, overrides, message):
+    data = write_dataset(tmp_path / "data", n=8, num_files=1)
+    cfg = write_config(tmp_path / "c.yaml", **base_config(data, tmp_path / "run"))
+    t0 = time.perf_counter()
+    res = subprocess.run([sys.executable, "-c", TF_PROBE, "--config", str(cfg), *overrides],
+                         env=dict(subprocess_env, **QUIET), capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and message in res.stderr, res.stderr
+    assert res.stdout.strip() == "no tensorflow"        # nothing of TF was loaded, let alone a graph built
+    assert not (tmp_path / "run").exists()
+    print(f"{overrides}: {time.perf_counter() - t0:.2f}s")
+
+
+def test_console_script_dispatches_to_pretrain(tmp_path, subprocess_env):
+    res = subprocess.run([sys.executable, "-m", "bertlib", "pretrain", "--config", str(tmp_path / "missing.yaml")],
+                         env=dict(subprocess_env, **QUIET), capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and res.stderr.strip() == f"error: {tmp_path / 'missing.yaml'}: config file not found"

@@ -89,7 +89,7 @@ def keras_hub_step(size: str, data: dict):
     import keras
     import keras_hub
 
-    from bertlib.model.bert import PRESETS
+    from bertlib.model.config import PRESETS
 
     layers, hidden, heads = PRESETS[size]
     backbone = keras_hub.models.BertBackbone(

@@ -79,7 +79,7 @@ def timed_interleaved(steps: dict, n: int) -> dict:
 
 def train_flops_per_seq(size: str) -> float:
     """≈ 6 × (non-embedding params) × S + attention (2 matmuls of S×S×H, ×3 for backward) per sequence."""
-    from bertlib.model.bert import PRESETS
+    from bertlib.model.config import PRESETS
 
     layers, h, _ = PRESETS[size]
     per_layer = 4 * h * h + 2 * h * 4 * h
@@ -116,7 +116,7 @@ def keras_hub_step(size: str, data: dict):
     import keras_hub
     import tensorflow as tf
 
-    from bertlib.model.bert import PRESETS
+    from bertlib.model.config import PRESETS
 
     layers, h, heads = PRESETS[size]
     backbone = keras_hub.models.BertBackbone(vocabulary_size=30522, num_layers=layers, num_heads=heads,

@@ -36,7 +36,8 @@
 # `manifest.json` and training refuses data built with another vocabulary.
 #
 # **What to expect.** The embedded default reads the real Wikipedia slice shipped in the gensim 4.4.0
-# wheel (106 articles, ~0.43M words after markup removal, ~0.56M WordPiece tokens) and takes about a
+# wheel (98 articles once redirects and disambiguation pages are dropped, ~0.45M words after markup removal,
+# ~0.6M WordPiece tokens) and takes about a
 # minute on 2 cores. Re-running with the same settings reuses the prepared datasets.
 
 # %% tags=["parameters"]

@@ -66,11 +66,11 @@ seed = 42
 squad_versions = ["squadv1", "squadv2"]
 squadv1 = {                     # what differs per version (auto: the smoke set of 01_data_prep)
     "train_file": "auto", "predict_file": "auto",
-    "total_steps": 40, "learning_rate": 1e-4, "warmup_steps": 4,
+    "total_steps": 60, "learning_rate": 1e-3, "warmup_steps": 6,
 }
 squadv2 = {
     "train_file": "auto", "predict_file": "auto",
-    "total_steps": 40, "learning_rate": 1e-4, "warmup_steps": 4,
+    "total_steps": 60, "learning_rate": 1e-3, "warmup_steps": 6,
 }
 
 # %% [markdown]

@@ -35,7 +35,7 @@ NOTEBOOK_KEYS = ("experiment", "runs_root", "squad_versions")
 
 def model_dims(model_size: str) -> tuple[int, int, int]:
     """(layers L, hidden H, intermediate I) of a preset (``intermediate = 4 × hidden``)."""
-    from bertlib.model.bert import PRESETS
+    from bertlib.model.config import PRESETS
 
     layers, hidden, _ = PRESETS[model_size]
     return layers, hidden, 4 * hidden

@@ -8,7 +8,7 @@
 import importlib
 
 _EXPORTS = {
-    "PRESETS": "bertlib.model.bert", "BertConfig": "bertlib.model.bert", "BertEncoder": "bertlib.model.bert",
+    "PRESETS": "bertlib.model.config", "BertConfig": "bertlib.model.config", "BertEncoder": "bertlib.model.bert",
     "dummy_inputs": "bertlib.model.bert",
     "BertPretrainer": "bertlib.model.heads", "BertQA": "bertlib.model.heads",
     "pretraining_losses": "bertlib.model.heads",

@@ -314,7 +314,7 @@ def resolve_pretrained(path: str | os.PathLike, config_file: str | os.PathLike |
         cfg_path = directory / CONFIG_NAME
     if not cfg_path.is_file():
         raise FileNotFoundError(f"{cfg_path}: model config not found (needed for {weights})")
-    from bertlib.model.bert import BertConfig
+    from bertlib.model.config import BertConfig
 
     try:
         config = BertConfig.from_json_file(cfg_path)

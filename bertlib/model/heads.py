@@ -12,7 +12,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from bertlib.model.bert import BertConfig, BertEncoder, activation, dense, layer_norm, weights
+from bertlib.model.bert import BertEncoder, activation, dense, layer_norm, weights
+from bertlib.model.config import BertConfig
 
 
 def _encoder(config_or_encoder: BertConfig | BertEncoder) -> BertEncoder:

@@ -66,6 +66,29 @@ class Trainer:
       allreduce: gradient/metric averaging across processes (default: Horovod via distributed).
     """
 
+    @classmethod
+    def from_config(cls, cfg, model, loss_fn: Callable, paths, phase: str, world: int, chief: bool) -> "Trainer":
+        """The Trainer a run config asks for (pretraining or SQuAD): its optimizer and schedule, loss
+        scaling, accumulation, XLA, checkpointing and a metrics writer for ``phase``. Rank 0 also writes
+        the resolved ``config.yaml`` into the run's output dir (through a temp name)."""
+        from bertlib.config import to_yaml
+        from bertlib.optim import make_optimizer, make_schedule
+        from bertlib.optim.loss_scale import make_loss_scale
+
+        if chief:
+            paths.output_dir.mkdir(parents=True, exist_ok=True)
+            tmp = paths.config_file.with_name(f".config.yaml.tmp{os.getpid()}")
+            tmp.write_text(to_yaml(cfg))
+            os.replace(tmp, paths.config_file)
+        return cls(model, loss_fn, make_optimizer(cfg), make_schedule(cfg), total_steps=cfg.total_steps,
+                   accumulation_steps=cfg.gradient_accumulation_steps, max_grad_norm=cfg.max_grad_norm,
+                   loss_scale=make_loss_scale(cfg.precision, cfg.initial_loss_scale),
+                   jit_compile=not cfg.skip_xla, checkpoint_dir=paths.checkpoint_dir,
+                   checkpoint_frequency=cfg.checkpoint_frequency, keep_checkpoints=cfg.keep_checkpoints,
+                   log_frequency=cfg.log_frequency,
+                   metrics=MetricsWriter(paths.output_dir, phase, cfg.total_steps, enabled=chief),
+                   global_batch_size=cfg.per_gpu_batch_size * world * cfg.gradient_accumulation_steps)
+
     def __init__(self, model, loss_fn: Callable, optimizer, schedule: Callable, *, total_steps: int,
                  accumulation_steps: int = 1, max_grad_norm: float = 1.0, loss_scale=None, jit_compile: bool = True,
                  checkpoint_dir: str | os.PathLike | None = None, checkpoint_frequency: int = 1000,

@@ -15,11 +15,10 @@ line on stderr and exit code 2; the config and data-dir checks run before Tensor
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 
-from bertlib.config import ConfigError, PretrainConfig, load_config, parse_overrides, to_yaml
+from bertlib.config import ConfigError, PretrainConfig, load_config, parse_overrides
 from bertlib.train import distributed
 from bertlib.train.paths import RunPaths, is_training_checkpoint_dir, run_paths
 
@@ -105,30 +104,16 @@ def run(cfg: PretrainConfig, paths: RunPaths, manifest: dict, bert_config) -> di
     from bertlib.data.pipeline import pretraining_dataset
     from bertlib.model import BertPretrainer, pretraining_losses
     from bertlib.model.checkpoints import export_model
-    from bertlib.optim import make_optimizer, make_schedule
-    from bertlib.optim.loss_scale import make_loss_scale
     from bertlib.train.checkpointing import init_from_checkpoint
     from bertlib.train.loop import Trainer, seed_everything
-    from bertlib.train.metrics import MetricsWriter, write_json_atomic
+    from bertlib.train.metrics import write_json_atomic
 
     seed_everything(cfg.seed, deterministic=cfg.deterministic_ops)
     keras.mixed_precision.set_global_policy("float32" if cfg.precision == "fp32" else cfg.precision)
     model = BertPretrainer(bert_config)
-    optimizer = make_optimizer(cfg)
     chief = rank == 0
-    if chief:
-        paths.output_dir.mkdir(parents=True, exist_ok=True)
-        tmp = paths.config_file.with_name(".config.yaml.tmp")
-        tmp.write_text(to_yaml(cfg))
-        os.replace(tmp, paths.config_file)
-    global_batch = cfg.per_gpu_batch_size * world * cfg.gradient_accumulation_steps
-    writer = MetricsWriter(paths.output_dir, cfg.phase, cfg.total_steps, enabled=chief)
-    trainer = Trainer(model, pretraining_losses, optimizer, make_schedule(cfg), total_steps=cfg.total_steps,
-                      accumulation_steps=cfg.gradient_accumulation_steps, max_grad_norm=cfg.max_grad_norm,
-                      loss_scale=make_loss_scale(cfg.precision, cfg.initial_loss_scale),
-                      jit_compile=not cfg.skip_xla, checkpoint_dir=paths.checkpoint_dir,
-                      checkpoint_frequency=cfg.checkpoint_frequency, keep_checkpoints=cfg.keep_checkpoints,
-                      log_frequency=cfg.log_frequency, metrics=writer, global_batch_size=global_batch)
+    trainer = Trainer.from_config(cfg, model, pretraining_losses, paths, cfg.phase, world, chief)
+    optimizer, writer, global_batch = trainer.optimizer, trainer.metrics, trainer.global_batch_size
 
     def data_fn(skip: int):
         return pretraining_dataset(paths.data_dir, "train", cfg.per_gpu_batch_size, cfg.max_seq_length,

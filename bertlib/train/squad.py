@@ -20,13 +20,12 @@ and exit code 2, before any TensorFlow work.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bertlib.config import ConfigError, SquadConfig, load_config, parse_overrides, to_yaml
+from bertlib.config import ConfigError, SquadConfig, load_config, parse_overrides
 from bertlib.train import distributed
 from bertlib.train.paths import RunPaths, run_paths
 
@@ -209,11 +208,9 @@ def run(cfg: SquadConfig, paths: RunPaths, inputs: SquadInputs) -> dict:
     from bertlib.assets import sha256_file
     from bertlib.data.squad import load_or_build_features, postprocess, read_features, squad_dataset, write_predictions
     from bertlib.eval.squad_metrics import evaluate
-    from bertlib.optim import make_optimizer, make_schedule
-    from bertlib.optim.loss_scale import make_loss_scale
     from bertlib.tokenization import load_wordpiece, vocab_info
     from bertlib.train.loop import Trainer, seed_everything
-    from bertlib.train.metrics import MetricsWriter, format_eval_line, write_json_atomic
+    from bertlib.train.metrics import format_eval_line, write_json_atomic
 
     chief = rank == 0
     phase = cfg.squad_version
@@ -238,20 +235,8 @@ def run(cfg: SquadConfig, paths: RunPaths, inputs: SquadInputs) -> dict:
 
     model, init_fn = build_model(cfg, inputs.vocab_size)
     init_desc = f"checkpoint {cfg.checkpoint_path}" if init_fn else f"fresh {cfg.model_size} encoder"
-    optimizer = make_optimizer(cfg)
-    if chief:
-        paths.output_dir.mkdir(parents=True, exist_ok=True)
-        tmp = paths.config_file.with_name(".config.yaml.tmp")
-        tmp.write_text(to_yaml(cfg))
-        os.replace(tmp, paths.config_file)
-    global_batch = cfg.per_gpu_batch_size * world * cfg.gradient_accumulation_steps
-    writer = MetricsWriter(paths.output_dir, phase, cfg.total_steps, enabled=chief)
-    trainer = Trainer(model, squad_loss, optimizer, make_schedule(cfg), total_steps=cfg.total_steps,
-                      accumulation_steps=cfg.gradient_accumulation_steps, max_grad_norm=cfg.max_grad_norm,
-                      loss_scale=make_loss_scale(cfg.precision, cfg.initial_loss_scale),
-                      jit_compile=not cfg.skip_xla, checkpoint_dir=paths.checkpoint_dir,
-                      checkpoint_frequency=cfg.checkpoint_frequency, keep_checkpoints=cfg.keep_checkpoints,
-                      log_frequency=cfg.log_frequency, metrics=writer, global_batch_size=global_batch)
+    trainer = Trainer.from_config(cfg, model, squad_loss, paths, phase, world, chief)
+    writer, global_batch = trainer.metrics, trainer.global_batch_size
 
     def data_fn(skip: int):
         return squad_dataset(train_rec, cfg.per_gpu_batch_size, cfg.max_seq_length, training=True, rank=rank,

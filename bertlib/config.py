@@ -86,6 +86,8 @@ class _TrainingCommon(LaunchSettings):
     keep_checkpoints: int = Field(3, ge=1)
     run_dir: str = "runs/latest"
     seed: int = 42
+    deterministic_ops: bool = Field(
+        True, description="TF op determinism: a resumed run matches an uninterrupted one (slower on GPU)")
 
     @model_validator(mode="after")
     def _check_common(self):
@@ -122,8 +124,6 @@ class PretrainConfig(_TrainingCommon):
     global_batch_size_check: int | None = Field(
         None, description="if set, per_gpu_batch_size × processes × accumulation must equal it")
     shuffle_buffer: int = Field(10000, ge=1)
-    # TRAIN: TF op determinism, so that a resumed run matches an uninterrupted one (may slow GPU ops)
-    deterministic_ops: bool = True
 
     @model_validator(mode="after")
     def _check_pretrain(self):

@@ -305,24 +305,42 @@ def show_estimate(p: Params) -> None:
     _display(pd.DataFrame(rows))
 
 
-def _record_local(p: Params, name: str, cfg, run_dir: Path) -> dict:
+#: what the registry keeps of a run's ``summary.json`` (timings for the report, F1 for the table)
+_SUMMARY_KEYS = ("wall_time_s", "train_time_s", "steps", "steps_run", "seq_per_sec", "global_batch_size",
+                 "export_dir", "final", "f1", "exact_match", "exact", "dataset_note", "squad_version", "predict_file")
+
+
+def _summary_values(run_dir: str | os.PathLike) -> dict:
     import json
 
     summary_file = Path(run_dir) / "summary.json"
     if not summary_file.is_file():
         raise RuntimeError(f"{summary_file}: the run finished without a summary (see the log above)")
     summary = json.loads(summary_file.read_text())
-    keep = ("wall_time_s", "train_time_s", "steps", "steps_run", "seq_per_sec", "global_batch_size",
-            "export_dir", "final", "f1", "exact_match", "exact", "dataset_note", "squad_version", "predict_file")
-    entry = {"backend": "local", "run_dir": str(run_dir), **{k: summary[k] for k in keep if k in summary}}
+    return {k: summary[k] for k in _SUMMARY_KEYS if k in summary}
+
+
+def _record_local(p: Params, name: str, cfg, run_dir: Path) -> dict:
+    entry = {"backend": "local", "run_dir": str(run_dir), **_summary_values(run_dir)}
     entry.setdefault("export_dir", str(Path(run_dir) / "export"))
     return p.registry.record(name, **entry)
 
 
 def _record_sagemaker(p: Params, name: str, cfg, info: dict) -> dict:
-    return p.registry.record(name, backend="sagemaker", dry_run=cfg.dry_run, job_name=info["job_name"],
-                             status=info["status"], run_dir=info["output_data"],
-                             export_dir=info["model_artifacts"], checkpoint_s3_uri=info["checkpoint_s3_uri"])
+    """Record a SageMaker job; a completed one also gets its summary (times, EM/F1) from the job's
+    ``output.tar.gz``. A dry run never replaces the entry of a real run: it goes to ``<name>-dry-run``."""
+    entry = {"backend": "sagemaker", "dry_run": cfg.dry_run, "job_name": info["job_name"], "status": info["status"],
+             "run_dir": info["output_data"], "checkpoint_s3_uri": info["checkpoint_s3_uri"]}
+    if info["status"] == "Completed":
+        from bertlib.launch.results import fetch_run
+
+        entry.update(_summary_values(fetch_run(info["output_data"])))
+    entry["export_dir"] = info["model_artifacts"]     # the S3 model.tar.gz, not the container's path
+    existing = p.registry.get(name)
+    if cfg.dry_run and existing is not None and not existing.get("dry_run"):
+        name = f"{name}-dry-run"
+        print(f"(recorded as {name!r}: the registry keeps the real run's entry)")
+    return p.registry.record(name, **entry)
 
 
 def launch(p: Params) -> dict[str, dict]:

@@ -48,6 +48,8 @@ instance_type = "ml.p3dn.24xlarge"
 instance_count = 1
 checkpoint_s3_uri = None         # sagemaker: where /opt/ml/checkpoints syncs (resume after restarts)
 output_s3_uri = None             # sagemaker: job outputs (model.tar.gz, output.tar.gz)
+use_spot = False                 # sagemaker: managed spot training (a restarted job resumes from its checkpoints)
+max_run_seconds = 432000         # sagemaker: stop the job after this many seconds (5 days)
 phase = "phase1"
 model_size = "tiny"             # tiny | mini | small | base | large
 data_dir = "auto"               # auto: the phase1 dataset recorded by 01_data_prep
@@ -71,6 +73,7 @@ load_from = "scratch"
 log_frequency = 10
 checkpoint_frequency = 100
 seed = 42
+deterministic_ops = True        # bit-exact resume; params/sagemaker turn it off for the fastest GPU kernels
 
 # %% [markdown]
 # Validate every parameter against `bertlib.config.PretrainConfig` (plus `experiment`) and fill in the

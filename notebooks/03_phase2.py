@@ -41,6 +41,8 @@ instance_type = "ml.p3dn.24xlarge"
 instance_count = 1
 checkpoint_s3_uri = None         # sagemaker: where /opt/ml/checkpoints syncs (resume after restarts)
 output_s3_uri = None             # sagemaker: job outputs (model.tar.gz, output.tar.gz)
+use_spot = False                 # sagemaker: managed spot training (a restarted job resumes from its checkpoints)
+max_run_seconds = 432000         # sagemaker: stop the job after this many seconds (5 days)
 phase = "phase2"
 model_size = "tiny"             # must match phase 1
 data_dir = "auto"               # auto: the phase2 dataset recorded by 01_data_prep
@@ -66,6 +68,7 @@ skip_xla = True
 log_frequency = 5
 checkpoint_frequency = 100
 seed = 42
+deterministic_ops = True        # bit-exact resume; params/sagemaker turn it off for the fastest GPU kernels
 
 # %% [markdown]
 # Validate the parameters (`bertlib.config.PretrainConfig`) and resolve `checkpoint_path: auto` and

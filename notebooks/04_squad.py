@@ -45,6 +45,8 @@ instance_type = "ml.p3dn.24xlarge"
 instance_count = 1
 checkpoint_s3_uri = None         # sagemaker: where /opt/ml/checkpoints syncs (resume after restarts)
 output_s3_uri = None             # sagemaker: job outputs (model.tar.gz, output.tar.gz)
+use_spot = False                 # sagemaker: managed spot training (a restarted job resumes from its checkpoints)
+max_run_seconds = 432000         # sagemaker: stop the job after this many seconds (5 days)
 model_size = "tiny"             # must match the pretrained checkpoint
 load_from = "checkpoint"
 checkpoint_path = "auto"        # auto: phase 2's export, from the registry
@@ -63,6 +65,7 @@ log_frequency = 5
 checkpoint_frequency = 1000
 predict_batch_size = 32
 seed = 42
+deterministic_ops = True        # bit-exact resume; params/sagemaker turn it off for the fastest GPU kernels
 squad_versions = ["squadv1", "squadv2"]
 squadv1 = {                     # what differs per version (auto: the smoke set of 01_data_prep)
     "train_file": "auto", "predict_file": "auto",

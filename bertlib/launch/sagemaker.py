@@ -207,11 +207,14 @@ def hyperparameter_value(value: Any) -> Any:
     return value if survives else "'" + value.replace("'", "''") + "'"
 
 
-def metric_definitions() -> list[dict[str, str]]:
-    """SageMaker metric regexes for every key of the entry points' ``key=value`` log lines."""
-    from bertlib.train.metrics import METRIC_KEYS
+def metric_definitions(job: str = "pretrain") -> list[dict[str, str]]:
+    """SageMaker metric regexes for every key of the entry points' ``key=value`` log lines: the
+    training keys, plus for ``squad`` the evaluation keys of its ``eval`` line (``exact_match``,
+    ``exact``, ``f1``)."""
+    from bertlib.train.metrics import EVAL_METRIC_KEYS, METRIC_KEYS
 
-    return [{"name": key, "regex": rf"\b{key}=([-+0-9.eEinfa]+)"} for key in METRIC_KEYS]
+    keys = METRIC_KEYS + (EVAL_METRIC_KEYS if job == "squad" else ())
+    return [{"name": key, "regex": rf"\b{key}=([-+0-9.eEinfa]+)"} for key in keys]
 
 
 # ----------------------------------------------------------------------------- SDK objects
@@ -332,7 +335,7 @@ def build_trainer(job: str, cfg, session=None, dry_run: bool = False):
             hyperparameters=spec.hyperparameters,
             tags=[Tag(key=k, value=v) for k, v in cfg.tags.items()] or None,
         )
-    trainer.with_metric_definitions([MetricDefinition(**m) for m in metric_definitions()])
+    trainer.with_metric_definitions([MetricDefinition(**m) for m in metric_definitions(job)])
     inputs = []
     for c in spec.channels:
         source = (FileSystemDataSource(file_system_id=spec.fsx_file_system_id, file_system_type="FSxLustre",

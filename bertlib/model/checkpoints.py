@@ -80,9 +80,11 @@ _LN_LEAF = {"weight": "gamma", "gamma": "gamma", "bias": "beta", "beta": "beta"}
 
 def hf_to_google_name(name: str) -> tuple[str, bool] | None:
     """Translate one HF/PyTorch BERT tensor name → ``(google name, transpose?)``; ``None`` for
-    tensors that are not weights of the Google model (``position_ids``, the tied decoder)."""
+    tensors that are not weights of the Google model (``position_ids``, the tied decoder, and the task
+    heads of finetuned HF models — ``qa_outputs.*``, ``classifier.*`` — so that the encoder of a
+    BertForQuestionAnswering / BertForSequenceClassification file loads too)."""
     n = name[len("bert."):] if name.startswith("bert.") else name
-    if n.endswith("position_ids") or n.startswith("cls.predictions.decoder"):
+    if n.endswith("position_ids") or n.startswith(("cls.predictions.decoder", "qa_outputs.", "classifier.")):
         return None
     if n == "cls.predictions.bias":
         return "cls/predictions/output_bias", False

@@ -10,8 +10,10 @@ LAMB pretraining, power 1.0 — linear decay — for SQuAD): linear warmup from 
     step > total:            end_lr
 
 ``step`` is the number of optimizer updates already applied (0 for the first update), as
-``global_step`` in google-research/bert's ``optimization.py``. Unlike that file, the decay starts
-at the end of warmup, so the peak reached is exactly ``lr`` and the curve is continuous.
+``global_step`` in google-research/bert's ``optimization.py``. Unlike that file (which decays from
+step 0 and overrides only the warmup), the decay starts at the end of warmup, so the peak reached is
+exactly ``lr`` and the curve is continuous — the form of ``LinearWarmupPolyDecaySchedule`` in the
+TF 2 / Horovod BERT code that produced the reference row (aws-samples/deep-learning-models).
 """
 
 from __future__ import annotations

@@ -21,6 +21,8 @@ import sys
 from bertlib.config import ConfigError
 
 _SIZE_VARS = ("HOROVOD_SIZE", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE")
+_RANK_VARS = ("HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK")
+_LOCAL_RANK_VARS = ("HOROVOD_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "PMIX_LOCAL_RANK")
 _state: dict = {"hvd": None, "rank": 0, "size": 1, "local_rank": 0, "initialized": False}
 
 
@@ -31,6 +33,12 @@ def launcher_world_size(env: dict | None = None) -> int:
         if env.get(var, "").isdigit():
             return int(env[var])
     return 1
+
+
+def launcher_rank(env: dict | None = None) -> int:
+    """This process's rank according to the launcher's environment (0 when run directly)."""
+    env = os.environ if env is None else env
+    return next((int(env[v]) for v in _RANK_VARS if env.get(v, "").isdigit()), 0)
 
 
 def check_world_size(num_processes: int = 1, env: dict | None = None) -> int:
@@ -47,6 +55,43 @@ def check_world_size(num_processes: int = 1, env: dict | None = None) -> int:
     if launched > 1 and num_processes > 1 and launched != num_processes:
         raise ConfigError(f"num_processes={num_processes} but the launcher started {launched} processes")
     return launched
+
+
+def pin_gpu(env: dict | None = None) -> str | None:
+    """Give each process of a multi-process launch its own GPU: the ``local rank``-th of its host.
+
+    Without this every Horovod rank on a p3dn/p4d/p5 host sees all 8 GPUs, places its work on GPU 0
+    and reserves memory on all of them. Sets ``CUDA_VISIBLE_DEVICES`` to the local rank (or, when it
+    already lists several devices, to the local rank's entry of that list) and turns on TF's GPU
+    memory growth. Reads only the launcher's environment, so it must run before TensorFlow is
+    imported; harmless on a machine without GPUs. Returns the device id chosen (None: single process
+    or already pinned to one device).
+    """
+    env = os.environ if env is None else env
+    env.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
+    if launcher_world_size(env) == 1:
+        return None
+    local = next((int(env[v]) for v in _LOCAL_RANK_VARS if env.get(v, "").isdigit()), None)
+    if local is None:
+        return None
+    visible = [d.strip() for d in env["CUDA_VISIBLE_DEVICES"].split(",")] if env.get("CUDA_VISIBLE_DEVICES") else None
+    if visible is not None and len(visible) == 1:
+        return None
+    if visible is not None and local >= len(visible):
+        raise ConfigError(f"local rank {local} but CUDA_VISIBLE_DEVICES lists {len(visible)} GPUs: "
+                          "lower processes_per_host (or num_processes)")
+    env["CUDA_VISIBLE_DEVICES"] = visible[local] if visible is not None else str(local)
+    return env["CUDA_VISIBLE_DEVICES"]
+
+
+def prepare_process(num_processes: int = 1, threads_per_process: int = 0) -> int:
+    """What an entry point does before TensorFlow is imported: check the world size against the
+    launcher, set TF's thread counts, pin one GPU per process. Returns the world size."""
+    world = check_world_size(num_processes)
+    if "tensorflow" not in sys.modules:   # in-process callers (tests, notebooks) get init()'s warning instead
+        configure_threads(threads_per_process)
+    pin_gpu()
+    return world
 
 
 def configure_threads(threads: int) -> None:

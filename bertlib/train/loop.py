@@ -125,10 +125,11 @@ class Trainer:
 
     # ---- state -----------------------------------------------------------------------------------------
     def state_variables(self) -> list:
-        """Everything that must be identical on all processes: weights, optimizer slots, counters."""
+        """Everything that must be identical on all processes: weights, dropout RNG states (so a
+        resumed multi-rank run draws the masks of an uninterrupted one), optimizer slots, counters."""
         opt_vars = getattr(self.optimizer, "variables", [])
         opt_vars = opt_vars() if callable(opt_vars) else opt_vars
-        return (list(self.model.weights) + list(opt_vars) + [self.step, self.data_position]
+        return (list(self.model.variables) + list(opt_vars) + [self.step, self.data_position]
                 + self.loss_scale.variables_to_sync())
 
     def restore_or_initialize(self, init_fn: Callable[[], str] | None = None) -> int:

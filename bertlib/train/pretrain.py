@@ -70,7 +70,10 @@ def validate_inputs(cfg: PretrainConfig, paths: RunPaths, world: int) -> dict:
 
                 lower = data_vocab.get("lowercase", True) if pre.do_lower_case is None else pre.do_lower_case
                 vocab = vocab_info(pre.vocab_file, lower, data_vocab.get("strip_accents"))
-    return validate_dataset(paths.data_dir, cfg.max_seq_length, cfg.max_predictions_per_seq, vocab=vocab)
+    # rank 0 verifies every shard's sha256; the other ranks check sizes and first records only, so a
+    # 64-rank job reads the dataset once at start, not 64 times
+    return validate_dataset(paths.data_dir, cfg.max_seq_length, cfg.max_predictions_per_seq, vocab=vocab,
+                            checksums=distributed.launcher_rank() == 0)
 
 
 def build_bert_config(cfg: PretrainConfig, vocab_size: int):
@@ -154,8 +157,7 @@ def run(cfg: PretrainConfig, paths: RunPaths, manifest: dict, bert_config) -> di
 
 def main(argv: list[str]) -> int:
     cfg = parse_args(argv)
-    world = distributed.check_world_size(cfg.num_processes)
-    distributed.configure_threads(cfg.threads_per_process)   # before the first TF op (reading a record)
+    world = distributed.prepare_process(cfg.num_processes, cfg.threads_per_process)  # before any TF op
     paths = run_paths(cfg)
     manifest = validate_inputs(cfg, paths, world)
     bert_config = build_bert_config(cfg, manifest["vocab"]["size"])

@@ -215,7 +215,7 @@ def run(cfg: SquadConfig, paths: RunPaths, inputs: SquadInputs) -> dict:
     chief = rank == 0
     phase = cfg.squad_version
     v2 = cfg.squad_version == "squadv2"
-    seed_everything(cfg.seed)
+    seed_everything(cfg.seed, deterministic=cfg.deterministic_ops)
     keras.mixed_precision.set_global_policy("float32" if cfg.precision == "fp32" else cfg.precision)
     tokenizer = load_wordpiece(inputs.vocab_file, inputs.lowercase)
     vocab = vocab_info(inputs.vocab_file, inputs.lowercase)
@@ -290,7 +290,7 @@ def run(cfg: SquadConfig, paths: RunPaths, inputs: SquadInputs) -> dict:
 
 def main(argv: list[str]) -> int:
     cfg = parse_args(argv)
-    distributed.check_world_size(cfg.num_processes)
+    distributed.prepare_process(cfg.num_processes, cfg.threads_per_process)  # before any TF op
     paths = run_paths(cfg)
     inputs = validate_inputs(cfg)
     run(cfg, paths, inputs)

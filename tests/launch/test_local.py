@@ -92,7 +92,7 @@ def test_report_from_s3_equals_report_from_the_local_folder(sagemaker_style_run,
     and as a plain prefix of files, reads back into the same files, metrics, table and plot."""
     from bertlib import report
 
-    root, _, _ = sagemaker_style_run
+    root, cfg, _ = sagemaker_style_run
     monkeypatch.setenv("BERTLIB_CACHE", str(tmp_path / "bertlib-cache"))  # where report.load_run fetches to
     out = root / "output"
     s3 = boto3.client("s3")
@@ -124,6 +124,24 @@ def test_report_from_s3_equals_report_from_the_local_folder(sagemaker_style_run,
 
     with pytest.raises(ConfigError, match="no bertlib run there"):
         results.fetch_run(f"s3://{bucket}/nothing-here/", cache_dir=cache)
+
+    # the notebooks' registry: a completed SageMaker job gets the same summary values (times, and for
+    # SQuAD EM/F1) as the local run; a later dry run of the same step does not replace that entry
+    from bertlib import notebook as nb
+    from bertlib.registry import Registry
+
+    params = nb.Params(step="phase1", keys=nb._NotebookKeys(), registry=Registry(tmp_path / "registry.json"))
+    info = {"job_name": "bertlib-pretrain-phase1-2026-11-25-05-00-00-000", "status": "Completed",
+            "output_data": f"{job_prefix}/output/output.tar.gz", "model_artifacts": f"{job_prefix}/output/model.tar.gz",
+            "checkpoint_s3_uri": None}
+    entry = nb._record_sagemaker(params, "phase1", cfg, info)
+    summary = json.loads((out / "summary.json").read_text())
+    assert (entry["wall_time_s"], entry["steps_run"], entry["final"]) == (
+        summary["wall_time_s"], summary["steps_run"], summary["final"])
+    assert entry["export_dir"] == info["model_artifacts"] and entry["run_dir"] == info["output_data"]
+    nb._record_sagemaker(params, "phase1", cfg.model_copy(update={"dry_run": True}), {**info, "status": "DryRun"})
+    assert params.registry.get("phase1")["wall_time_s"] == summary["wall_time_s"]
+    assert params.registry.get("phase1-dry-run")["dry_run"] is True
 
 
 def test_command_and_environment(tmp_path, monkeypatch):

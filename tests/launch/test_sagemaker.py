@@ -189,6 +189,13 @@ def test_metric_regexes_parse_real_log_lines():
     # `loss` must not pick up mlm_loss / nsp_loss, and the eval line carries no training keys
     assert re.findall(regexes["loss"], line) == [re.search(r" loss=(\S+)", line).group(1)]
     assert re.search(regexes["loss"], format_eval_line("squadv1", {"exact_match": 80.1, "f1": 87.6})) is None
+    # a SQuAD job also reports its evaluation line; `exact` must not pick up `exact_match`
+    squad = {m["name"]: m["regex"] for m in sm.metric_definitions("squad")}
+    v1 = format_eval_line("squadv1", {"exact_match": 80.1, "f1": 87.68})
+    assert float(re.search(squad["f1"], v1).group(1)) == 87.68
+    assert float(re.search(squad["exact_match"], v1).group(1)) == 80.1 and re.search(squad["exact"], v1) is None
+    v2 = format_eval_line("squadv2", {"exact": 73.0, "f1": 76.14})
+    assert float(re.search(squad["exact"], v2).group(1)) == 73.0
 
 
 def test_missing_role_or_image_fails_before_any_aws_call(monkeypatch):

@@ -121,7 +121,9 @@ def test_hf_safetensors_names_and_transposes(tmp_path):
           "cls.predictions.transform.LayerNorm.weight": rng.normal(size=h),
           "cls.predictions.transform.LayerNorm.bias": rng.normal(size=h),
           "cls.predictions.decoder.weight": rng.normal(size=(50, h)),
-          "bert.embeddings.position_ids": np.arange(32)[None]}
+          "bert.embeddings.position_ids": np.arange(32)[None],
+          # the task head of an HF BertForQuestionAnswering file: not part of BERT, skipped
+          "qa_outputs.weight": rng.normal(size=(2, h)), "qa_outputs.bias": rng.normal(size=2)}
     for n in range(2):
         p = f"bert.encoder.layer.{n}."
         for sub, (o, k) in {"attention.self.query": (h, h), "attention.self.key": (h, h),
@@ -239,10 +241,15 @@ def test_minilm_import_matches_numpy_and_ranks_paraphrases(tmp_path):
     out = encoder({"input_ids": ids, "input_mask": mask, "segment_ids": np.zeros_like(ids)})
     got = mean_pool_normalize(out["sequence_output"].numpy().astype(np.float64), mask)
     sd = load_file(str(weights))
-    want = mean_pool_normalize(np_bert_forward(sd, json.loads(config.read_text()), ids, mask), mask)
+    want_seq = np_bert_forward(sd, json.loads(config.read_text()), ids, mask)
+    want = mean_pool_normalize(want_seq, mask)
     cosines = (got * want).sum(-1)
     print("1 - cosine(bertlib, numpy) per sentence:", 1 - cosines)
     assert cosines.min() > 0.9999, cosines
+    # pooled_output = tanh(dense(first token)), the pooler of the same file
+    pool_w, pool_b = (sd[f"pooler.dense.{k}"].astype(np.float64) for k in ("weight", "bias"))
+    want_pooled = np.tanh(want_seq[:, 0] @ pool_w.T + pool_b)
+    np.testing.assert_allclose(out["pooled_output"].numpy(), want_pooled, atol=1e-4)
 
     sim = got @ got.T
     print("similarity matrix:\n", np.round(sim, 3))

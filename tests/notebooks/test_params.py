@@ -95,14 +95,25 @@ def test_sagemaker_params_are_the_reference_schedule(workdir):
             p2.global_batch_size) == (6248, 32, 64, 4, 8192)
     assert (p2.max_seq_length, p2.max_predictions_per_seq, p2.learning_rate, p2.end_learning_rate,
             p2.warmup_steps) == (512, 80, 0.004, 0.0003, 625)
+    assert (p2.optimizer, p2.learning_rate_decay_power, p2.hidden_dropout_prob, p2.attention_probs_dropout_prob,
+            p2.precision) == ("lamb", 0.5, 0.1, 0.1, "mixed_float16")
+    assert not p1.skip_xla and not p2.skip_xla                 # XLA for pretraining
+    assert (p1.deterministic_ops, p2.deterministic_ops) == (False, False)   # fastest GPU kernels
     assert (p2.load_from, p2.load_optimizer_state, p2.checkpoint_path) == (
         "checkpoint", False, "s3://example-bucket/bertlib/output/job-phase1/export")
     sq = nb.parameters("squad", load("squad.yaml")).configs
     v1, v2 = sq["squadv1"], sq["squadv2"]
     assert (v1.total_steps, v1.learning_rate, v1.warmup_steps, v1.global_batch_size) == (3649, 5e-5, 365, 48)
     assert (v2.total_steps, v2.learning_rate, v2.warmup_steps, v2.global_batch_size) == (8144, 1e-4, 814, 48)
+    assert (v1.per_gpu_batch_size, v1.world_size, v1.optimizer, v2.optimizer) == (6, 8, "adamw", "adamw")
     assert v1.skip_xla and v2.skip_xla and (v1.squad_version, v2.squad_version) == ("squadv1", "squadv2")
     assert v1.train_file.endswith("train-v1.1.json") and v2.predict_file.endswith("dev-v2.0.json")
+    # the official files' published sha256 (as listed by TFDS and ParlAI), checked when downloaded
+    assert (v1.train_file_sha256, v1.predict_file_sha256, v2.train_file_sha256, v2.predict_file_sha256) == (
+        "3527663986b8295af4f7fcdff1ba1ff3f72d07d61a20f487cb238a6ef92fd955",
+        "95aa6a52d5d6a735563366753ca50492a658031da74f301ac5238b03966972c9",
+        "68dcfbb971bd3e96d5b46c7177b16c1a4e7d4bdef19fb204502738552dede002",
+        "80a5225e94905956a6446d296ca1093975c4d3b3260f1d6c8f68bc2ab77182d8")
 
 
 def test_no_account_values_in_params():

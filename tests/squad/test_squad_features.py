@@ -197,3 +197,75 @@ def test_feature_cache_roundtrip(squad_fixture, tokenizer, bert_vocab, tmp_path)
     np.testing.assert_array_equal(got["input_ids"], [f.input_ids for f in want])
     np.testing.assert_array_equal(got["start_positions"], [f.start_position for f in want])
     np.testing.assert_array_equal(got["token_is_max_context"], [f.token_is_max_context for f in want])
+
+
+# ----------------------------------------------------------------------------- windows, max context, limits
+TEN_WORDS = "red blue green house river stone cloud music paper city".split()   # one WordPiece each
+
+
+def _two_window_features(tokenizer):
+    """10 words, "who?" (2 tokens), S=12, stride 4: window length 12 - 2 - 3 = 7; spans (0, 7), (4, 6).
+
+    Feature layout: [CLS] who ? [SEP] = positions 0-3, document from position 4.
+    """
+    ex = sq.SquadExample("q", "who?", TEN_WORDS)
+    feats = sq.convert_examples_to_features([ex], tokenizer, 12, 4, 8, is_training=False)
+    assert [[w for w in f.token_to_orig if w >= 0] for f in feats] == [list(range(0, 7)), list(range(4, 10))]
+    return ex, _as_arrays(feats)
+
+
+def test_v2_null_score_is_minimum_over_windows(tokenizer):
+    ex, arrays = _two_window_features(tokenizer)
+    start, end = np.full((2, 12), -10.0), np.full((2, 12), -10.0)
+    start[0, 0], end[0, 0] = 3.0, 2.0   # window 0 null score 3 + 2 = 5
+    start[1, 0], end[1, 0] = 0.5, 1.5   # window 1 null score 0.5 + 1.5 = 2 -> the minimum
+    start[1, 9], end[1, 9] = 2.0, 1.5   # "city" (word 9, only in window 1, position 4 + 9 - 4): 3.5
+    preds, nbest, odds = sq.postprocess([ex], arrays, start, end, tokenizer, version_2_with_negative=True)
+    assert odds["q"] == pytest.approx(2.0 - 3.5)          # min null 2 - best span 3.5 = -1.5
+    assert preds == {"q": "city"}                          # -1.5 <= 0 (the max, 5, would give 1.5 -> "")
+    assert [e["text"] for e in nbest["q"][:2]] == ["city", ""]                    # 3.5, then null 2
+    assert (nbest["q"][1]["start_logit"], nbest["q"][1]["end_logit"]) == (0.5, 1.5)   # window 1's CLS
+
+
+def test_max_answer_length_drops_the_best_span(tokenizer):
+    ex = sq.SquadExample("q", "who?", "red blue green house river".split())
+    arrays = _as_arrays(sq.convert_examples_to_features([ex], tokenizer, 16, 8, 8, is_training=False))
+    start, end = np.full((1, 16), -10.0), np.full((1, 16), -10.0)
+    start[0, 4], end[0, 6] = 10.0, 10.0   # "red blue green" = positions 4..6: 3 tokens, score 20
+    start[0, 7], end[0, 7] = 4.0, 3.0     # "house" = position 7: 1 token, score 7
+    # length 2: (4, 6) and (4, 7) are too long; (4, 4), (4, 5) score 10 - 10 = 0; best is "house" (7)
+    preds, nbest, _ = sq.postprocess([ex], arrays, start, end, tokenizer, max_answer_length=2)
+    assert preds == {"q": "house"} and "red blue green" not in [e["text"] for e in nbest["q"]]
+    preds, _, _ = sq.postprocess([ex], arrays, start, end, tokenizer, max_answer_length=3)
+    assert preds == {"q": "red blue green"}   # 3 tokens now allowed: score 20 wins
+
+
+def test_start_outside_its_max_context_window_is_rejected(tokenizer):
+    ex, arrays = _two_window_features(tokenizer)
+    # word 4 "river": window 0 min(4, 2) + .07 = 2.07, window 1 min(0, 5) + .06 = .06 -> window 0
+    # word 6 "cloud": window 0 min(6, 0) + .07 = .07, window 1 min(2, 3) + .06 = 2.06 -> window 1
+    assert arrays["token_is_max_context"][1][4] == 0 and arrays["token_is_max_context"][0][8] == 1
+    assert arrays["token_is_max_context"][1][6] == 1
+    start, end = np.full((2, 12), -10.0), np.full((2, 12), -10.0)
+    start[1, 4], end[1, 4] = 10.0, 10.0   # "river" in window 1 (position 4): score 20 but not max context
+    start[1, 6], end[1, 6] = 3.0, 3.0     # "cloud" in window 1 (position 4 + 2): score 6
+    preds, nbest, _ = sq.postprocess([ex], arrays, start, end, tokenizer)
+    assert preds == {"q": "cloud"} and "river" not in [e["text"] for e in nbest["q"]]
+
+
+def test_max_query_length_truncates_question(tokenizer):
+    words = TEN_WORDS * 2                              # 20 one-token words; word 12 is "green"
+    ex = sq.SquadExample("t", "red blue green house river stone", words, orig_answer_text="green",
+                         start_position=12, end_position=12)
+    feats = sq.convert_examples_to_features([ex], tokenizer, 16, 5, 4, is_training=True)
+    # query 6 tokens -> 4; window 16 - 4 - 3 = 9 tokens; stride 5: (0, 9), (5, 9), (10, 9), (15, 5)
+    assert [[w for w in f.token_to_orig if w >= 0] for f in feats] == [
+        list(range(0, 9)), list(range(5, 14)), list(range(10, 19)), list(range(15, 20))]
+    ids = [tokenizer.token_to_id(t) for t in ["[CLS]", "red", "blue", "green", "house", "[SEP]"]]
+    for f in feats:
+        assert f.input_ids[:6] == ids and f.segment_ids[:6] == [0] * 6   # exactly 4 query tokens
+    assert [sum(f.input_mask) for f in feats] == [16, 16, 16, 12]       # 1 + 4 + 1 + 9 + 1 = 16; last 5 + 7
+    # answer token 12, document offset 4 + 2 = 6: window 1 -> 12 - 5 + 6 = 13, window 2 -> 12 - 10 + 6 = 8
+    assert [(f.start_position, f.end_position, f.is_impossible) for f in feats] == [
+        (0, 0, True), (13, 13, False), (8, 8, False), (0, 0, True)]
+    assert tokenizer.id_to_token(feats[1].input_ids[13]) == "green"

@@ -156,3 +156,33 @@ def test_cli_malformed_json_is_one_line(tmp_path, squad_fixture, subprocess_env)
     good.write_text("{}")
     r = _cli([weird, good], subprocess_env)
     assert r.returncode == 2 and "unknown SQuAD version '3.0'" in r.stderr
+
+
+def test_v2_all_predicted_threshold_equality_and_unbeaten_sweep(capsys):
+    data = _dataset("v2.0", [
+        ("a1", ["Paris"]),             # pred "Paris": EM 1, F1 1
+        ("a2", ["red blue green"]),    # pred "blue": EM 0, P=1 R=1/3 -> F1 2*(1/3)/(4/3) = .5
+        ("n1", []),                    # pred "": EM 1, F1 1
+        ("n2", []),                    # pred "London": 0, 0
+        ("n3", []),                    # pred "x": 0, 0
+    ])
+    preds = {"a1": "Paris", "a2": "blue", "n1": "", "n2": "London", "n3": "x"}
+    na = {"n2": 0.2, "a1": 0.3, "n3": 0.4, "a2": 0.5, "n1": 0.9}
+    out = sm.evaluate(data, preds, na_probs=na, na_prob_thresh=0.5)
+    assert capsys.readouterr().err == ""                       # every question has a prediction
+    # only n1 (.9) is > .5 -> no-answer -> 1 (unchanged); a2 (.5 == thresh) keeps its raw F1 .5
+    assert out["total"] == 5
+    assert out["exact"] == pytest.approx(100 * 2 / 5)          # a1 1 + n1 1
+    assert out["f1"] == pytest.approx(100 * 2.5 / 5)           # a1 1 + a2 .5 + n1 1 (">=" would give 40)
+    assert out["HasAns_total"] == 2 and out["HasAns_exact"] == pytest.approx(50.0)   # a1 1, a2 0
+    assert out["HasAns_f1"] == pytest.approx(75.0)             # (1 + .5) / 2
+    assert out["NoAns_total"] == 3 and out["NoAns_exact"] == pytest.approx(100 / 3)  # n1 only
+    assert out["NoAns_f1"] == pytest.approx(100 / 3)
+    # sweep from #NoAns = 3, na-probs ascending: n2 -1 -> 2; a1 +1 -> 3 (tie, not >); n3 -1 -> 2;
+    # a2 +0 (EM) / +.5 (F1) -> 2 / 2.5; n1 (pred "") +0. Never above 3: best 3/5, threshold stays 0.0
+    assert (out["best_exact"], out["best_exact_thresh"]) == (pytest.approx(60.0), 0.0)
+    assert (out["best_f1"], out["best_f1_thresh"]) == (pytest.approx(60.0), 0.0)
+    # thresh .4 == n3's na-prob: n3 is NOT no-answer (stays 0); a2 (.5 > .4) -> 0; n1 -> 1
+    out = sm.evaluate(data, preds, na_probs=na, na_prob_thresh=0.4)
+    assert out["NoAns_exact"] == pytest.approx(100 / 3)        # n1 only (">=" would count n3: 200/3)
+    assert out["f1"] == pytest.approx(100 * 2 / 5)             # a1 1 + n1 1; a2's .5 is lost

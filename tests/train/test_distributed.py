@@ -80,3 +80,25 @@ def test_two_processes_without_horovod_installed_is_a_clear_error(monkeypatch):
         distributed.init()
     monkeypatch.delenv("OMPI_COMM_WORLD_SIZE")
     assert distributed.init() == (0, 1, 0)                             # one process runs without it
+
+
+def test_each_rank_of_a_launch_gets_its_own_gpu():
+    # No GPU here: this checks the environment each rank hands to TensorFlow (CUDA_VISIBLE_DEVICES),
+    # which is what decides the device on a p3dn/p4d host.
+    env = {"OMPI_COMM_WORLD_SIZE": "16", "OMPI_COMM_WORLD_LOCAL_RANK": "5"}
+    assert distributed.pin_gpu(env) == "5" and env["CUDA_VISIBLE_DEVICES"] == "5"
+    assert env["TF_FORCE_GPU_ALLOW_GROWTH"] == "true"
+    env = {"HOROVOD_SIZE": "2", "HOROVOD_LOCAL_RANK": "1", "CUDA_VISIBLE_DEVICES": "4,6"}
+    assert distributed.pin_gpu(env) == "6"                           # the local rank's entry of the list
+    env = {"HOROVOD_SIZE": "2", "HOROVOD_LOCAL_RANK": "1", "CUDA_VISIBLE_DEVICES": "3"}
+    assert distributed.pin_gpu(env) is None and env["CUDA_VISIBLE_DEVICES"] == "3"   # already pinned
+    env = {}
+    assert distributed.pin_gpu(env) is None and "CUDA_VISIBLE_DEVICES" not in env   # one process: all GPUs
+    with pytest.raises(ConfigError, match="local rank 2 but CUDA_VISIBLE_DEVICES lists 2"):
+        distributed.pin_gpu({"HOROVOD_SIZE": "4", "HOROVOD_LOCAL_RANK": "2", "CUDA_VISIBLE_DEVICES": "0,1"})
+
+
+def test_launcher_rank_from_the_environment():
+    assert distributed.launcher_rank({}) == 0
+    assert distributed.launcher_rank({"HOROVOD_RANK": "3"}) == 3
+    assert distributed.launcher_rank({"OMPI_COMM_WORLD_RANK": "17"}) == 17

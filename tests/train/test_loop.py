@@ -12,12 +12,13 @@ def max_diff(a: dict, b: dict) -> float:
     return max(float(np.abs(a[k] - b[k]).max()) for k in a)
 
 
-def test_accumulating_k_micro_batches_equals_one_batch_of_k_times_b(tiny_dataset):
+@pytest.mark.parametrize("jit_compile", [False, True], ids=["eager-graph", "xla"])
+def test_accumulating_k_micro_batches_equals_one_batch_of_k_times_b(tiny_dataset, jit_compile):
     # one process, file order: micro-batches [0,1],[2,3] (k=2, b=2) hold the same examples as [0..3]
-    accumulated = train_tiny(tiny_dataset, batch_size=2, steps=3, accumulation=2, jit_compile=False)
-    big_batch = train_tiny(tiny_dataset, batch_size=4, steps=3, accumulation=1, jit_compile=False)
+    accumulated = train_tiny(tiny_dataset, batch_size=2, steps=3, accumulation=2, jit_compile=jit_compile)
+    big_batch = train_tiny(tiny_dataset, batch_size=4, steps=3, accumulation=1, jit_compile=jit_compile)
     assert max_diff(accumulated, big_batch) < 1e-5
-    half_batches = train_tiny(tiny_dataset, batch_size=2, steps=3, accumulation=1, jit_compile=False)
+    half_batches = train_tiny(tiny_dataset, batch_size=2, steps=3, accumulation=1, jit_compile=jit_compile)
     assert max_diff(half_batches, big_batch) > 1e-3        # the comparison can tell batches apart
 
 
@@ -53,7 +54,8 @@ def test_scale_below_one_stops_training_with_a_clear_message():
         check_scale(ls, step=4)
 
 
-def test_fp16_overflow_skips_the_step_and_halves_the_scale(tiny_dataset):
+@pytest.mark.parametrize("jit_compile", [False, True], ids=["eager-graph", "xla"])
+def test_fp16_overflow_skips_the_step_and_halves_the_scale(tiny_dataset, jit_compile):
     import keras
 
     from bertlib.data.pipeline import pretraining_dataset
@@ -70,7 +72,7 @@ def test_fp16_overflow_skips_the_step_and_halves_the_scale(tiny_dataset):
         # 2**40 × loss overflows float16 (max 65504) in the backward pass
         loss_scale = DynamicLossScale(initial_scale=2.0**40, growth_interval=1000)
         trainer = Trainer(model, pretraining_losses, optimizer, lambda step: 1e-3, total_steps=2,
-                          loss_scale=loss_scale, jit_compile=False)
+                          loss_scale=loss_scale, jit_compile=jit_compile, accumulation_steps=2)
         batches = iter(pretraining_dataset(tiny_dataset, "train", 4, SEQ, PRED, shuffle=False))
         before = [v.numpy().copy() for v in model.trainable_variables]
 
@@ -80,6 +82,7 @@ def test_fp16_overflow_skips_the_step_and_halves_the_scale(tiny_dataset):
         assert int(optimizer.iterations.numpy()) == 0
         assert float(loss_scale.scale.numpy()) == 2.0**39
         assert int(trainer.step.numpy()) == 1                 # counted: the data position moved on
+        assert int(trainer.data_position.numpy()) == 2         # k = 2 micro-batches consumed
 
         loss_scale.scale.assign(2.0**8)                       # a representable scale: the step applies
         out = trainer.train_step(batches)

@@ -1,7 +1,9 @@
 """``bertlib pretrain`` end to end: outputs + overfitting, SIGKILL/resume, and bad-input errors."""
 
 import json
+import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -72,10 +74,6 @@ def test_tiny_model_overfits_and_writes_the_run_directory(tmp_path, capsys):
         main(["--config", str(cfg2), "--data_dir", str(other)])
 
 
-def pretrain_cmd(cfg_path):
-    return [sys.executable, "-m", "bertlib.train.pretrain", "--config", str(cfg_path)]
-
-
 def read_export(run_dir) -> dict:
     import tensorflow as tf
 
@@ -83,42 +81,57 @@ def read_export(run_dir) -> dict:
     return {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map()}
 
 
+def pretrain_cmd(cfg_path, processes: int, env: dict):
+    if processes == 1:
+        return [sys.executable, "-m", "bertlib.train.pretrain", "--config", str(cfg_path)]
+    horovodrun = shutil.which("horovodrun", path=env["PATH"])
+    assert horovodrun, "horovodrun not installed (make setup builds Horovod)"
+    return [horovodrun, "-np", str(processes), "-H", f"localhost:{processes}", sys.executable, "-m",
+            "bertlib.train.pretrain", "--config", str(cfg_path)]
+
+
 @pytest.mark.slow
-def test_sigkill_after_a_checkpoint_then_restart_gives_the_uninterrupted_weights(tmp_path, subprocess_env):
+@pytest.mark.parametrize("processes", [1, 2])
+def test_sigkill_after_a_checkpoint_then_restart_gives_the_uninterrupted_weights(tmp_path, subprocess_env, processes):
+    """SIGKILL of the whole job (with 2 ranks: horovodrun and both workers, as a spot interruption)
+    right after a checkpoint; the restarted job must end with exactly the weights of an uninterrupted
+    run — with dropout, shuffling and gradient accumulation on, so every random stream must resume."""
     data = write_dataset(tmp_path / "data", n=48, num_files=2)
     env = dict(subprocess_env, **QUIET)
-    common = dict(total_steps=40, checkpoint_frequency=5, keep_checkpoints=2, skip_xla=True, shuffle_buffer=16,
-                  hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1, per_gpu_batch_size=2,
-                  gradient_accumulation_steps=2)
+    common = dict(total_steps=40 if processes == 1 else 16, checkpoint_frequency=5, keep_checkpoints=2,
+                  skip_xla=True, shuffle_buffer=16, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1,
+                  per_gpu_batch_size=2, gradient_accumulation_steps=2, num_processes=processes)
+    total = common["total_steps"]
 
     full = tmp_path / "full"
     cfg = write_config(tmp_path / "full.yaml", **base_config(data, full, **common))
-    done = subprocess.run(pretrain_cmd(cfg), env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = subprocess.run(pretrain_cmd(cfg, processes, env), env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
 
     run = tmp_path / "killed"
     cfg = write_config(tmp_path / "killed.yaml", **base_config(data, run, **common))
-    proc = subprocess.Popen(pretrain_cmd(cfg), env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(pretrain_cmd(cfg, processes, env), env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, start_new_session=True)
     try:
         for line in proc.stdout:                         # kill right after the step-6 line (ckpt-5 written)
             if " step=6 " in line:
-                proc.send_signal(signal.SIGKILL)
+                os.killpg(proc.pid, signal.SIGKILL)      # the launcher and every rank at once
                 break
         proc.wait(timeout=60)
     finally:
         if proc.poll() is None:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == -signal.SIGKILL
     assert not (run / "export").exists()
     state = (run / "checkpoints" / "checkpoint").read_text()
     killed_at = int(re.search(r'model_checkpoint_path: "ckpt-(\d+)"', state).group(1))
-    assert 5 <= killed_at < 40
+    assert 5 <= killed_at < total
 
-    again = subprocess.run(pretrain_cmd(cfg), env=env, capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0, again.stderr[-3000:]
+    again = subprocess.run(pretrain_cmd(cfg, processes, env), env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
     assert f"resumed from {run / 'checkpoints' / f'ckpt-{killed_at}'} at step {killed_at}" in again.stdout
     steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
-    assert steps[-1] == 40 and steps.count(killed_at + 1) == 1 + (killed_at < 6)
+    assert steps[-1] == total and steps.count(killed_at + 1) == 1 + (killed_at < 6)
 
     a, b = read_export(full), read_export(run)
     assert a.keys() == b.keys()

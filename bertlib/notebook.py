@@ -21,11 +21,9 @@ report) keep the notebooks to narrative plus one call per step.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import types
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -218,14 +216,6 @@ def _display(obj) -> None:
     display(obj)
 
 
-@contextlib.contextmanager
-def _text_progress_bars():
-    """tqdm.auto falls back to text bars without ipywidgets; that is fine here, so no warning."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="IProgress not found")
-        yield
-
-
 def _job(p: Params) -> str:
     return STEPS[p.step][0]
 
@@ -249,8 +239,7 @@ def prepare_data(p: Params) -> dict:
     from bertlib.data.prepare import prepare
 
     cfg = p.cfg
-    with _text_progress_bars():
-        summary = prepare(cfg, progress=True)
+    summary = prepare(cfg, progress=True)
     smoke = {}
     if p.keys.squad_smoke:
         from bertlib.data.squad_smoke import build_smoke_sets
@@ -358,8 +347,7 @@ def launch(p: Params) -> dict[str, dict]:
         if cfg.backend == "local":
             from bertlib.launch.local import run
 
-            with _text_progress_bars():
-                run_dir = run(_job(p), cfg, num_processes=cfg.num_processes, stream=True)
+            run_dir = run(_job(p), cfg, num_processes=cfg.num_processes, stream=True)
             entries[name] = _record_local(p, name, cfg, run_dir)
         else:
             from bertlib.launch.sagemaker import launch as sm_launch

@@ -171,10 +171,13 @@ def _read_sentence_docs(path: Path):
         yield doc
 
 
-def _bar(progress: bool, **kw):
-    from tqdm.auto import tqdm
+def _bar(progress: bool, desc: str, unit: str, total: int | None = None, initial: int = 0):
+    """A progress bar (:func:`bertlib.progress.progress_bar`), or tqdm's no-op one where none is shown."""
+    from tqdm import tqdm
 
-    return tqdm(disable=not progress, dynamic_ncols=True, **kw)
+    from bertlib.progress import progress_bar
+
+    return progress_bar(total, desc, initial=initial, unit=unit, enabled=progress) or tqdm(disable=True)
 
 
 class _Preparer:

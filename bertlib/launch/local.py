@@ -27,6 +27,9 @@ from bertlib.config import ConfigError, build_config, to_yaml
 
 JOBS = {"pretrain": "bertlib.train.pretrain", "squad": "bertlib.train.squad"}
 _STEP = re.compile(r"\[bertlib\] phase=\S+ step=(\d+)")
+#: TensorFlow's start-up notices that TF_CPP_MIN_LOG_LEVEL does not silence (absl, oneDNN): not shown
+#: in the stream (they stay in the tail of a failure message)
+_NOISE = re.compile(r"All log messages before absl::InitializeLog\(\) is called|oneDNN custom operations are on")
 
 
 class LaunchError(RuntimeError):
@@ -116,9 +119,9 @@ def run(job: str, cfg, num_processes: int | None = None, env: dict | None = None
 
     bar = None
     if stream and (progress if progress is not None else True):
-        from tqdm.auto import tqdm
+        from bertlib.progress import progress_bar
 
-        bar = tqdm(total=cfg.total_steps, desc=f"{job} ×{n}", unit="step", file=sys.stderr, dynamic_ncols=True)
+        bar = progress_bar(cfg.total_steps, f"{job} ×{n}")
     tail: collections.deque[str] = collections.deque(maxlen=tail_lines)
     proc = subprocess.Popen(argv, env=child_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             bufsize=1, start_new_session=True)
@@ -126,7 +129,7 @@ def run(job: str, cfg, num_processes: int | None = None, env: dict | None = None
         for line in proc.stdout:
             line = line.rstrip("\n")
             tail.append(line)
-            if stream:
+            if stream and not _NOISE.search(line):
                 if bar is not None:
                     bar.write(line, file=sys.stdout)
                     m = _STEP.search(line)

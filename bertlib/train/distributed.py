@@ -103,8 +103,10 @@ def configure_threads(threads: int) -> None:
     """
     if not threads or threads <= 0:
         return
+    # already in the environment (the launcher's, or an earlier call before TF started): TF read it
+    done = os.environ.get("TF_NUM_INTRAOP_THREADS") == os.environ.get("TF_NUM_INTEROP_THREADS") == str(threads)
     os.environ["TF_NUM_INTRAOP_THREADS"] = os.environ["TF_NUM_INTEROP_THREADS"] = str(threads)
-    if "tensorflow" not in sys.modules:
+    if "tensorflow" not in sys.modules or done:
         return
     import tensorflow as tf
 

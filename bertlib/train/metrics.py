@@ -69,11 +69,8 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
 
 
 def _progress_wanted() -> bool:
-    """tqdm on a terminal or inside a notebook kernel; ``BERTLIB_PROGRESS=0/1`` forces it off/on."""
-    forced = os.environ.get("BERTLIB_PROGRESS")
-    if forced is not None:
-        return forced not in ("0", "", "false", "no")
-    return "ipykernel" in sys.modules or (hasattr(sys.stderr, "isatty") and sys.stderr.isatty())
+    """A progress bar unless ``BERTLIB_PROGRESS=0`` (see :func:`bertlib.progress.progress_bar` for where)."""
+    return os.environ.get("BERTLIB_PROGRESS", "1") not in ("0", "", "false", "no")
 
 
 class MetricsWriter:
@@ -103,12 +100,9 @@ class MetricsWriter:
 
             self._tb = tf.summary.create_file_writer(str(out / "tb"))
         if _progress_wanted():
-            if "ipykernel" in sys.modules:
-                from tqdm.auto import tqdm
-            else:
-                from tqdm import tqdm
-            self._bar = tqdm(total=total_steps, initial=initial_step, desc=phase, unit="step", file=sys.stderr,
-                             dynamic_ncols=True)
+            from bertlib.progress import progress_bar
+
+            self._bar = progress_bar(total_steps, phase, initial=initial_step)
 
     def log(self, metrics: Mapping[str, Any]) -> None:
         """Record one step's metrics (must contain ``step``): jsonl line, TB scalars, stdout line."""

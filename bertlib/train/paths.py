@@ -16,6 +16,7 @@ No TensorFlow import here: the entry points resolve paths before importing it.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,3 +79,14 @@ def is_training_checkpoint_dir(path: str | os.PathLike) -> bool:
     object-based ``ckpt-N``, no ``bert_config.json``) rather than an export/Google/HF model."""
     p = Path(path)
     return p.is_dir() and (p / "checkpoint").is_file() and not (p / "bert_config.json").exists()
+
+
+#: beside the training checkpoints: the vocabulary (``manifest.json["vocab"]``) of the data they were
+#: trained on, so that a resume or a phase-2 init from them refuses data tokenized differently
+CHECKPOINT_VOCAB = "vocab.json"
+
+
+def read_checkpoint_vocab(checkpoint_dir: str | os.PathLike) -> dict | None:
+    """The vocab info recorded in a training checkpoint folder (None if there is none)."""
+    path = Path(checkpoint_dir) / CHECKPOINT_VOCAB
+    return json.loads(path.read_text()) if path.is_file() else None

@@ -17,10 +17,12 @@ from __future__ import annotations
 import json
 import sys
 import time
+from pathlib import Path
 
 from bertlib.config import ConfigError, PretrainConfig, load_config, parse_overrides
 from bertlib.train import distributed
-from bertlib.train.paths import RunPaths, is_training_checkpoint_dir, run_paths
+from bertlib.tokenization import check_vocab_compatible
+from bertlib.train.paths import CHECKPOINT_VOCAB, RunPaths, is_training_checkpoint_dir, read_checkpoint_vocab, run_paths
 
 
 def parse_args(argv: list[str]) -> PretrainConfig:
@@ -53,13 +55,18 @@ def validate_inputs(cfg: PretrainConfig, paths: RunPaths, world: int) -> dict:
     if paths.data_dir is None or not paths.data_dir.is_dir():
         raise FileNotFoundError(f"{paths.data_dir}: data_dir not found (a prepared dataset folder)")
     vocab = None
+    data_vocab = read_manifest(paths.data_dir)["vocab"]
+    for ckpt_dir in [paths.checkpoint_dir] + ([Path(cfg.checkpoint_path)] if cfg.load_from == "checkpoint" else []):
+        trained_on = read_checkpoint_vocab(ckpt_dir)
+        if trained_on is not None:   # resuming, or initializing from a training checkpoint folder
+            check_vocab_compatible(trained_on, data_vocab, f"the checkpoints in {ckpt_dir}",
+                                   f"{paths.data_dir}/manifest.json: data")
     if cfg.load_from == "checkpoint":
         pre = _pretrained(cfg)
         if pre is not None:
             if cfg.load_optimizer_state:
                 raise ConfigError(f"{cfg.checkpoint_path}: load_optimizer_state needs a bertlib training "
                                   "checkpoint folder (a run's checkpoints/), this one holds weights only")
-            data_vocab = read_manifest(paths.data_dir)["vocab"]
             if pre.config.vocab_size != data_vocab["size"]:
                 raise ConfigError(f"{cfg.checkpoint_path}: model vocab_size {pre.config.vocab_size} but "
                                   f"{paths.data_dir}/manifest.json has a vocab of {data_vocab['size']}")
@@ -127,6 +134,8 @@ def run(cfg: PretrainConfig, paths: RunPaths, manifest: dict, bert_config) -> di
     def init_fn() -> str:
         return init_from_checkpoint(model, cfg.checkpoint_path, optimizer if cfg.load_optimizer_state else None)
 
+    if chief:
+        write_json_atomic(paths.checkpoint_dir / CHECKPOINT_VOCAB, manifest["vocab"])
     writer.message(f"phase={cfg.phase} model={cfg.model_size} processes={world} global_batch={global_batch} "
                    f"precision={cfg.precision} xla={not cfg.skip_xla} steps={cfg.total_steps}")
     t0 = time.perf_counter()

@@ -71,7 +71,20 @@ def test_tiny_model_overfits_and_writes_the_run_directory(tmp_path, capsys):
 
     other = write_dataset(tmp_path / "data80", n=8, num_files=1, vocab=80)
     with pytest.raises(ConfigError, match="vocab_size 64 but .*data80/manifest.json has a vocab of 80"):
-        main(["--config", str(cfg2), "--data_dir", str(other)])
+        main(["--config", str(cfg2), "--data_dir", str(other), "--run_dir", str(tmp_path / "run80")])
+
+    # the checkpoints remember their data's vocab: resuming phase 1, or initializing from its training
+    # checkpoints, on data tokenized with another casing is refused before any TF graph is built
+    cased = write_dataset(tmp_path / "cased", n=8, num_files=1)
+    manifest = json.loads((cased / "manifest.json").read_text())
+    manifest["vocab"]["lowercase"] = False
+    (cased / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ConfigError, match=rf"cased/manifest.json: data was tokenized with lowercase=False but "
+                                          rf"the checkpoints in {run / 'checkpoints'} expects"):
+        main(["--config", str(cfg), "--data_dir", str(cased), "--total_steps", "70"])
+    with pytest.raises(ConfigError, match=rf"the checkpoints in {run / 'checkpoints'} expects lowercase=True"):
+        main(["--config", str(cfg2), "--data_dir", str(cased), "--checkpoint_path", str(run / "checkpoints"),
+              "--run_dir", str(tmp_path / "run3")])
 
 
 def read_export(run_dir) -> dict:

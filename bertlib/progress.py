@@ -1,0 +1,83 @@
+"""Step progress for terminals and notebooks, shared by the launcher and the training loop.
+
+* On a terminal: a tqdm bar on stderr; log lines are written above it (``tqdm.write``).
+* In a notebook kernel (Jupyter, SageMaker Studio, papermill): one display output, updated in place
+  through an IPython display handle, holding tqdm's text meter. Log lines print as plain stdout
+  below it. Unlike tqdm's text fallback (no ipywidgets), this leaves no redrawn bar after every log
+  line in the saved notebook or its HTML: papermill stores the last state of the display.
+* Anywhere else (pipes, SageMaker's CloudWatch log): no bar; the ``[bertlib] ... step=N`` lines are
+  the progress.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+
+def in_notebook_kernel() -> bool:
+    """True inside a running IPython kernel (a notebook), False in a terminal IPython or a script."""
+    if "ipykernel" not in sys.modules:
+        return False
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+class NotebookProgress:
+    """tqdm's meter text in one notebook display output, refreshed at most every ``min_interval`` s.
+
+    The same methods as the tqdm bar the callers use: ``n``, ``update(k)``, ``write(line, file)``,
+    ``close()``, and use as a context manager. ``total`` may be None (a count without percentage).
+    """
+
+    def __init__(self, total: int | None, desc: str, initial: int = 0, unit: str = "step",
+                 min_interval: float = 0.5):
+        from IPython.display import display
+
+        self.total, self.desc, self.unit, self.n = total, desc, unit, initial
+        self.initial, self.min_interval = initial, min_interval
+        self.t0 = self.shown_at = time.monotonic()
+        self.handle = display({"text/plain": self._text()}, raw=True, display_id=True)
+
+    def _text(self) -> str:
+        from tqdm import tqdm
+
+        return tqdm.format_meter(self.n, self.total, time.monotonic() - self.t0, prefix=self.desc, unit=self.unit,
+                                 initial=self.initial, ncols=100)
+
+    def _show(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self.shown_at >= self.min_interval:
+            self.handle.update({"text/plain": self._text()}, raw=True)
+            self.shown_at = now
+
+    def update(self, k: int = 1) -> None:
+        self.n += k
+        self._show(force=self.total is not None and self.n >= self.total)
+
+    def write(self, line: str, file=None) -> None:
+        print(line, file=file or sys.stdout, flush=True)
+
+    def close(self) -> None:
+        self._show(force=True)
+
+    def __enter__(self) -> "NotebookProgress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def progress_bar(total: int | None, desc: str, initial: int = 0, unit: str = "step", enabled: bool = True):
+    """A :class:`NotebookProgress` in a notebook kernel, a tqdm bar on a terminal (stderr), else None."""
+    if not enabled:
+        return None
+    if in_notebook_kernel():
+        return NotebookProgress(total, desc, initial, unit)
+    if hasattr(sys.stderr, "isatty") and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        return tqdm(total=total, initial=initial, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True)
+    return None

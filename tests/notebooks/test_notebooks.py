@@ -145,6 +145,22 @@ def test_chain_runs_without_errors(chain):
 
 
 @pytest.mark.slow
+def test_chain_progress_is_one_line_updated_in_place(chain):
+    """The launch cell shows one progress display, left at its final state (papermill applies the
+    in-place updates), and the run's log lines as plain text — no bar redrawn after every line, and
+    no TensorFlow start-up notices."""
+    _, result = chain
+    nb = nbformat.read(result["notebooks"]["02_phase1"], as_version=4)
+    (launch,) = [c for c in code_cells(nb) if "nb.launch(p)" in c.source]
+    bars = [o for o in launch.outputs if "pretrain ×1" in (o.get("text", "") + o.get("data", {}).get("text/plain", ""))]
+    assert len(bars) == 1 and bars[0].output_type in ("display_data", "update_display_data")
+    assert "100%" in bars[0]["data"]["text/plain"] and "4/4" in bars[0]["data"]["text/plain"]
+    log = "".join(o.get("text", "") for o in launch.outputs if o.output_type == "stream")
+    assert log.count("[bertlib] phase=phase1 step=") == 4
+    assert "oneDNN custom operations" not in log and "absl::InitializeLog" not in log
+
+
+@pytest.mark.slow
 def test_chain_plots_are_images(chain):
     _, result = chain
     counts = {name: len(outputs(nbformat.read(p, as_version=4), "image/png")) for name, p in result["notebooks"].items()}

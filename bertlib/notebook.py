@@ -114,16 +114,20 @@ def collect(namespace: dict[str, Any]) -> dict[str, Any]:
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-def _expand_env(value: Any, key: str) -> Any:
+def _expand_env(value: Any, key: str, dry_run: bool = False) -> Any:
     """``"${VAR}/x"`` / ``"${VAR:-default}"`` → the environment's value (account-specific settings
     such as S3 prefixes stay out of the params files). An unset variable without default is an error."""
     if isinstance(value, list):
-        return [_expand_env(v, key) for v in value]
+        return [_expand_env(v, key, dry_run) for v in value]
     if not isinstance(value, str) or "${" not in value:
         return value
 
     def sub(m: re.Match) -> str:
         got = os.environ.get(m.group(1))
+        if got is None and dry_run:   # a dry run shows the request with a placeholder that says what to set
+            from bertlib.launch.sagemaker import DRY_RUN_PLACEHOLDERS
+
+            got = DRY_RUN_PLACEHOLDERS.get(m.group(1))
         if got is None and m.group(2) is None:
             raise ConfigError(f"key {key!r}: environment variable {m.group(1)} is not set (used as {value!r})")
         return got if got is not None else m.group(2)
@@ -147,12 +151,13 @@ def _resolve_assets(value: Any) -> Any:
 
 def _resolve(step: str, name: str, values: dict[str, Any], keys: _NotebookKeys, registry: Registry,
              lookups: dict[str, str]) -> dict[str, Any]:
-    out = {k: _resolve_assets(_expand_env(v, k)) for k, v in values.items()}
+    dry_run = bool(values.get("dry_run"))
+    out = {k: _resolve_assets(_expand_env(v, k, dry_run)) for k, v in values.items()}
     for k in _OWN_DIRS:
         if out.get(k) == AUTO:
             out[k] = str(Path(keys.runs_root) / keys.experiment / name)
     return registry.resolve(out, {k: v.format(name=name) for k, v in lookups.items()},
-                            allow_dry_run=bool(out.get("dry_run")))
+                            allow_dry_run=dry_run)
 
 
 def _chdir_to_project() -> None:
@@ -354,6 +359,9 @@ def launch(p: Params) -> dict[str, dict]:
 
             info = sm_launch(_job(p), cfg, dry_run=cfg.dry_run, wait=not cfg.dry_run, logs=True)
             what = "dry run — nothing was sent to AWS" if cfg.dry_run else f"status {info['status']}"
+            if info["placeholders"]:
+                print(f"dry run: {', '.join(info['placeholders'])} not set — the request below shows "
+                      "placeholders there (a real launch refuses to start without them)")
             print(f"{name}: SageMaker training job {info['job_name']} ({what})\n"
                   f"  export (model.tar.gz): {info['model_artifacts']}\n  outputs: {info['output_data']}\n"
                   "CreateTrainingJob request:")

@@ -88,10 +88,11 @@ class Run:
 
 
 def read_metrics(path: str | os.PathLike):
-    """``metrics.jsonl`` → DataFrame [n_logged_steps, keys], sorted by step.
+    """``metrics.jsonl`` → DataFrame [n_logged_steps, keys], sorted by step, one row per step.
 
-    A run still in progress may have a half-written last line: it is skipped, any other bad line is an
-    error naming the file and line.
+    A resumed run logs again the steps between its last checkpoint and the interruption: the later
+    record of a step (the one the finished model went through) is kept. A run still in progress may
+    have a half-written last line: it is skipped, any other bad line is an error naming the file and line.
     """
     import pandas as pd
 
@@ -109,7 +110,7 @@ def read_metrics(path: str | os.PathLike):
             raise ConfigError(f"{path}:{i + 1}: not a JSON line") from None
     df = pd.DataFrame(rows)
     if "step" in df:
-        df = df.sort_values("step", kind="stable").reset_index(drop=True)
+        df = df.drop_duplicates("step", keep="last").sort_values("step", kind="stable").reset_index(drop=True)
     return df
 
 

@@ -56,6 +56,16 @@ _ENV = {
 }
 
 
+#: what a dry run puts in the request for account settings that are not set, so that the request and
+#: the estimate can be shown on any machine; the result lists them and a real launch refuses them
+DRY_RUN_PLACEHOLDERS = {
+    "BERTLIB_SAGEMAKER_ROLE": "arn:aws:iam::000000000000:role/SET-BERTLIB_SAGEMAKER_ROLE",
+    "BERTLIB_IMAGE_URI": "000000000000.dkr.ecr.us-east-1.amazonaws.com/set-bertlib-image-uri:latest",
+    "BERTLIB_S3_PREFIX": "s3://set-bertlib-s3-prefix/bertlib",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
 @dataclass
 class Channel:
     """One input channel: ``source`` is an S3 URI or an FSx directory path; ``container_path`` is
@@ -85,6 +95,7 @@ class JobSpec:
     hyperparameters: dict[str, Any]
     environment: dict[str, str]
     mpi_options: list[str] = field(default_factory=list)
+    placeholders: list[str] = field(default_factory=list)   # dry run: unset settings shown as placeholders
 
 
 # ----------------------------------------------------------------------------- resolution
@@ -131,7 +142,15 @@ def resolve(job: str, cfg) -> JobSpec:
     """
     if job not in ("pretrain", "squad"):
         raise ConfigError(f"job {job!r}: expected 'pretrain' or 'squad'")
-    role, image = _from_env(cfg, "role"), _from_env(cfg, "image_uri")
+    settings = {"role": _from_env(cfg, "role"), "image_uri": _from_env(cfg, "image_uri"),
+                "region": cfg.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")}
+    placeholders = []
+    if cfg.dry_run:   # show the request anyway, with placeholders that say what to set
+        for name, var in (("role", _ENV["role"]), ("image_uri", _ENV["image_uri"]), ("region", "AWS_DEFAULT_REGION")):
+            if not settings[name]:
+                settings[name] = DRY_RUN_PLACEHOLDERS[var]
+                placeholders.append(var)
+    role, image, region = settings["role"], settings["image_uri"], settings["region"]
     if not role:
         raise ConfigError(f"SageMaker launch: no IAM role — set role or ${_ENV['role']}")
     if not image:
@@ -179,7 +198,7 @@ def resolve(job: str, cfg) -> JobSpec:
     environment = {"BERTLIB_JOB": job, "BERTLIB_CHECKPOINT_DIR": CHECKPOINT_LOCAL_PATH, **cfg.environment}
     return JobSpec(
         job=job, base_job_name=_job_name(job, cfg), role=role, image_uri=image,
-        region=cfg.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"),
+        region=region, placeholders=placeholders,
         processes_per_host=per_host, world_size=per_host * cfg.instance_count,
         subnets=subnets, security_group_ids=sgs, fsx_file_system_id=fsx_id, channels=channels,
         hyperparameters={k: hyperparameter_value(v) for k, v in hp.items() if v is not None},
@@ -360,14 +379,15 @@ def launch(job: str, cfg, dry_run: bool | None = None, session=None, wait: bool 
     """Start ``job`` ("pretrain" | "squad") on SageMaker as described by ``cfg``.
 
     Returns ``{"job_name", "status", "model_artifacts", "output_data", "checkpoint_s3_uri",
-    "request"}``: S3 URIs of the export ``model.tar.gz``, of ``output.tar.gz`` (metrics.jsonl,
-    summary.json) and of the checkpoints, and the CreateTrainingJob request with boto3 names. With
-    ``dry_run`` (default: ``cfg.dry_run``) the SDK builds the request exactly as for a launch but
-    nothing is uploaded or created (every AWS request is refused). ``wait`` polls the job to a
+    "request", "placeholders"}``: S3 URIs of the export ``model.tar.gz``, of ``output.tar.gz``
+    (metrics.jsonl, summary.json) and of the checkpoints, the CreateTrainingJob request with boto3
+    names, and the variables a dry run filled with :data:`DRY_RUN_PLACEHOLDERS`. With ``dry_run``
+    (default: ``cfg.dry_run``) the SDK builds the request exactly as for a launch but nothing is
+    uploaded or created (every AWS request is refused). ``wait`` polls the job to a
     terminal state, streaming its CloudWatch logs when ``logs``.
     """
     dry_run = cfg.dry_run if dry_run is None else dry_run
-    trainer, inputs, code, _ = build_trainer(job, cfg, session=session, dry_run=dry_run)
+    trainer, inputs, code, spec = build_trainer(job, cfg, session=session, dry_run=dry_run)
     with code:
         if dry_run:
             request = trainer._create_training_job_args(input_data_config=inputs, boto3=True)
@@ -383,7 +403,8 @@ def launch(job: str, cfg, dry_run: bool | None = None, session=None, wait: bool 
             output = training_job.output_data_config.s3_output_path
             checkpoint = training_job.checkpoint_config.s3_uri
     return {"job_name": name, "status": status, "model_artifacts": model_artifacts_uri(output, name),
-            "output_data": output_data_uri(output, name), "checkpoint_s3_uri": checkpoint, "request": request}
+            "output_data": output_data_uri(output, name), "checkpoint_s3_uri": checkpoint, "request": request,
+            "placeholders": spec.placeholders}
 
 
 @contextlib.contextmanager

@@ -96,18 +96,43 @@ def test_url_source_downloaded_once_with_checksum(tmp_path, wiki_slice):
     served = tmp_path / "srv"
     served.mkdir()
     (served / "slice.xml.bz2").write_bytes(wiki_slice.read_bytes())
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
-    handler.log_message = lambda *a: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    requests = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            requests.append(self.path)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(served)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/slice.xml.bz2"
         good = sha256_file(wiki_slice)
         path = resolve_source(url, good, cache_dir=str(tmp_path / "cache"))
         assert sha256_file(path) == good and source_format(path) == "wikipedia"
+        assert resolve_source(url, good, cache_dir=str(tmp_path / "cache")) == path
+        assert requests == ["/slice.xml.bz2"]                 # the second call read the cache
         with pytest.raises(AssetError, match="does not match"):
             resolve_source(url + "?x", "0" * 64, cache_dir=str(tmp_path / "cache2"))
     finally:
         server.shutdown()
     with pytest.raises(FileNotFoundError, match="nowhere.xml"):
         resolve_source(str(tmp_path / "nowhere.xml"))
+
+
+def test_s3_source_downloaded_once_with_checksum(tmp_path, wiki_slice, aws_env):
+    """An s3:// source through the real boto3 against moto_server on 127.0.0.1 (AWS itself is not
+    reachable here): downloaded into the cache, checksum-verified, read from the cache afterwards."""
+    import boto3
+
+    from bertlib.assets import AssetError, sha256_file
+
+    s3 = boto3.client("s3")
+    s3.upload_file(str(wiki_slice), aws_env["bucket"], "corpora/slice.xml.bz2")
+    uri, good = f"s3://{aws_env['bucket']}/corpora/slice.xml.bz2", sha256_file(wiki_slice)
+    path = resolve_source(uri, good, cache_dir=str(tmp_path / "cache"))
+    assert sha256_file(path) == good and source_format(path) == "wikipedia"
+    s3.delete_object(Bucket=aws_env["bucket"], Key="corpora/slice.xml.bz2")
+    assert resolve_source(uri, good, cache_dir=str(tmp_path / "cache")) == path   # no second download
+    s3.upload_file(str(wiki_slice), aws_env["bucket"], "corpora/other.xml.bz2")
+    with pytest.raises(AssetError, match="does not match"):
+        resolve_source(f"s3://{aws_env['bucket']}/corpora/other.xml.bz2", "0" * 64, cache_dir=str(tmp_path / "c2"))

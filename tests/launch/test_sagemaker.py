@@ -316,10 +316,17 @@ def test_cli_dry_run_offline(repo_root, subprocess_env, tmp_path):
     assert info["status"] == "DryRun" and req["EnableManagedSpotTraining"] is True
     assert req["StoppingCondition"]["MaxWaitTimeInSeconds"] == 2 * req["StoppingCondition"]["MaxRuntimeInSeconds"]
     assert channel(req, "train")["DataSource"]["S3DataSource"]["S3Uri"] == f"{PREFIX}/data/phase1"
+    assert info["placeholders"] == [] and req["RoleArn"] == ROLE
+    no_role = {k: v for k, v in env.items() if k != "BERTLIB_SAGEMAKER_ROLE"}
+    # a dry run still shows the request, with a placeholder role it names; a real launch refuses
+    shown = subprocess.run(cmd, env=no_role, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert shown.returncode == 0, shown.stderr[-3000:]
+    info = json.loads(shown.stdout)["phase1"]
+    assert info["placeholders"] == ["BERTLIB_SAGEMAKER_ROLE"]
+    assert info["request"]["RoleArn"] == sm.DRY_RUN_PLACEHOLDERS["BERTLIB_SAGEMAKER_ROLE"]
     bad = subprocess.run([sys.executable, "-m", "bertlib.cli", "launch", "pretrain", "--config",
-                          str(PARAMS / "phase1.yaml"), "--dry_run", "true"],
-                         env={k: v for k, v in env.items() if k != "BERTLIB_SAGEMAKER_ROLE"}, cwd=tmp_path,
-                         capture_output=True, text=True, timeout=300)
+                          str(PARAMS / "phase1.yaml"), "--dry_run", "false"],
+                         env=no_role, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "no IAM role" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
 
 

@@ -96,24 +96,25 @@ def test_sagemaker_dry_run_without_credentials(tmp_path, monkeypatch):
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("BERTLIB_SAGEMAKER_ROLE", "arn:aws:iam::123456789012:role/bertlib-test")
-    monkeypatch.setenv("BERTLIB_IMAGE_URI", "123456789012.dkr.ecr.us-east-1.amazonaws.com/bertlib:test")
-    monkeypatch.setenv("BERTLIB_S3_PREFIX", "s3://example-bucket/bertlib")
+    # a bare machine: no account settings either — the request shows placeholders that say what to set
+    for var in ("AWS_DEFAULT_REGION", "AWS_REGION", "BERTLIB_SAGEMAKER_ROLE", "BERTLIB_IMAGE_URI", "BERTLIB_S3_PREFIX",
+                "BERTLIB_SUBNETS", "BERTLIB_SECURITY_GROUP_IDS", "BERTLIB_FSX_ID"):
+        monkeypatch.delenv(var, raising=False)
     nb, err = _run("02_phase1", tmp_path, parameters={"dry_run": True},
                    parameters_file=REPO / "params/sagemaker/phase1.yaml")
     assert err is None, err
     text = text_of(nb)
     assert "estimated wall time" in text and "8 × ml.p3dn.24xlarge (64 devices)" in text
     assert "dry run — nothing was sent to AWS" in text
+    assert "dry run: BERTLIB_SAGEMAKER_ROLE, BERTLIB_IMAGE_URI, AWS_DEFAULT_REGION not set" in text
     request = json.loads(text.split("CreateTrainingJob request:\n", 1)[1].split("\n}\n", 1)[0] + "\n}")
     assert request["ResourceConfig"]["InstanceType"] == "ml.p3dn.24xlarge"
     assert request["ResourceConfig"]["InstanceCount"] == 8
     assert request["HyperParameters"]["total_steps"] == "14064"
     assert request["HyperParameters"]["per_gpu_batch_size"] == "128"
-    assert request["RoleArn"] == "arn:aws:iam::123456789012:role/bertlib-test"
+    assert request["RoleArn"] == "arn:aws:iam::000000000000:role/SET-BERTLIB_SAGEMAKER_ROLE"
     train = [c for c in request["InputDataConfig"] if c["ChannelName"] == "train"][0]
-    assert train["DataSource"]["S3DataSource"]["S3Uri"] == "s3://example-bucket/bertlib/data/phase1"
+    assert train["DataSource"]["S3DataSource"]["S3Uri"] == "s3://set-bertlib-s3-prefix/bertlib/data/phase1"
     reg = json.loads((tmp_path / "runs/reference/registry.json").read_text())
     assert reg["steps"]["phase1"]["dry_run"] is True
     assert "nothing to plot" in text

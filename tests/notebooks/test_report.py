@@ -131,6 +131,15 @@ def test_read_metrics_half_written_last_line(tmp_path):
         report.read_metrics(p)
 
 
+def test_read_metrics_keeps_the_resumed_runs_record_of_a_step(tmp_path):
+    # killed after logging step 3 with the checkpoint at step 2: the restart logs step 3 again
+    p = tmp_path / "metrics.jsonl"
+    p.write_text("".join(json.dumps({"step": s, "loss": v}) + "\n"
+                         for s, v in [(1, 4.0), (2, 3.0), (3, 2.5), (3, 2.4), (4, 2.0)]))
+    df = report.read_metrics(p)
+    assert df["step"].tolist() == [1, 2, 3, 4] and df["loss"].tolist() == [4.0, 3.0, 2.4, 2.0]
+
+
 def test_load_run_rejects_other_folders(tmp_path):
     with pytest.raises(FileNotFoundError):
         report.load_run(tmp_path / "missing")

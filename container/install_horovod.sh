@@ -15,6 +15,7 @@ HOROVOD_VERSION="${HOROVOD_VERSION:-0.28.1}"
 
 if "$PYTHON" -c "import horovod.tensorflow as h, sys; sys.exit(0 if h.__version__ == '$HOROVOD_VERSION' else 1)" 2>/dev/null; then
   echo "horovod $HOROVOD_VERSION already built against this TensorFlow"
+  horovodrun --check-build
   exit 0
 fi
 

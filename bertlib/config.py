@@ -278,10 +278,27 @@ def build_config(job: str | type[_Strict], values: dict[str, Any], source: str =
         raise ConfigError(_format_error(source, e)) from None
 
 
+#: papermill-only keys of the notebook params files (``params/*/*.yaml``, :mod:`bertlib.notebook`)
+NOTEBOOK_KEYS = ("experiment", "runs_root", "squad_versions")
+#: how to run a notebook params file instead of giving it to an entry point
+_RUN_NOTEBOOK_PARAMS = {"pretrain": "bertlib launch pretrain --config {path}",
+                        "squad": "bertlib launch squad --config {path}",
+                        "prepare-data": "papermill notebooks/01_data_prep.ipynb OUT.ipynb -f {path}"}
+
+
 def load_config(job: str | type[_Strict], path: str | os.PathLike | None = None,
                 overrides: dict[str, Any] | list[str] | None = None):
-    """Load ``path`` (optional) and apply overrides (a dict or ``--key value`` argv list)."""
+    """Load ``path`` (optional) and apply overrides (a dict or ``--key value`` argv list).
+
+    A notebook params file (it sets ``experiment``; its ``auto`` / ``asset:`` / ``${VAR}`` values are
+    resolved by the notebooks and ``bertlib launch``) is refused with the command that runs it.
+    """
     values = read_yaml(path) if path else {}
+    notebook_keys = [k for k in NOTEBOOK_KEYS if k in values]
+    if notebook_keys and job in _RUN_NOTEBOOK_PARAMS:
+        raise ConfigError(f"{path}: a notebook params file (it sets {notebook_keys[0]!r}): run it with "
+                          f"`{_RUN_NOTEBOOK_PARAMS[job].format(path=path)}`; `bertlib {job}` takes a plain "
+                          "run config")
     if isinstance(overrides, list):
         overrides = parse_overrides(overrides)
     values.update(overrides or {})

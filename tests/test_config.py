@@ -88,3 +88,12 @@ def test_cli_unknown_subcommand(subprocess_env):
     r = subprocess.run([sys.executable, "-m", "bertlib", "pretrian"], capture_output=True, text=True,
                        env=subprocess_env)
     assert r.returncode == 2 and "unknown subcommand 'pretrian'" in r.stderr
+
+
+def test_a_notebook_params_file_given_to_an_entry_point_names_the_command_that_runs_it(repo_root):
+    path = repo_root / "params/local/phase1.yaml"
+    with pytest.raises(ConfigError, match=rf"^{path}: a notebook params file \(it sets 'experiment'\): run it with "
+                                          rf"`bertlib launch pretrain --config {path}`"):
+        load_config("pretrain", path, ["--total_steps", "3"])
+    with pytest.raises(ConfigError, match=r"`papermill notebooks/01_data_prep.ipynb OUT.ipynb -f "):
+        load_config("prepare-data", repo_root / "params/local/data.yaml")

@@ -20,7 +20,7 @@ USAGE = "usage: bertlib launch {pretrain,squad} --config FILE.yaml [--key value 
 
 def load_configs(job: str, path: str, overrides: dict) -> dict:
     """``{name: config}`` for ``job`` from a run config or a notebook params file plus overrides."""
-    from bertlib.launch.estimate import NOTEBOOK_KEYS
+    from bertlib.config import NOTEBOOK_KEYS
 
     values = {**read_yaml(path), **overrides}
     if any(k in values for k in NOTEBOOK_KEYS):

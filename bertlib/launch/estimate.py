@@ -23,14 +23,12 @@ from __future__ import annotations
 
 import sys
 
-from bertlib.config import ConfigError, build_config, parse_overrides, read_yaml
+from bertlib.config import NOTEBOOK_KEYS, ConfigError, build_config, parse_overrides, read_yaml
 from bertlib.launch.instances import instance
 
 DEFAULT_UTILIZATION = 0.20
 DEFAULT_VOCAB_SIZE = 30522  # bert-base-uncased
 LOCAL_PEAK_TFLOPS = 0.13  # this 2-core CPU on a large fp32 matmul (DESIGN.md)
-#: papermill-only keys of params/*.yaml (bertlib.notebook), not part of a run config
-NOTEBOOK_KEYS = ("experiment", "runs_root", "squad_versions")
 
 
 def model_dims(model_size: str) -> tuple[int, int, int]:

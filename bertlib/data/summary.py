@@ -54,11 +54,14 @@ def length_figure(output_dir: str | os.PathLike, split: str = "train", limit: in
     phases = sorted(p.parent for p in Path(output_dir).glob("*/manifest.json"))
     fig, axes = plt.subplots(1, max(len(phases), 1), figsize=(5 * max(len(phases), 1), 3.2), squeeze=False)
     for ax, pdir in zip(axes[0], phases):
-        s = read_manifest(pdir)["max_seq_length"]
+        m = read_manifest(pdir)
+        s = m["max_seq_length"]
         lengths = example_lengths(pdir, split, limit)
         padding = 1 - lengths.sum() / max(len(lengths) * s, 1)
+        total = m.get("splits", {}).get(split, {}).get("examples")
+        shown = f"first {len(lengths)} of {total}" if total and total > len(lengths) else f"{len(lengths)}"
         ax.hist(lengths, bins=min(64, s), range=(0, s), color="tab:blue")
-        ax.set_title(f"{pdir.name}: {len(lengths)} examples, padding {padding:.1%}")
+        ax.set_title(f"{pdir.name}: {shown} {split} examples, padding {padding:.1%}")
         ax.set_yscale("log")
         ax.set_xlabel("tokens per example")
         ax.set_ylabel("examples")

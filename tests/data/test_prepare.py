@@ -251,3 +251,8 @@ def test_notebook_summary(prepared_dataset):
     padding = 1 - real / (len(lengths) * 64)
     assert f"padding {padding:.1%}" in axes[0].get_title()
     assert np.isclose(lengths.sum(), real)
+    assert axes[0].get_title().startswith(f"phase1: {len(lengths)} train examples")
+    # a histogram of a sample says so
+    n = m1["splits"]["train"]["examples"]
+    _, small = summarize(prepared_dataset, limit=10)
+    assert small.get_axes()[0].get_title().startswith(f"phase1: first 10 of {n} train examples")

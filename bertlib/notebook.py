@@ -116,7 +116,9 @@ _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 def _expand_env(value: Any, key: str, dry_run: bool = False) -> Any:
     """``"${VAR}/x"`` / ``"${VAR:-default}"`` → the environment's value (account-specific settings
-    such as S3 prefixes stay out of the params files). An unset variable without default is an error."""
+    such as S3 prefixes stay out of the params files). An unset variable without default is an error,
+    except in a dry run, where the known account settings get :data:`DRY_RUN_PLACEHOLDERS
+    <bertlib.launch.sagemaker.DRY_RUN_PLACEHOLDERS>`."""
     if isinstance(value, list):
         return [_expand_env(v, key, dry_run) for v in value]
     if not isinstance(value, str) or "${" not in value:

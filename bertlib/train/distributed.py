@@ -26,19 +26,20 @@ _LOCAL_RANK_VARS = ("HOROVOD_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOC
 _state: dict = {"hvd": None, "rank": 0, "size": 1, "local_rank": 0, "initialized": False}
 
 
+def _launcher_value(names: tuple[str, ...], default, env: dict | None = None):
+    """The first of the launcher variables ``names`` set to a whole number in ``env``, else ``default``."""
+    env = os.environ if env is None else env
+    return next((int(env[v]) for v in names if env.get(v, "").isdigit()), default)
+
+
 def launcher_world_size(env: dict | None = None) -> int:
     """Processes started by horovodrun/mpirun according to the environment (1 when run directly)."""
-    env = os.environ if env is None else env
-    for var in _SIZE_VARS:
-        if env.get(var, "").isdigit():
-            return int(env[var])
-    return 1
+    return _launcher_value(_SIZE_VARS, 1, env)
 
 
 def launcher_rank(env: dict | None = None) -> int:
     """This process's rank according to the launcher's environment (0 when run directly)."""
-    env = os.environ if env is None else env
-    return next((int(env[v]) for v in _RANK_VARS if env.get(v, "").isdigit()), 0)
+    return _launcher_value(_RANK_VARS, 0, env)
 
 
 def check_world_size(num_processes: int = 1, env: dict | None = None) -> int:
@@ -71,7 +72,7 @@ def pin_gpu(env: dict | None = None) -> str | None:
     env.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
     if launcher_world_size(env) == 1:
         return None
-    local = next((int(env[v]) for v in _LOCAL_RANK_VARS if env.get(v, "").isdigit()), None)
+    local = _launcher_value(_LOCAL_RANK_VARS, None, env)
     if local is None:
         return None
     visible = [d.strip() for d in env["CUDA_VISIBLE_DEVICES"].split(",")] if env.get("CUDA_VISIBLE_DEVICES") else None

@@ -46,6 +46,8 @@ class LaunchSettings(_Strict):
     subnets: list[str] = Field(default_factory=list, description="default: $BERTLIB_SUBNETS")
     security_group_ids: list[str] = Field(default_factory=list, description="default: $BERTLIB_SECURITY_GROUP_IDS")
     fsx_file_system_id: str | None = Field(None, description="default: $BERTLIB_FSX_ID")
+    fsx_mount_name: str | None = Field(
+        None, description="default: $BERTLIB_FSX_MOUNT_NAME; FSx paths are /<mount name>/<path>")
     fsx_directory_path: str | None = None
     s3_data_uri: str | None = None
     checkpoint_s3_uri: str | None = None

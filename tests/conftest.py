@@ -128,7 +128,7 @@ def aws_env(moto_endpoint, monkeypatch, tmp_path):
     }.items():
         monkeypatch.setenv(key, value)
     for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "BERTLIB_SAGEMAKER_ROLE", "BERTLIB_IMAGE_URI", "BERTLIB_SUBNETS",
-                "BERTLIB_SECURITY_GROUP_IDS", "BERTLIB_FSX_ID"):
+                "BERTLIB_SECURITY_GROUP_IDS", "BERTLIB_FSX_ID", "BERTLIB_FSX_MOUNT_NAME"):
         monkeypatch.delenv(key, raising=False)
     import boto3
 
@@ -136,3 +136,12 @@ def aws_env(moto_endpoint, monkeypatch, tmp_path):
     if BUCKET not in [b["Name"] for b in s3.list_buckets().get("Buckets", [])]:
         s3.create_bucket(Bucket=BUCKET)
     return {"endpoint": moto_endpoint, "bucket": BUCKET, "region": REGION}
+
+
+@pytest.fixture()
+def sm_session(aws_env):
+    """A real SDK Session on moto with a fixed default bucket."""
+    import boto3
+    from sagemaker.core.helper.session_helper import Session
+
+    return Session(boto_session=boto3.Session(region_name=aws_env["region"]), default_bucket=aws_env["bucket"])

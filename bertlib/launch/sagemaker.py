@@ -53,7 +53,15 @@ _ENV = {
     "subnets": "BERTLIB_SUBNETS",
     "security_group_ids": "BERTLIB_SECURITY_GROUP_IDS",
     "fsx_file_system_id": "BERTLIB_FSX_ID",
+    "fsx_mount_name": "BERTLIB_FSX_MOUNT_NAME",
 }
+#: sagemaker-train releases whose container MPI driver (uploaded from the launching machine as the
+#: ``sm_drivers`` channel) has been read and run with bertlib: it passes ``process_count_per_node`` to
+#: ``mpirun -np``, i.e. takes it as the WORLD size, which is what :func:`build_trainer` gives it
+VERIFIED_SDK_DRIVERS = ("1.27.0",)
+#: set in every container by the SDK's ``sm_training.env``; forwarded to the ranks on other hosts with
+#: ``mpirun -x`` (Open MPI starts those over ssh, where only ``-x`` variables dependably arrive)
+CONTAINER_CONTRACT_ENV = ("SM_MODEL_DIR", "SM_OUTPUT_DATA_DIR")
 
 
 #: what a dry run puts in the request for account settings that are not set, so that the request and
@@ -91,6 +99,7 @@ class JobSpec:
     subnets: list[str]
     security_group_ids: list[str]
     fsx_file_system_id: str | None
+    fsx_mount_name: str | None
     channels: list[Channel]
     hyperparameters: dict[str, Any]
     environment: dict[str, str]
@@ -122,17 +131,30 @@ def _job_name(job: str, cfg) -> str:
     return name
 
 
-def _channel(name: str, source: str, fsx_id: str | None, what: str) -> Channel:
-    """An S3 URI or (with an FSx file system) an absolute FSx path → a channel."""
+def _channel(name: str, source: str, fsx: tuple[str | None, str | None], what: str) -> Channel:
+    """An S3 URI or (with an FSx file system ``fsx`` = (id, mount name)) an FSx path → a channel.
+
+    An FSx for Lustre ``DirectoryPath`` is ``/<MountName>/<path>``; current file systems get a
+    generated mount name (``/fsx`` only fits old scratch ones), so the mount name is required and the
+    path must lie under it.
+    """
     if source.startswith("s3://"):
         path = f"{CHANNEL_ROOT}/{name}"
         if source.endswith(".tar.gz") or source.endswith(".json"):  # a single object: keep its name
             path += "/" + source.rstrip("/").rsplit("/", 1)[-1]
         return Channel(name, source, False, path)
+    fsx_id, mount = fsx
     if source.startswith("/") and fsx_id:
+        if not mount:
+            raise ConfigError(f"{what} {source!r}: an FSx for Lustre path is /<MountName>/<path>; set "
+                              f"fsx_mount_name (or ${_ENV['fsx_mount_name']}) to the MountName of {fsx_id} "
+                              "(aws fsx describe-file-systems: LustreConfiguration.MountName)")
+        if not source.startswith(f"/{mount.strip('/')}/"):
+            raise ConfigError(f"{what} {source!r}: not on FSx file system {fsx_id}, whose paths start with "
+                              f"/{mount.strip('/')}/ (its MountName)")
         return Channel(name, source, True, f"{CHANNEL_ROOT}/{name}")
     raise ConfigError(f"{what} {source!r}: on SageMaker this must be an s3:// URI or, with "
-                      f"fsx_file_system_id (or ${_ENV['fsx_file_system_id']}), an FSx path like /fsx/...")
+                      f"fsx_file_system_id (or ${_ENV['fsx_file_system_id']}), an FSx path /<MountName>/...")
 
 
 def resolve(job: str, cfg) -> JobSpec:
@@ -158,6 +180,7 @@ def resolve(job: str, cfg) -> JobSpec:
                           "(build it with container/build_and_push.sh)")
     subnets, sgs = _from_env(cfg, "subnets"), _from_env(cfg, "security_group_ids")
     fsx_id = _from_env(cfg, "fsx_file_system_id")
+    fsx = (fsx_id, _from_env(cfg, "fsx_mount_name"))
     if bool(subnets) != bool(sgs):
         raise ConfigError("SageMaker launch: a VPC needs both subnets and security_group_ids "
                           f"(${_ENV['subnets']}, ${_ENV['security_group_ids']})")
@@ -175,18 +198,18 @@ def resolve(job: str, cfg) -> JobSpec:
         if cfg.fsx_directory_path:
             if not fsx_id:
                 raise ConfigError(f"fsx_directory_path needs fsx_file_system_id (or ${_ENV['fsx_file_system_id']})")
-            channels.append(_channel("train", cfg.fsx_directory_path, fsx_id, "fsx_directory_path"))
+            channels.append(_channel("train", cfg.fsx_directory_path, fsx, "fsx_directory_path"))
         else:
-            channels.append(_channel("train", cfg.s3_data_uri or cfg.data_dir, None,
+            channels.append(_channel("train", cfg.s3_data_uri or cfg.data_dir, (None, None),
                                      "s3_data_uri" if cfg.s3_data_uri else "data_dir"))
         if cfg.validation_dir:
-            channels.append(_channel("validation", cfg.validation_dir, fsx_id, "validation_dir"))
+            channels.append(_channel("validation", cfg.validation_dir, fsx, "validation_dir"))
     else:
         for key, name in (("train_file", "squad_train"), ("predict_file", "squad_predict")):
             if getattr(cfg, key).startswith("s3://"):
-                channels.append(_channel(name, getattr(cfg, key), None, key))
+                channels.append(_channel(name, getattr(cfg, key), (None, None), key))
     if cfg.load_from == "checkpoint":
-        channels.append(_channel("init", cfg.checkpoint_path, fsx_id, "checkpoint_path"))
+        channels.append(_channel("init", cfg.checkpoint_path, fsx, "checkpoint_path"))
     if any(c.fsx for c in channels) and not subnets:
         raise ConfigError("FSx for Lustre input needs a VPC: set subnets and security_group_ids "
                           f"(${_ENV['subnets']}, ${_ENV['security_group_ids']})")
@@ -200,7 +223,8 @@ def resolve(job: str, cfg) -> JobSpec:
         job=job, base_job_name=_job_name(job, cfg), role=role, image_uri=image,
         region=region, placeholders=placeholders,
         processes_per_host=per_host, world_size=per_host * cfg.instance_count,
-        subnets=subnets, security_group_ids=sgs, fsx_file_system_id=fsx_id, channels=channels,
+        subnets=subnets, security_group_ids=sgs, fsx_file_system_id=fsx_id, fsx_mount_name=fsx[1],
+        channels=channels,
         hyperparameters={k: hyperparameter_value(v) for k, v in hp.items() if v is not None},
         environment=environment, mpi_options=list(cfg.mpi_options))
 
@@ -209,9 +233,12 @@ def hyperparameter_value(value: Any) -> Any:
     """A config value as a hyperparameter that ``bertlib.config.parse_overrides`` reads back equal.
 
     Numbers, booleans and lists go as they are (the SDK JSON-encodes them, which YAML reads back).
-    Strings go as they are unless the SDK's container driver (which JSON-decodes every value once)
-    or YAML would read them as something else (``"123"``, ``"true"``, ``"1e-4"``); those are
-    single-quoted for YAML, which JSON cannot decode.
+    Strings go as they are unless YAML would read them as something else (``"123"``, ``"true"``,
+    ``"1e-4"``), JSON would decode them (the SDK's container driver decodes every value once), or
+    they hold a single quote; those go as a YAML double-quoted scalar with ``'`` written ``\\x27``.
+    No value ever holds a ``'``: the driver's ``sm_training.env`` wraps every value in ``'...'`` for
+    ``source``, where a quote inside would end the job (or split the value at its spaces). The entry
+    point reads the values from ``hyperparameters.json`` itself (:mod:`bertlib.launch.sm_entry`).
     """
     if not isinstance(value, str):
         return value
@@ -220,10 +247,10 @@ def hyperparameter_value(value: Any) -> Any:
         survives = False
     except ValueError:
         try:
-            survives = yaml.safe_load(value) == value
+            survives = "'" not in value and yaml.safe_load(value) == value
         except yaml.YAMLError:
             survives = False
-    return value if survives else "'" + value.replace("'", "''") + "'"
+    return value if survives else json.dumps(value).replace("'", "\\x27")
 
 
 def metric_definitions(job: str = "pretrain") -> list[dict[str, str]]:
@@ -313,10 +340,82 @@ def _session(spec: JobSpec, cfg, session, dry_run: bool):
     return Session(boto_session=boto3.Session(region_name=region), default_bucket=_bucket_of(cfg.output_s3_uri))
 
 
+def _installed_version(distribution: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return None
+
+
+def check_sdk_driver() -> None:
+    """Refuse an SDK whose container MPI driver bertlib has not been verified with (one line).
+
+    The driver scripts are uploaded from this machine's SDK; bertlib passes the world size as
+    ``process_count_per_node`` because sagemaker-train 1.27's driver runs ``mpirun -np`` with it. A
+    driver that read it per node would start (hosts ×) too many ranks.
+    """
+    found = _installed_version("sagemaker-train")
+    if found not in VERIFIED_SDK_DRIVERS:
+        raise ConfigError(f"sagemaker-train {found or '(not installed)'}: bertlib's MPI settings are verified with "
+                          f"the container driver of sagemaker-train {' / '.join(VERIFIED_SDK_DRIVERS)} only (it "
+                          "takes process_count_per_node as the world size); install sagemaker-train=="
+                          f"{VERIFIED_SDK_DRIVERS[-1]} as pinned in requirements.txt")
+
+
+def stage_squad_files(cfg, session, dry_run: bool = False):
+    """``cfg`` with http(s) ``train_file`` / ``predict_file`` replaced by S3 copies of them.
+
+    A SQuAD job in a VPC without a NAT gateway cannot download from the internet, so the files are
+    fetched here (cached, sha256-checked), uploaded once to
+    ``<output_s3_uri or the session's bucket>/staged/squad/<sha256>/<name>`` and given to the job as
+    channels; the job checks the sha256 again. A dry run names the URI without downloading (the
+    sha256 part is ``SHA256`` when the config gives none).
+    """
+    import botocore.exceptions
+
+    from bertlib.assets import fetch_url, sha256_file
+
+    base = (cfg.output_s3_uri or f"s3://{session.default_bucket()}/bertlib").rstrip("/") + "/staged/squad"
+    updates = {}
+    for key in ("train_file", "predict_file"):
+        url, digest = getattr(cfg, key), getattr(cfg, f"{key}_sha256")
+        if not url.startswith(("http://", "https://")):
+            continue
+        name = url.rstrip("/").rsplit("/", 1)[-1]
+        if dry_run:
+            updates[key] = f"{base}/{digest or 'SHA256'}/{name}"
+            continue
+        local = fetch_url(url, digest)
+        digest = digest or sha256_file(local)
+        uri = f"{base}/{digest}/{name}"
+        bucket, object_key = uri[5:].split("/", 1)
+        s3 = session.boto_session.client("s3")
+        try:
+            present = s3.head_object(Bucket=bucket, Key=object_key)["Metadata"].get("sha256") == digest
+        except botocore.exceptions.ClientError:
+            present = False
+        if not present:
+            s3.upload_file(str(local), bucket, object_key, ExtraArgs={"Metadata": {"sha256": digest}})
+            print(f"staged {url} -> {uri}")
+        updates[key], updates[f"{key}_sha256"] = uri, digest
+    if not updates:
+        return cfg
+    return build_config(type(cfg), {**cfg.model_dump(), **updates}, "staged SQuAD files")
+
+
 def build_trainer(job: str, cfg, session=None, dry_run: bool = False):
-    """(ModelTrainer, input channels, staged code dir, JobSpec) for ``cfg``; validates first."""
+    """(ModelTrainer, input channels, staged code dir, JobSpec) for ``cfg``; validates first.
+
+    A SQuAD config's http(s) files are staged to S3 first (:func:`stage_squad_files`).
+    """
+    check_sdk_driver()
     spec = resolve(job, cfg)
     sm_session = _session(spec, cfg, session, dry_run)
+    if job == "squad":
+        cfg = stage_squad_files(cfg, sm_session, dry_run)
+        spec = resolve(job, cfg)
     from sagemaker.core.training.configs import (
         CheckpointConfig, Compute, FileSystemDataSource, InputData, MetricDefinition, Networking,
         OutputDataConfig, SourceCode, StoppingCondition, Tag)
@@ -327,9 +426,12 @@ def build_trainer(job: str, cfg, session=None, dry_run: bool = False):
     # SDK 3.27's MPI driver runs `mpirun -np <process_count_per_node>` with every host listed as
     # host:<process_count_per_node> slots, i.e. process_count_per_node is the TOTAL rank count.
     # Ask for the world size and place processes_per_host ranks on each node explicitly.
+    # Ranks on the other hosts are started over ssh, where the job's environment arrives only
+    # through `-x` (the driver's /etc/environment reaches them only if sshd's PAM stack reads it).
+    forwarded = [arg for name in sorted({*spec.environment, *CONTAINER_CONTRACT_ENV}) for arg in ("-x", name)]
     mpi = MPI(process_count_per_node=spec.world_size,
               mpi_additional_options=["--map-by", f"ppr:{spec.processes_per_host}:node",
-                                      "--bind-to", "none", *spec.mpi_options])
+                                      "--bind-to", "none", *forwarded, *spec.mpi_options])
     networking = (Networking(subnets=spec.subnets, security_group_ids=spec.security_group_ids)
                   if spec.subnets else None)
     max_wait = (cfg.max_wait_seconds or 2 * cfg.max_run_seconds) if cfg.use_spot else None

@@ -1,9 +1,15 @@
 """Container entry script of a SageMaker job started by :mod:`bertlib.launch.sagemaker`.
 
 The SDK's MPI driver runs, on every rank, ``python -m mpi4py bertlib/launch/sm_entry.py --key value ...``
-(the hyperparameters) from the uploaded code channel, which holds a copy of the ``bertlib`` package as
-it was when the job was launched. This script puts that copy first on ``sys.path`` and calls
-``bertlib $BERTLIB_JOB --key value ...`` — the same entry point as a local run.
+from the uploaded code channel, which holds a copy of the ``bertlib`` package as it was when the job
+was launched. This script puts that copy first on ``sys.path`` and calls ``bertlib $BERTLIB_JOB --key
+value ...`` — the same entry point as a local run.
+
+The ``--key value`` pairs are taken from ``/opt/ml/input/config/hyperparameters.json``, the file
+SageMaker writes on every host from the request, rather than from the driver's command line: on the
+way there the driver decodes each value as JSON and its ``sm_training.env`` passes them through
+shell single quotes, which turns the string ``'true'`` into the boolean ``true``. Outside a
+SageMaker container (no such file) the command line is used.
 
 One container-side step: a ``--checkpoint_path`` that names a ``.tar.gz`` (a previous job's
 ``model.tar.gz``, delivered by the ``init`` channel) is unpacked once per host and replaced by the
@@ -12,6 +18,7 @@ unpacked folder, so that phase 2 / SQuAD load phase 1 / phase 2 exports straight
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -20,6 +27,16 @@ import tempfile
 from pathlib import Path
 
 UNPACK_ROOT = Path(os.environ.get("BERTLIB_UNPACK_DIR", "/tmp/bertlib-init"))
+HYPERPARAMETERS_JSON = Path("/opt/ml/input/config/hyperparameters.json")
+
+
+def hyperparameter_args(argv: list[str], path: Path = HYPERPARAMETERS_JSON) -> list[str]:
+    """``--key value`` pairs from SageMaker's ``hyperparameters.json`` (string values, exactly as sent in
+    the request), or ``argv`` when there is no such file."""
+    if not path.is_file():
+        return list(argv)
+    values = json.loads(path.read_text())
+    return [arg for key, value in values.items() for arg in (f"--{key}", str(value))]
 
 
 def unpack_archive(archive: str | os.PathLike, root: Path = UNPACK_ROOT) -> Path:
@@ -60,7 +77,7 @@ def main(argv: list[str]) -> int:
     if job not in ("pretrain", "squad"):
         print(f"error: BERTLIB_JOB must be 'pretrain' or 'squad', got {job!r}", file=sys.stderr)
         return 2
-    return bertlib_main([job, *rewrite_args(argv)])
+    return bertlib_main([job, *rewrite_args(hyperparameter_args(argv))])
 
 
 if __name__ == "__main__":

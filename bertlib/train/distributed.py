@@ -147,6 +147,9 @@ def init(threads_per_process: int = 0, num_processes: int = 1) -> tuple[int, int
                               "(was it built with Gloo/MPI support? check `horovodrun --check-build`)")
         _state.update(hvd=hvd if hvd.size() > 1 else None, rank=hvd.rank(), size=hvd.size(),
                       local_rank=hvd.local_rank())
+        if hvd.size() > 1 and hvd.rank() == 0:
+            print(f"[bertlib] horovod: {hvd.size()} ranks on {hvd.cross_size()} host(s), "
+                  f"controller {'mpi' if hvd.mpi_enabled() else 'gloo'}", flush=True)
     _state["initialized"] = True
     return _state["rank"], _state["size"], _state["local_rank"]
 

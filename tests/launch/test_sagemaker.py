@@ -29,6 +29,7 @@ IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/bertlib-training:tf2.21"
 SUBNETS = ["subnet-0123456789abcdef0", "subnet-0fedcba9876543210"]
 SGS = ["sg-0123456789abcdef0"]
 FSX = "fs-0123456789abcdef0"
+MOUNT = "x7dkbbmv"   # FSx for Lustre generates the mount name of current file systems
 
 PARAMS = Path(__file__).resolve().parents[2] / "params" / "sagemaker"
 PREFIX = "s3://bertlib-launch-test/bertlib"
@@ -61,7 +62,7 @@ def reference(step: str, name: str | None = None, **overrides):
 
 
 def phase1_config(**overrides):
-    return reference("phase1", **{"fsx_directory_path": "/fsx/bertlib/phase1", "max_run_seconds": 12 * 3600,
+    return reference("phase1", **{"fsx_directory_path": f"/{MOUNT}/bertlib/phase1", "max_run_seconds": 12 * 3600,
                                   **overrides})
 
 
@@ -72,6 +73,7 @@ def account_env(aws_env, monkeypatch):
     monkeypatch.setenv("BERTLIB_SUBNETS", ",".join(SUBNETS))
     monkeypatch.setenv("BERTLIB_SECURITY_GROUP_IDS", ",".join(SGS))
     monkeypatch.setenv("BERTLIB_FSX_ID", FSX)
+    monkeypatch.setenv("BERTLIB_FSX_MOUNT_NAME", MOUNT)
 
 
 def capture_create(session) -> list:
@@ -115,7 +117,7 @@ def test_phase1_request_matches_reference(account_env, sm_session, aws_env):
     assert req["ResourceConfig"]["InstanceCount"] == 8
     assert req["VpcConfig"] == {"SecurityGroupIds": SGS, "Subnets": SUBNETS}
     assert channel(req, "train")["DataSource"]["FileSystemDataSource"] == {
-        "FileSystemId": FSX, "FileSystemType": "FSxLustre", "DirectoryPath": "/fsx/bertlib/phase1",
+        "FileSystemId": FSX, "FileSystemType": "FSxLustre", "DirectoryPath": f"/{MOUNT}/bertlib/phase1",
         "FileSystemAccessMode": "ro"}
     assert req["CheckpointConfig"]["LocalPath"] == "/opt/ml/checkpoints"
     assert req["CheckpointConfig"]["S3Uri"].startswith("s3://")
@@ -199,7 +201,7 @@ def test_metric_regexes_parse_real_log_lines():
 
 
 def test_missing_role_or_image_fails_before_any_aws_call(monkeypatch):
-    for key in ("BERTLIB_SAGEMAKER_ROLE", "BERTLIB_IMAGE_URI", "BERTLIB_FSX_ID"):
+    for key in ("BERTLIB_SAGEMAKER_ROLE", "BERTLIB_IMAGE_URI", "BERTLIB_FSX_ID", "BERTLIB_FSX_MOUNT_NAME"):
         monkeypatch.delenv(key, raising=False)
 
     def no_aws(*args, **kwargs):
@@ -216,6 +218,14 @@ def test_missing_role_or_image_fails_before_any_aws_call(monkeypatch):
         sm.launch("pretrain", phase1_config())  # FSx path without a file system id
     with pytest.raises(ConfigError, match="data_dir '/local/data'"):
         sm.launch("pretrain", phase1_config(fsx_directory_path=None, data_dir="/local/data"))
+    # FSx for Lustre: DirectoryPath is /<MountName>/<path>; the mount name is needed and must match
+    monkeypatch.setenv("BERTLIB_FSX_ID", FSX)
+    with pytest.raises(ConfigError, match=r"is /<MountName>/<path>; set fsx_mount_name .*BERTLIB_FSX_MOUNT_NAME"):
+        sm.launch("pretrain", phase1_config())
+    monkeypatch.setenv("BERTLIB_FSX_MOUNT_NAME", MOUNT)
+    with pytest.raises(ConfigError, match=f"'/fsx/bertlib/phase1': not on FSx file system {FSX}, whose paths "
+                                          f"start with /{MOUNT}/"):
+        sm.launch("pretrain", phase1_config(fsx_directory_path="/fsx/bertlib/phase1"))
 
 
 def test_dry_run_builds_the_same_request_and_creates_nothing(account_env, sm_session, aws_env):
@@ -247,7 +257,7 @@ def test_phase_chaining_and_checkpoint_unpacking(account_env, sm_session, aws_en
     out = f"s3://{aws_env['bucket']}/chain"
     sent = capture_create(sm_session)
     p1 = sm.launch("pretrain", phase1_config(output_s3_uri=out), session=sm_session)
-    phase2 = reference("phase2", fsx_directory_path="/fsx/bertlib/phase2", output_s3_uri=out)
+    phase2 = reference("phase2", fsx_directory_path=f"/{MOUNT}/bertlib/phase2", output_s3_uri=out)
     p2 = sm.launch("pretrain", sm.chain(p1, phase2), session=sm_session)
     req2 = sent[-1]
     assert channel(req2, "init")["DataSource"]["S3DataSource"]["S3Uri"] == p1["model_artifacts"]
@@ -256,7 +266,8 @@ def test_phase_chaining_and_checkpoint_unpacking(account_env, sm_session, aws_en
     assert req2["HyperParameters"]["load_optimizer_state"] == "false"
 
     squad = reference("squad", "squadv1", output_s3_uri=out,
-                      train_file=f"s3://{aws_env['bucket']}/squad/train-v1.1.json")
+                      train_file=f"s3://{aws_env['bucket']}/squad/train-v1.1.json",
+                      predict_file=f"s3://{aws_env['bucket']}/squad/dev-v1.1.json")
     sm.launch("squad", sm.chain(p2, squad), session=sm_session)
     req3 = sent[-1]
     assert channel(req3, "init")["DataSource"]["S3DataSource"]["S3Uri"] == p2["model_artifacts"]
@@ -266,10 +277,10 @@ def test_phase_chaining_and_checkpoint_unpacking(account_env, sm_session, aws_en
     assert load_config("squad", None, container_argv(req3["HyperParameters"])).learning_rate == 5e-5
 
     # FSx chaining: an export folder on the same Lustre file system
-    p2_fsx = sm.chain({"checkpoint_path": "/fsx/bertlib/runs/phase1/export"}, phase2)
+    p2_fsx = sm.chain({"checkpoint_path": f"/{MOUNT}/bertlib/runs/phase1/export"}, phase2)
     sm.launch("pretrain", p2_fsx, session=sm_session)
     init = channel(sent[-1], "init")["DataSource"]["FileSystemDataSource"]
-    assert init["DirectoryPath"] == "/fsx/bertlib/runs/phase1/export" and init["FileSystemId"] == FSX
+    assert init["DirectoryPath"] == f"/{MOUNT}/bertlib/runs/phase1/export" and init["FileSystemId"] == FSX
     assert sent[-1]["HyperParameters"]["checkpoint_path"] == "/opt/ml/input/data/init"
 
     # container side: model.tar.gz is unpacked once and the argument replaced by the folder
@@ -291,13 +302,57 @@ def test_phase_chaining_and_checkpoint_unpacking(account_env, sm_session, aws_en
     assert sorted(p.name for p in root.iterdir()) == ["model"]  # no temporary folders left
 
 
-def test_hyperparameter_strings_that_look_like_other_types_round_trip():
-    # a run_dir named "true" or "[a, b]" must come back as a string through the container driver
-    from bertlib.config import parse_overrides
+HP_TEXTS = ("true", "null", "[a, b]", '"quoted"', "it's: odd", "don't", "a'b'c'", "plain/path", "5e-5", "$HOME")
 
-    for text in ("true", "null", "[a, b]", '"quoted"', "it's: odd", "plain/path"):
-        argv = container_argv({"run_dir": sm.hyperparameter_value(text)})
-        assert parse_overrides(argv) == {"run_dir": text}
+
+def test_hyperparameters_survive_the_container_env_file(tmp_path, monkeypatch):
+    """Strings that look like other types, or hold single quotes, come back exactly in the container.
+
+    The SDK's ``environment.py`` writes every value into ``sm_training.env`` inside ``'...'`` and its
+    ``sm_train.sh`` sources that file under ``set -e``: a quote inside a value would end the job there.
+    The entry point reads ``hyperparameters.json`` (what SageMaker writes from the request) itself.
+    """
+    from sagemaker.train.container_drivers.scripts import environment
+
+    from bertlib.config import parse_overrides
+    from bertlib.launch import sm_entry
+
+    sent = {f"k{i}": sm.hyperparameter_value(text) for i, text in enumerate(HP_TEXTS)}
+    assert all(isinstance(v, str) and "'" not in v for v in sent.values()), sent
+    env_file = tmp_path / "sm_training.env"
+    resource = {"current_host": "algo-1", "current_instance_type": "ml.m5.xlarge", "hosts": ["algo-1"],
+                "network_interface_name": "eth0"}
+    monkeypatch.setenv("TRAINING_JOB_NAME", "bertlib-pretrain-phase1-2026-12-01")   # set by SageMaker
+    environment.set_env(resource, {}, sent, output_file=str(env_file))
+    sourced = subprocess.run(["bash", "-c", f'set -e; source "{env_file}"; printf %s "$SM_HPS"'],
+                             capture_output=True, text=True, timeout=30)
+    assert sourced.returncode == 0, sourced.stderr
+    assert set(json.loads(sourced.stdout)) == set(sent)   # the driver still gets its JSON
+
+    hp_file = tmp_path / "hyperparameters.json"
+    hp_file.write_text(json.dumps(sent))
+    assert parse_overrides(sm_entry.hyperparameter_args(["--ignored", "x"], hp_file)) == \
+        {f"k{i}": text for i, text in enumerate(HP_TEXTS)}
+    # outside a SageMaker container the command line is used
+    assert sm_entry.hyperparameter_args(["--total_steps", "3"], tmp_path / "absent.json") == ["--total_steps", "3"]
+
+
+def test_unverified_sdk_driver_is_refused(account_env, monkeypatch):
+    assert sm._installed_version("sagemaker-train") in sm.VERIFIED_SDK_DRIVERS   # what requirements.txt pins
+    monkeypatch.setattr(sm, "_installed_version", lambda name: "1.28.0")
+    with pytest.raises(ConfigError, match=r"^sagemaker-train 1\.28\.0: .*verified with the container driver of "
+                                          r"sagemaker-train 1\.27\.0 only .*world size"):
+        sm.launch("pretrain", phase1_config(), dry_run=True)
+
+
+def test_remote_ranks_get_the_job_environment_through_mpirun(account_env, sm_session, aws_env):
+    cfg = phase1_config(environment={"NCCL_DEBUG": "WARN"})
+    sent = capture_create(sm_session)
+    sm.launch("pretrain", cfg, session=sm_session)
+    drivers = channel(sent[0], "sm_drivers")["DataSource"]["S3DataSource"]["S3Uri"].rstrip("/")
+    options = s3_json(drivers + "/distributed.json")["mpi_additional_options"]
+    forwarded = {options[i + 1] for i, o in enumerate(options) if o == "-x"}
+    assert forwarded == {"BERTLIB_JOB", "BERTLIB_CHECKPOINT_DIR", "NCCL_DEBUG", "SM_MODEL_DIR", "SM_OUTPUT_DATA_DIR"}
 
 
 def test_cli_dry_run_offline(repo_root, subprocess_env, tmp_path):
@@ -334,3 +389,44 @@ def test_wait_reports_the_terminal_status(account_env, sm_session, aws_env):
     # moto completes a training job at once; the SDK's wait polls DescribeTrainingJob (and the logs)
     info = sm.launch("pretrain", phase1_config(), session=sm_session, wait=True, logs=True)
     assert info["status"] == "Completed"
+
+
+def test_squad_files_are_staged_to_s3_before_the_job(account_env, sm_session, aws_env, squad_fixture, capsys):
+    """A job in a VPC without NAT cannot download: the launcher stages the files (sha256-checked) to S3."""
+    import functools
+    import http.server
+    import threading
+
+    from bertlib.assets import AssetError, sha256_file
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(squad_fixture.parent))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/{squad_fixture.name}"
+    digest = sha256_file(squad_fixture)
+    out = f"s3://{aws_env['bucket']}/staging"
+    try:
+        cfg = reference("squad", "squadv1", output_s3_uri=out, train_file=url, predict_file=url,
+                        train_file_sha256=digest, predict_file_sha256=digest)
+        sent = capture_create(sm_session)
+        sm.launch("squad", cfg, session=sm_session)
+        staged = f"{out}/staged/squad/{digest}/{squad_fixture.name}"
+        for name, key in (("squad_train", "train_file"), ("squad_predict", "predict_file")):
+            assert channel(sent[0], name)["DataSource"]["S3DataSource"]["S3Uri"] == staged
+            assert sent[0]["HyperParameters"][key] == f"/opt/ml/input/data/{name}/{squad_fixture.name}"
+        bucket, key = staged[5:].split("/", 1)
+        assert boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read() == squad_fixture.read_bytes()
+        assert capsys.readouterr().out.count(f"staged {url} -> {staged}") == 1   # the same file once
+        sm.launch("squad", cfg, session=sm_session)
+        assert "staged" not in capsys.readouterr().out                          # already there
+        dry = sm.launch("squad", cfg, dry_run=True)
+        assert channel(dry["request"], "squad_train")["DataSource"]["S3DataSource"]["S3Uri"] == staged
+
+        bad = reference("squad", "squadv1", output_s3_uri=out, train_file=url, predict_file=url,
+                        train_file_sha256="0" * 64, predict_file_sha256=digest)
+        with pytest.raises(AssetError, match="does not match expected 0000"):
+            sm.launch("squad", bad, session=sm_session)
+        assert len(sent) == 2   # the bad config sent no CreateTrainingJob
+    finally:
+        server.shutdown()
+        server.server_close()

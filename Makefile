@@ -7,12 +7,14 @@ BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup test demo clean-demo bench help
+.PHONY: setup test demo clean-demo bench help image test-image
 
 help:
 	@echo "make test   - set up .venv (requirements + Horovod) and run the test suite"
 	@echo "make demo   - set up, then run all notebooks on params/local (real Wikipedia slice) into runs/demo/"
 	@echo "make bench  - run the benchmark scripts in bench/ (minutes; prints ratios vs peers)"
+	@echo "make image  - build the SageMaker training image locally (root: installs/starts Docker)"
+	@echo "make test-image - make image, then run SageMaker jobs in it across 2 hosts (tests/image)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,10 +33,19 @@ $(VENV)/.horovod: $(VENV)/.deps container/install_horovod.sh
 setup: $(VENV)/.deps $(VENV)/.horovod
 
 test: setup
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests --ignore=tests/image
 
 demo: setup
 	$(BIN)/python -m bertlib.demo
 
 bench: setup
 	$(BIN)/python bench/run_all.py
+
+# The SageMaker training image (container/Dockerfile), built locally on a stand-in for the AWS base
+# image (container/standin/; needs root: starts dockerd). Re-runs are fast (Docker's layer cache).
+image:
+	bash container/standin/build.sh
+
+# SageMaker jobs launched by bertlib (moto), run in that image as SageMaker runs them (tests/image).
+test-image: setup image
+	$(BIN)/python -m pytest tests/image

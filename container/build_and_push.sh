@@ -36,10 +36,7 @@ fi
 # A small build context: only what the Dockerfile copies (the repository holds .venv, runs/, data).
 context="$(mktemp -d)"
 trap 'rm -rf "$context"' EXIT
-mkdir -p "$context/container"
-cp "$here/Dockerfile" "$here/install_horovod.sh" "$context/container/"
-cp "$repo_root/requirements.txt" "$repo_root/pyproject.toml" "$repo_root/README.md" "$context/"
-(cd "$repo_root" && tar --exclude='__pycache__' --exclude='*.pyc' -cf - bertlib) | tar -xf - -C "$context"
+"$here/context.sh" "$context"
 
 docker build --build-arg REGION="$region" -f "$context/container/Dockerfile" -t "$repository:$tag" "$context"
 docker tag "$repository:$tag" "$image"

@@ -41,14 +41,31 @@ def _replace_dir(tmp: Path, dest: Path) -> Path:
     return dest
 
 
+def extract_tar_gz(archive: str | os.PathLike, dest: str | os.PathLike) -> None:
+    """Extract a ``.tar.gz`` into ``dest``, refusing members that would land outside it or are links.
+
+    Python's ``filter="data"`` does this from 3.11.4 / 3.12; Debian bookworm's Python 3.11.2 (the
+    local stand-in of the training image) lacks it, so the same rules are checked by hand there.
+    """
+    dest = Path(dest)
+    with tarfile.open(archive, "r:gz") as tar:
+        if hasattr(tarfile, "data_filter"):
+            tar.extractall(dest, filter="data")
+            return
+        root = dest.resolve()
+        for member in tar.getmembers():
+            if member.issym() or member.islnk() or not (root / member.name).resolve().is_relative_to(root):
+                raise ConfigError(f"{archive}: member {member.name!r} would be extracted outside {dest}")
+        tar.extractall(dest)
+
+
 def _unpack(archive: Path) -> Path:
     """``.../output.tar.gz`` → sibling folder ``run/`` (extracted once, through a temp folder)."""
     dest = archive.parent / "run"
     if dest.is_dir():
         return dest
     tmp = Path(tempfile.mkdtemp(prefix=".run-", dir=archive.parent))
-    with tarfile.open(archive, "r:gz") as tar:
-        tar.extractall(tmp, filter="data")
+    extract_tar_gz(archive, tmp)
     return _replace_dir(tmp, dest)
 
 

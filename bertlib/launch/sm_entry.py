@@ -22,7 +22,6 @@ import json
 import os
 import shutil
 import sys
-import tarfile
 import tempfile
 from pathlib import Path
 
@@ -51,8 +50,9 @@ def unpack_archive(archive: str | os.PathLike, root: Path = UNPACK_ROOT) -> Path
         return target
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".unpack-", dir=root))
-    with tarfile.open(archive, "r:gz") as tar:
-        tar.extractall(tmp, filter="data")
+    from bertlib.launch.results import extract_tar_gz
+
+    extract_tar_gz(archive, tmp)
     try:
         os.rename(tmp, target)
     except OSError:  # another rank got there first

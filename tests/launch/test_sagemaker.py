@@ -430,3 +430,26 @@ def test_squad_files_are_staged_to_s3_before_the_job(account_env, sm_session, aw
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.mark.parametrize("data_filter", [True, False], ids=["python-with-data-filter", "python-3.11.2"])
+def test_archives_never_extract_outside_their_folder(tmp_path, monkeypatch, data_filter):
+    """model.tar.gz / output.tar.gz are unpacked safely also on Pythons without ``filter="data"``
+    (Debian bookworm's 3.11.2 in the local image); the rule is the data filter's."""
+    import tarfile
+
+    from bertlib.launch.results import extract_tar_gz
+
+    if not data_filter:
+        monkeypatch.delattr(tarfile, "data_filter")
+    good, evil = tmp_path / "good.tar.gz", tmp_path / "evil.tar.gz"
+    for archive, name in ((good, "sub/bert_config.json"), (evil, "../outside.txt")):
+        with tarfile.open(archive, "w:gz") as tar:
+            info = tarfile.TarInfo(name)
+            info.size = 2
+            tar.addfile(info, io.BytesIO(b"{}"))
+    extract_tar_gz(good, tmp_path / "ok")
+    assert (tmp_path / "ok" / "sub" / "bert_config.json").read_bytes() == b"{}"
+    with pytest.raises((ConfigError, tarfile.TarError)):
+        extract_tar_gz(evil, tmp_path / "no")
+    assert not (tmp_path / "outside.txt").exists()

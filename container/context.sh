@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Assemble the small build context of container/Dockerfile into DIR (created if missing): only what the
+# Dockerfile copies, since the repository holds .venv, runs/ and data. Used by container/build_and_push.sh
+# and container/standin/build.sh.
+#   container/context.sh DIR
+set -euo pipefail
+
+[ $# -eq 1 ] || { echo "usage: $0 DIR" >&2; exit 2; }
+here="$(cd "$(dirname "$0")" && pwd)"
+repo_root="$(dirname "$here")"
+context="$1"
+
+mkdir -p "$context/container"
+cp "$here/Dockerfile" "$here/install_horovod.sh" "$here/system_packages.sh" "$context/container/"
+cp -r "$here/cuda" "$context/container/"
+cp "$repo_root/requirements.txt" "$repo_root/pyproject.toml" "$repo_root/README.md" "$context/"
+rm -rf "$context/bertlib"
+(cd "$repo_root" && tar --exclude='__pycache__' --exclude='*.pyc' -cf - bertlib) | tar -xf - -C "$context"

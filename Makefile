@@ -48,4 +48,4 @@ image:
 
 # SageMaker jobs launched by bertlib (moto), run in that image as SageMaker runs them (tests/image).
 test-image: setup image
-	$(BIN)/python -m pytest tests/image
+	$(BIN)/python -m pytest tests/image --durations=10

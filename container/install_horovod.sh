@@ -21,6 +21,7 @@
 set -euo pipefail
 
 PYTHON="${PYTHON:-python}"
+[ -n "${HOROVOD_GPU_OPERATIONS:-}" ] || unset HOROVOD_GPU_OPERATIONS   # empty = no GPU operations
 HOROVOD_VERSION="${HOROVOD_VERSION:-0.28.1}"
 HOROVOD_SHA256="${HOROVOD_SHA256:-92a43f5a94c43907a56805bad15f19700c62ffc83b7ca483f9e104e229f67ef0}"  # PyPI sdist
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

@@ -99,7 +99,6 @@ class JobSpec:
     subnets: list[str]
     security_group_ids: list[str]
     fsx_file_system_id: str | None
-    fsx_mount_name: str | None
     channels: list[Channel]
     hyperparameters: dict[str, Any]
     environment: dict[str, str]
@@ -223,8 +222,7 @@ def resolve(job: str, cfg) -> JobSpec:
         job=job, base_job_name=_job_name(job, cfg), role=role, image_uri=image,
         region=region, placeholders=placeholders,
         processes_per_host=per_host, world_size=per_host * cfg.instance_count,
-        subnets=subnets, security_group_ids=sgs, fsx_file_system_id=fsx_id, fsx_mount_name=fsx[1],
-        channels=channels,
+        subnets=subnets, security_group_ids=sgs, fsx_file_system_id=fsx_id, channels=channels,
         hyperparameters={k: hyperparameter_value(v) for k, v in hp.items() if v is not None},
         environment=environment, mpi_options=list(cfg.mpi_options))
 

@@ -36,7 +36,6 @@ import io
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import tarfile
@@ -306,6 +305,3 @@ class SageMakerRunner:
                     metrics.append((definition["Name"], float(m.group(1))))
         return JobResult(name, status, reason, exit_codes, logs, model_uri, output_uri, metrics,
                          seconds=time.time() - started, host_dirs=host_dirs)
-
-    def cleanup(self) -> None:
-        shutil.rmtree(self.work_dir, ignore_errors=True)

@@ -30,7 +30,13 @@ $(VENV)/.horovod: $(VENV)/.deps container/install_horovod.sh
 	PYTHON=$(CURDIR)/$(BIN)/python bash container/install_horovod.sh
 	touch $@
 
-setup: $(VENV)/.deps $(VENV)/.horovod
+# reference implementations the tests compare against, outside the venv's site-packages
+$(VENV)/.peers: requirements-peers.txt | $(BIN)/python
+	rm -rf $(VENV)/peers
+	$(BIN)/pip install -q --no-deps --target $(VENV)/peers -r requirements-peers.txt
+	touch $@
+
+setup: $(VENV)/.deps $(VENV)/.horovod $(VENV)/.peers
 
 test: setup
 	$(BIN)/python -m pytest tests --ignore=tests/image

@@ -15,6 +15,7 @@ from bertlib.config import ConfigError
 #: subcommand -> (module, function taking argv and returning an exit code, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "prepare-data": ("bertlib.data.prepare", "main", "Wikipedia/text -> WordPiece -> pretraining TFRecords"),
+    "adopt-data": ("bertlib.data.adopt", "main", "Google-format pretraining TFRecords -> manifest.json"),
     "pretrain": ("bertlib.train.pretrain", "main", "phase 1 / phase 2 pretraining (Horovod-aware)"),
     "squad": ("bertlib.train.squad", "main", "SQuAD finetune + predict + evaluate"),
     "launch": ("bertlib.launch.cli", "main", "run pretrain/squad locally (horovodrun) or on SageMaker"),

@@ -1,6 +1,6 @@
 """Typed run configurations, loaded from YAML plus ``--key value`` overrides.
 
-One flat schema per job (``prepare-data``, ``pretrain``, ``squad``), so that a params file, a
+One flat schema per job (``prepare-data``, ``adopt-data``, ``pretrain``, ``squad``), so that a params file, a
 papermill parameter cell and the SageMaker hyperparameters all carry the same plain names (the seed's
 flag names: ``per_gpu_batch_size``, ``learning_rate``, ...). Unknown keys and ill-typed values are
 rejected with one line that names the file and the key, before anything expensive starts.
@@ -37,17 +37,20 @@ class LaunchSettings(_Strict):
     dry_run: bool = False
     # SageMaker (values that identify an AWS account come from the environment, never from files)
     job_name: str | None = None
-    image_uri: str | None = Field(None, description="default: $BERTLIB_IMAGE_URI")
-    role: str | None = Field(None, description="default: $BERTLIB_SAGEMAKER_ROLE")
+    image_uri: str | None = Field(None, description="default: $BERTLIB_IMAGE_URI, else $SAGEMAKER_IMAGE_NAME")
+    role: str | None = Field(None, description="default: $BERTLIB_SAGEMAKER_ROLE, else $SAGEMAKER_ROLE")
     instance_type: str = "ml.p3dn.24xlarge"
     instance_count: int = Field(1, ge=1)
     processes_per_host: int | None = Field(None, ge=1, description="default: GPUs of instance_type")
     mpi_options: list[str] = Field(default_factory=list)
-    subnets: list[str] = Field(default_factory=list, description="default: $BERTLIB_SUBNETS")
-    security_group_ids: list[str] = Field(default_factory=list, description="default: $BERTLIB_SECURITY_GROUP_IDS")
-    fsx_file_system_id: str | None = Field(None, description="default: $BERTLIB_FSX_ID")
+    subnets: list[str] = Field(default_factory=list,
+                               description="default: $BERTLIB_SUBNETS, else $SAGEMAKER_SUBNET_IDS")
+    security_group_ids: list[str] = Field(
+        default_factory=list, description="default: $BERTLIB_SECURITY_GROUP_IDS, else $SAGEMAKER_SECURITY_GROUP_IDS")
+    fsx_file_system_id: str | None = Field(None, description="default: $BERTLIB_FSX_ID, else $SAGEMAKER_FSX_ID")
     fsx_mount_name: str | None = Field(
-        None, description="default: $BERTLIB_FSX_MOUNT_NAME; FSx paths are /<mount name>/<path>")
+        None, description="default: $BERTLIB_FSX_MOUNT_NAME, else $SAGEMAKER_FSX_MOUNT_NAME; FSx paths are "
+        "/<mount name>/<path>")
     fsx_directory_path: str | None = None
     s3_data_uri: str | None = None
     checkpoint_s3_uri: str | None = None
@@ -119,9 +122,16 @@ class PretrainConfig(_TrainingCommon):
 
     phase: Literal["phase1", "phase2"] = "phase1"
     data_dir: str = Field(..., description="a prepared dataset folder (manifest.json) or $SM_CHANNEL_TRAIN")
-    validation_dir: str | None = None
+    validation_dir: str | None = Field(
+        None, description="held-out shards: a prepared dataset folder (its validation split, else all its "
+        "shards); unset: data_dir's validation split. On SageMaker it is shipped as the validation channel")
+    validation_frequency: int = Field(
+        2000, ge=0, description="held-out MLM/NSP evaluation every N steps and at the end (the reference's "
+        "2000); 0 = never")
+    validation_steps: int | None = Field(
+        None, ge=1, description="at most N batches per process per evaluation; unset = every held-out record")
     max_predictions_per_seq: int = Field(..., ge=1)
-    optimizer: Literal["lamb", "adamw"] = "lamb"
+    optimizer: Literal["lamb", "adamw", "google_adamw"] = "lamb"   # as SquadConfig.optimizer
     learning_rate_decay_power: float = Field(0.5, gt=0)
     global_batch_size_check: int | None = Field(
         None, description="if set, per_gpu_batch_size × processes × accumulation must equal it")
@@ -149,7 +159,15 @@ class SquadConfig(_TrainingCommon):
     predict_file_sha256: str | None = None
     vocab_file: str | None = Field(None, description="default: the checkpoint's vocab.txt")
     do_lower_case: bool | None = Field(None, description="default: the checkpoint's casing")
-    optimizer: Literal["lamb", "adamw"] = "adamw"
+    # the defaults are the reference's finetuning recipe (aws-samples/deep-learning-models run_squad.py)
+    optimizer: Literal["adamw", "google_adamw", "lamb"] = Field(
+        "adamw", description="adamw: Adam with bias correction and ε 1e-7 added to √v, as tf.keras Adam / "
+        "tfa.optimizers.AdamW (the reference's); google_adamw: google-research/bert AdamWeightDecayOptimizer "
+        "(no bias correction, ε 1e-6; Google's recipe pairs it with weight_decay 0.01 and dropout 0.1); "
+        "lamb. β1 0.9, β2 0.999 for all")
+    weight_decay: float = Field(0.0, ge=0, description="decoupled, lr·λ·w; LayerNorm and biases excluded")
+    hidden_dropout_prob: float = Field(0.0, ge=0, lt=1, description="the reference's ModelArguments default")
+    attention_probs_dropout_prob: float = Field(0.0, ge=0, lt=1, description="the reference's ModelArguments default")
     max_seq_length: int = Field(384, ge=8, le=4096)
     doc_stride: int = Field(128, ge=1)
     max_query_length: int = Field(64, ge=1)
@@ -199,7 +217,27 @@ class DataConfig(_Strict):
     seed: int = 12345
 
 
-JOBS: dict[str, type[_Strict]] = {"prepare-data": DataConfig, "pretrain": PretrainConfig, "squad": SquadConfig}
+class AdoptConfig(_Strict):
+    """Google-format pretraining TFRecords made elsewhere → a prepared dataset (``bertlib adopt-data``)."""
+
+    data_dir: str = Field(..., description="folder of the records; manifest.json and vocab.txt are written into it")
+    vocab_file: str = Field(..., description="the vocab.txt the records were made with")
+    do_lower_case: bool = True
+    strip_accents: bool | None = None
+    train_files: str = Field("*", description="glob under data_dir (** recurses) of the training record files")
+    validation_files: str | None = Field(None, description="glob of held-out record files (wins over train_files)")
+    validation_shards: int = Field(0, ge=0, description="without validation_files: hold out the last N files")
+    force: bool = Field(False, description="replace a manifest.json written by prepare-data or another tool")
+
+    @model_validator(mode="after")
+    def _check_split(self):
+        if self.validation_files and self.validation_shards:
+            raise ValueError("give validation_files or validation_shards, not both")
+        return self
+
+
+JOBS: dict[str, type[_Strict]] = {"prepare-data": DataConfig, "pretrain": PretrainConfig, "squad": SquadConfig,
+                                  "adopt-data": AdoptConfig}
 
 
 def parse_overrides(argv: list[str]) -> dict[str, Any]:

@@ -283,6 +283,14 @@ def show_datasets(p: Params) -> None:
             print(f"  {version}: train {files['train_file']}\n           dev   {files['predict_file']}")
 
 
+def show_shards(p: Params) -> None:
+    """Per shard of every dataset: examples, random-next and padding fractions
+    (:func:`bertlib.data.summary.shard_table`)."""
+    from bertlib.data.summary import shard_table
+
+    _display(shard_table(p.registry.lookup("data")["output_dir"]))
+
+
 def show_estimate(p: Params) -> None:
     """The FLOPs / time / cost estimate of each run (:func:`bertlib.launch.estimate.estimate`)."""
     import pandas as pd

@@ -3,8 +3,9 @@
 The pipeline is exactly BERT's ``FullTokenizer``: ``BertNormalizer`` (clean control characters,
 space out CJK characters, optional lowercasing and accent stripping) → ``BertPreTokenizer`` (split on
 whitespace and punctuation) → greedy longest-match-first ``WordPiece`` (``##`` continuation prefix,
-``[UNK]`` for words longer than 100 characters or with no match). There is no post-processor:
-``tokenizer.encode(text).ids`` holds no ``[CLS]``/``[SEP]``; example builders add them.
+``[UNK]`` for words longer than :data:`MAX_INPUT_CHARS_PER_WORD` = 200 characters or with no match).
+There is no post-processor: ``tokenizer.encode(text).ids`` holds no ``[CLS]``/``[SEP]``; example
+builders add them.
 
 A vocabulary is identified by :func:`vocab_info` (sha256 of the file, entry count, casing). Datasets
 record it in their manifest, models carry their ``vocab.txt``; :func:`check_vocab_compatible` refuses
@@ -20,6 +21,9 @@ from typing import Iterable
 from bertlib.config import ConfigError
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+#: a word of more characters (Unicode code points, not bytes) is one ``[UNK]``: the default of
+#: Google's ``WordpieceTokenizer``, which its ``FullTokenizer`` uses
+MAX_INPUT_CHARS_PER_WORD = 200
 
 
 def _effective_strip_accents(lowercase: bool, strip_accents: bool | None) -> bool:
@@ -53,7 +57,7 @@ def load_wordpiece(vocab_file: str | os.PathLike, lowercase: bool, strip_accents
     if "[UNK]" not in vocab:
         raise ConfigError(f"{path}: not a WordPiece vocab (no [UNK] entry)")
     model = models.WordPiece(vocab={t: i for i, t in enumerate(vocab)}, unk_token="[UNK]",
-                             max_input_chars_per_word=100, continuing_subword_prefix="##")
+                             max_input_chars_per_word=MAX_INPUT_CHARS_PER_WORD, continuing_subword_prefix="##")
     return _bert_pipeline(Tokenizer(model), lowercase, strip_accents)
 
 
@@ -72,7 +76,8 @@ def train_wordpiece(texts_iter: Iterable[str], vocab_size: int, lowercase: bool,
     """
     from tokenizers import Tokenizer, models, trainers
 
-    tok = _bert_pipeline(Tokenizer(models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=100,
+    tok = _bert_pipeline(Tokenizer(models.WordPiece(unk_token="[UNK]",
+                                                    max_input_chars_per_word=MAX_INPUT_CHARS_PER_WORD,
                                                     continuing_subword_prefix="##")),
                          lowercase, strip_accents)
     trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS),

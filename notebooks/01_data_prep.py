@@ -86,3 +86,15 @@ datasets = nb.prepare_data(p)
 
 # %%
 nb.show_datasets(p)
+
+# %% [markdown]
+# ## Are the shards alike?
+# Each training rank reads its own shards, so every shard should be the same mix of examples. Google's
+# script shuffles all instances and writes them round-robin; here every document group's shuffled
+# instances are dealt round-robin to all shards, so one long article (or one that drew a short target
+# length) is spread over all of them. Per shard: examples, the fraction with a random B (next-sentence
+# label 1) and the fraction of positions that are padding, as recorded in `manifest.json`. Within a
+# split they should differ by sampling noise only (about ±1/(2√examples) for the random-next fraction).
+
+# %%
+nb.show_shards(p)

@@ -37,6 +37,14 @@
 # drops quickly as the model learns token frequencies; NSP loss starts near ln 2 ≈ 0.69. A tiny model
 # on ~0.5M words of Wikipedia will not get far below an MLM loss of ~6 — the point locally is a
 # working, measured pipeline; the reference run reaches MLM accuracy around 0.7.
+#
+# **Held-out evaluation.** Every `validation_frequency` steps and at the end, every process evaluates
+# its share of the held-out shards (`01_data_prep` keeps whole documents out of training for them;
+# `validation_dir` can name other ones) without dropout, and the counts of all processes are summed:
+# `val_mlm_acc` is the fraction of all held-out masked tokens predicted right, `val_mlm_loss`,
+# `val_nsp_loss` and `val_nsp_acc` likewise. Held-out MLM accuracy is how a pretraining run is judged
+# (MLPerf's BERT target is 0.720); locally the validation split is a couple of articles, so expect a
+# noisy, low number. Evaluation never changes what training sees or draws.
 
 # %% tags=["parameters"]
 experiment = "local"            # run registry: runs/<experiment>/registry.json
@@ -72,6 +80,9 @@ skip_xla = True
 load_from = "scratch"
 log_frequency = 10
 checkpoint_frequency = 100
+validation_frequency = 50       # held-out MLM/NSP evaluation every N steps and at the end (0: never)
+validation_steps = None         # at most N batches per process per evaluation (None: every held-out record)
+validation_dir = None           # held-out shards (a prepared dataset folder); None: data_dir's validation split
 seed = 42
 deterministic_ops = True        # bit-exact resume; params/sagemaker turn it off for the fastest GPU kernels
 
@@ -104,7 +115,9 @@ run = nb.launch(p)
 # %% [markdown]
 # ## Curves
 # Loss (total = MLM + NSP), accuracies, the learning-rate schedule (warmup then decay), the loss scale
-# (constant in fp32; dynamic under mixed precision), throughput and the gradient norm.
+# (constant in fp32; dynamic under mixed precision), throughput and the gradient norm. The dashed lines
+# with dots in the loss and accuracy panels are the held-out metrics (`val_*`) at the evaluation steps;
+# a gap between a training curve and its held-out one is the model memorizing its training text.
 
 # %%
 nb.show_run(p)

@@ -30,6 +30,9 @@
 # **What to expect.** The loss picks up roughly where phase 1 ended (a small jump: longer sequences,
 # more masked positions per sequence, a re-warming learning rate), then keeps decreasing. Throughput in
 # sequences/s drops by more than 4× against phase 1 (4× the tokens, attention grows quadratically).
+# The held-out metrics (`val_*`, every `validation_frequency` steps and at the end, on the validation
+# split of the phase-2 data, summed over all processes) end the pretraining: the report's results
+# table shows this phase's final held-out MLM accuracy.
 
 # %% tags=["parameters"]
 experiment = "local"            # run registry: runs/<experiment>/registry.json
@@ -67,6 +70,9 @@ precision = "fp32"              # fp32 | mixed_float16 | mixed_bfloat16
 skip_xla = True
 log_frequency = 5
 checkpoint_frequency = 100
+validation_frequency = 20       # held-out MLM/NSP evaluation every N steps and at the end (0: never)
+validation_steps = None         # at most N batches per process per evaluation (None: every held-out record)
+validation_dir = None           # held-out shards (a prepared dataset folder); None: data_dir's validation split
 seed = 42
 deterministic_ops = True        # bit-exact resume; params/sagemaker turn it off for the fastest GPU kernels
 
@@ -94,13 +100,14 @@ run = nb.launch(p)
 
 # %% [markdown]
 # ## Curves of this phase
+# Dashed lines with dots: the held-out loss and accuracies at the evaluation steps.
 
 # %%
 nb.show_run(p)
 
 # %% [markdown]
 # ## Both phases on one axis
-# Phase 2's steps continue phase 1's (the grey line marks the switch).
+# Phase 2's steps continue phase 1's (the grey line marks the switch); dots are held-out values.
 
 # %%
 nb.show_pretraining(p)

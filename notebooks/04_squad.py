@@ -56,7 +56,10 @@ gradient_accumulation_steps = 1
 max_seq_length = 128
 doc_stride = 64
 max_query_length = 32
-optimizer = "adamw"
+optimizer = "adamw"             # the reference's: Keras/TFA Adam (bias-corrected, ε 1e-7); google_adamw = Google's
+weight_decay = 0.0              # the reference's (Google's recipe: 0.01)
+hidden_dropout_prob = 0.0       # the reference's (Google's recipe: 0.1)
+attention_probs_dropout_prob = 0.0
 end_learning_rate = 0.0
 learning_rate_decay_power = 1.0
 precision = "fp32"

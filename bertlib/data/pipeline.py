@@ -8,7 +8,9 @@ When a dataset has fewer files than ranks, every rank reads all files and keeps 
 
 Order is deterministic for a given ``seed`` (seeded shuffles, ``deterministic`` interleave), which is
 what makes a resumed run (``skip_batches`` = micro-batches already consumed) see the same batches
-as an uninterrupted one.
+as an uninterrupted one. The trainer normally restores the iterator state each rank saved with the
+checkpoint instead (into a pipeline built with ``skip_batches=0``, so the pipeline always has its
+``skip`` step) and reads no consumed record; skipping is its fallback.
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ def shard_files(data_dir: str | os.PathLike, split: str, max_seq_length: int, ma
 def pretraining_dataset(data_dir: str | os.PathLike, split: str, batch_size: int, max_seq_length: int,
                         max_predictions_per_seq: int, rank: int = 0, world: int = 1, shuffle: bool = True,
                         seed: int = 12345, repeat: bool = True, shuffle_buffer: int = 10000,
-                        skip_batches: int = 0, vocab: dict | None = None, checksums: bool = True):
+                        skip_batches: int = 0, vocab: dict | None = None, checksums: bool = True,
+                        drop_remainder: bool = True):
     """A ``tf.data.Dataset`` of pretraining batches for one rank.
 
     Args:
@@ -51,6 +54,8 @@ def pretraining_dataset(data_dir: str | os.PathLike, split: str, batch_size: int
       skip_batches: batches to drop at the start (a resumed run's data position).
       vocab: expected ``vocab`` manifest entry (sha256/size/lowercase), or None to skip that check.
       checksums: verify every shard's sha256 (off when the caller has just validated the dataset).
+      drop_remainder: drop the short last batch (training: every step has the same shape); off for
+        an evaluation that must see every record.
 
     Returns:
       Batches ``{input_ids, input_mask, segment_ids: [B, S] int32, masked_lm_positions,
@@ -74,9 +79,8 @@ def pretraining_dataset(data_dir: str | os.PathLike, split: str, batch_size: int
         ds = ds.shard(world, rank)
     if shuffle:
         ds = ds.shuffle(shuffle_buffer, seed=seed + 1 + rank, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size, drop_remainder=True)
-    if skip_batches:
-        ds = ds.skip(skip_batches)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    ds = ds.skip(skip_batches)   # even 0: a saved iterator state must fit the pipeline of any restart
     ds = ds.map(lambda s: parse_pretraining_batch(s, max_seq_length, max_predictions_per_seq),
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)

@@ -8,12 +8,17 @@ Stages (each skipped on a rerun when its output exists for the same settings):
 2. vocab     the given ``vocab_file`` (checked: exists, checksum, casing) or one trained on stage 1.
 3. tokenize  workers WordPiece-encode documents (``encode_batch``) into one flat token array with
              sentence/document offsets (``.corpus/*.int64``, memory-mapped by the next stage).
-4. examples  the documents are split (seeded) into train/validation; each phase (e.g. 128/20 and
-             512/80) × split × shard is one task: a worker builds the shard's examples from the same
-             tokenized corpus and writes ``<phase>/<split>-0000k-of-0000n.tfrecord`` through a temp
-             name, then a done-marker (``<phase>/.progress/<file>.json``: settings key, sha256, counts).
+4. examples  the documents are split (seeded) into train/validation, and each split's into one
+             group per shard. For each phase (e.g. 128/20 and 512/80) × split, a worker per group
+             makes the group's instances (A/B token ranges), shuffles them and saves them
+             (``<phase>/.progress/<split>-instances-*.npy``); then a worker per shard takes its
+             round-robin share of every group (so all shards are the same mix, as Google's shuffle
+             and round-robin write makes them), shuffles, masks and writes
+             ``<phase>/<split>-0000k-of-0000n.tfrecord`` through a temp name, then a done-marker
+             (``<phase>/.progress/<file>.json``: settings key, sha256, counts).
 5. manifest  ``<phase>/vocab.txt`` and, last, ``<phase>/manifest.json`` (counts, settings, vocab,
-             per-shard sha256 and example counts), both atomically.
+             per-shard sha256, examples, random-next and padding fractions), both atomically; the
+             instance files are then deleted.
 
 A shard is only skipped when its marker has the same settings key and the file's sha256 matches,
 so an interrupted run (a killed worker, Ctrl-C) resumes and ends with the same bytes. Changed
@@ -40,6 +45,7 @@ import numpy as np
 from bertlib.config import ConfigError, DataConfig, load_config
 
 EXTRACT_VERSION = 4  # bump when the cleaning/splitting rules change (invalidates .corpus caches)
+SHARD_LAYOUT = 2  # bump when shard contents change for the same settings (2: instances dealt to all shards)
 CHUNK_CHARS = 1 << 18  # documents are sent to workers in chunks of about this many characters
 
 
@@ -78,29 +84,48 @@ def _tokenize_chunk(args):
     return tokenize_documents(_tokenizer(vocab_file, lowercase, strip_accents), docs)
 
 
+def _corpus(task: dict):
+    from bertlib.data.pretraining import TokenizedCorpus
+
+    key = ("corpus", task["corpus_dir"], task["corpus_key"])
+    if key not in _WORKER_CACHE:
+        _WORKER_CACHE[key] = TokenizedCorpus.load(task["corpus_dir"])
+    return _WORKER_CACHE[key]
+
+
+def _group_task(task: dict) -> None:
+    """Make one document group's shuffled instances, deal them to the shards and save them (``[N, 5]``
+    int64 ``.npy``, grouped by shard)."""
+    from bertlib.data.pretraining import deal, group_documents, group_instances
+
+    split_docs = np.load(task["split_docs"])
+    instances = group_instances(_corpus(task), group_documents(split_docs, task["group"], task["num_groups"]),
+                                split_docs, seed=task["seed"], **task["instance_settings"])
+    _save_npy(Path(task["path"]), deal(instances, task["group"], task["num_groups"]))
+
+
 def _shard_task(task: dict) -> dict:
-    """Build and write one shard, then its done-marker; return the marker."""
-    from bertlib.data.pretraining import SpecialIds, TokenizedCorpus, make_shard, shard_documents
+    """Build and write one shard from its share of every group's instances, then its done-marker;
+    return the marker."""
+    from bertlib.data.pretraining import SpecialIds, dealt_slice, make_shard
     from bertlib.data.records import encode_examples, write_tfrecord_file
     from bertlib.tokenization import read_vocab
 
-    ckey = ("corpus", task["corpus_dir"], task["corpus_key"])
-    if ckey not in _WORKER_CACHE:
-        _WORKER_CACHE[ckey] = TokenizedCorpus.load(task["corpus_dir"])
-    corpus = _WORKER_CACHE[ckey]
     vkey = ("ids", task["vocab_file"])
     if vkey not in _WORKER_CACHE:
         _WORKER_CACHE[vkey] = SpecialIds.from_vocab(read_vocab(task["vocab_file"]))
-    split_docs = np.load(task["split_docs"], mmap_mode="r")
-    stats = {"examples": 0, "masked_tokens": 0, "real_tokens": 0}
+    dealt = [np.load(path, mmap_mode="r") for path in task["groups"]]
+    instances = np.concatenate([rows[dealt_slice(len(rows), group, task["shard"], task["num_shards"])]
+                                for group, rows in enumerate(dealt)])
+    stats = {"examples": 0, "masked_tokens": 0, "real_tokens": 0, "random_next": 0}
 
     def records():
-        for batch in make_shard(corpus, shard_documents(split_docs, task["shard"], task["num_shards"]),
-                                np.asarray(split_docs), ids=_WORKER_CACHE[vkey], seed=task["seed"],
+        for batch in make_shard(_corpus(task), instances, ids=_WORKER_CACHE[vkey], seed=task["seed"],
                                 **task["example_settings"]):
             stats["examples"] += len(batch["input_ids"])
             stats["masked_tokens"] += int(batch["masked_lm_weights"].sum())
             stats["real_tokens"] += int(batch["input_mask"].sum())
+            stats["random_next"] += int(batch["next_sentence_labels"].sum())
             yield from encode_examples(batch)
 
     path = Path(task["path"])
@@ -119,6 +144,12 @@ def _shard_task(task: dict) -> dict:
 def _write_json(path: Path, obj) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     tmp.write_text(json.dumps(obj, indent=1, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+
+
+def _save_npy(path: Path, arr: np.ndarray) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.npy")  # np.save keeps a name ending in .npy
+    np.save(tmp, arr)
     os.replace(tmp, path)
 
 
@@ -330,9 +361,10 @@ class _Preparer:
     # -- 3. tokenize -------------------------------------------------------------------------------
     def tokenize(self, pool, workers: int, vocab_file: Path, vocab_sha: str) -> dict:
         from bertlib.data.pretraining import CORPUS_FILES
+        from bertlib.tokenization import MAX_INPUT_CHARS_PER_WORD
 
         key = _key({"extract": self.extract_key, "vocab": vocab_sha, "lower": self.lowercase,
-                    "strip": self.strip_accents})
+                    "strip": self.strip_accents, "max_chars": MAX_INPUT_CHARS_PER_WORD})
         marker = self.corpus_dir / "tokenize.json"
         done = _read_json(marker)
         if done and done.get("key") == key and all((self.corpus_dir / f).is_file() for f in CORPUS_FILES):
@@ -384,44 +416,53 @@ class _Preparer:
                                   f"lower num_shards/validation_shards or add data")
         paths = {}
         for name, docs in splits.items():
-            p = self.corpus_dir / f"split-{name}.npy"
-            t = p.with_name(f".{p.name}.tmp{os.getpid()}.npy")
-            np.save(t, docs)
-            os.replace(t, p)
-            paths[name] = p
+            paths[name] = self.corpus_dir / f"split-{name}.npy"
+            _save_npy(paths[name], docs)
         return paths
 
     # -- 5. examples + manifests -------------------------------------------------------------------
-    def shard_tasks(self, corpus_key: str, vocab_file: Path, vocab_info: dict, split_paths: dict) -> list[dict]:
+    def shard_tasks(self, corpus_key: str, vocab_file: Path, vocab_info: dict,
+                    split_paths: dict) -> tuple[list[dict], list[dict]]:
+        """``(group tasks, shard tasks)`` of every phase × split: group g of n makes the instances of
+        every n-th document (``<phase>/.progress/<split>-instances-0000g-of-0000n.<key>.npy``); shard
+        k reads its share of all n group files (``task["groups"]``)."""
         from bertlib.data.pretraining import derive_seed
 
         cfg = self.cfg
-        tasks = []
+        groups, tasks = [], []
         for phase in cfg.phases:
             pdir = self.out / phase.name
             (pdir / ".progress").mkdir(parents=True, exist_ok=True)
-            for stale in pdir.glob(".*.tmp*"):  # temp files of an interrupted run
+            for stale in [*pdir.glob(".*.tmp*"), *(pdir / ".progress").glob(".*.tmp*")]:  # of an interrupted run
                 stale.unlink()
             settings = self.phase_settings(phase)
-            key = _key({"settings": settings, "vocab": vocab_info, "corpus": corpus_key})
+            key = _key({"settings": settings, "vocab": vocab_info, "corpus": corpus_key, "layout": SHARD_LAYOUT})
+            common = {"corpus_dir": str(self.corpus_dir), "corpus_key": corpus_key}
             for split, docs_path in split_paths.items():
                 n = cfg.num_shards if split == "train" else cfg.validation_shards
+                group_paths = [str(pdir / ".progress" / f"{split}-instances-{g:05d}-of-{n:05d}.{key[:16]}.npy")
+                               for g in range(n)]
+                for g, path in enumerate(group_paths):
+                    groups.append({
+                        **common, "group": g, "num_groups": n, "path": path, "split_docs": str(docs_path),
+                        "seed": derive_seed(cfg.seed, phase.name, split, "group", g),
+                        "instance_settings": {"max_seq_length": phase.max_seq_length,
+                                              "dupe_factor": cfg.dupe_factor,
+                                              "short_seq_prob": cfg.short_seq_prob}})
                 for k in range(n):
                     name = f"{split}-{k:05d}-of-{n:05d}.tfrecord"
                     tasks.append({
-                        "phase": phase.name, "split": split, "shard": k, "num_shards": n, "key": key,
+                        **common, "phase": phase.name, "split": split, "shard": k, "num_shards": n, "key": key,
                         "settings": settings, "path": str(pdir / name),
                         "marker": str(pdir / ".progress" / f"{name}.json"),
-                        "corpus_dir": str(self.corpus_dir), "corpus_key": corpus_key,
-                        "vocab_file": str(vocab_file), "split_docs": str(docs_path),
+                        "vocab_file": str(vocab_file), "groups": group_paths,
                         "seed": derive_seed(cfg.seed, phase.name, split, k),
                         "example_settings": {
                             "max_seq_length": phase.max_seq_length,
                             "max_predictions_per_seq": phase.max_predictions_per_seq,
-                            "dupe_factor": cfg.dupe_factor, "short_seq_prob": cfg.short_seq_prob,
                             "masked_lm_prob": cfg.masked_lm_prob,
                             "whole_word_masking": cfg.whole_word_masking}})
-        return tasks
+        return groups, tasks
 
     @staticmethod
     def finished(task: dict) -> dict | None:
@@ -439,7 +480,7 @@ class _Preparer:
     def write_manifests(self, markers: dict, tasks: list[dict], vocab_file: Path, vocab_info: dict,
                         split_paths: dict) -> dict:
         from bertlib.data.pretraining import TokenizedCorpus
-        from bertlib.data.records import MANIFEST_FORMAT
+        from bertlib.data.records import MANIFEST_FORMAT, shard_mix
 
         corpus = TokenizedCorpus.load(self.corpus_dir)
         split_counts = {}
@@ -459,9 +500,9 @@ class _Preparer:
                 if task["phase"] != phase.name:
                     continue
                 m = markers[task["path"]]
-                shards[task["split"]].append({"file": m["file"], "sha256": m["sha256"], "bytes": m["bytes"],
-                                              "examples": m["examples"], "masked_tokens": m["masked_tokens"],
-                                              "real_tokens": m["real_tokens"]})
+                shard = {k: m[k] for k in ("file", "sha256", "bytes", "examples", "masked_tokens", "real_tokens",
+                                           "random_next")}
+                shards[task["split"]].append({**shard, **shard_mix(shard, phase.max_seq_length)})
                 splits[task["split"]]["examples"] += m["examples"]
                 splits[task["split"]]["masked_tokens"] += m["masked_tokens"]
             counts = {k: sum(s[k] for s in splits.values())
@@ -475,6 +516,8 @@ class _Preparer:
                         "shards": shards, "created_by": "bertlib prepare-data"}
             _write_json(pdir / "manifest.json", manifest)
             manifests[phase.name] = manifest
+            for instances in (pdir / ".progress").glob("*-instances-*.npy"):  # only needed to (re)make shards
+                instances.unlink()
         return manifests
 
     def run(self) -> dict:
@@ -499,7 +542,7 @@ class _Preparer:
                 self.timings["tokenize_s"] = time.perf_counter() - t
                 t = time.perf_counter()
                 split_paths = self.split(corpus)
-                tasks = self.shard_tasks(corpus["key"], vocab_file, info, split_paths)
+                groups, tasks = self.shard_tasks(corpus["key"], vocab_file, info, split_paths)
                 markers = {}
                 todo = []
                 for task in tasks:
@@ -511,6 +554,13 @@ class _Preparer:
                 for task in todo:  # a phase being (re)written has no manifest, a shard no stale marker
                     (Path(task["path"]).parent / "manifest.json").unlink(missing_ok=True)
                     Path(task["marker"]).unlink(missing_ok=True)
+                needed = {path for task in todo for path in task["groups"]}
+                groups_todo = [g for g in groups if g["path"] in needed and not Path(g["path"]).is_file()]
+                with _bar(self.progress and bool(groups_todo), desc="instances", unit="group",
+                          total=len(groups_todo)) as bar:
+                    for fut in cf.as_completed([pool.submit(_group_task, g) for g in groups_todo]):
+                        fut.result()
+                        bar.update(1)
                 with _bar(self.progress, desc="shards", unit="shard", total=len(tasks),
                           initial=len(tasks) - len(todo)) as bar:
                     futures = {pool.submit(_shard_task, {**task}): task for task in todo}

@@ -17,12 +17,16 @@ The algorithm is the original one, step for step:
    that would overshoot is skipped; each chosen token becomes ``[MASK]`` 80%, stays 10%, becomes a
    random vocab entry 10%.
 5. ``dupe_factor`` passes over the documents, each with fresh random choices and masks.
+6. All instances are shuffled and dealt round-robin to the shards, so every shard is the same mix.
 
 What differs is the machinery, not the distribution: the corpus is one flat int32 token array with
 sentence and document offsets (memory-mapped, shared by worker processes), an example is a pair of
 token ranges until the end, truncation draws its front/back coin flips at once, and masking and
-padding run vectorized over whole batches with numpy. Random streams are seeded from (seed, phase,
-split, shard, pass), so a shard's bytes depend only on the settings, never on worker count or timing.
+padding run vectorized over whole batches with numpy. The shuffle-and-deal of step 6 runs in two
+bounded steps: the split's documents form one group per shard, each group's instances are made and
+shuffled (:func:`group_instances`) and dealt round-robin to all shards (:func:`deal`); a shard then
+shuffles what it was dealt. Random streams are seeded from (seed, phase, split, group or shard,
+pass), so a shard's bytes depend only on the settings, never on worker count or timing.
 One difference from the original: a whole word never spans the ``[SEP]`` between A and B (the
 original glues a ``##`` piece that starts B, after a front truncation, onto A's last word).
 """
@@ -252,22 +256,54 @@ def build_examples(tokens: np.ndarray, instances: np.ndarray, max_seq_length: in
             "next_sentence_labels": rand_next.astype(np.int64)}
 
 
-def shard_documents(doc_ids: np.ndarray, shard: int, num_shards: int) -> np.ndarray:
-    """Documents of one shard: every ``num_shards``-th of the (already shuffled) split."""
-    return doc_ids[shard::num_shards]
+def group_documents(doc_ids: np.ndarray, group: int, num_groups: int) -> np.ndarray:
+    """Documents of one instance group: every ``num_groups``-th of the (already shuffled) split."""
+    return doc_ids[group::num_groups]
 
 
-def make_shard(corpus: TokenizedCorpus, shard_docs: np.ndarray, pool: np.ndarray, *, max_seq_length: int,
-               max_predictions_per_seq: int, dupe_factor: int, short_seq_prob: float, masked_lm_prob: float,
-               whole_word_masking: bool, ids: SpecialIds, seed: int, batch_size: int = 1024):
-    """All examples of one shard: ``dupe_factor`` passes over ``shard_docs``, shuffled, masked.
+def group_instances(corpus: TokenizedCorpus, group_docs: np.ndarray, pool: np.ndarray, *, max_seq_length: int,
+                    dupe_factor: int, short_seq_prob: float, seed: int) -> np.ndarray:
+    """All instances of one document group, in a seeded random order: ``dupe_factor`` passes of
+    :func:`create_instances` over ``group_docs``, each with its own random stream.
+
+    Returns ``[N, 5]`` int64 rows (see :func:`create_instances`), to be dealt to the shards with
+    :func:`deal`.
+    """
+    instances = np.concatenate([
+        create_instances(corpus, group_docs, pool, max_seq_length, short_seq_prob,
+                         random.Random(derive_seed(seed, "instances", dupe)))
+        for dupe in range(dupe_factor)]) if len(group_docs) else np.zeros((0, 5), np.int64)
+    return instances[np.random.default_rng(derive_seed(seed, "deal")).permutation(len(instances))]
+
+
+def deal(instances: np.ndarray, group: int, num_shards: int) -> np.ndarray:
+    """A group's shuffled instances ``[N, 5]`` dealt round-robin to the shards, returned grouped by
+    shard (shard 0's rows first; :func:`dealt_slice` says where each shard's rows are).
+
+    Google shuffles all instances and deals them round-robin to the output files, so every file is
+    the same mix. Here each group's shuffled instances are dealt: row j → shard
+    ``(j + group) % num_shards`` (so the remainders land on different shards), and every shard gets an
+    equal share of every document group, whatever the documents' lengths or target draws.
+    """
+    return np.concatenate([instances[(k - group) % num_shards::num_shards] for k in range(num_shards)])
+
+
+def dealt_slice(num_rows: int, group: int, shard: int, num_shards: int) -> slice:
+    """Where ``shard``'s rows are in the output of :func:`deal` for a group of ``num_rows`` instances."""
+    first = (np.arange(num_shards) - group) % num_shards  # index of each shard's first row
+    counts = np.maximum(num_rows - first + num_shards - 1, 0) // num_shards
+    start = int(counts[:shard].sum())
+    return slice(start, start + int(counts[shard]))
+
+
+def make_shard(corpus: TokenizedCorpus, instances: np.ndarray, *, max_seq_length: int, max_predictions_per_seq: int,
+               masked_lm_prob: float, whole_word_masking: bool, ids: SpecialIds, seed: int,
+               batch_size: int = 1024):
+    """All examples of one shard from its instances ``[N, 5]`` (its :func:`dealt_slice` of every
+    group): shuffled, masked.
 
     Yields feature-array batches (see :func:`build_examples`) in the shard's final record order.
     """
-    instances = np.concatenate([
-        create_instances(corpus, shard_docs, pool, max_seq_length, short_seq_prob,
-                         random.Random(derive_seed(seed, "instances", dupe)))
-        for dupe in range(dupe_factor)]) if len(shard_docs) else np.zeros((0, 5), np.int64)
     rng = np.random.default_rng(derive_seed(seed, "mask"))
     instances = instances[rng.permutation(len(instances))]
     for start in range(0, len(instances), batch_size):

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import struct
 from pathlib import Path
 from typing import Sequence
@@ -197,6 +198,16 @@ def write_tfrecord_file(path: str | os.PathLike, records) -> str:
 # Reading a prepared dataset folder back: manifest + validation before any training starts.
 # ---------------------------------------------------------------------------------------------------
 
+def shard_mix(shard: dict, max_seq_length: int) -> dict:
+    """What one shard's examples are made of, from the counts of its ``manifest.json`` entry
+    (``examples``, ``random_next``, ``real_tokens``): ``{random_next_fraction, padding_fraction}``,
+    the share of examples with a random B and of the ``[examples, max_seq_length]`` positions that
+    are padding."""
+    n = shard["examples"]
+    return {"random_next_fraction": shard["random_next"] / n,
+            "padding_fraction": 1 - shard["real_tokens"] / (n * max_seq_length)}
+
+
 
 def read_manifest(data_dir: str | os.PathLike) -> dict:
     """``<data_dir>/manifest.json`` as a dict; DataError (naming the file) if absent or malformed."""
@@ -218,35 +229,54 @@ def read_manifest(data_dir: str | os.PathLike) -> dict:
     return manifest
 
 
-def _check_first_record(path: Path, max_seq_length: int, max_predictions_per_seq: int) -> None:
-    """Parse the first record of a shard with TensorFlow; check feature names, kinds and lengths."""
+def tf_error_reason(error) -> str:
+    """The first line of a ``tf.errors.OpError`` without TF's op decoration: "corrupted record at 1020"."""
+    return re.sub(r"\{\{.*?\}\}\s*|\s*\[Op:.*", "", error.message.splitlines()[0])
+
+
+def first_example(path: Path):
+    """The first record of a TFRecord file as a ``tf.train.Example``; DataError naming the file if the
+    file is unreadable, holds no records or its first record is not an Example."""
     import tensorflow as tf
 
     try:
         raw = next(iter(tf.data.TFRecordDataset(str(path)).take(1)), None)
     except tf.errors.OpError as e:
-        raise DataError(f"{path}: not a readable TFRecord file ({e.message.splitlines()[0]})") from None
+        raise DataError(f"{path}: not a readable TFRecord file ({tf_error_reason(e)})") from None
     if raw is None:
         raise DataError(f"{path}: holds no records")
     try:
-        example = tf.train.Example.FromString(raw.numpy())
+        return tf.train.Example.FromString(raw.numpy())
     except Exception as e:  # protobuf DecodeError
         raise DataError(f"{path}: first record is not a tf.train.Example ({e})") from None
+
+
+def check_example_layout(example, where: str, max_seq_length: int, max_predictions_per_seq: int) -> None:
+    """DataError (one line starting with ``where``, naming the feature) unless the ``tf.train.Example``
+    has exactly :data:`FEATURE_NAMES`, each of its dtype and of length S / P / 1."""
     feats = example.features.feature
-    if set(feats) != set(FEATURE_NAMES):
-        raise DataError(f"{path}: features {sorted(feats)} are not the pretraining features "
-                        f"{sorted(FEATURE_NAMES)}")
+    foreign = sorted(set(feats) - set(FEATURE_NAMES))
+    missing = [name for name in FEATURE_NAMES if name not in feats]
+    if foreign or missing:
+        problem = (f"feature {foreign[0]!r} is not a pretraining feature" if foreign
+                   else f"feature {missing[0]!r} is missing")
+        raise DataError(f"{where}: {problem} (Google's layout: {', '.join(FEATURE_NAMES)})")
     want = {"input_ids": max_seq_length, "input_mask": max_seq_length, "segment_ids": max_seq_length,
             "masked_lm_positions": max_predictions_per_seq, "masked_lm_ids": max_predictions_per_seq,
             "masked_lm_weights": max_predictions_per_seq, "next_sentence_labels": 1}
     for name, length in want.items():
         kind = "float_list" if name == "masked_lm_weights" else "int64_list"
         if feats[name].WhichOneof("kind") != kind:
-            raise DataError(f"{path}: feature {name!r} is {feats[name].WhichOneof('kind')}, expected {kind}")
+            raise DataError(f"{where}: feature {name!r} is {feats[name].WhichOneof('kind')}, expected {kind}")
         got = len(getattr(feats[name], kind).value)
         if got != length:
-            raise DataError(f"{path}: feature {name!r} has length {got}, expected {length} "
+            raise DataError(f"{where}: feature {name!r} has length {got}, expected {length} "
                             f"(max_seq_length={max_seq_length}, max_predictions_per_seq={max_predictions_per_seq})")
+
+
+def _check_first_record(path: Path, max_seq_length: int, max_predictions_per_seq: int) -> None:
+    """Parse the first record of a shard with TensorFlow; check feature names, kinds and lengths."""
+    check_example_layout(first_example(path), str(path), max_seq_length, max_predictions_per_seq)
 
 
 def validate_dataset(data_dir: str | os.PathLike, max_seq_length: int | None = None,

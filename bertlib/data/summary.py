@@ -1,4 +1,5 @@
-"""What a prepared dataset holds, for a notebook: a counts table and a length/padding histogram.
+"""What a prepared dataset holds, for a notebook: a counts table, a length/padding histogram and a
+per-shard table (are the shards alike?).
 
 Everything is read back from the dataset folder itself (``manifest.json`` and the TFRecords), so the
 summary shows what training will see, not what the preparation meant to write.
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bertlib.data.records import read_manifest, read_records
+from bertlib.data.records import read_manifest, read_records, shard_mix
 
 
 def counts_table(output_dir: str | os.PathLike):
@@ -30,6 +31,25 @@ def counts_table(output_dir: str | os.PathLike):
                          "shards": len(m["shards"].get(split, [])),
                          "lowercase": m["vocab"]["lowercase"], "vocab_size": m["vocab"]["size"]})
     return pd.DataFrame(rows).set_index(["phase", "split"]) if rows else pd.DataFrame()
+
+
+def shard_table(output_dir: str | os.PathLike):
+    """A pandas DataFrame: one row per phase × split × shard file with its ``examples`` and the
+    fractions of examples with a random B (``random_next``) and of positions that are ``padding``
+    (:func:`bertlib.data.records.shard_mix` of the manifest's counts). Every training rank reads its
+    own shards, so these should agree across a split up to sampling noise."""
+    import pandas as pd
+
+    rows = []
+    for manifest_path in sorted(Path(output_dir).glob("*/manifest.json")):
+        m = read_manifest(manifest_path.parent)
+        for split, shards in m["shards"].items():
+            for shard in shards:
+                mix = shard_mix(shard, m["max_seq_length"])
+                rows.append({"phase": manifest_path.parent.name, "split": split, "shard": shard["file"],
+                             "examples": shard["examples"], "random_next": round(mix["random_next_fraction"], 3),
+                             "padding": round(mix["padding_fraction"], 3)})
+    return pd.DataFrame(rows).set_index(["phase", "split", "shard"]) if rows else pd.DataFrame()
 
 
 def example_lengths(phase_dir: str | os.PathLike, split: str = "train", limit: int | None = 20000) -> np.ndarray:

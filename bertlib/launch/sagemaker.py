@@ -21,7 +21,11 @@ metrics.jsonl, summary...   ``SM_OUTPUT_DATA_DIR`` → ``<output>/<job>/output/o
 Account-specific values — role, image, subnets, security groups, FSx id — come from the config
 (set in a notebook / on the command line) or from the environment variables
 ``BERTLIB_SAGEMAKER_ROLE``, ``BERTLIB_IMAGE_URI``, ``BERTLIB_SUBNETS``,
-``BERTLIB_SECURITY_GROUP_IDS`` (comma-separated), ``BERTLIB_FSX_ID``; never from committed files.
+``BERTLIB_SECURITY_GROUP_IDS`` (comma-separated), ``BERTLIB_FSX_ID``, ``BERTLIB_FSX_MOUNT_NAME``; never
+from committed files. The names the reference's users export (``SAGEMAKER_ROLE``,
+``SAGEMAKER_IMAGE_NAME``, ``SAGEMAKER_SUBNET_IDS``, ``SAGEMAKER_SECURITY_GROUP_IDS``,
+``SAGEMAKER_FSX_ID``, ``SAGEMAKER_FSX_MOUNT_NAME``) are read when the ``BERTLIB_*`` one is unset.
+``SAGEMAKER_IMAGE_NAME`` is the full image URI, as the reference passed it to the SDK's ``image_name``.
 """
 
 from __future__ import annotations
@@ -54,6 +58,16 @@ _ENV = {
     "security_group_ids": "BERTLIB_SECURITY_GROUP_IDS",
     "fsx_file_system_id": "BERTLIB_FSX_ID",
     "fsx_mount_name": "BERTLIB_FSX_MOUNT_NAME",
+}
+#: the reference's names for the same settings (aws-samples/deep-learning-models
+#: models/nlp/common/arguments.py:196-203), read when the ``BERTLIB_*`` variable is unset or empty
+_ENV_ALIASES = {
+    "role": "SAGEMAKER_ROLE",
+    "image_uri": "SAGEMAKER_IMAGE_NAME",
+    "subnets": "SAGEMAKER_SUBNET_IDS",
+    "security_group_ids": "SAGEMAKER_SECURITY_GROUP_IDS",
+    "fsx_file_system_id": "SAGEMAKER_FSX_ID",
+    "fsx_mount_name": "SAGEMAKER_FSX_MOUNT_NAME",
 }
 #: sagemaker-train releases whose container MPI driver (uploaded from the launching machine as the
 #: ``sm_drivers`` channel) has been read and run with bertlib: it passes ``process_count_per_node`` to
@@ -110,13 +124,19 @@ class JobSpec:
 
 
 def _from_env(cfg, name: str):
+    """The config's value, else ``$BERTLIB_*``, else the reference's ``$SAGEMAKER_*`` name."""
     value = getattr(cfg, name)
     if value:
         return value
-    raw = os.environ.get(_ENV[name], "").strip()
+    raw = os.environ.get(_ENV[name], "").strip() or os.environ.get(_ENV_ALIASES[name], "").strip()
     if name in ("subnets", "security_group_ids"):
         return [s.strip() for s in raw.split(",") if s.strip()]
     return raw or None
+
+
+def _env_names(name: str) -> str:
+    """``$BERTLIB_X / $SAGEMAKER_Y`` (bertlib's name, then the reference's) for messages."""
+    return f"${_ENV[name]} / ${_ENV_ALIASES[name]}"
 
 
 def _job_name(job: str, cfg) -> str:
@@ -146,14 +166,14 @@ def _channel(name: str, source: str, fsx: tuple[str | None, str | None], what: s
     if source.startswith("/") and fsx_id:
         if not mount:
             raise ConfigError(f"{what} {source!r}: an FSx for Lustre path is /<MountName>/<path>; set "
-                              f"fsx_mount_name (or ${_ENV['fsx_mount_name']}) to the MountName of {fsx_id} "
+                              f"fsx_mount_name (or {_env_names('fsx_mount_name')}) to the MountName of {fsx_id} "
                               "(aws fsx describe-file-systems: LustreConfiguration.MountName)")
         if not source.startswith(f"/{mount.strip('/')}/"):
             raise ConfigError(f"{what} {source!r}: not on FSx file system {fsx_id}, whose paths start with "
                               f"/{mount.strip('/')}/ (its MountName)")
         return Channel(name, source, True, f"{CHANNEL_ROOT}/{name}")
     raise ConfigError(f"{what} {source!r}: on SageMaker this must be an s3:// URI or, with "
-                      f"fsx_file_system_id (or ${_ENV['fsx_file_system_id']}), an FSx path /<MountName>/...")
+                      f"fsx_file_system_id (or {_env_names('fsx_file_system_id')}), an FSx path /<MountName>/...")
 
 
 def resolve(job: str, cfg) -> JobSpec:
@@ -173,16 +193,16 @@ def resolve(job: str, cfg) -> JobSpec:
                 placeholders.append(var)
     role, image, region = settings["role"], settings["image_uri"], settings["region"]
     if not role:
-        raise ConfigError(f"SageMaker launch: no IAM role — set role or ${_ENV['role']}")
+        raise ConfigError(f"SageMaker launch: no IAM role — set role or {_env_names('role')}")
     if not image:
-        raise ConfigError(f"SageMaker launch: no training image — set image_uri or ${_ENV['image_uri']} "
+        raise ConfigError(f"SageMaker launch: no training image — set image_uri or {_env_names('image_uri')} "
                           "(build it with container/build_and_push.sh)")
     subnets, sgs = _from_env(cfg, "subnets"), _from_env(cfg, "security_group_ids")
     fsx_id = _from_env(cfg, "fsx_file_system_id")
     fsx = (fsx_id, _from_env(cfg, "fsx_mount_name"))
     if bool(subnets) != bool(sgs):
         raise ConfigError("SageMaker launch: a VPC needs both subnets and security_group_ids "
-                          f"(${_ENV['subnets']}, ${_ENV['security_group_ids']})")
+                          f"({_env_names('subnets')}, {_env_names('security_group_ids')})")
     per_host = cfg.processes_per_host or gpus_per_instance(cfg.instance_type)
     if cfg.use_spot:
         if cfg.max_wait_seconds is not None and cfg.max_wait_seconds < cfg.max_run_seconds:
@@ -196,7 +216,8 @@ def resolve(job: str, cfg) -> JobSpec:
     if job == "pretrain":
         if cfg.fsx_directory_path:
             if not fsx_id:
-                raise ConfigError(f"fsx_directory_path needs fsx_file_system_id (or ${_ENV['fsx_file_system_id']})")
+                raise ConfigError("fsx_directory_path needs fsx_file_system_id "
+                                  f"(or {_env_names('fsx_file_system_id')})")
             channels.append(_channel("train", cfg.fsx_directory_path, fsx, "fsx_directory_path"))
         else:
             channels.append(_channel("train", cfg.s3_data_uri or cfg.data_dir, (None, None),
@@ -211,7 +232,7 @@ def resolve(job: str, cfg) -> JobSpec:
         channels.append(_channel("init", cfg.checkpoint_path, fsx, "checkpoint_path"))
     if any(c.fsx for c in channels) and not subnets:
         raise ConfigError("FSx for Lustre input needs a VPC: set subnets and security_group_ids "
-                          f"(${_ENV['subnets']}, ${_ENV['security_group_ids']})")
+                          f"({_env_names('subnets')}, {_env_names('security_group_ids')})")
     key_of = {"train": "data_dir", "validation": "validation_dir", "init": "checkpoint_path",
               "squad_train": "train_file", "squad_predict": "predict_file"}
     for c in channels:
@@ -253,11 +274,11 @@ def hyperparameter_value(value: Any) -> Any:
 
 def metric_definitions(job: str = "pretrain") -> list[dict[str, str]]:
     """SageMaker metric regexes for every key of the entry points' ``key=value`` log lines: the
-    training keys, plus for ``squad`` the evaluation keys of its ``eval`` line (``exact_match``,
-    ``exact``, ``f1``)."""
-    from bertlib.train.metrics import EVAL_METRIC_KEYS, METRIC_KEYS
+    training keys, plus for ``pretrain`` the held-out evaluation keys (``val_mlm_acc`` ...) and for
+    ``squad`` the evaluation keys of its ``eval`` line (``exact_match``, ``exact``, ``f1``)."""
+    from bertlib.train.metrics import EVAL_METRIC_KEYS, METRIC_KEYS, VALIDATION_METRIC_KEYS
 
-    keys = METRIC_KEYS + (EVAL_METRIC_KEYS if job == "squad" else ())
+    keys = METRIC_KEYS + (EVAL_METRIC_KEYS if job == "squad" else VALIDATION_METRIC_KEYS)
     return [{"name": key, "regex": rf"\b{key}=([-+0-9.eEinfa]+)"} for key in keys]
 
 

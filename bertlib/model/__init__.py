@@ -11,7 +11,7 @@ _EXPORTS = {
     "PRESETS": "bertlib.model.config", "BertConfig": "bertlib.model.config", "BertEncoder": "bertlib.model.bert",
     "dummy_inputs": "bertlib.model.bert",
     "BertPretrainer": "bertlib.model.heads", "BertQA": "bertlib.model.heads",
-    "pretraining_losses": "bertlib.model.heads",
+    "pretraining_losses": "bertlib.model.heads", "pretraining_sums": "bertlib.model.heads",
     "load_pretrained": "bertlib.model.checkpoints", "load_weights": "bertlib.model.checkpoints",
     "export_model": "bertlib.model.checkpoints", "resolve_pretrained": "bertlib.model.checkpoints",
 }

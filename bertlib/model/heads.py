@@ -66,6 +66,25 @@ class BertPretrainer(keras.Model):
         return {"mlm_logits": mlm_logits, "nsp_logits": nsp_logits}
 
 
+def _pretraining_terms(outputs: dict, features: dict) -> dict[str, tf.Tensor]:
+    """Per-prediction and per-example terms of both pretraining losses, float32.
+
+    ``mlm_weights``, ``mlm_ce`` (cross entropy), ``mlm_correct`` ([argmax = id]): [B, P];
+    ``nsp_ce``, ``nsp_correct``: [B].
+    """
+    mlm_logits = tf.cast(outputs["mlm_logits"], tf.float32)
+    ids = tf.cast(features["masked_lm_ids"], tf.int32)
+    weights = tf.cast(features["masked_lm_weights"], tf.float32)
+    ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=ids, logits=mlm_logits)   # [B, P]
+    mlm_correct = tf.cast(tf.equal(tf.argmax(mlm_logits, axis=-1, output_type=tf.int32), ids), tf.float32)
+    nsp_logits = tf.cast(outputs["nsp_logits"], tf.float32)
+    labels = tf.reshape(tf.cast(features["next_sentence_labels"], tf.int32), [-1])
+    nsp_ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=nsp_logits)
+    nsp_correct = tf.cast(tf.equal(tf.argmax(nsp_logits, -1, output_type=tf.int32), labels), tf.float32)
+    return {"mlm_weights": weights, "mlm_ce": ce, "mlm_correct": mlm_correct, "nsp_ce": nsp_ce,
+            "nsp_correct": nsp_correct}
+
+
 def pretraining_losses(outputs: dict, features: dict) -> dict[str, tf.Tensor]:
     """The pretraining loss of google-research/bert ``run_pretraining.py``, in float32.
 
@@ -74,23 +93,33 @@ def pretraining_losses(outputs: dict, features: dict) -> dict[str, tf.Tensor]:
     ``nsp_logits`` against ``next_sentence_labels`` ([B] or [B, 1]); ``loss`` = their sum.
     ``mlm_acc`` = Σ w·[argmax = id] / Σ w, ``nsp_acc`` = mean [argmax = label]. All scalars.
     """
-    mlm_logits = tf.cast(outputs["mlm_logits"], tf.float32)
-    ids = tf.cast(features["masked_lm_ids"], tf.int32)
-    weights = tf.cast(features["masked_lm_weights"], tf.float32)
-    ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=ids, logits=mlm_logits)   # [B, P]
+    t = _pretraining_terms(outputs, features)
+    weights = t["mlm_weights"]
     weight_sum = tf.reduce_sum(weights)
-    mlm_loss = tf.reduce_sum(weights * ce) / (weight_sum + 1e-5)
-    mlm_correct = tf.cast(tf.equal(tf.argmax(mlm_logits, axis=-1, output_type=tf.int32), ids), tf.float32)
-    mlm_acc = tf.math.divide_no_nan(tf.reduce_sum(weights * mlm_correct), weight_sum)
-
-    nsp_logits = tf.cast(outputs["nsp_logits"], tf.float32)
-    labels = tf.reshape(tf.cast(features["next_sentence_labels"], tf.int32), [-1])
-    nsp_ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=nsp_logits)
-    nsp_loss = tf.reduce_mean(nsp_ce)
-    nsp_acc = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(nsp_logits, -1, output_type=tf.int32), labels),
-                                     tf.float32))
+    mlm_loss = tf.reduce_sum(weights * t["mlm_ce"]) / (weight_sum + 1e-5)
+    mlm_acc = tf.math.divide_no_nan(tf.reduce_sum(weights * t["mlm_correct"]), weight_sum)
+    nsp_loss = tf.reduce_mean(t["nsp_ce"])
+    nsp_acc = tf.reduce_mean(t["nsp_correct"])
     return {"loss": mlm_loss + nsp_loss, "mlm_loss": mlm_loss, "mlm_acc": mlm_acc,
             "nsp_loss": nsp_loss, "nsp_acc": nsp_acc}
+
+
+#: the entries of :func:`pretraining_sums`, in order
+PRETRAINING_SUMS = ("mlm_ce_sum", "mlm_correct_sum", "mlm_weight_sum", "nsp_ce_sum", "nsp_correct_sum", "examples")
+
+
+def pretraining_sums(outputs: dict, features: dict) -> tf.Tensor:
+    """Additive statistics of one batch, from which pooled losses and accuracies over any number of
+    batches and processes follow exactly (ratios of sums, not means of ratios).
+
+    Returns a float32 vector [6] in :data:`PRETRAINING_SUMS` order: Σ w·CE, Σ w·[argmax = id], Σ w over
+    the [B, P] predictions; Σ NSP CE, Σ [argmax = label] and B over the examples.
+    """
+    t = _pretraining_terms(outputs, features)
+    w = t["mlm_weights"]
+    return tf.stack([tf.reduce_sum(w * t["mlm_ce"]), tf.reduce_sum(w * t["mlm_correct"]), tf.reduce_sum(w),
+                     tf.reduce_sum(t["nsp_ce"]), tf.reduce_sum(t["nsp_correct"]),
+                     tf.cast(tf.shape(t["nsp_ce"])[0], tf.float32)])
 
 
 class BertQA(keras.Model):

@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from bertlib.optim.adamw import DEFAULT_EXCLUDE, AdamW
+from bertlib.optim.adamw import ADAMW_VARIANTS, DEFAULT_EXCLUDE, AdamW
 from bertlib.optim.lamb import Lamb
 from bertlib.optim.schedules import PolynomialWarmup
 
@@ -17,10 +17,14 @@ def make_schedule(cfg) -> PolynomialWarmup:
 
 
 def make_optimizer(cfg) -> AdamW:
-    """``Lamb`` or ``AdamW`` (``cfg.optimizer``) with ``cfg.weight_decay`` and its schedule attached
-    as ``optimizer.schedule`` (used when ``apply_gradients`` is given no learning rate)."""
-    cls = {"lamb": Lamb, "adamw": AdamW}[cfg.optimizer]
-    return cls(weight_decay=cfg.weight_decay, schedule=make_schedule(cfg))
+    """The optimizer ``cfg.optimizer`` names — ``lamb``, or an AdamW variant of
+    :data:`~bertlib.optim.adamw.ADAMW_VARIANTS` (``adamw``: Keras/TFA bias-corrected Adam;
+    ``google_adamw``: Google's AdamWeightDecayOptimizer) — with ``cfg.weight_decay`` and its schedule
+    attached as ``optimizer.schedule`` (used when ``apply_gradients`` is given no learning rate)."""
+    schedule = make_schedule(cfg)
+    if cfg.optimizer == "lamb":
+        return Lamb(weight_decay=cfg.weight_decay, schedule=schedule)
+    return AdamW(weight_decay=cfg.weight_decay, schedule=schedule, **ADAMW_VARIANTS[cfg.optimizer])
 
 
-__all__ = ["DEFAULT_EXCLUDE", "AdamW", "Lamb", "PolynomialWarmup", "make_optimizer", "make_schedule"]
+__all__ = ["ADAMW_VARIANTS", "DEFAULT_EXCLUDE", "AdamW", "Lamb", "PolynomialWarmup", "make_optimizer", "make_schedule"]

@@ -1,18 +1,31 @@
-"""AdamW with BERT's weight-decay exclusions, as Google's ``AdamWeightDecayOptimizer``.
+"""AdamW with BERT's weight-decay exclusions: Google's ``AdamWeightDecayOptimizer`` and the
+bias-corrected Adam of Keras / TensorFlow Addons.
 
-The reference is ``AdamWeightDecayOptimizer`` in google-research/bert ``optimization.py`` (the
-optimizer of the original SQuAD finetuning), reproduced exactly — including its choice of **no bias
-correction** of the moments — so that finetuning hyperparameters published for BERT carry over::
+One update rule with two switches, so that each published finetuning recipe runs exactly::
 
     m ← β1·m + (1 − β1)·g
     v ← β2·v + (1 − β2)·g²
-    u ← m / (√v + ε)  (+ λ·w  unless the variable is excluded from weight decay)
+    u ← D(m, v)  (+ λ·w  unless the variable is excluded from weight decay)
     w ← w − lr·u
 
-``bias_correction=True`` gives Adam's bias-corrected m̂ = m / (1 − β1ᵗ), v̂ = v / (1 − β2ᵗ) instead
-(Loshchilov & Hutter's AdamW). Variables whose name matches any of ``exclude_from_weight_decay``
-(regular expressions; default LayerNorm and bias, as Google's) get no decay. Names are Keras
-variable paths (``bert/encoder/layer_0/output/LayerNorm/gamma``) or ``tf.Variable.name``.
+with the Adam direction D, for step t = 1, 2, ... and c1 = 1 − β1ᵗ, c2 = 1 − β2ᵗ:
+
+* ``bias_correction=False`` (default): D = m / (√v + ε) — google-research/bert ``optimization.py``
+  ``AdamWeightDecayOptimizer``, the optimizer of Google's SQuAD finetuning (ε 1e-6, λ 0.01).
+* ``bias_correction=True``: D = m̂ / (√v̂ + ε) with m̂ = m / c1, v̂ = v / c2 — Adam's Algorithm 1
+  (the direction of NVIDIA's LAMB, :class:`bertlib.optim.Lamb`).
+* ``bias_correction=True, epsilon_hat=True``: D = (√c2 / c1) · m / (√v + ε) — ε is Kingma & Ba's
+  "ε̂" (the form just before their §2.1), as ``tf.keras.optimizers.Adam`` (TF 2.1's
+  ``ResourceApplyAdam`` kernel) and therefore ``tfa.optimizers.AdamW``, the reference's SQuAD
+  optimizer, compute it; it equals m̂ / (√v̂ + ε/√c2).
+
+Weight decay is decoupled: λ·w is added to the direction and so scaled by the learning rate (w ← w −
+lr·λ·w), as Google's optimizer and ``transformers.AdamWeightDecay`` do. ``tfa.optimizers.AdamW``
+instead subtracts λ·w unscaled (``var -= weight_decay * var``, before the Adam step); the reference
+finetunes with λ = 0, where the two agree. Variables whose name matches any of
+``exclude_from_weight_decay`` (regular expressions; default LayerNorm and bias, as Google's) get no
+decay. Names are Keras variable paths (``bert/encoder/layer_0/output/LayerNorm/gamma``) or
+``tf.Variable.name``.
 
 The optimizer is a plain ``tf.Module``: its step counter and moment slots are ``tf.Variable``s that
 ``tf.train.Checkpoint(optimizer=opt)`` saves and restores, and :meth:`apply_gradients` works eagerly
@@ -28,6 +41,15 @@ import tensorflow as tf
 
 #: Google's exclusion list (``run_pretraining.py`` / ``run_squad.py``).
 DEFAULT_EXCLUDE = ("LayerNorm", "layer_norm", "bias")
+
+#: the run configs' ``optimizer`` names for AdamW → its settings (β1 0.9 and β2 0.999 in both)
+ADAMW_VARIANTS = {
+    # tfa.optimizers.AdamW (TFA 0.9.1 weight_decay_optimizers.py:389-400: ε 1e-7, the Keras Adam
+    # update): the reference's SQuAD optimizer (aws-samples/deep-learning-models albert/run_squad.py:318)
+    "adamw": dict(epsilon=1e-7, bias_correction=True, epsilon_hat=True),
+    # google-research/bert optimization.py AdamWeightDecayOptimizer as create_optimizer builds it
+    "google_adamw": dict(epsilon=1e-6, bias_correction=False),
+}
 
 
 def variable_name(var) -> str:
@@ -48,16 +70,20 @@ class AdamW(tf.Module):
       beta_1, beta_2, epsilon: Adam constants (Google's 0.9, 0.999, 1e-6).
       exclude_from_weight_decay: regexes of variable names that get no weight decay.
       bias_correction: divide the moments by (1 − βᵗ) (False = Google's optimizer).
+      epsilon_hat: with bias correction, ε is added to √v rather than √v̂ (Keras / TFA Adam).
       schedule: optional ``step -> lr`` callable used when ``apply_gradients`` gets no learning rate.
     """
 
     def __init__(self, weight_decay: float = 0.01, beta_1: float = 0.9, beta_2: float = 0.999,
                  epsilon: float = 1e-6, exclude_from_weight_decay: Sequence[str] = DEFAULT_EXCLUDE,
-                 bias_correction: bool = False, schedule=None, name: str | None = None):
+                 bias_correction: bool = False, epsilon_hat: bool = False, schedule=None,
+                 name: str | None = None):
+        if epsilon_hat and not bias_correction:
+            raise ValueError("epsilon_hat applies to the bias-corrected update (bias_correction=True)")
         super().__init__(name=name or type(self).__name__.lower())
         self.weight_decay, self.beta_1, self.beta_2, self.epsilon = weight_decay, beta_1, beta_2, epsilon
         self.exclude_from_weight_decay = tuple(exclude_from_weight_decay)
-        self.bias_correction = bias_correction
+        self.bias_correction, self.epsilon_hat = bias_correction, epsilon_hat
         self.schedule = schedule
         self.iterations = tf.Variable(0, dtype=tf.int64, trainable=False, name="iterations")
         self.m: list[tf.Variable] = []
@@ -85,9 +111,11 @@ class AdamW(tf.Module):
         v = v.assign_add((tf.square(grad) - v) * (1.0 - self.beta_2))
         if self.bias_correction:
             # m̂ / (√v̂ + ε) with m̂ = m/c1, v̂ = v/c2, rewritten with the scalars folded:
-            # (√c2 / c1) · m / (√v + ε·√c2) — the same value with two fewer full-size divisions
+            # (√c2 / c1) · m / (√v + ε·√c2) — the same value with two fewer full-size divisions;
+            # with epsilon_hat, Keras' (√c2 / c1) · m / (√v + ε)
             sqrt_c2 = tf.sqrt(1.0 - tf.pow(self.beta_2, step))
-            update = m / (tf.sqrt(v) + self.epsilon * sqrt_c2) * (sqrt_c2 / (1.0 - tf.pow(self.beta_1, step)))
+            eps = self.epsilon if self.epsilon_hat else self.epsilon * sqrt_c2
+            update = m / (tf.sqrt(v) + eps) * (sqrt_c2 / (1.0 - tf.pow(self.beta_1, step)))
         else:
             update = m / (tf.sqrt(v) + self.epsilon)
         if self.decays(var):

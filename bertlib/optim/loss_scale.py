@@ -4,7 +4,8 @@ fp16 gradients of small losses underflow; multiplying the loss by a scale S befo
 keeps them representable, and dividing the (allreduced) gradients by S restores their value. The
 scale adapts (Micikevicius et al. 2018, as in NVIDIA's BERT and Keras' ``LossScaleOptimizer``):
 
-* any inf/nan in the gradients → the step is skipped and S is halved;
+* any inf/nan in the gradients → the step is skipped and S is halved (the optimizer's ``iterations``
+  still advance, as in ``tf.keras``' ``LossScaleOptimizer``: see :mod:`bertlib.train.loop`);
 * ``growth_interval`` consecutive finite steps → S is doubled;
 * S falling below 1 means the gradients overflow even unscaled: training has diverged, and
   :func:`check_scale` stops it with a message saying so.

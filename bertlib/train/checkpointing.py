@@ -6,7 +6,8 @@ RNG states, optimizer slots, step, loss scale, data position) managed by
 them), and only then is the small ``checkpoint`` state file replaced atomically to point at them.
 A process killed mid-save therefore leaves the state file naming the previous, complete checkpoint;
 :meth:`TrainingCheckpoints.restore_latest` also falls back to an older one if the newest cannot be
-read. Only rank 0 writes. No pickle anywhere.
+read. Only rank 0 writes these; every rank writes its input iterator state next to them
+(:class:`InputCheckpoints`). No pickle anywhere.
 
 Weight initialization (``load_from: checkpoint``, e.g. phase 2 from phase 1, or from Google's
 BERT) reads a bertlib export directory, a Google TF1 checkpoint or HF safetensors by variable name
@@ -16,6 +17,7 @@ through :mod:`bertlib.model.checkpoints`: weights only, fresh optimizer and step
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import tensorflow as tf
@@ -84,6 +86,68 @@ class TrainingCheckpoints:
         if not self.writer:
             return None
         return self.manager.save(checkpoint_number=int(step))
+
+
+class InputCheckpoints:
+    """One rank's input position: its ``tf.data`` iterator state, saved with every model checkpoint,
+    so that a resume continues the data stream without re-reading the consumed records.
+
+    ``<directory>/input/world-<W>/rank-<r>/ckpt-<step>.index`` + ``.data-*``, written by every rank
+    (the model checkpoint is rank 0's alone). The state holds the positions in the shard files,
+    the file order, the records in the shuffle buffer and the prefetched batches: about
+    ``shuffle_buffer`` serialized records. Each is written under a temporary prefix and renamed into
+    place, index last, so an ``.index`` only ever names a complete state; the newest ``keep`` are
+    kept, as ``TrainingCheckpoints`` keeps its own. Per-rank names never collide, so on SageMaker
+    the ranks of every host write into their host's ``/opt/ml/checkpoints`` and a restart finds all
+    of them (S3 restores the whole prefix on every host). A state saved by another number of
+    processes is in another folder and never read.
+
+    Args:
+      directory: the model checkpoint folder.
+      rank, world: this process's rank and the number of processes.
+      keep: states kept (the model checkpoints' ``keep_checkpoints``).
+    """
+
+    def __init__(self, directory: str | os.PathLike, rank: int, world: int, keep: int = 3):
+        self.directory = Path(directory) / "input" / f"world-{world}" / f"rank-{rank}"
+        self.keep = int(keep)
+
+    def prefix(self, step: int) -> Path:
+        return self.directory / f"ckpt-{int(step)}"
+
+    def save(self, iterator, step: int) -> Path:
+        """Write ``iterator``'s state as ``ckpt-<step>`` (atomically) and delete all but the newest ``keep``."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        # what a process killed mid-save left (this rank's folder has one writer), TF's "_temp" dir included
+        for stale in self.directory.glob(".ckpt-*.tmp*"):
+            if stale.is_dir():
+                shutil.rmtree(stale)
+            else:
+                stale.unlink(missing_ok=True)
+        final = self.prefix(step)
+        tmp = self.directory / f".{final.name}.tmp{os.getpid()}"
+        tf.train.Checkpoint(iterator=iterator).write(str(tmp))
+        written = sorted(self.directory.glob(tmp.name + ".*"), key=lambda p: p.suffix == ".index")   # index last
+        for part in written:
+            os.replace(part, final.with_name(final.name + part.name[len(tmp.name):]))
+        steps = sorted((int(p.name[5:-6]) for p in self.directory.glob("ckpt-*.index")), reverse=True)
+        for old in steps[self.keep:]:
+            (self.directory / f"ckpt-{old}.index").unlink(missing_ok=True)   # first: no index without data
+            for part in self.directory.glob(f"ckpt-{old}.data-*"):
+                part.unlink(missing_ok=True)
+        return final
+
+    def restore(self, iterator, step: int) -> str | None:
+        """Restore ``iterator`` (of a pipeline built exactly as the saved one) to ``ckpt-<step>``.
+        Returns None on success, else why not (no state for this step, or an unreadable / foreign one)."""
+        prefix = self.prefix(step)
+        if not prefix.with_name(prefix.name + ".index").is_file():
+            return f"no input state {prefix}"
+        try:
+            tf.train.Checkpoint(iterator=iterator).read(str(prefix)).assert_consumed()
+        except (tf.errors.OpError, AssertionError, ValueError) as e:
+            return f"input state {prefix} unusable ({type(e).__name__}: {str(e).splitlines()[0][:160]})"
+        return None
 
 
 def init_from_checkpoint(model, path: str | os.PathLike, optimizer=None) -> str:

@@ -178,6 +178,15 @@ def allreduce_mean(tensors: list) -> list:
     return list(hvd.grouped_allreduce(list(tensors), op=hvd.Average))
 
 
+def allreduce_sum(tensor):
+    """Sum ``tensor`` over all processes (``hvd.allreduce``, op=Sum), e.g. counts that each process
+    gathered on its own share of the data. Identity for a single process."""
+    hvd = _state["hvd"]
+    if hvd is None:
+        return tensor
+    return hvd.allreduce(tensor, op=hvd.Sum, name="bertlib_sum")
+
+
 def broadcast_variables(variables, root_rank: int = 0) -> None:
     """Overwrite ``variables`` (Keras or tf.Variables) on every process with rank ``root_rank``'s values."""
     hvd = _state["hvd"]

@@ -2,22 +2,39 @@
 
 One optimizer step, per process::
 
-    for each of k micro-batches:                    ┐ one XLA-compiled function
-        grads += ∇(loss · S)                        ┘ (jit_compile unless skip_xla)
+    for each of k micro-batches i:                  ┐ one XLA-compiled function
+        dropout seeds ← (layer seed, rank, position + i)  │ (jit_compile unless skip_xla)
+        grads += ∇(loss · S)                        ┘
     grads = allreduce_mean(grads)                   Horovod, outside the compiled code
     grads = grads / (k · S)                         ┐
     finite = isfinite(‖grads‖);  clip to max_grad_norm   │ one tf.function
     if finite: optimizer.apply_gradients(grads, lr(step))│
+    else: optimizer.iterations += 1                 │
     S = loss_scale.update(finite);  step += 1       ┘
 
 S is the dynamic fp16 loss scale (1 for fp32/bf16). The averaged micro-batch gradients equal the
 gradient of one batch of k·b examples when the loss is a per-example mean (tests check this).
 ``step`` counts optimizer steps including skipped (overflowing) ones, so that the data position is
-``step · k`` micro-batches per rank and a resumed run skips exactly what was consumed.
+``step · k`` micro-batches per rank and a resumed run skips exactly what was consumed. A skipped step
+also advances the optimizer's ``iterations`` (Adam/LAMB bias correction), as ``tf.keras``'
+``mixed_precision.LossScaleOptimizer`` does (its ``do_not_apply_fn``; ``tf_keras`` 2.21 still has it):
+both counters stay equal. (TF 2.1–2.2's ``experimental`` LossScaleOptimizer and Keras 3's advance no
+counter on a skipped step, so there the learning-rate schedule, which reads the same ``iterations``,
+stays put too.)
+
+Dropout: every rank draws its own masks. Before each micro-batch, each Keras ``SeedGenerator``
+(one per Dropout layer; the TF backend draws ``stateless_dropout`` with its ``state`` [seed, counter]
+and then adds 1 to the counter) gets the counter ``(position + i) · world + rank``, position being
+the micro-batches this rank consumed before the step. The stream is thus a pure function of the
+layer seeds (the same on all ranks: broadcast and checkpointed), the rank and the data position, so
+no rank's RNG state has to be saved and a resumed run draws exactly the masks of an uninterrupted one.
 
 State (model, optimizer slots, step, loss scale, data position) is checkpointed every
 ``checkpoint_frequency`` steps and at the end, restored automatically from the newest checkpoint,
-and broadcast from rank 0 after initialization or restore.
+and broadcast from rank 0 after initialization or restore. With it every rank saves its input
+iterator (:class:`~bertlib.train.checkpointing.InputCheckpoints`), so a resume continues the data
+stream without re-reading the consumed records (it falls back to skipping them, exactly, when the
+state is missing or was saved by another number of processes).
 """
 
 from __future__ import annotations
@@ -30,8 +47,13 @@ import tensorflow as tf
 
 from bertlib.optim.loss_scale import NoLossScale, check_scale
 from bertlib.train import distributed
-from bertlib.train.checkpointing import TrainingCheckpoints, model_state
+from bertlib.train.checkpointing import InputCheckpoints, TrainingCheckpoints, model_state
 from bertlib.train.metrics import MetricsWriter
+
+#: tf.data options of the training input: keep a ``skip(0)``, which tf.data's no-op elimination
+#: would drop, so that pipelines built for any data position have the same saved-iterator layout
+_KEEP_SKIP = tf.data.Options()
+_KEEP_SKIP.experimental_optimization.noop_elimination = False
 
 
 def seed_everything(seed: int, deterministic: bool = True) -> None:
@@ -110,23 +132,28 @@ class Trainer:
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         self.data_position = tf.Variable(0, dtype=tf.int64, trainable=False, name="data_position")
         self.variables = list(model.trainable_variables)
+        self.rank, self.world = distributed.rank(), distributed.size()
+        # the dropout SeedGenerators' ``state`` variables ([2] int64: layer seed, counter)
+        self._seed_states = [v for v in model_state(model)["model_rng"] if v.path.endswith("seed_generator_state")]
         self._grad_index: list[int] | None = None   # variables that receive a gradient (set when traced)
         self._compute = tf.function(self._compute_grads, jit_compile=jit_compile, reduce_retracing=True)
         self._apply = tf.function(self._apply_grads)
         build = getattr(optimizer, "build", None)
         if callable(build):   # create optimizer slots now: restore and broadcast need them to exist
             build(self.variables)
-        self.checkpoints = None
+        self.checkpoints = self.inputs = None
         if checkpoint_dir is not None:
             self.checkpoints = TrainingCheckpoints(
                 checkpoint_dir, keep=keep_checkpoints, writer=distributed.is_chief(), **model_state(model),
                 optimizer=optimizer, step=self.step, data_position=self.data_position, loss_scale=self.loss_scale)
+            self.inputs = InputCheckpoints(checkpoint_dir, self.rank, self.world, keep=keep_checkpoints)
         self.restored_from: str | None = None
 
     # ---- state -----------------------------------------------------------------------------------------
     def state_variables(self) -> list:
-        """Everything that must be identical on all processes: weights, dropout RNG states (so a
-        resumed multi-rank run draws the masks of an uninterrupted one), optimizer slots, counters."""
+        """Everything that must be identical on all processes: weights, the dropout layer seeds (each
+        rank then derives its own mask stream from them, see :meth:`_seed_dropout`), optimizer
+        slots, counters."""
         opt_vars = getattr(self.optimizer, "variables", [])
         opt_vars = opt_vars() if callable(opt_vars) else opt_vars
         return (list(self.model.variables) + list(opt_vars) + [self.step, self.data_position]
@@ -146,8 +173,18 @@ class Trainer:
         return int(self.step.numpy())
 
     # ---- compiled pieces ---------------------------------------------------------------------------------
-    def _compute_grads(self, batch, acc=None):
-        """Gradients of ``loss · S`` for one micro-batch (added to ``acc``) and the loss dict (added)."""
+    def _seed_dropout(self, micro):
+        """Set each dropout SeedGenerator's counter for micro-batch ``micro`` (int64 scalar) of this step
+        on this rank: ``(data_position + micro) · world + rank`` (unique per rank and micro-batch; the
+        layer seed, ``state[0]``, is kept). Each Dropout draws once per forward pass."""
+        counter = (self.data_position + micro) * self.world + self.rank
+        for state in self._seed_states:
+            state.assign(tf.stack([state.value[0], counter]))
+
+    def _compute_grads(self, batch, micro, acc=None):
+        """Gradients of ``loss · S`` for micro-batch ``micro`` (int64 scalar) of the step (added to
+        ``acc``) and the loss dict (added)."""
+        self._seed_dropout(micro)
         with tf.GradientTape() as tape:
             outputs = self.model(batch, training=True)
             losses = self.loss_fn(outputs, batch)
@@ -178,7 +215,11 @@ class Trainer:
             self.optimizer.apply_gradients(zip(grads, variables), lr)
             return tf.constant(True)
 
-        tf.cond(finite, apply, lambda: tf.constant(False))
+        def skip():   # as TF's LossScaleOptimizer: the skipped step still counts for bias correction
+            self.optimizer.iterations.assign_add(1)
+            return tf.constant(False)
+
+        tf.cond(finite, apply, skip)
         self.loss_scale.update(finite)
         self.step.assign_add(1)
         self.data_position.assign_add(self.k)
@@ -187,8 +228,8 @@ class Trainer:
     def train_step(self, micro_batches: Iterator) -> dict:
         """One optimizer step from k micro-batches of ``micro_batches``; returns metric tensors."""
         acc = None
-        for _ in range(self.k):
-            acc = self._compute(next(micro_batches), acc)
+        for i in range(self.k):
+            acc = self._compute(next(micro_batches), tf.constant(i, tf.int64), acc)
         grads, losses = acc
         names = list(losses)            # the loss_fn's order: the same on every rank
         reduced = self.allreduce(list(grads) + [losses[n] / self.k for n in names])
@@ -199,19 +240,26 @@ class Trainer:
         return out
 
     # ---- the loop ----------------------------------------------------------------------------------------
-    def fit(self, data_fn: Callable[[int], Iterable], init_fn: Callable[[], str] | None = None) -> dict:
+    def fit(self, data_fn: Callable[[int], Iterable], init_fn: Callable[[], str] | None = None,
+            evaluate: Callable[[], dict] | None = None, evaluate_frequency: int = 0) -> dict:
         """Train until ``total_steps``.
 
         Args:
           data_fn: ``skip -> iterable of micro-batches`` for this rank, starting after ``skip``
-            micro-batches (the data position of a resumed run).
+            micro-batches (the data position of a resumed run). A ``tf.data.Dataset`` must be the
+            same pipeline for every ``skip`` (``.skip(skip)`` even for 0): its iterator state is saved
+            with each checkpoint and restored into ``data_fn(0)``.
           init_fn: weight initialization for a fresh run (not called when resuming).
+          evaluate: held-out evaluation ``() -> dict of metrics``, called on every process after the
+            steps that are multiples of ``evaluate_frequency`` and after the last one; its entries join
+            that step's metrics line (a line of their own at a step that logs nothing else). Its time
+            counts in no window's throughput. It must not change the training state.
 
         Returns:
           The last logged metrics (python floats), plus ``steps_run`` and ``wall_time_s``.
         """
         start_step = self.restore_or_initialize(init_fn)
-        it = iter(data_fn(int(self.data_position.numpy())))
+        it = self._input_iterator(data_fn)
         t_start = t_last = time.perf_counter()
         window: list[dict] = []
         last: dict = {}
@@ -224,20 +272,54 @@ class Trainer:
             if self.loss_scale.dynamic:
                 check_scale(self.loss_scale, step)
             window.append(out)
-            if step % self.log_frequency == 0 or step == self.total_steps:
+            logged = step % self.log_frequency == 0 or step == self.total_steps
+            if logged:
                 now = time.perf_counter()
                 last = self._summarize(step, window, now - t_last, now - t_start)
-                if self.metrics is not None:
-                    self.metrics.log(last)
                 window, t_last = [], now
+            if evaluate is not None and (step == self.total_steps
+                                         or (evaluate_frequency and step % evaluate_frequency == 0)):
+                t_eval = time.perf_counter()
+                held_out = evaluate()
+                t_last += time.perf_counter() - t_eval
+                if logged:
+                    last.update(held_out)
+                elif self.metrics is not None:
+                    self.metrics.log({"step": step, **held_out})
+            if logged and self.metrics is not None:
+                self.metrics.log(last)
             if self.metrics is not None:
                 self.metrics.advance(step)
             if self.checkpoints is not None and step % self.checkpoint_frequency == 0:
-                self.checkpoints.save(step)
+                self._save(step, it)
         if self.checkpoints is not None and step > start_step and step % self.checkpoint_frequency:
-            self.checkpoints.save(step)
+            self._save(step, it)
         last.update(steps_run=step - start_step, wall_time_s=time.perf_counter() - t_start)
         return last
+
+    def _input_iterator(self, data_fn: Callable[[int], Iterable]) -> Iterator:
+        """This rank's micro-batches from the (restored, broadcast) data position on: a fresh
+        ``data_fn(0)`` iterator set to the state saved with the restored checkpoint, so no consumed
+        record is read again; without such a state, ``data_fn(position)``, which skips them."""
+        position, step = int(self.data_position.numpy()), int(self.step.numpy())
+        if position and self.inputs is not None:
+            ds = data_fn(0)
+            if isinstance(ds, tf.data.Dataset):
+                it = iter(ds.with_options(_KEEP_SKIP))
+                why = self.inputs.restore(it, step)
+                if why is None:
+                    self._message(f"input restored at data position {position} from {self.inputs.prefix(step)}")
+                    return it
+                print(f"[bertlib] rank {self.rank}: {why}: skipping {position} micro-batches to the data "
+                      "position (reads every consumed record)", flush=True)
+        ds = data_fn(position)
+        return iter(ds.with_options(_KEEP_SKIP) if isinstance(ds, tf.data.Dataset) else ds)
+
+    def _save(self, step: int, it: Iterator) -> None:
+        """The model checkpoint (rank 0) and this rank's input iterator state (every rank) for ``step``."""
+        self.checkpoints.save(step)
+        if isinstance(it, tf.data.Iterator):
+            self.inputs.save(it, step)
 
     def _summarize(self, step: int, window: list[dict], dt: float, elapsed: float) -> dict:
         """Average the loss entries over the window's steps; lr/scale/grad_norm from its last step."""

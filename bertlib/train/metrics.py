@@ -6,7 +6,10 @@ crashed or killed run keeps what it logged), TensorBoard scalars in ``tb/``, and
     [bertlib] phase=phase1 step=100 loss=7.12346 mlm_loss=... learning_rate=... elapsed_s=...
 
 that SageMaker's metric regexes (``r"\\b{key}=([-+0-9.eEinfa]+)"`` for each of :data:`METRIC_KEYS`)
-parse. Only rank 0 writes; other ranks get a writer whose methods do nothing.
+parse. A step with a held-out evaluation (:mod:`bertlib.eval.pretraining`) carries the
+:data:`VALIDATION_METRIC_KEYS` too, in that step's line and object (their own when the step logs
+nothing else; ``\\b`` keeps the training key's regex ``mlm_acc`` from matching inside ``val_mlm_acc``).
+Only rank 0 writes; other ranks get a writer whose methods do nothing.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from typing import Any, Mapping
 #: keys of a pretraining metrics line, in log-line order
 METRIC_KEYS = ("step", "loss", "mlm_loss", "mlm_acc", "nsp_loss", "nsp_acc", "learning_rate", "loss_scale",
                "grad_norm", "seq_per_sec", "elapsed_s")
+#: keys of the held-out evaluation of pretraining (bertlib.eval.pretraining), at its steps only
+VALIDATION_METRIC_KEYS = ("val_loss", "val_mlm_loss", "val_mlm_acc", "val_nsp_loss", "val_nsp_acc", "val_examples")
 #: keys of a SQuAD finetuning metrics line
 SQUAD_METRIC_KEYS = ("step", "loss", "learning_rate", "loss_scale", "grad_norm", "seq_per_sec", "elapsed_s")
 #: keys of the SQuAD evaluation line (v1.1 reports exact_match, v2.0 exact)
@@ -39,7 +44,7 @@ def _fmt(value: Any) -> str:
 
 def format_log_line(phase: str, d: Mapping[str, Any]) -> str:
     """``[bertlib] phase=<phase> step=.. loss=..`` with the known keys first (in order), floats ``%.6g``."""
-    keys = [k for k in METRIC_KEYS + SQUAD_METRIC_KEYS if k in d]
+    keys = [k for k in METRIC_KEYS + SQUAD_METRIC_KEYS + VALIDATION_METRIC_KEYS if k in d]
     keys = list(dict.fromkeys(keys)) + [k for k in d if k not in keys]
     return " ".join([f"[bertlib] phase={phase}"] + [f"{k}={_fmt(d[k])}" for k in keys])
 

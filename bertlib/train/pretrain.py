@@ -4,7 +4,9 @@ The same code runs as one process, under ``horovodrun -np N`` and in a SageMaker
 
     config (YAML + overrides) ─ validated, with the dataset's manifest, before any TF graph is built
     └─ Horovod init ─ BertPretrainer (vocab size from the manifest) ─ LAMB/AdamW + warmup/poly decay
-       └─ Trainer.fit: resume from run_dir/checkpoints, or init weights from checkpoint_path (phase 2)
+       └─ Trainer.fit: resume from run_dir/checkpoints, or init weights from checkpoint_path (phase 2);
+          held-out MLM/NSP evaluation every validation_frequency steps and at the end
+          (bertlib.eval.pretraining: validation_dir, else data_dir's validation split)
           └─ export (bert_config.json, vocab.txt, bert_model.ckpt) ─ summary.json
 
 Bad input (unknown key, wrong type, a global batch that does not add up, a missing data dir, data
@@ -106,8 +108,9 @@ def build_bert_config(cfg: PretrainConfig, vocab_size: int):
     return BertConfig.from_dict({**loaded.to_dict(), **dropout})
 
 
-def run(cfg: PretrainConfig, paths: RunPaths, manifest: dict, bert_config) -> dict:
-    """Train as configured (after :func:`validate_inputs`); returns the summary written by rank 0."""
+def run(cfg: PretrainConfig, paths: RunPaths, manifest: dict, bert_config, validation=None) -> dict:
+    """Train as configured (after :func:`validate_inputs`), evaluating on ``validation`` (a
+    :class:`bertlib.eval.pretraining.ValidationSource`, or None); returns the summary written by rank 0."""
     rank, world, _ = distributed.init(cfg.threads_per_process, cfg.num_processes)
     import keras
 
@@ -134,13 +137,30 @@ def run(cfg: PretrainConfig, paths: RunPaths, manifest: dict, bert_config) -> di
     def init_fn() -> str:
         return init_from_checkpoint(model, cfg.checkpoint_path, optimizer if cfg.load_optimizer_state else None)
 
+    evaluator = None
+    if validation is not None:
+        from bertlib.eval.pretraining import PretrainingEvaluator
+
+        held_out = pretraining_dataset(validation.data_dir, validation.split, cfg.per_gpu_batch_size,
+                                       cfg.max_seq_length, cfg.max_predictions_per_seq, rank=rank, world=world,
+                                       shuffle=False, repeat=False, drop_remainder=False, checksums=False)
+        evaluator = PretrainingEvaluator(model, held_out, cfg.validation_steps, jit_compile=not cfg.skip_xla)
+
     if chief:
         write_json_atomic(paths.checkpoint_dir / CHECKPOINT_VOCAB, manifest["vocab"])
     writer.message(f"phase={cfg.phase} model={cfg.model_size} processes={world} global_batch={global_batch} "
                    f"precision={cfg.precision} xla={not cfg.skip_xla} steps={cfg.total_steps}")
+    if evaluator is not None:
+        cap = f", at most {cfg.validation_steps} batches per process" if cfg.validation_steps else ""
+        writer.message(f"held-out evaluation every {cfg.validation_frequency} steps and at the end on "
+                       f"{validation.describe()}{cap}")
+    elif cfg.validation_frequency:
+        writer.message(f"no held-out evaluation: {paths.data_dir / 'manifest.json'} lists no validation shards "
+                       "and validation_dir is not set")
     t0 = time.perf_counter()
     try:
-        final = trainer.fit(data_fn, init_fn if cfg.load_from == "checkpoint" else None)
+        final = trainer.fit(data_fn, init_fn if cfg.load_from == "checkpoint" else None,
+                            evaluate=evaluator, evaluate_frequency=cfg.validation_frequency)
     finally:
         writer.close()
     summary = {}
@@ -152,10 +172,12 @@ def run(cfg: PretrainConfig, paths: RunPaths, manifest: dict, bert_config) -> di
         wall = final.pop("wall_time_s")
         if steps_run == 0 and paths.summary_file.exists():   # restarted after it had finished
             return json.loads(paths.summary_file.read_text())
+        eval_s = evaluator.time_s if evaluator is not None else 0.0
         summary = {
             "job": "pretrain", "phase": cfg.phase, "steps": cfg.total_steps, "steps_run": steps_run,
-            "wall_time_s": time.perf_counter() - t0, "train_time_s": wall,
-            "seq_per_sec": global_batch * steps_run / wall if wall > 0 else None,
+            "wall_time_s": time.perf_counter() - t0, "train_time_s": wall, "validation_time_s": eval_s,
+            "validation_data": validation.describe() if validation is not None else None,
+            "seq_per_sec": global_batch * steps_run / (wall - eval_s) if wall > eval_s else None,
             "processes": world, "global_batch_size": global_batch, "model_size": cfg.model_size,
             "precision": cfg.precision, "max_seq_length": cfg.max_seq_length, "resumed_from": trainer.restored_from,
             "export_dir": str(paths.export_dir), "final": final,
@@ -169,11 +191,14 @@ def main(argv: list[str]) -> int:
     world = distributed.prepare_process(cfg.num_processes, cfg.threads_per_process)  # before any TF op
     paths = run_paths(cfg)
     manifest = validate_inputs(cfg, paths, world)
+    from bertlib.eval.pretraining import validation_source
+
+    validation = validation_source(cfg, paths.data_dir, manifest["vocab"], checksums=distributed.launcher_rank() == 0)
     bert_config = build_bert_config(cfg, manifest["vocab"]["size"])
     from bertlib.optim.loss_scale import LossScaleCollapsed
 
     try:
-        run(cfg, paths, manifest, bert_config)
+        run(cfg, paths, manifest, bert_config, validation)
     except LossScaleCollapsed as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

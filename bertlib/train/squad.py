@@ -134,15 +134,27 @@ def validate_inputs(cfg: SquadConfig) -> SquadInputs:
 
 
 # ----------------------------------------------------------------------------- model pieces
+#: the logit given to padding positions in :func:`squad_loss` (the reference's value)
+PADDING_LOGIT = -100.0
+
+
 def squad_loss(outputs: dict, batch: dict) -> dict:
-    """run_squad's loss: (CE(start_logits, start_positions) + CE(end_logits, end_positions)) / 2,
-    each a softmax over all S positions, averaged over the batch. ``outputs``: [B, S] float32
-    logits; ``batch``: ``start_positions`` / ``end_positions`` [B] int. Returns ``{"loss": scalar}``."""
+    """The reference's SQuAD loss (aws-samples/deep-learning-models ``albert/run_squad.py`` ``loss_fn``):
+    (CE(start_logits, start_positions) + CE(end_logits, end_positions)) / 2, averaged over the batch,
+    with the logits of padding positions (``input_mask`` 0) set to −100 first, so that the softmax runs
+    over the real tokens only. (google-research/bert's ``run_squad.py`` takes the softmax over all S
+    positions; the answer is never a padding position, so the two differ only in the denominator.)
+
+    ``outputs``: ``start_logits`` / ``end_logits`` [B, S]; ``batch``: ``input_mask`` [B, S] and
+    ``start_positions`` / ``end_positions`` [B] or [B, 1] int. Returns ``{"loss": float32 scalar}``."""
     import tensorflow as tf
 
+    real = tf.equal(tf.cast(batch["input_mask"], tf.int32), 1)
+
     def ce(logits, positions):
+        logits = tf.where(real, tf.cast(logits, tf.float32), PADDING_LOGIT)
         return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
-            labels=tf.cast(positions, tf.int32), logits=tf.cast(logits, tf.float32)))
+            labels=tf.reshape(tf.cast(positions, tf.int32), [-1]), logits=logits))
 
     return {"loss": (ce(outputs["start_logits"], batch["start_positions"])
                      + ce(outputs["end_logits"], batch["end_positions"])) / 2.0}

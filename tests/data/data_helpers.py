@@ -76,7 +76,7 @@ def reference_wordpiece(text: str, vocab: set[str], lowercase: bool = True) -> l
         if cur:
             pieces.append(cur)
         for tok in pieces:
-            if len(tok) > 100:
+            if len(tok) > 200:  # WordpieceTokenizer's max_input_chars_per_word (characters)
                 out.append("[UNK]")
                 continue
             sub, start, bad = [], 0, False

@@ -236,7 +236,7 @@ def test_notebook_summary(prepared_dataset):
     import matplotlib
 
     matplotlib.use("Agg")
-    from bertlib.data.summary import example_lengths, summarize
+    from bertlib.data.summary import example_lengths, shard_table, summarize
 
     table, fig = summarize(prepared_dataset)
     m1 = read_manifest(prepared_dataset / "phase1")
@@ -256,3 +256,12 @@ def test_notebook_summary(prepared_dataset):
     n = m1["splits"]["train"]["examples"]
     _, small = summarize(prepared_dataset, limit=10)
     assert small.get_axes()[0].get_title().startswith(f"phase1: first 10 of {n} train examples")
+    # the per-shard table holds what the records hold
+    shards = shard_table(prepared_dataset)
+    assert len(shards) == 6  # 2 phases × (2 train + 1 validation shards)
+    for (phase, split, file), row in shards.iterrows():
+        seq = {"phase1": 64, "phase2": 128}[phase]
+        r = read_records(prepared_dataset / phase / file, seq, {"phase1": 10, "phase2": 20}[phase])
+        assert row["examples"] == len(r["input_ids"])
+        assert row["random_next"] == round(r["next_sentence_labels"].mean(), 3)
+        assert row["padding"] == round(1 - r["input_mask"].mean(), 3)

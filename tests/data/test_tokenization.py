@@ -24,6 +24,22 @@ def test_wordpiece_matches_bert_rules_on_real_sentences(wiki_slice, bert_vocab):
     assert [lines[i] for i in enc.ids] == ["ana", "##rch", "##ism", "is", "a", "political", "philosophy", "."]
 
 
+def test_long_words_follow_googles_200_character_limit(bert_vocab):
+    # Google's WordpieceTokenizer (max_input_chars_per_word=200, the FullTokenizer's): a word of more
+    # than 200 characters is one [UNK]; a shorter one goes through greedy longest-match-first. Greek
+    # alpha is 2 bytes in UTF-8, so 150 of them (300 bytes) also tell characters from bytes.
+    vocab = read_vocab(bert_vocab)
+    assert {"α", "##α"} <= set(vocab) and not {"αα", "##αα"} & set(vocab)
+    tok = load_wordpiece(bert_vocab, lowercase=True)
+    for n, expected in ((150, ["α"] + ["##α"] * 149), (200, ["α"] + ["##α"] * 199), (201, ["[UNK]"])):
+        word = "α" * n
+        assert tok.encode(f"x {word} y").tokens == ["x", *expected, "y"], n
+        assert reference_wordpiece(f"x {word} y", set(vocab)) == ["x", *expected, "y"]
+    word = "unaffable" * 20 + "ly"  # 182 characters of real pieces
+    assert tok.encode(word).tokens == reference_wordpiece(word, set(vocab)) != ["[UNK]"]
+    assert tok.encode(word + "x" * 19).tokens == ["[UNK]"]
+
+
 def test_lowercase_false_keeps_case_and_accents(bert_vocab):
     cased = load_wordpiece(bert_vocab, lowercase=False)
     uncased = load_wordpiece(bert_vocab, lowercase=True)

@@ -22,7 +22,7 @@ import yaml
 
 from bertlib.config import ConfigError, launch_keys, load_config
 from bertlib.launch import sagemaker as sm
-from bertlib.train.metrics import METRIC_KEYS, format_eval_line, format_log_line
+from bertlib.train.metrics import METRIC_KEYS, VALIDATION_METRIC_KEYS, format_eval_line, format_log_line
 
 ROLE = "arn:aws:iam::123456789012:role/bertlib-training"
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/bertlib-training:tf2.21"
@@ -127,7 +127,8 @@ def test_phase1_request_matches_reference(account_env, sm_session, aws_env):
     assert req["Environment"]["BERTLIB_CHECKPOINT_DIR"] == "/opt/ml/checkpoints"
     assert req["Environment"]["NCCL_DEBUG"] == "WARN"
     assert {"Key": "project", "Value": "bertlib"} in req["Tags"]
-    assert [m["Name"] for m in req["AlgorithmSpecification"]["MetricDefinitions"]] == list(METRIC_KEYS)
+    assert ([m["Name"] for m in req["AlgorithmSpecification"]["MetricDefinitions"]]
+            == list(METRIC_KEYS + VALIDATION_METRIC_KEYS))
 
     # MPI: 64 ranks, 8 per p3dn host (the SDK's driver reads distributed.json from the sm_drivers channel)
     drivers = channel(req, "sm_drivers")["DataSource"]["S3DataSource"]["S3Uri"].rstrip("/")
@@ -158,7 +159,8 @@ def test_phase1_request_matches_reference(account_env, sm_session, aws_env):
 def test_spot_and_s3_channel(account_env, sm_session, aws_env):
     # the params file as it is: data_dir is the S3 prefix of the uploaded dataset
     cfg = reference("phase1", use_spot=True, max_wait_seconds=24 * 3600, max_run_seconds=12 * 3600,
-                    processes_per_host=4, instance_count=2, global_batch_size_check=None)
+                    processes_per_host=4, instance_count=2, global_batch_size_check=None,
+                    validation_dir=f"{PREFIX}/data/heldout")
     sent = capture_create(sm_session)
     sm.launch("pretrain", cfg, session=sm_session)
     req = sent[0]
@@ -172,6 +174,10 @@ def test_spot_and_s3_channel(account_env, sm_session, aws_env):
     dist = s3_json(drivers + "/distributed.json")
     assert dist["process_count_per_node"] == 8 and "ppr:4:node" in dist["mpi_additional_options"]
     assert req["HyperParameters"]["data_dir"] == "/opt/ml/input/data/train"
+    # held-out shards of their own: the validation channel, which the entry point reads as validation_dir
+    assert channel(req, "validation")["DataSource"]["S3DataSource"]["S3Uri"] == f"{PREFIX}/data/heldout"
+    assert req["HyperParameters"]["validation_dir"] == "/opt/ml/input/data/validation"
+    assert req["HyperParameters"]["validation_frequency"] == "2000"
 
 
 def test_metric_regexes_parse_real_log_lines():
@@ -180,7 +186,7 @@ def test_metric_regexes_parse_real_log_lines():
                   seq_per_sec=12345.678, elapsed_s=3.25)
     line = format_log_line("phase1", values)
     regexes = {m["name"]: m["regex"] for m in sm.metric_definitions()}
-    assert set(regexes) == set(METRIC_KEYS)
+    assert set(regexes) == set(METRIC_KEYS + VALIDATION_METRIC_KEYS)
     for key, value in values.items():
         m = re.search(regexes[key], line)
         assert m, (key, line)
@@ -191,6 +197,13 @@ def test_metric_regexes_parse_real_log_lines():
     # `loss` must not pick up mlm_loss / nsp_loss, and the eval line carries no training keys
     assert re.findall(regexes["loss"], line) == [re.search(r" loss=(\S+)", line).group(1)]
     assert re.search(regexes["loss"], format_eval_line("squadv1", {"exact_match": 80.1, "f1": 87.6})) is None
+    # a step with a held-out evaluation: each training key still finds its own value, not the val_ one
+    held_out = format_log_line("phase1", {**values, "val_loss": 6.5, "val_mlm_loss": 6.0, "val_mlm_acc": 0.125,
+                                          "val_nsp_loss": 0.5, "val_nsp_acc": 0.75, "val_examples": 366})
+    for key in ("loss", "mlm_loss", "mlm_acc", "nsp_loss", "nsp_acc"):
+        assert [float(v) for v in re.findall(regexes[key], held_out)] == pytest.approx([values[key]], rel=1e-5)
+    assert float(re.search(regexes["val_mlm_acc"], held_out).group(1)) == 0.125
+    assert float(re.search(regexes["val_examples"], held_out).group(1)) == 366
     # a SQuAD job also reports its evaluation line; `exact` must not pick up `exact_match`
     squad = {m["name"]: m["regex"] for m in sm.metric_definitions("squad")}
     v1 = format_eval_line("squadv1", {"exact_match": 80.1, "f1": 87.68})
@@ -201,7 +214,8 @@ def test_metric_regexes_parse_real_log_lines():
 
 
 def test_missing_role_or_image_fails_before_any_aws_call(monkeypatch):
-    for key in ("BERTLIB_SAGEMAKER_ROLE", "BERTLIB_IMAGE_URI", "BERTLIB_FSX_ID", "BERTLIB_FSX_MOUNT_NAME"):
+    for key in ("BERTLIB_SAGEMAKER_ROLE", "BERTLIB_IMAGE_URI", "BERTLIB_FSX_ID", "BERTLIB_FSX_MOUNT_NAME",
+                *REFERENCE_ENV):
         monkeypatch.delenv(key, raising=False)
 
     def no_aws(*args, **kwargs):
@@ -226,6 +240,46 @@ def test_missing_role_or_image_fails_before_any_aws_call(monkeypatch):
     with pytest.raises(ConfigError, match=f"'/fsx/bertlib/phase1': not on FSx file system {FSX}, whose paths "
                                           f"start with /{MOUNT}/"):
         sm.launch("pretrain", phase1_config(fsx_directory_path="/fsx/bertlib/phase1"))
+
+
+# the names the reference's users export (aws-samples/deep-learning-models models/nlp/common/arguments.py:196-203,
+# bert/README.md:45-49); SAGEMAKER_IMAGE_NAME holds the full image URI there (README: =${IMAGE}, an ECR URI)
+REFERENCE_ENV = {"SAGEMAKER_ROLE": ROLE, "SAGEMAKER_IMAGE_NAME": IMAGE, "SAGEMAKER_SUBNET_IDS": "subnet-1, subnet-2",
+                 "SAGEMAKER_SECURITY_GROUP_IDS": "sg-1,sg-2", "SAGEMAKER_FSX_ID": FSX,
+                 "SAGEMAKER_FSX_MOUNT_NAME": MOUNT}
+BERTLIB_ENV_NAMES = ("BERTLIB_SAGEMAKER_ROLE", "BERTLIB_IMAGE_URI", "BERTLIB_SUBNETS", "BERTLIB_SECURITY_GROUP_IDS",
+                     "BERTLIB_FSX_ID", "BERTLIB_FSX_MOUNT_NAME")
+
+
+def test_reference_env_names_are_aliases_and_bertlib_names_win(monkeypatch):
+    def account(spec):
+        return (spec.role, spec.image_uri, spec.subnets, spec.security_group_ids, spec.fsx_file_system_id)
+
+    for key in BERTLIB_ENV_NAMES:
+        monkeypatch.delenv(key, raising=False)
+    for key, value in REFERENCE_ENV.items():
+        monkeypatch.setenv(key, value)
+    spec = sm.resolve("pretrain", phase1_config())      # the FSx channel needs the mount name: from the alias
+    assert account(spec) == (ROLE, IMAGE, ["subnet-1", "subnet-2"], ["sg-1", "sg-2"], FSX)
+    assert [(c.name, c.fsx, c.source) for c in spec.channels] == [("train", True, f"/{MOUNT}/bertlib/phase1")]
+
+    # both set: the BERTLIB_* name wins (the aliases now hold values that would fail or differ)
+    mine = ("arn:aws:iam::123456789012:role/mine", "123456789012.dkr.ecr.us-west-2.amazonaws.com/mine:1",
+            ["subnet-mine"], ["sg-mine"], "fs-mine")
+    for key, value in zip(BERTLIB_ENV_NAMES, [*mine[:2], "subnet-mine", "sg-mine", "fs-mine", MOUNT]):
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("SAGEMAKER_FSX_MOUNT_NAME", "notmine")
+    spec = sm.resolve("pretrain", phase1_config())
+    assert account(spec) == mine and spec.channels[0].source == f"/{MOUNT}/bertlib/phase1"
+    # an empty BERTLIB_* counts as unset; a config value wins over both
+    monkeypatch.setenv("BERTLIB_SAGEMAKER_ROLE", "")
+    assert sm.resolve("pretrain", phase1_config()).role == ROLE
+    assert sm.resolve("pretrain", phase1_config(role=mine[0])).role == mine[0]
+    # the messages name both variables
+    for key in ("BERTLIB_SAGEMAKER_ROLE", "SAGEMAKER_ROLE"):
+        monkeypatch.delenv(key)
+    with pytest.raises(ConfigError, match=r"no IAM role — set role or \$BERTLIB_SAGEMAKER_ROLE / \$SAGEMAKER_ROLE"):
+        sm.resolve("pretrain", phase1_config())
 
 
 def test_dry_run_builds_the_same_request_and_creates_nothing(account_env, sm_session, aws_env):

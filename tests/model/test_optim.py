@@ -1,5 +1,6 @@
 """LAMB, AdamW and the warmup/decay schedule against plain numpy implementations of the published
-formulas (You et al. 2019 / NVIDIA BERT LAMB; google-research/bert AdamWeightDecayOptimizer)."""
+formulas (You et al. 2019 / NVIDIA BERT LAMB; google-research/bert AdamWeightDecayOptimizer; Keras Adam
+as tfa.optimizers.AdamW runs it) and against TF's own ``ResourceApplyAdam`` kernel."""
 
 import math
 
@@ -8,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from bertlib.config import build_config
-from bertlib.optim import AdamW, Lamb, PolynomialWarmup, make_optimizer
+from bertlib.optim import ADAMW_VARIANTS, AdamW, Lamb, PolynomialWarmup, make_optimizer
 
 EXCLUDED = ("LayerNorm", "layer_norm", "bias")
 
@@ -50,6 +51,24 @@ def np_google_adamw(params, grads_per_step, lrs, wd, b1=0.9, b2=0.999, eps=1e-6)
             if not any(s in k for s in EXCLUDED):
                 u = u + wd * w
             params[k] = w - lr * u
+    return params
+
+
+def np_keras_adamw(params, grads_per_step, lrs, wd, b1=0.9, b2=0.999, eps=1e-7):
+    """Reference of tf.keras Adam (TF 2.1 optimizer_v2/adam.py → the ResourceApplyAdam kernel), the update
+    of tfa.optimizers.AdamW: lr_t = lr·√(1 − β2ᵗ)/(1 − β1ᵗ); w ← w − lr_t·m/(√v + ε) (ε not bias-corrected),
+    plus decoupled weight decay lr·λ·w on non-excluded variables."""
+    params = {k: v.astype(np.float64).copy() for k, v in params.items()}
+    m = {k: np.zeros_like(v) for k, v in params.items()}
+    v = {k: np.zeros_like(p) for k, p in params.items()}
+    for t, (grads, lr) in enumerate(zip(grads_per_step, lrs), start=1):
+        lr_t = lr * math.sqrt(1 - b2 ** t) / (1 - b1 ** t)
+        for k, w in params.items():
+            g = grads[k].astype(np.float64)
+            m[k] = b1 * m[k] + (1 - b1) * g
+            v[k] = b2 * v[k] + (1 - b2) * g * g
+            decay = 0.0 if any(s in k for s in EXCLUDED) else lr * wd * w
+            params[k] = w - lr_t * m[k] / (np.sqrt(v[k]) + eps) - decay
     return params
 
 
@@ -122,6 +141,54 @@ def test_adamw_matches_google_reference(use_function):
         np.testing.assert_allclose(got[k], want[k], rtol=2e-5, atol=2e-6, err_msg=k)
 
 
+@pytest.mark.parametrize("grad_scale", [1.0, 1e-6])
+@pytest.mark.parametrize("use_function", [False, True])
+def test_reference_adamw_matches_keras_adam(use_function, grad_scale):
+    """optimizer: adamw is the reference's tfa.optimizers.AdamW(weight_decay=0.0) (run_squad.py:318) — Keras
+    Adam with ε 1e-7 added to √v. At gradients of 1e-6 the ε placement decides the result: the other
+    placement (ε on √v̂, Adam's Algorithm 1) is checked to be outside the tolerance."""
+    params, grads = make_problem(seed=3, steps=6)
+    grads = [{k: g * grad_scale for k, g in step.items()} for step in grads]
+    lrs = [0.0, 1e-4, 2e-4, 3e-4, 2e-4, 1e-4]
+    got = run_tf(AdamW(weight_decay=0.0, **ADAMW_VARIANTS["adamw"]), params, grads, lrs, use_function)
+    want = np_keras_adamw(params, grads, lrs, wd=0.0)
+    for k in params:
+        np.testing.assert_allclose(got[k] - params[k], want[k] - params[k], rtol=1e-3, atol=5e-7, err_msg=k)
+    if grad_scale < 1:
+        other = run_tf(AdamW(weight_decay=0.0, epsilon=1e-7, bias_correction=True), params, grads, lrs, False)
+        k = "bert/pooler/dense/kernel"
+        assert not np.allclose(other[k] - params[k], want[k] - params[k], rtol=1e-3, atol=5e-7)
+
+
+@pytest.mark.parametrize("grad_scale", [1.0, 1e-6])
+def test_reference_adamw_matches_tf_resource_apply_adam_kernel(grad_scale):
+    """The same updates as TF's own C++ kernel that tf.keras Adam (and so tfa AdamW) dispatches to."""
+    params, grads = make_problem(seed=4, steps=5)
+    grads = [{k: g * grad_scale for k, g in step.items()} for step in grads]
+    lrs = [1e-5, 5e-5, 1e-4, 5e-5, 1e-5]
+    b1, b2, eps = 0.9, 0.999, 1e-7
+    got = run_tf(AdamW(weight_decay=0.0, **ADAMW_VARIANTS["adamw"]), params, grads, lrs, True)
+    for k, p0 in params.items():
+        var = tf.Variable(p0.astype(np.float32))
+        m, v = tf.Variable(tf.zeros_like(var)), tf.Variable(tf.zeros_like(var))
+        for t, (g, lr) in enumerate(zip(grads, lrs), start=1):
+            tf.raw_ops.ResourceApplyAdam(var=var.handle, m=m.handle, v=v.handle, beta1_power=b1 ** t,
+                                         beta2_power=b2 ** t, lr=lr, beta1=b1, beta2=b2, epsilon=eps,
+                                         grad=tf.constant(g[k], tf.float32))
+        np.testing.assert_allclose(got[k] - p0, var.numpy() - p0, rtol=1e-3, atol=5e-7, err_msg=k)
+
+
+def test_reference_adamw_weight_decay_is_lr_scaled():
+    """With λ > 0 the adamw variant decays by lr·λ·w (as transformers.AdamWeightDecay; tfa's AdamW would
+    subtract λ·w unscaled — the reference finetunes with λ = 0, where both agree)."""
+    params, grads = make_problem(seed=5)
+    lrs = [1e-3, 2e-3, 3e-3, 1e-3]
+    got = run_tf(AdamW(weight_decay=0.1, **ADAMW_VARIANTS["adamw"]), params, grads, lrs, False)
+    want = np_keras_adamw(params, grads, lrs, wd=0.1)
+    for k in params:
+        np.testing.assert_allclose(got[k], want[k], rtol=2e-5, atol=2e-6, err_msg=k)
+
+
 def test_adamw_excluded_variables_get_no_decay():
     """With zero gradients, only weight decay moves a variable: kernels shrink, LN/bias stay."""
     kernel = tf.Variable(np.ones(3, np.float32), name="x/dense/kernel")
@@ -171,5 +238,20 @@ def test_make_optimizer_from_config():
     assert float(opt.schedule(14064)) == pytest.approx(0.0003)
     var = tf.Variable(np.ones(2, np.float32), name="k/kernel")
     assert float(opt.apply_gradients([(tf.ones(2), var)])) == 0.0     # schedule(0) = 0
-    cfg_sq = cfg.model_copy(update={"optimizer": "adamw"})
-    assert type(make_optimizer(cfg_sq)) is AdamW
+    squad = build_config("squad", dict(per_gpu_batch_size=6, learning_rate=5e-5, warmup_steps=365,
+                                       total_steps=3649, train_file="t.json", predict_file="p.json"))
+    # SquadConfig's defaults are the reference's: tfa AdamW(weight_decay=0.0), ε 1e-7, no dropout
+    opt = make_optimizer(squad)
+    assert (type(opt), opt.weight_decay, opt.epsilon, opt.beta_1, opt.beta_2, opt.bias_correction,
+            opt.epsilon_hat) == (AdamW, 0.0, 1e-7, 0.9, 0.999, True, True)
+    assert (squad.optimizer, squad.hidden_dropout_prob, squad.attention_probs_dropout_prob) == ("adamw", 0.0, 0.0)
+    google = make_optimizer(squad.model_copy(update={"optimizer": "google_adamw", "weight_decay": 0.01}))
+    assert (google.weight_decay, google.epsilon, google.bias_correction) == (0.01, 1e-6, False)
+    params, grads = make_problem(seed=6)
+    lrs = [1e-3, 2e-3, 3e-3, 1e-3]
+    got = run_tf(google, params, grads, lrs, False)
+    want = np_google_adamw(params, grads, lrs, wd=0.01)
+    for k in params:
+        np.testing.assert_allclose(got[k], want[k], rtol=2e-5, atol=2e-6, err_msg=k)
+    with pytest.raises(ValueError, match="epsilon_hat"):
+        AdamW(epsilon_hat=True)

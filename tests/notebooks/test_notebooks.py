@@ -98,7 +98,9 @@ def test_sagemaker_dry_run_without_credentials(tmp_path, monkeypatch):
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     # a bare machine: no account settings either — the request shows placeholders that say what to set
     for var in ("AWS_DEFAULT_REGION", "AWS_REGION", "BERTLIB_SAGEMAKER_ROLE", "BERTLIB_IMAGE_URI", "BERTLIB_S3_PREFIX",
-                "BERTLIB_SUBNETS", "BERTLIB_SECURITY_GROUP_IDS", "BERTLIB_FSX_ID"):
+                "BERTLIB_SUBNETS", "BERTLIB_SECURITY_GROUP_IDS", "BERTLIB_FSX_ID",
+                "SAGEMAKER_ROLE", "SAGEMAKER_IMAGE_NAME", "SAGEMAKER_SUBNET_IDS",   # and the reference's names
+                "SAGEMAKER_SECURITY_GROUP_IDS", "SAGEMAKER_FSX_ID"):
         monkeypatch.delenv(var, raising=False)
     nb, err = _run("02_phase1", tmp_path, parameters={"dry_run": True},
                    parameters_file=REPO / "params/sagemaker/phase1.yaml")

@@ -106,6 +106,13 @@ def test_sagemaker_params_are_the_reference_schedule(workdir):
     assert (v1.total_steps, v1.learning_rate, v1.warmup_steps, v1.global_batch_size) == (3649, 5e-5, 365, 48)
     assert (v2.total_steps, v2.learning_rate, v2.warmup_steps, v2.global_batch_size) == (8144, 1e-4, 814, 48)
     assert (v1.per_gpu_batch_size, v1.world_size, v1.optimizer, v2.optimizer) == (6, 8, "adamw", "adamw")
+    # the reference's run_squad.py: tfa AdamW(weight_decay=0.0), clip 1.0, linear decay to 0, dynamic-loss-scale
+    # fp16, ModelArguments' dropout 0.0, features 384/128/64
+    for v in (v1, v2):
+        assert (v.weight_decay, v.max_grad_norm, v.end_learning_rate, v.learning_rate_decay_power, v.precision,
+                v.initial_loss_scale, v.hidden_dropout_prob, v.attention_probs_dropout_prob, v.seed) == (
+            0.0, 1.0, 0.0, 1.0, "mixed_float16", 2.0**15, 0.0, 0.0, 42)
+        assert (v.max_seq_length, v.doc_stride, v.max_query_length, v.gradient_accumulation_steps) == (384, 128, 64, 1)
     assert v1.skip_xla and v2.skip_xla and (v1.squad_version, v2.squad_version) == ("squadv1", "squadv2")
     assert v1.train_file.endswith("train-v1.1.json") and v2.predict_file.endswith("dev-v2.0.json")
     # the official files' published sha256 (as listed by TFDS and ParlAI), checked when downloaded
@@ -160,7 +167,9 @@ def test_collect_ignores_modules_functions_and_ipython_names():
 def test_sagemaker_settings_checked_at_the_first_cell(workdir, monkeypatch):
     """A SageMaker run without a role stops at validation, not at the launch cell."""
     monkeypatch.delenv("BERTLIB_SAGEMAKER_ROLE")
+    monkeypatch.delenv("SAGEMAKER_ROLE", raising=False)   # the reference's name for it
     values = yaml.safe_load((REPO / "params/sagemaker/phase1.yaml").read_text())
     with pytest.raises(nb.ParamsError) as err:
         nb.parameters("phase1", values)
-    assert str(err.value) == "phase1 parameters: SageMaker launch: no IAM role — set role or $BERTLIB_SAGEMAKER_ROLE"
+    assert str(err.value) == ("phase1 parameters: SageMaker launch: no IAM role — set role or "
+                              "$BERTLIB_SAGEMAKER_ROLE / $SAGEMAKER_ROLE")

@@ -113,3 +113,29 @@ def test_bad_inputs_fail_with_one_line(tiny_config, tmp_path, bert_vocab, capsys
     err = _one_line_error(["--config", tiny_config(load_from="checkpoint", checkpoint_path=str(ckpt),
                                                    do_lower_case=False, vocab_file=str(other))], capsys)
     assert "vocab sha256" in err and "7 entries" in err and "30522 entries" in err
+
+
+def test_squad_loss_is_the_references_masked_cross_entropy():
+    """squad_loss against a numpy restatement of the reference's loss_fn (aws-samples
+    deep-learning-models albert/run_squad.py): logits of padding set to -100, softmax CE of start and
+    end, averaged over the batch, halved."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    B, S = 3, 7
+    start, end = rng.normal(size=(B, S)) * 3, rng.normal(size=(B, S)) * 3
+    mask = np.array([[1] * 7, [1] * 4 + [0] * 3, [1] * 2 + [0] * 5])
+    sp, ep = np.array([3, 0, 1]), np.array([5, 3, 1])
+
+    def ce(logits, pos):
+        z = np.where(mask == 1, logits, -100.0)
+        logp = z - z.max(-1, keepdims=True) - np.log(np.exp(z - z.max(-1, keepdims=True)).sum(-1, keepdims=True))
+        return -logp[np.arange(B), pos].mean()
+
+    want = (ce(start, sp) + ce(end, ep)) / 2
+    got = squad_train.squad_loss({"start_logits": start.astype("float32"), "end_logits": end.astype("float32")},
+                                 {"input_mask": mask, "start_positions": sp[:, None], "end_positions": ep[:, None]})
+    np.testing.assert_allclose(float(got["loss"]), want, rtol=1e-5)
+    # the padding really is excluded: a softmax over all S positions (Google's) gives another value
+    mask[:] = 1
+    assert abs((ce(start, sp) + ce(end, ep)) / 2 - want) > 1e-3

@@ -1,6 +1,8 @@
 """Run under ``horovodrun -np 2``: train the tiny model with Horovod averaging (XLA-compiled gradients,
 allreduce outside) and, as a control, with the allreduce replaced by the identity (no XLA, to save
 compile time); the ranks start from different random weights (the broadcast must fix that); each rank saves ``{mode}-rank{r}.npz`` in OUT_DIR.
+Then, with dropout on, the per-step losses of identical weights on an identical batch
+(``train_helpers.dropout_losses``, again from seeds that differ by rank) → ``dropout-rank{r}.npy``.
 
 usage: python tests/train/hvd_worker.py DATA_DIR OUT_DIR PER_RANK_BATCH STEPS
 """
@@ -11,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from bertlib.train import distributed
-from train_helpers import train_tiny
+from train_helpers import dropout_losses, train_tiny
 
 
 def main(data_dir: str, out_dir: str, batch: int, steps: int) -> None:
@@ -23,6 +25,7 @@ def main(data_dir: str, out_dir: str, batch: int, steps: int) -> None:
         weights = train_tiny(data_dir, batch, steps, rank=rank, world=world, allreduce=allreduce, jit_compile=jit,
                              seed=7 + rank)
         np.savez(Path(out_dir) / f"{mode}-rank{rank}.npz", **{k.replace("/", "|"): v for k, v in weights.items()})
+    np.save(Path(out_dir) / f"dropout-rank{rank}.npy", dropout_losses(data_dir, seed=7 + rank))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import pytest
 
 from bertlib.config import ConfigError
 from bertlib.train import distributed
-from train_helpers import train_tiny, write_dataset
+from train_helpers import dropout_losses, train_tiny, write_dataset
 
 HERE = Path(__file__).parent
 STEPS, PER_RANK_BATCH = 3, 2
@@ -41,18 +41,26 @@ def max_diff(a: dict, b: dict) -> float:
     return max(float(np.abs(a[k] - b[k]).max()) for k in a)
 
 
-@pytest.mark.slow
-def test_two_ranks_match_one_process_on_the_concatenated_batch(tmp_path, subprocess_env):
+@pytest.fixture(scope="module")
+def two_rank_run(tmp_path_factory, subprocess_env):
+    """``hvd_worker.py`` under ``horovodrun -np 2`` (Gloo): its data dir and output dir."""
     horovodrun = shutil.which("horovodrun", path=subprocess_env["PATH"])
     assert horovodrun, "horovodrun not installed (make setup builds Horovod)"
+    tmp = tmp_path_factory.mktemp("hvd")
     # 2 files: rank r reads file r; one process interleaves both, so each step sees the same 2b examples
-    data = write_dataset(tmp_path / "data", n=32, num_files=2)
-    out = tmp_path / "out"
+    data = write_dataset(tmp / "data", n=32, num_files=2)
+    out = tmp / "out"
     out.mkdir()
     env = dict(subprocess_env, TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1")
     rc, log = run_group([horovodrun, "-np", "2", "-H", "localhost:2", sys.executable, str(HERE / "hvd_worker.py"),
                          str(data), str(out), str(PER_RANK_BATCH), str(STEPS)], env, timeout=400)
     assert rc == 0, log[-3000:]
+    return data, out
+
+
+@pytest.mark.slow
+def test_two_ranks_match_one_process_on_the_concatenated_batch(two_rank_run):
+    data, out = two_rank_run
     rank0, rank1 = load(out / "allreduce-rank0.npz"), load(out / "allreduce-rank1.npz")
     reference = train_tiny(data, 2 * PER_RANK_BATCH, STEPS, jit_compile=False)
 
@@ -61,6 +69,20 @@ def test_two_ranks_match_one_process_on_the_concatenated_batch(tmp_path, subproc
     control0, control1 = load(out / "control-rank0.npz"), load(out / "control-rank1.npz")
     assert max_diff(control0, reference) > 1e-3            # without the allreduce each rank sees half the data
     assert max_diff(control0, control1) > 1e-3
+
+
+@pytest.mark.slow
+def test_each_rank_draws_its_own_dropout_masks_and_one_process_repeats_its_own(two_rank_run):
+    """Same weights (broadcast), same batch, learning rate 0: the loss depends only on the dropout
+    masks. Ranks whose masks were alike (one broadcast RNG state) would report equal losses."""
+    data, out = two_rank_run
+    (*rank0, plain0), (*rank1, plain1) = np.load(out / "dropout-rank0.npy"), np.load(out / "dropout-rank1.npy")
+    assert plain0 == plain1 and len(rank0) == len(rank1) == 3       # without dropout: the same weights
+    assert all(abs(a - b) > 1e-6 for a, b in zip(rank0, rank1)), (rank0, rank1)  # per rank, at every step
+    assert len(set(rank0)) == len(rank0)                                         # and new masks every step
+    once, twice = dropout_losses(data), dropout_losses(data)                    # one process, same seed
+    assert np.array_equal(once, twice) and len(set(once[:-1].tolist())) == len(once) - 1
+    assert np.array_equal(dropout_losses(data, jit_compile=True), dropout_losses(data, jit_compile=True))
 
 
 def test_more_processes_without_a_launcher_is_a_clear_error():

@@ -108,12 +108,14 @@ def pretrain_cmd(cfg_path, processes: int, env: dict):
 def test_sigkill_after_a_checkpoint_then_restart_gives_the_uninterrupted_weights(tmp_path, subprocess_env, processes):
     """SIGKILL of the whole job (with 2 ranks: horovodrun and both workers, as a spot interruption)
     right after a checkpoint; the restarted job must end with exactly the weights of an uninterrupted
-    run — with dropout, shuffling and gradient accumulation on, so every random stream must resume."""
-    data = write_dataset(tmp_path / "data", n=48, num_files=2)
+    run — with dropout, shuffling and gradient accumulation on, so every random stream must resume, and
+    with held-out evaluations every 4 steps, which must not disturb any of them."""
+    data = write_dataset(tmp_path / "data", n=48, num_files=2, validation=6)
     env = dict(subprocess_env, **QUIET)
     common = dict(total_steps=40 if processes == 1 else 16, checkpoint_frequency=5, keep_checkpoints=2,
                   skip_xla=True, shuffle_buffer=16, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1,
-                  per_gpu_batch_size=2, gradient_accumulation_steps=2, num_processes=processes)
+                  per_gpu_batch_size=2, gradient_accumulation_steps=2, num_processes=processes,
+                  validation_frequency=4)
     total = common["total_steps"]
 
     full = tmp_path / "full"
@@ -143,6 +145,11 @@ def test_sigkill_after_a_checkpoint_then_restart_gives_the_uninterrupted_weights
     again = subprocess.run(pretrain_cmd(cfg, processes, env), env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
     assert f"resumed from {run / 'checkpoints' / f'ckpt-{killed_at}'} at step {killed_at}" in again.stdout
+    # every rank continued from its saved input iterator: none re-read the consumed records
+    assert f"input restored at data position {2 * killed_at}" in again.stdout
+    assert "skipping" not in again.stdout
+    states = (run / "checkpoints" / "input" / f"world-{processes}").glob("rank-*/ckpt-*.index")
+    assert len(list(states)) == 2 * processes             # each rank's newest keep_checkpoints = 2
     steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps[-1] == total and steps.count(killed_at + 1) == 1 + (killed_at < 6)
 

@@ -44,20 +44,24 @@ def make_examples(n: int, seq: int = SEQ, pred: int = PRED, vocab: int = VOCAB, 
 
 
 def write_dataset(out: Path, n: int = 64, num_files: int = 2, seq: int = SEQ, pred: int = PRED,
-                  vocab: int = VOCAB, seed: int = 0) -> Path:
-    """A prepared dataset folder with ``num_files`` train shards (records split round-robin)."""
+                  vocab: int = VOCAB, seed: int = 0, validation: int = 0, validation_files: int = 1) -> Path:
+    """A prepared dataset folder with ``num_files`` train shards (records split round-robin) and
+    ``validation`` other examples (drawn with ``seed + 1``) in ``validation_files`` validation shards."""
     out.mkdir(parents=True, exist_ok=True)
     feats = make_examples(n, seq, pred, vocab, seed)
     recs = records.encode_examples(feats)
     vocab_text = "".join(["[PAD]\n", "[UNK]\n", "[CLS]\n", "[SEP]\n", "[MASK]\n"]
                          + [f"tok{i}\n" for i in range(vocab - 5)])
     (out / "vocab.txt").write_text(vocab_text)
-    shards = []
-    for i in range(num_files):
-        name = f"train-{i:05d}-of-{num_files:05d}.tfrecord"
-        part = recs[i::num_files]
-        shards.append({"file": name, "sha256": records.write_tfrecord_file(out / name, part),
-                       "examples": len(part), "bytes": (out / name).stat().st_size})
+    val_recs = records.encode_examples(make_examples(validation, seq, pred, vocab, seed + 1)) if validation else []
+    shards = {"train": [], "validation": []}
+    for split, recs_, files in (("train", recs, num_files),
+                                ("validation", val_recs, validation_files if validation else 0)):
+        for i in range(files):
+            name = f"{split}-{i:05d}-of-{files:05d}.tfrecord"
+            part = recs_[i::files]
+            shards[split].append({"file": name, "sha256": records.write_tfrecord_file(out / name, part),
+                                  "examples": len(part), "bytes": (out / name).stat().st_size})
     manifest = {
         "format": records.MANIFEST_FORMAT, "max_seq_length": seq, "max_predictions_per_seq": pred,
         "vocab": {"sha256": hashlib.sha256(vocab_text.encode()).hexdigest(), "size": vocab,
@@ -65,7 +69,7 @@ def write_dataset(out: Path, n: int = 64, num_files: int = 2, seq: int = SEQ, pr
         "settings": {"synthetic": True, "seed": seed},
         "counts": {"documents": n, "sentences": 2 * n, "tokens": int(feats["input_mask"].sum()),
                    "examples": n, "masked_tokens": n * pred},
-        "shards": {"train": shards, "validation": []},
+        "shards": shards,
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
     return out
@@ -81,26 +85,66 @@ def base_config(data_dir: Path, run_dir: Path, **overrides) -> dict:
     return cfg
 
 
-def train_tiny(data_dir, batch_size: int, steps: int, rank: int = 0, world: int = 1, accumulation: int = 1,
-               allreduce=None, jit_compile: bool = True, seed: int = 7, lr: float = 1e-2) -> dict[str, np.ndarray]:
-    """Train a 2-layer BERT (hidden 32, no dropout) for ``steps`` optimizer steps on ``data_dir``
-    (file order, no shuffle) and return ``{variable path: value}``."""
+def tiny_config(dropout: float = 0.0):
+    from bertlib.model import BertConfig
+
+    return BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                      intermediate_size=64, hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout,
+                      max_position_embeddings=SEQ)
+
+
+def dropout_losses(data_dir, steps: int = 3, seed: int = 7, jit_compile: bool = False) -> np.ndarray:
+    """Per-step losses of the 2-layer BERT with dropout 0.1 on this process's Horovod rank, all fed
+    the same batch (the dataset's first 4 records, twice per step: 2 micro-batches) with learning
+    rate 0 and no averaging across processes, after the start-of-training broadcast: weights and
+    inputs are identical everywhere, so the losses differ only where the dropout masks do. Returns
+    [steps + 1]: the training losses, then the loss without dropout (which shows the weights agree)."""
     import keras
 
     from bertlib.data.pipeline import pretraining_dataset
-    from bertlib.model import BertConfig, BertPretrainer, pretraining_losses
-    from bertlib.optim import Lamb, PolynomialWarmup
+    from bertlib.model import BertPretrainer, pretraining_losses
+    from bertlib.optim import Lamb
     from bertlib.train.loop import Trainer, seed_everything
 
     seed_everything(seed)
-    config = BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-                        max_position_embeddings=SEQ)
-    model = BertPretrainer(config)
-    trainer = Trainer(model, pretraining_losses, Lamb(weight_decay=0.01), PolynomialWarmup(lr, 0.0, 1, steps),
-                      total_steps=steps, accumulation_steps=accumulation, max_grad_norm=1.0,
-                      jit_compile=jit_compile, allreduce=allreduce)
-    trainer.fit(lambda skip: pretraining_dataset(data_dir, "train", batch_size, SEQ, PRED, rank=rank, world=world,
-                                                 shuffle=False, skip_batches=skip))
+    model = BertPretrainer(tiny_config(dropout=0.1))
+    trainer = Trainer(model, pretraining_losses, Lamb(), lambda step: 0.0, total_steps=steps, accumulation_steps=2,
+                      jit_compile=jit_compile, allreduce=list)
+    trainer.restore_or_initialize()
+    batch = next(iter(pretraining_dataset(data_dir, "train", 4, SEQ, PRED, shuffle=False)))
+    losses = [float(trainer.train_step(iter([batch, batch]))["loss"]) for _ in range(steps)]
+    losses.append(float(pretraining_losses(model(batch, training=False), batch)["loss"]))
+    keras.backend.clear_session()
+    return np.array(losses)
+
+
+def train_tiny(data_dir, batch_size: int, steps: int, rank: int = 0, world: int = 1, accumulation: int = 1,
+               allreduce=None, jit_compile: bool = True, seed: int = 7, lr: float = 1e-2, dropout: float = 0.0,
+               shuffle: bool = False, checkpoint_dir=None, schedule_steps: int | None = None,
+               skips: list | None = None) -> dict[str, np.ndarray]:
+    """Train a 2-layer BERT (hidden 32) for ``steps`` optimizer steps on ``data_dir`` (file order, or
+    shuffled through a buffer of 16) and return ``{variable path: value}``. With ``checkpoint_dir`` it
+    checkpoints every 2 steps and resumes from there; the schedule decays over ``schedule_steps``
+    (default ``steps``); ``skips`` collects the ``skip`` each pipeline is built with."""
+    import keras
+
+    from bertlib.data.pipeline import pretraining_dataset
+    from bertlib.model import BertPretrainer, pretraining_losses
+    from bertlib.optim import Lamb, PolynomialWarmup
+    from bertlib.train.loop import Trainer, seed_everything
+
+    def data_fn(skip: int):
+        if skips is not None:
+            skips.append(skip)
+        return pretraining_dataset(data_dir, "train", batch_size, SEQ, PRED, rank=rank, world=world, shuffle=shuffle,
+                                   seed=seed, shuffle_buffer=16, skip_batches=skip)
+
+    seed_everything(seed)
+    model = BertPretrainer(tiny_config(dropout))
+    trainer = Trainer(model, pretraining_losses, Lamb(weight_decay=0.01),
+                      PolynomialWarmup(lr, 0.0, 1, schedule_steps or steps), total_steps=steps,
+                      accumulation_steps=accumulation, max_grad_norm=1.0, jit_compile=jit_compile, allreduce=allreduce,
+                      checkpoint_dir=checkpoint_dir, checkpoint_frequency=2)
+    trainer.fit(data_fn)
     keras.backend.clear_session()
     return {v.path: v.numpy() for v in model.weights}

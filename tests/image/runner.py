@@ -123,14 +123,17 @@ class SageMakerRunner:
     def _upload_dir(self, src: Path, uri: str, seen: dict | None = None) -> None:
         """Upload the files of ``src`` under ``uri``; with ``seen`` only new or changed ones."""
         bucket, prefix = _split(uri.rstrip("/"))
-        for path in sorted(p for p in src.rglob("*") if p.is_file()):
-            st = path.stat()
-            stamp = (st.st_size, st.st_mtime_ns)
-            if seen is not None and seen.get(path) == stamp:
-                continue
+        # the job writes while this runs (temp files renamed or removed): os.walk skips directories
+        # that vanish, and a file that vanishes before its upload is skipped, as SageMaker's agent does
+        files = sorted(Path(d) / f for d, _, names in os.walk(src) for f in names)
+        for path in files:
             try:
+                st = path.stat()
+                stamp = (st.st_size, st.st_mtime_ns)
+                if seen is not None and seen.get(path) == stamp:
+                    continue
                 self.s3.upload_file(str(path), bucket, f"{prefix}/{path.relative_to(src)}")
-            except FileNotFoundError:   # removed while uploading (an older checkpoint)
+            except FileNotFoundError:   # removed meanwhile (a temp file, an older checkpoint)
                 continue
             if seen is not None:
                 seen[path] = stamp

@@ -81,3 +81,10 @@ def progress_bar(total: int | None, desc: str, initial: int = 0, unit: str = "st
 
         return tqdm(total=total, initial=initial, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True)
     return None
+
+
+def quiet_or_bar(progress: bool, desc: str, unit: str, total: int | None = None, initial: int = 0):
+    """:func:`progress_bar` as a context manager that always exists: tqdm's no-op bar where none is shown."""
+    from tqdm import tqdm
+
+    return progress_bar(total, desc, initial=initial, unit=unit, enabled=progress) or tqdm(disable=True)

@@ -234,7 +234,7 @@ def adopt(cfg: AdoptConfig, progress: bool = True) -> dict:
     ``adopt = {files_read, files_reused, seconds, records_per_s}``. Bad input raises ConfigError /
     DataError / FileNotFoundError with one line naming the file (and record and feature)."""
     from bertlib.assets import sha256_file
-    from bertlib.data.prepare import _bar
+    from bertlib.progress import quiet_or_bar
     from bertlib.tokenization import check_vocab_casing, vocab_info
     from bertlib.train.metrics import write_json_atomic
 
@@ -264,7 +264,7 @@ def adopt(cfg: AdoptConfig, progress: bool = True) -> dict:
         (root / "manifest.json").unlink(missing_ok=True)
     records_read = 0
     t_read = time.perf_counter()
-    with _bar(progress, desc="adopt", unit="file", total=len(todo)) as bar:
+    with quiet_or_bar(progress, desc="adopt", unit="file", total=len(todo)) as bar:
         for rel, key in todo:
             path = root / rel
             stats = scan_file(path, s, p, vocab)

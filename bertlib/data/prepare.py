@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from bertlib.config import ConfigError, DataConfig, load_config
+from bertlib.progress import quiet_or_bar
 
 EXTRACT_VERSION = 4  # bump when the cleaning/splitting rules change (invalidates .corpus caches)
 SHARD_LAYOUT = 2  # bump when shard contents change for the same settings (2: instances dealt to all shards)
@@ -202,15 +203,6 @@ def _read_sentence_docs(path: Path):
         yield doc
 
 
-def _bar(progress: bool, desc: str, unit: str, total: int | None = None, initial: int = 0):
-    """A progress bar (:func:`bertlib.progress.progress_bar`), or tqdm's no-op one where none is shown."""
-    from tqdm import tqdm
-
-    from bertlib.progress import progress_bar
-
-    return progress_bar(total, desc, initial=initial, unit=unit, enabled=progress) or tqdm(disable=True)
-
-
 class _Preparer:
     def __init__(self, cfg: DataConfig, progress: bool):
         self.cfg, self.progress = cfg, progress
@@ -319,7 +311,7 @@ class _Preparer:
                                       self.cfg.max_documents)
         counts = {"raw_documents": 0, "documents": 0, "sentences": 0, "words": 0}
         with open(tmp, "w", encoding="utf-8") as out, \
-                _bar(self.progress, desc="extract", unit="doc", total=self.cfg.max_documents) as bar:
+                quiet_or_bar(self.progress, desc="extract", unit="doc", total=self.cfg.max_documents) as bar:
             for result in _ordered_map(pool, _extract_chunk, _chunks(raw_docs, lambda d: len(d.text)),
                                        2 * workers + 1):
                 for sentences in result:
@@ -376,7 +368,7 @@ class _Preparer:
         args = ((str(vocab_file), self.lowercase, self.strip_accents, chunk)
                 for chunk in _chunks(_read_sentence_docs(self.corpus_dir / "sentences.txt"),
                                      lambda d: sum(map(len, d))))
-        with open(tmp, "wb") as out, _bar(self.progress, desc="tokenize", unit="doc") as bar:
+        with open(tmp, "wb") as out, quiet_or_bar(self.progress, desc="tokenize", unit="doc") as bar:
             for tokens, lengths, per_doc in _ordered_map(pool, _tokenize_chunk, args, 2 * workers + 1):
                 out.write(np.ascontiguousarray(tokens, "<i4").tobytes())
                 sent_lens.append(lengths)
@@ -556,12 +548,12 @@ class _Preparer:
                     Path(task["marker"]).unlink(missing_ok=True)
                 needed = {path for task in todo for path in task["groups"]}
                 groups_todo = [g for g in groups if g["path"] in needed and not Path(g["path"]).is_file()]
-                with _bar(self.progress and bool(groups_todo), desc="instances", unit="group",
+                with quiet_or_bar(self.progress and bool(groups_todo), desc="instances", unit="group",
                           total=len(groups_todo)) as bar:
                     for fut in cf.as_completed([pool.submit(_group_task, g) for g in groups_todo]):
                         fut.result()
                         bar.update(1)
-                with _bar(self.progress, desc="shards", unit="shard", total=len(tasks),
+                with quiet_or_bar(self.progress, desc="shards", unit="shard", total=len(tasks),
                           initial=len(tasks) - len(todo)) as bar:
                     futures = {pool.submit(_shard_task, {**task}): task for task in todo}
                     for fut in cf.as_completed(futures):

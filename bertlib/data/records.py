@@ -208,7 +208,6 @@ def shard_mix(shard: dict, max_seq_length: int) -> dict:
             "padding_fraction": 1 - shard["real_tokens"] / (n * max_seq_length)}
 
 
-
 def read_manifest(data_dir: str | os.PathLike) -> dict:
     """``<data_dir>/manifest.json`` as a dict; DataError (naming the file) if absent or malformed."""
     path = Path(data_dir) / "manifest.json"
@@ -274,11 +273,6 @@ def check_example_layout(example, where: str, max_seq_length: int, max_predictio
                             f"(max_seq_length={max_seq_length}, max_predictions_per_seq={max_predictions_per_seq})")
 
 
-def _check_first_record(path: Path, max_seq_length: int, max_predictions_per_seq: int) -> None:
-    """Parse the first record of a shard with TensorFlow; check feature names, kinds and lengths."""
-    check_example_layout(first_example(path), str(path), max_seq_length, max_predictions_per_seq)
-
-
 def validate_dataset(data_dir: str | os.PathLike, max_seq_length: int | None = None,
                      max_predictions_per_seq: int | None = None, vocab: dict | None = None,
                      checksums: bool = True) -> dict:
@@ -319,7 +313,7 @@ def validate_dataset(data_dir: str | os.PathLike, max_seq_length: int | None = N
                                 f"{shard['bytes']} (truncated or corrupt; rerun prepare-data)")
             if checksums and sha256_file(path) != shard["sha256"]:
                 raise DataError(f"{path}: sha256 does not match manifest.json (corrupt; rerun prepare-data)")
-            _check_first_record(path, s, p)
+            check_example_layout(first_example(path), str(path), s, p)
     return manifest
 
 

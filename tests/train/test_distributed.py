@@ -81,8 +81,10 @@ def test_each_rank_draws_its_own_dropout_masks_and_one_process_repeats_its_own(t
     assert all(abs(a - b) > 1e-6 for a, b in zip(rank0, rank1)), (rank0, rank1)  # per rank, at every step
     assert len(set(rank0)) == len(rank0)                                         # and new masks every step
     once, twice = dropout_losses(data), dropout_losses(data)                    # one process, same seed
-    assert np.array_equal(once, twice) and len(set(once[:-1].tolist())) == len(once) - 1
-    assert np.array_equal(dropout_losses(data, jit_compile=True), dropout_losses(data, jit_compile=True))
+    # rtol 1e-6: CI saw the last bits differ between two runs in one process; other masks move it ~1e-3
+    np.testing.assert_allclose(once, twice, rtol=1e-6)
+    assert len(set(once[:-1].tolist())) == len(once) - 1
+    np.testing.assert_allclose(dropout_losses(data, jit_compile=True), dropout_losses(data, jit_compile=True), rtol=1e-6)
 
 
 def test_more_processes_without_a_launcher_is_a_clear_error():

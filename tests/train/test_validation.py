@@ -162,7 +162,10 @@ def test_evaluation_leaves_training_untouched(tmp_path, subprocess_env):
     plain, evaluated = ([json.loads(x) for x in (runs[n] / "metrics.jsonl").read_text().splitlines()]
                         for n in ("plain", "evaluated"))
     assert [r["step"] for r in plain] == [r["step"] for r in evaluated] == [1, 2, 3, 4, 5, 6]
-    assert [{k: r[k] for k in TRAINING_KEYS} for r in plain] == [{k: r[k] for k in TRAINING_KEYS} for r in evaluated]
+    # float tolerance, not bit equality: CI saw the last bits of a loss differ between two runs under
+    # load (thread scheduling); a disturbed dropout stream or data order moves losses by ~1e-3
+    for a, b in zip(plain, evaluated):
+        np.testing.assert_allclose([a[k] for k in TRAINING_KEYS], [b[k] for k in TRAINING_KEYS], rtol=1e-6)
     assert [r.get("val_examples") for r in evaluated] == [None, 2, None, 2, None, 2]   # one batch of 2
     assert not any("val_loss" in r for r in plain)
 

@@ -11,6 +11,7 @@ the training jobs; the entry points ignore them and :mod:`bertlib.launch` reads 
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from pathlib import Path
@@ -186,6 +187,8 @@ class PhaseSpec(_Strict):
     name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$")
     max_seq_length: int = Field(..., ge=8, le=4096)
     max_predictions_per_seq: int = Field(..., ge=1)
+    max_pairs_per_row: int | None = Field(
+        None, ge=1, description="pack_sequences: this phase's pairs per record (unset: DataConfig's)")
 
 
 class DataConfig(_Strict):
@@ -214,7 +217,35 @@ class DataConfig(_Strict):
     short_seq_prob: float = Field(0.1, ge=0, le=1)
     masked_lm_prob: float = Field(0.15, gt=0, lt=1)
     whole_word_masking: bool = False
+    pack_sequences: bool = Field(
+        False, description="pack several [CLS] A [SEP] B [SEP] pairs per record (Krell et al. 2021, "
+        "arXiv 2107.02027, shortest-pack-first histogram packing) instead of padding each one")
+    max_pairs_per_row: int = Field(3, ge=1, description="pack_sequences: at most this many pairs per record")
+    dynamic_masking: bool = Field(
+        False, description="store unmasked pairs; the input pipeline draws fresh token-level masks every epoch")
     seed: int = 12345
+
+    @model_validator(mode="after")
+    def _check_packing(self):
+        if self.dynamic_masking and self.whole_word_masking:
+            raise ValueError("dynamic_masking draws token-level masks only; set whole_word_masking: false")
+        if self.pack_sequences:
+            # a row's pairs (each >= 5 tokens) predict sum_j max(1, rint(prob * L_j)) <= prob * S + K / 2 tokens
+            for p in self.phases:
+                k = self.pairs_per_row(p)
+                need = math.floor(self.masked_lm_prob * p.max_seq_length + k / 2 + 1e-9)
+                if p.max_predictions_per_seq < need:
+                    raise ValueError(
+                        f"phases.{p.name}: pack_sequences with max_pairs_per_row={k} needs "
+                        f"max_predictions_per_seq >= {need} (masked_lm_prob * max_seq_length + "
+                        f"max_pairs_per_row / 2), got {p.max_predictions_per_seq}")
+        return self
+
+    def pairs_per_row(self, phase: PhaseSpec) -> int:
+        """K of a phase's records: 1 unpacked, else the phase's ``max_pairs_per_row`` or this config's."""
+        if not self.pack_sequences:
+            return 1
+        return phase.max_pairs_per_row or self.max_pairs_per_row
 
 
 class AdoptConfig(_Strict):

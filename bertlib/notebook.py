@@ -295,17 +295,20 @@ def show_estimate(p: Params) -> None:
     """The FLOPs / time / cost estimate of each run (:func:`bertlib.launch.estimate.estimate`)."""
     import pandas as pd
 
-    from bertlib.launch.estimate import estimate
+    from bertlib.launch.estimate import estimate, real_token_fraction
 
     rows = {}
     for name, cfg in p.configs.items():
-        e = estimate(cfg)
+        e = estimate(cfg, real_fraction=real_token_fraction(getattr(cfg, "data_dir", None)))
         rows[name] = {"model": f"BERT-{e['model_size']}", "sequences": f"{e['sequences']:,}",
                       "training FLOPs": f"{e['flops']:.3g}", "FLOPs / sequence": f"{e['flops_per_sequence']:.3g}",
                       "hardware": f"{e['instance_count']} × {e['instance_type']} ({e['devices']} devices)",
                       "peak TFLOP/s per device": e["peak_tflops"], "assumed utilization": f"{e['utilization']:.0%}",
                       "estimated wall time": e["wall_time"],
                       "on-demand cost": "—" if e["usd"] is None else f"${e['usd']:,.0f}"}
+        if "real_tokens" in e:
+            rows[name].update({"real tokens": f"{e['real_tokens']:.3g} ({e['real_fraction']:.1%} of rows)",
+                               "FLOPs / real token": f"{e['flops_per_real_token']:.3g}"})
     _display(pd.DataFrame(rows))
 
 

@@ -14,14 +14,18 @@ A source is a local path or an ``http(s)://``/``s3://`` URL (downloaded once by
 :func:`bertlib.assets.fetch_url`, checksum-verified when one is given). Sentences are split with
 ``blingfire`` (a compiled model shipped in the wheel; nothing is downloaded at run time).
 
-The two halves are separate so that the cheap, sequential reading (:func:`iter_raw_documents`) can
-run in one process and the expensive cleaning (:func:`document_sentences`) in worker processes.
+The two halves are separate so that the reading (:func:`iter_raw_documents`) can run in one process
+and the expensive cleaning (:func:`document_sentences`) in worker processes. A Wikimedia multistream
+dump is read by the workers themselves, a byte range each (:mod:`bertlib.data.multistream`), with the
+same per-page rules (:func:`page_document`).
 """
 
 from __future__ import annotations
 
 import bz2
+import contextlib
 import re
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Iterator, NamedTuple
@@ -90,32 +94,55 @@ def is_disambiguation(title: str, wikitext: str) -> bool:
     return title.endswith("(disambiguation)") or bool(_DISAMBIGUATION.search(wikitext))
 
 
-def iter_wikipedia(path: str | Path) -> Iterator[RawDocument]:
-    """Articles of a MediaWiki XML dump (plain or bz2), streamed, in dump order."""
+def page_document(page: ET.Element) -> RawDocument | None:
+    """The article of one parsed ``<page>`` element; ``None`` for a redirect, a disambiguation page or
+    a page outside the article namespace."""
+    title, ns, text, redirect = "", None, "", False
+    for child in page.iter():
+        name = _local(child.tag)
+        if name == "title":
+            title = child.text or ""
+        elif name == "ns":
+            ns = (child.text or "").strip()
+        elif name == "redirect":
+            redirect = True
+        elif name == "text":
+            text = child.text or ""
+    if ns != "0" or redirect or text.lstrip().lower().startswith("#redirect"):
+        return None
+    if is_disambiguation(title, text):
+        return None
+    return RawDocument("wikitext", title, text)
+
+
+def iter_wikipedia(path: str | Path, stats: dict | None = None) -> Iterator[RawDocument]:
+    """Articles of a MediaWiki XML dump (plain or bz2), streamed, in dump order. With ``stats``, adds
+    the pages parsed and the bytes read (``input_bytes``: of the file, ``xml_bytes``: decompressed)."""
     path = Path(path)
-    with (bz2.open(path, "rb") if str(path).endswith(".bz2") else open(path, "rb")) as f:
+    with open(path, "rb") as raw, (bz2.BZ2File(raw) if str(path).endswith(".bz2")
+                                   else contextlib.nullcontext(raw)) as f:
+        read = [0, 0]  # input and XML bytes already added to stats
+
+        def count(pages: int) -> None:
+            now = [raw.tell(), f.tell()]
+            stats["pages"] = stats.get("pages", 0) + pages
+            stats["input_bytes"] = stats.get("input_bytes", 0) + now[0] - read[0]
+            stats["xml_bytes"] = stats.get("xml_bytes", 0) + now[1] - read[1]
+            read[:] = now
+
         context = ET.iterparse(f, events=("start", "end"))
         _, root = next(context)
         for event, elem in context:
             if event != "end" or _local(elem.tag) != "page":
                 continue
-            title, ns, text, redirect = "", None, "", False
-            for child in elem.iter():
-                name = _local(child.tag)
-                if name == "title":
-                    title = child.text or ""
-                elif name == "ns":
-                    ns = (child.text or "").strip()
-                elif name == "redirect":
-                    redirect = True
-                elif name == "text":
-                    text = child.text or ""
+            doc = page_document(elem)
             root.clear()  # drop the finished page (and its predecessors) from memory
-            if ns != "0" or redirect or text.lstrip().lower().startswith("#redirect"):
-                continue
-            if is_disambiguation(title, text):
-                continue
-            yield RawDocument("wikitext", title, text)
+            if stats is not None:
+                count(1)
+            if doc is not None:
+                yield doc
+        if stats is not None:
+            count(0)
 
 
 def iter_text(path: str | Path, doc_mode: str = "blank_line") -> Iterator[RawDocument]:
@@ -146,20 +173,29 @@ def resolve_source(source: str, sha256: str | None = None, cache_dir: str | None
 
 
 def iter_raw_documents(paths: list[Path], fmt: str = "auto", doc_mode: str = "blank_line",
-                       max_documents: int | None = None) -> Iterator[RawDocument]:
-    """All documents of all (already resolved) sources, in order, up to ``max_documents``."""
+                       max_documents: int | None = None, stats: dict | None = None) -> Iterator[RawDocument]:
+    """All documents of all (already resolved) sources, in order, up to ``max_documents``. With
+    ``stats``, adds the CPU seconds spent reading (``read_s``: this generator's own, not its
+    consumer's), the documents yielded and, for dumps, what :func:`iter_wikipedia` counts."""
     n = 0
+    t = time.thread_time()
     for path in paths:
         try:
             kind = source_format(path, fmt)
-            docs = iter_wikipedia(path) if kind == "wikipedia" else iter_text(path, doc_mode)
+            docs = iter_wikipedia(path, stats) if kind == "wikipedia" else iter_text(path, doc_mode)
             for doc in docs:
                 if max_documents is not None and n >= max_documents:
                     return
                 n += 1
+                if stats is not None:
+                    stats["read_s"] = stats.get("read_s", 0.0) + time.thread_time() - t
+                    stats["documents"] = stats.get("documents", 0) + 1
                 yield doc
+                t = time.thread_time()
         except (ET.ParseError, OSError, EOFError, UnicodeDecodeError) as e:
             raise ConfigError(f"{path}: cannot read source ({e})") from None
+    if stats is not None:
+        stats["read_s"] = stats.get("read_s", 0.0) + time.thread_time() - t
 
 
 def _prune(code) -> None:
@@ -236,7 +272,14 @@ def split_sentences(paragraphs: list[str]) -> list[str]:
     return out
 
 
-def document_sentences(doc: RawDocument) -> list[str]:
-    """One raw document → its sentences (empty list if nothing prose-like remains)."""
+def document_sentences(doc: RawDocument, stats: dict | None = None) -> list[str]:
+    """One raw document → its sentences (empty list if nothing prose-like remains). With ``stats``,
+    adds the CPU seconds spent cleaning (``clean_s``) and splitting (``split_s``)."""
+    t0 = time.thread_time()
     paragraphs = clean_wikitext(doc.text) if doc.kind == "wikitext" else _paragraphs(doc.text)
-    return split_sentences(paragraphs)
+    t1 = time.thread_time()
+    sentences = split_sentences(paragraphs)
+    if stats is not None:
+        stats["clean_s"] = stats.get("clean_s", 0.0) + t1 - t0
+        stats["split_s"] = stats.get("split_s", 0.0) + time.thread_time() - t1
+    return sentences

@@ -11,6 +11,11 @@ what makes a resumed run (``skip_batches`` = micro-batches already consumed) see
 as an uninterrupted one. The trainer normally restores the iterator state each rank saved with the
 checkpoint instead (into a pipeline built with ``skip_batches=0``, so the pipeline always has its
 ``skip`` step) and reads no consumed record; skipping is its fallback.
+
+A packed dataset (``manifest.json["packing"]``: up to K pairs per row, ``input_mask`` = pair number)
+is parsed with its K, and :func:`packed_features` adds what the model needs to keep the pairs apart
+(position within each pair, each pair's ``[CLS]`` position and presence). An unpacked dataset gives
+exactly Google's features.
 """
 
 from __future__ import annotations
@@ -18,21 +23,71 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from bertlib.data.records import DataError, parse_pretraining_batch, validate_dataset
+from bertlib.data.records import DataError, dataset_layout, parse_pretraining_batch, validate_dataset
 
 #: files read concurrently per rank (google-research/bert uses min(4, files))
 CYCLE_LENGTH = 4
 
 
 def shard_files(data_dir: str | os.PathLike, split: str, max_seq_length: int, max_predictions_per_seq: int,
-                vocab: dict | None = None, checksums: bool = True) -> list[str]:
-    """Validate the dataset (manifest vs the requested shapes/vocab) and list the ``split``'s files."""
+                vocab: dict | None = None, checksums: bool = True) -> tuple[list[str], dict]:
+    """Validate the dataset (manifest vs the requested shapes/vocab); return the ``split``'s files and
+    the manifest."""
     manifest = validate_dataset(data_dir, max_seq_length=max_seq_length,
                                 max_predictions_per_seq=max_predictions_per_seq, vocab=vocab, checksums=checksums)
     shards = manifest.get("shards", {}).get(split) or []
     if not shards:
         raise DataError(f"{Path(data_dir) / 'manifest.json'}: no {split!r} shards")
-    return [str(Path(data_dir) / s["file"]) for s in shards]
+    return [str(Path(data_dir) / s["file"]) for s in shards], manifest
+
+
+def packed_features(batch: dict, max_pairs_per_row: int) -> dict:
+    """Parsed packed batch → the same dict plus the features that keep its pairs apart.
+
+    ``batch["input_mask"]`` [B, S] holds the 1-based pair number of every real token (1..K, pairs
+    back to back from position 0) and 0 on padding. Adds, with K = ``max_pairs_per_row``:
+
+    - ``position_ids`` [B, S] int32: position within the token's own pair (0 at its ``[CLS]``), 0 on
+      padding;
+    - ``next_sentence_positions`` [B, K] int32: row position of pair j's ``[CLS]`` (its first token)
+      at index j-1, 0 for an absent pair;
+    - ``next_sentence_weights`` [B, K] float32: 1.0 for a present pair, 0.0 for an absent one.
+    """
+    import tensorflow as tf
+
+    pair = tf.cast(batch["input_mask"], tf.int32)                                         # [B, S]
+    seq_len = tf.shape(pair)[1]
+    in_pair = tf.equal(pair[:, :, tf.newaxis], tf.range(1, max_pairs_per_row + 1))        # [B, S, K]
+    index = tf.range(seq_len)[tf.newaxis, :, tf.newaxis]                                  # [1, S, 1]
+    start = tf.reduce_min(tf.where(in_pair, index, seq_len), axis=1)                      # [B, K]; S if absent
+    present = tf.reduce_any(in_pair, axis=1)                                              # [B, K]
+    start = tf.where(present, start, 0)
+    own_start = tf.reduce_sum(tf.cast(in_pair, tf.int32) * start[:, tf.newaxis, :], axis=2)   # [B, S]
+    return {**batch,
+            "position_ids": tf.where(pair > 0, tf.range(seq_len)[tf.newaxis, :] - own_start, 0),
+            "next_sentence_positions": start,
+            "next_sentence_weights": tf.cast(present, tf.float32)}
+
+
+def _mask_drawer(data_dir, manifest: dict, max_predictions_per_seq: int, seed: int, rank: int):
+    """For unmasked records (``masking: dynamic``): ``(batch, batch_index) -> batch`` with masks drawn by
+    :func:`bertlib.data.masking.dynamic_mask` (the manifest's ``masked_lm_prob``, the dataset's
+    ``vocab.txt`` special ids), seeded by (``seed``, ``rank``, batch index)."""
+    from bertlib.data.masking import dynamic_mask, mask_seed
+    from bertlib.data.pretraining import SpecialIds
+    from bertlib.tokenization import read_vocab
+
+    vocab_file = Path(data_dir) / "vocab.txt"
+    if not vocab_file.is_file():
+        raise DataError(f"{vocab_file}: not found (dynamic masking draws [MASK]/random ids from the dataset's vocab)")
+    ids = SpecialIds.from_vocab(read_vocab(vocab_file))
+    prob = dataset_layout(manifest)["masked_lm_prob"]
+
+    def draw(batch, index):
+        return dynamic_mask(batch, mask_seed(seed, rank, index), max_predictions_per_seq, prob, ids.cls, ids.sep,
+                            ids.mask, ids.vocab_size)
+
+    return draw
 
 
 def pretraining_dataset(data_dir: str | os.PathLike, split: str, batch_size: int, max_seq_length: int,
@@ -57,13 +112,30 @@ def pretraining_dataset(data_dir: str | os.PathLike, split: str, batch_size: int
       drop_remainder: drop the short last batch (training: every step has the same shape); off for
         an evaluation that must see every record.
 
+    Unmasked records (``masking: dynamic`` in the manifest) get their masks here, per batch, seeded by
+    (``seed``, ``rank``, batch index): other masks every epoch and on every rank, the same ones again
+    after a resume (the index is part of the saved iterator state, and skipping counts it too).
+
     Returns:
       Batches ``{input_ids, input_mask, segment_ids: [B, S] int32, masked_lm_positions,
-      masked_lm_ids: [B, P] int32, masked_lm_weights: [B, P] float32, next_sentence_labels: [B, 1] int32}``.
+      masked_lm_ids: [B, P] int32, masked_lm_weights: [B, P] float32, next_sentence_labels: [B, 1] int32}``;
+      for a packed dataset (K = ``max_pairs_per_row`` > 1) ``next_sentence_labels`` is [B, K] and the
+      batches add ``position_ids`` [B, S], ``next_sentence_positions`` [B, K] int32 and
+      ``next_sentence_weights`` [B, K] float32 (:func:`packed_features`).
     """
     import tensorflow as tf
 
-    files = shard_files(data_dir, split, max_seq_length, max_predictions_per_seq, vocab, checksums)
+    files, manifest = shard_files(data_dir, split, max_seq_length, max_predictions_per_seq, vocab, checksums)
+    layout = dataset_layout(manifest)
+    pairs = layout["max_pairs_per_row"]
+    draw_masks = None if layout["masked"] else _mask_drawer(data_dir, manifest, max_predictions_per_seq, seed, rank)
+
+    def parse(index, serialized):
+        batch = parse_pretraining_batch(serialized, max_seq_length, max_predictions_per_seq, pairs, layout["masked"])
+        if draw_masks is not None:
+            batch = draw_masks(batch, index)
+        return packed_features(batch, pairs) if pairs > 1 else batch
+
     by_file = len(files) >= world
     ds = tf.data.Dataset.from_tensor_slices(files)
     if by_file:
@@ -80,7 +152,7 @@ def pretraining_dataset(data_dir: str | os.PathLike, split: str, batch_size: int
     if shuffle:
         ds = ds.shuffle(shuffle_buffer, seed=seed + 1 + rank, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    ds = ds.enumerate()          # the batch index seeds dynamic masks: fresh every epoch, repeated on resume
     ds = ds.skip(skip_batches)   # even 0: a saved iterator state must fit the pipeline of any restart
-    ds = ds.map(lambda s: parse_pretraining_batch(s, max_seq_length, max_predictions_per_seq),
-                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)

@@ -13,12 +13,15 @@ Stages (each skipped on a rerun when its output exists for the same settings):
              makes the group's instances (A/B token ranges), shuffles them and saves them
              (``<phase>/.progress/<split>-instances-*.npy``); then a worker per shard takes its
              round-robin share of every group (so all shards are the same mix, as Google's shuffle
-             and round-robin write makes them), shuffles, masks and writes
+             and round-robin write makes them), shuffles, masks (unless ``dynamic_masking``), packs
+             several pairs per record (if ``pack_sequences``) and writes
              ``<phase>/<split>-0000k-of-0000n.tfrecord`` through a temp name, then a done-marker
              (``<phase>/.progress/<file>.json``: settings key, sha256, counts).
 5. manifest  ``<phase>/vocab.txt`` and, last, ``<phase>/manifest.json`` (counts, settings, vocab,
-             per-shard sha256, examples, random-next and padding fractions), both atomically; the
-             instance files are then deleted.
+             per-shard sha256, examples (= records), pairs, random-next and padding fractions, the
+             record layout: ``packing`` (null, or K, pairs, rows and efficiency = real tokens /
+             (rows × S)) and ``masking`` ("static" / "dynamic")), both atomically; the instance
+             files are then deleted.
 
 A shard is only skipped when its marker has the same settings key and the file's sha256 matches,
 so an interrupted run (a killed worker, Ctrl-C) resumes and ends with the same bytes. Changed
@@ -63,10 +66,23 @@ def _worker_init() -> None:
     os.environ["RAYON_NUM_THREADS"] = "1"
 
 
-def _extract_chunk(docs) -> list[list[str]]:
+def _extract_chunk(task) -> dict:
+    """One extract task: a list of raw documents (read by the main process) or a
+    :class:`~bertlib.data.multistream.StreamRange` of a multistream dump, decompressed and parsed
+    here. Returns each document's sentences in order (``"sentences"``), the stage stats
+    (``"stats"``: seconds and counts) and, for a range, ``"range"``: the task, the offset of its first
+    stream and where its last ended (for the main process's tiling check)."""
     from bertlib.data.corpus import document_sentences
+    from bertlib.data.multistream import RangeReader, StreamRange
 
-    return [document_sentences(d) for d in docs]
+    stats: dict = {}
+    reader = RangeReader(task, stats) if isinstance(task, StreamRange) else task
+    sentences = [document_sentences(d, stats) for d in reader]
+    stats["cleaned"], stats["sentences"] = len(sentences), sum(map(len, sentences))
+    result = {"sentences": sentences, "stats": stats}
+    if reader is not task:
+        result["range"] = (task, reader.first, reader.end)
+    return result
 
 
 def _tokenizer(vocab_file: str, lowercase: bool, strip_accents):
@@ -118,14 +134,16 @@ def _shard_task(task: dict) -> dict:
     dealt = [np.load(path, mmap_mode="r") for path in task["groups"]]
     instances = np.concatenate([rows[dealt_slice(len(rows), group, task["shard"], task["num_shards"])]
                                 for group, rows in enumerate(dealt)])
-    stats = {"examples": 0, "masked_tokens": 0, "real_tokens": 0, "random_next": 0}
+    stats = {"examples": 0, "pairs": 0, "masked_tokens": 0, "real_tokens": 0, "random_next": 0}
 
     def records():
         for batch in make_shard(_corpus(task), instances, ids=_WORKER_CACHE[vkey], seed=task["seed"],
                                 **task["example_settings"]):
             stats["examples"] += len(batch["input_ids"])
-            stats["masked_tokens"] += int(batch["masked_lm_weights"].sum())
-            stats["real_tokens"] += int(batch["input_mask"].sum())
+            stats["pairs"] += int(batch["input_mask"].max(axis=1).sum())  # input_mask = pair number 1..K
+            if "masked_lm_weights" in batch:
+                stats["masked_tokens"] += int(batch["masked_lm_weights"].sum())
+            stats["real_tokens"] += int((batch["input_mask"] > 0).sum())
             stats["random_next"] += int(batch["next_sentence_labels"].sum())
             yield from encode_examples(batch)
 
@@ -225,6 +243,9 @@ class _Preparer:
             if p.max_predictions_per_seq > p.max_seq_length - 3:
                 raise ConfigError(f"phases.{p.name}: max_predictions_per_seq={p.max_predictions_per_seq} "
                                   f"exceeds max_seq_length - 3 = {p.max_seq_length - 3}")
+        from bertlib.data.preflight import check_disk
+
+        check_disk(cfg)  # before any download or extraction: prints the estimate, stops if a disk lacks it
         self.sources = []
         for s in cfg.sources:
             path = resolve_source(s, cfg.source_sha256.get(s), cfg.cache_dir)
@@ -275,7 +296,11 @@ class _Preparer:
                 "num_shards": cfg.num_shards, "validation_shards": cfg.validation_shards,
                 "validation_fraction": cfg.validation_fraction, "dupe_factor": cfg.dupe_factor,
                 "short_seq_prob": cfg.short_seq_prob, "masked_lm_prob": cfg.masked_lm_prob,
-                "whole_word_masking": cfg.whole_word_masking, "seed": cfg.seed}
+                "whole_word_masking": cfg.whole_word_masking, "seed": cfg.seed,
+                # only when on, so that the settings (and shard keys) of unpacked, static data stay as before
+                **({"pack_sequences": True, "max_pairs_per_row": cfg.pairs_per_row(phase)} if cfg.pack_sequences
+                   else {}),
+                **({"dynamic_masking": True} if cfg.dynamic_masking else {})}
 
     def _check_phase_dir(self, phase) -> None:
         """Refuse to mix: an existing phase folder must have been made with the same settings."""
@@ -292,13 +317,21 @@ class _Preparer:
                     old, where = m["settings"], marker
                     break
         if old is not None and old != new:
-            changed = ", ".join(f"{k}: {old.get(k)!r} → {new.get(k)!r}" for k in new if old.get(k) != new.get(k))
+            changed = ", ".join(f"{k}: {old.get(k)!r} → {new.get(k)!r}" for k in {**new, **old}
+                                if old.get(k) != new.get(k))
             raise ConfigError(f"{where}: {pdir} was prepared with other settings ({changed}); "
                               f"use a new output_dir or delete {pdir}")
 
     # -- 1. extract --------------------------------------------------------------------------------
     def extract(self, pool, workers: int) -> dict:
-        from bertlib.data.corpus import iter_raw_documents
+        """Stage 1. A Wikimedia multistream dump is read by the workers, a byte range each
+        (:mod:`bertlib.data.multistream`); other sources are read here and sent to the workers in
+        chunks. Either way results are taken in order and cut at ``max_documents``, so
+        ``sentences.txt`` is the same whatever the source's layout and the worker count.
+        ``extract.json`` holds the counts and the stage's rates (``rates``: per busy core — the
+        seconds of a step are the CPU seconds of the threads that ran it, summed over processes)."""
+        from bertlib.data.corpus import iter_raw_documents, source_format
+        from bertlib.data.multistream import TilingCheck, stream_ranges
 
         marker = self.corpus_dir / "extract.json"
         done = _read_json(marker)
@@ -307,26 +340,68 @@ class _Preparer:
         self.corpus_dir.mkdir(parents=True, exist_ok=True)
         path = self.corpus_dir / "sentences.txt"
         tmp = path.with_name(f".sentences.txt.tmp{os.getpid()}")
-        raw_docs = iter_raw_documents(self.sources, self.cfg.source_format, self.cfg.text_doc_mode,
-                                      self.cfg.max_documents)
+        cfg, limit = self.cfg, self.cfg.max_documents
+        read_here: dict = {}  # stats of the reading done in this process
+        stats: dict = {}  # summed over the workers' results
+        ranges = 0
+
+        def tasks():
+            nonlocal ranges
+            for source in self.sources:
+                parts = stream_ranges(source, limit) if source_format(source, cfg.source_format) == "wikipedia" \
+                    else None
+                if parts:
+                    ranges += len(parts)
+                    yield from parts
+                else:
+                    docs = iter_raw_documents([source], cfg.source_format, cfg.text_doc_mode, limit, read_here)
+                    yield from _chunks(docs, lambda d: len(d.text))
+
         counts = {"raw_documents": 0, "documents": 0, "sentences": 0, "words": 0}
+        tiling = TilingCheck()
+        t_start, write_s = time.perf_counter(), 0.0
         with open(tmp, "w", encoding="utf-8") as out, \
-                quiet_or_bar(self.progress, desc="extract", unit="doc", total=self.cfg.max_documents) as bar:
-            for result in _ordered_map(pool, _extract_chunk, _chunks(raw_docs, lambda d: len(d.text)),
-                                       2 * workers + 1):
-                for sentences in result:
+                quiet_or_bar(self.progress, desc="extract", unit="doc", total=limit) as bar:
+            for result in _ordered_map(pool, _extract_chunk, tasks(), 2 * workers + 1):
+                if "range" in result:
+                    tiling(*result["range"])
+                for k, v in result["stats"].items():
+                    stats[k] = stats.get(k, 0) + v
+                t = time.thread_time()
+                taken = result["sentences"][:None if limit is None else limit - counts["raw_documents"]]
+                for sentences in taken:
                     counts["raw_documents"] += 1
                     if sentences:
                         counts["documents"] += 1
                         counts["sentences"] += len(sentences)
                         counts["words"] += sum(s.count(" ") + 1 for s in sentences)
                         out.write("\n".join(sentences) + "\n\n")
-                bar.update(len(result))
+                write_s += time.thread_time() - t
+                bar.update(len(taken))
+                if counts["raw_documents"] == limit:
+                    break  # the cut: later results (read ahead by the workers) are not needed
         if counts["documents"] == 0:
             tmp.unlink()
             raise ConfigError(f"{', '.join(map(str, self.sources))}: no documents with text found")
         os.replace(tmp, path)
-        done = {"key": self.extract_key, **counts}
+        for k, v in read_here.items():
+            stats[k] = stats.get(k, 0) + v
+
+        def rate(n, seconds):
+            return round(n / seconds, 2) if seconds else None
+
+        read_s, clean_s, split_s = (stats.get(k, 0.0) for k in ("read_s", "clean_s", "split_s"))
+        rates = {"workers": workers, "wall_s": round(time.perf_counter() - t_start, 3),
+                 "read_by": "workers" if not read_here else "main process" if not ranges else "both",
+                 "read": {"s": round(read_s, 3), "docs_per_s": rate(stats.get("documents", 0), read_s),
+                          "pages_per_s": rate(stats.get("pages", 0), read_s),
+                          "input_MB_per_s": rate(stats.get("input_bytes", 0) / 1e6, read_s),
+                          "xml_MB_per_s": rate(stats.get("xml_bytes", 0) / 1e6, read_s)},
+                 "clean": {"s": round(clean_s, 3), "docs_per_s": rate(stats["cleaned"], clean_s)},
+                 "split": {"s": round(split_s, 3), "docs_per_s": rate(stats["cleaned"], split_s),
+                           "sentences_per_s": rate(stats["sentences"], split_s)},
+                 "write": {"s": round(write_s, 3), "MB_per_s": rate(path.stat().st_size / 1e6, write_s)}}
+        done = {"key": self.extract_key, **counts, "rates": rates}
         _write_json(marker, done)
         return done
 
@@ -453,7 +528,9 @@ class _Preparer:
                             "max_seq_length": phase.max_seq_length,
                             "max_predictions_per_seq": phase.max_predictions_per_seq,
                             "masked_lm_prob": cfg.masked_lm_prob,
-                            "whole_word_masking": cfg.whole_word_masking}})
+                            "whole_word_masking": cfg.whole_word_masking,
+                            "pack_sequences": cfg.pack_sequences, "max_pairs_per_row": cfg.pairs_per_row(phase),
+                            "masked": not cfg.dynamic_masking}})
         return groups, tasks
 
     @staticmethod
@@ -487,25 +564,34 @@ class _Preparer:
         for phase in self.cfg.phases:
             pdir = self.out / phase.name
             shards: dict[str, list] = {s: [] for s in split_paths}
-            splits = {s: dict(c, examples=0, masked_tokens=0) for s, c in split_counts.items()}
+            splits = {s: dict(c, examples=0, pairs=0, masked_tokens=0) for s, c in split_counts.items()}
             for task in tasks:
                 if task["phase"] != phase.name:
                     continue
                 m = markers[task["path"]]
                 shard = {k: m[k] for k in ("file", "sha256", "bytes", "examples", "masked_tokens", "real_tokens",
                                            "random_next")}
+                shard["pairs"] = m.get("pairs", m["examples"])  # markers of unpacked shards made before packing
                 shards[task["split"]].append({**shard, **shard_mix(shard, phase.max_seq_length)})
-                splits[task["split"]]["examples"] += m["examples"]
-                splits[task["split"]]["masked_tokens"] += m["masked_tokens"]
+                for key in ("examples", "pairs", "masked_tokens"):
+                    splits[task["split"]][key] += shard[key]
             counts = {k: sum(s[k] for s in splits.values())
-                      for k in ("documents", "sentences", "tokens", "examples", "masked_tokens")}
+                      for k in ("documents", "sentences", "tokens", "examples", "pairs", "masked_tokens")}
+            packing = None
+            if self.cfg.pack_sequences:
+                real = sum(shard["real_tokens"] for split in shards.values() for shard in split)
+                packing = {"max_pairs_per_row": self.cfg.pairs_per_row(phase), "algorithm": "spfhp",
+                           "pairs": counts["pairs"], "rows": counts["examples"],
+                           "efficiency": real / max(counts["examples"] * phase.max_seq_length, 1)}
             vtmp = pdir / f".vocab.txt.tmp{os.getpid()}"
             shutil.copyfile(vocab_file, vtmp)
             os.replace(vtmp, pdir / "vocab.txt")
             manifest = {"format": MANIFEST_FORMAT, "max_seq_length": phase.max_seq_length,
                         "max_predictions_per_seq": phase.max_predictions_per_seq, "vocab": vocab_info,
                         "settings": self.phase_settings(phase), "counts": counts, "splits": splits,
-                        "shards": shards, "created_by": "bertlib prepare-data"}
+                        "shards": shards, "packing": packing,
+                        "masking": "dynamic" if self.cfg.dynamic_masking else "static",
+                        "created_by": "bertlib prepare-data"}
             _write_json(pdir / "manifest.json", manifest)
             manifests[phase.name] = manifest
             for instances in (pdir / ".progress").glob("*-instances-*.npy"):  # only needed to (re)make shards
@@ -573,7 +659,8 @@ class _Preparer:
                            "documents": corpus["documents"], "sentences": corpus["sentences"],
                            "tokens": corpus["tokens"]},
                 "phases": {name: {"dir": str(self.out / name), "counts": m["counts"], "splits": m["splits"],
-                                  "shards": {s: len(v) for s, v in m["shards"].items()}}
+                                  "shards": {s: len(v) for s, v in m["shards"].items()},
+                                  "packing": m["packing"], "masking": m["masking"]}
                            for name, m in manifests.items()},
                 "skipped_shards": len(tasks) - len(todo), "written_shards": len(todo),
                 "timings": dict(self.timings)}
@@ -606,7 +693,8 @@ def main(argv: list[str]) -> int:
           f"seconds={summary['timings']['total_s']:.1f}")
     for name, ph in summary["phases"].items():
         pc = ph["counts"]
-        print(f"[bertlib] {name}: {ph['dir']} examples={pc['examples']} masked_tokens={pc['masked_tokens']} "
+        packed = f" pairs={pc['pairs']} packing_efficiency={ph['packing']['efficiency']:.3f}" if ph["packing"] else ""
+        print(f"[bertlib] {name}: {ph['dir']} examples={pc['examples']}{packed} masked_tokens={pc['masked_tokens']} "
               f"shards={ph['shards']}")
     return 0
 

@@ -19,6 +19,12 @@ The algorithm is the original one, step for step:
 5. ``dupe_factor`` passes over the documents, each with fresh random choices and masks.
 6. All instances are shuffled and dealt round-robin to the shards, so every shard is the same mix.
 
+Two options leave Google's format (both off by default, and then the shards are as above):
+``pack_sequences`` packs a shard's shuffled pairs, several per record, with shortest-pack-first
+histogram packing (:mod:`bertlib.data.packing`; Krell et al. 2021), each pair masked as in step 4
+on its own (:func:`build_packed_examples`); ``dynamic_masking`` skips step 4's masked LM and stores
+the pairs unmasked, for masks drawn anew in the input pipeline.
+
 What differs is the machinery, not the distribution: the corpus is one flat int32 token array with
 sentence and document offsets (memory-mapped, shared by worker processes), an example is a pair of
 token ranges until the end, truncation draws its front/back coin flips at once, and masking and
@@ -40,6 +46,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from bertlib.data.packing import pack, place_pairs
 
 CORPUS_FILES = ("tokens.int32", "sentences.int64", "documents.int64")
 
@@ -186,11 +194,13 @@ class SpecialIds:
 
 def build_examples(tokens: np.ndarray, instances: np.ndarray, max_seq_length: int,
                    max_predictions_per_seq: int, masked_lm_prob: float, whole_word_masking: bool,
-                   ids: SpecialIds, rng: np.random.Generator) -> dict[str, np.ndarray]:
+                   ids: SpecialIds, rng: np.random.Generator, masked: bool = True) -> dict[str, np.ndarray]:
     """Instances [N, 5] → padded, masked feature arrays (the records' features, see records.py).
 
     Returns ``input_ids, input_mask, segment_ids`` [N, S] int64, ``masked_lm_positions,
     masked_lm_ids`` [N, P] int64, ``masked_lm_weights`` [N, P] float32, ``next_sentence_labels`` [N, 1].
+    ``masked=False`` (dynamic masking): no ``masked_lm_*`` arrays, ``input_ids`` unmasked, and no
+    random numbers are drawn.
     """
     n, s, p = len(instances), max_seq_length, max_predictions_per_seq
     a0, a1, b0, b1, rand_next = (instances[:, j:j + 1] for j in range(5))
@@ -207,6 +217,9 @@ def build_examples(tokens: np.ndarray, instances: np.ndarray, max_seq_length: in
     input_ids[rows, length[:, 0] - 1] = ids.sep
     input_mask = (pos < length).astype(np.int64)
     segment_ids = ((pos >= la + 2) & (pos < length)).astype(np.int64)
+    if not masked:
+        return {"input_ids": input_ids, "input_mask": input_mask, "segment_ids": segment_ids,
+                "next_sentence_labels": rand_next.astype(np.int64)}
 
     # -- masked LM: candidates in random order, greedily taken up to num_to_predict ----------------
     cand = in_a | in_b
@@ -256,6 +269,24 @@ def build_examples(tokens: np.ndarray, instances: np.ndarray, max_seq_length: in
             "next_sentence_labels": rand_next.astype(np.int64)}
 
 
+def build_packed_examples(tokens: np.ndarray, instances: np.ndarray, rows: np.ndarray, max_seq_length: int,
+                          max_predictions_per_seq: int, masked_lm_prob: float, whole_word_masking: bool,
+                          ids: SpecialIds, rng: np.random.Generator, masked: bool = True) -> dict[str, np.ndarray]:
+    """Instances [N, 5] packed into rows [R, K] (pair indices in row order, -1 = no pair; see
+    :func:`bertlib.data.packing.pack`) → packed feature arrays (records.py's packed layout).
+
+    Every pair is made and masked by :func:`build_examples` on its own (Google's rule per pair:
+    ``min(P, max(1, rint(L_j * masked_lm_prob)))`` predictions among its tokens), then the pairs of a
+    row are placed back to back by :func:`bertlib.data.packing.place_pairs`.
+    """
+    present = rows >= 0                                                     # [R, K]; pairs fill a prefix
+    pairs = build_examples(tokens, instances[rows[present]], max_seq_length, max_predictions_per_seq,
+                           masked_lm_prob, whole_word_masking, ids, rng, masked)  # [M, ...] in row-major order
+    pair_of = np.full(rows.shape, -1, np.int64)                             # [R, K] row of `pairs` per slot
+    pair_of[present] = np.arange(present.sum())
+    return place_pairs(pairs, pair_of, max_seq_length, max_predictions_per_seq)
+
+
 def group_documents(doc_ids: np.ndarray, group: int, num_groups: int) -> np.ndarray:
     """Documents of one instance group: every ``num_groups``-th of the (already shuffled) split."""
     return doc_ids[group::num_groups]
@@ -298,14 +329,24 @@ def dealt_slice(num_rows: int, group: int, shard: int, num_shards: int) -> slice
 
 def make_shard(corpus: TokenizedCorpus, instances: np.ndarray, *, max_seq_length: int, max_predictions_per_seq: int,
                masked_lm_prob: float, whole_word_masking: bool, ids: SpecialIds, seed: int,
-               batch_size: int = 1024):
+               batch_size: int = 1024, pack_sequences: bool = False, max_pairs_per_row: int = 1,
+               masked: bool = True):
     """All examples of one shard from its instances ``[N, 5]`` (its :func:`dealt_slice` of every
-    group): shuffled, masked.
+    group): shuffled, masked (unless not ``masked``: dynamic masking).
 
-    Yields feature-array batches (see :func:`build_examples`) in the shard's final record order.
+    With ``pack_sequences`` the shuffled pairs are packed (:func:`bertlib.data.packing.pack`, up to
+    ``max_pairs_per_row`` per row, rows shuffled) and ``batch_size`` counts rows. Yields
+    feature-array batches (see :func:`build_examples` / :func:`build_packed_examples`) in the shard's
+    final record order.
     """
     rng = np.random.default_rng(derive_seed(seed, "mask"))
     instances = instances[rng.permutation(len(instances))]
-    for start in range(0, len(instances), batch_size):
-        yield build_examples(corpus.tokens, instances[start:start + batch_size], max_seq_length,
-                             max_predictions_per_seq, masked_lm_prob, whole_word_masking, ids, rng)
+    settings = (max_seq_length, max_predictions_per_seq, masked_lm_prob, whole_word_masking, ids, rng, masked)
+    if not pack_sequences:
+        for start in range(0, len(instances), batch_size):
+            yield build_examples(corpus.tokens, instances[start:start + batch_size], *settings)
+        return
+    lengths = instances[:, 1] - instances[:, 0] + instances[:, 3] - instances[:, 2] + 3
+    rows = pack(lengths, max_seq_length, max_pairs_per_row, rng)
+    for start in range(0, len(rows), batch_size):
+        yield build_packed_examples(corpus.tokens, instances, rows[start:start + batch_size], *settings)

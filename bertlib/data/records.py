@@ -13,6 +13,15 @@ masked_lm_ids          int64    [P]    original token ids at those positions, 0-
 masked_lm_weights      float32  [P]    1.0 for real predictions, 0.0 for padding
 next_sentence_labels   int64    [1]    0 = B follows A, 1 = B is random (Google's convention)
 =====================  =======  =====  ==============================================
+
+Packed records (``DataConfig.pack_sequences``, Krell et al. 2021, arXiv 2107.02027) hold up to
+K = ``max_pairs_per_row`` pairs back to back from position 0, in pack order, with the same feature
+names: ``input_mask`` holds the 1-based pair number (1..K) of every real token (0 on padding, so
+K = 1 is Google's 0/1 mask), ``segment_ids`` restart at 0 for every pair, ``masked_lm_positions``
+are absolute row positions (ascending) and ``next_sentence_labels`` is [K]: pair j's label at index
+j-1, 0 for absent pairs. Unmasked records (``DataConfig.dynamic_masking``) leave out the three
+``masked_lm_*`` features; their ``input_ids`` are the original tokens. The manifest's ``packing`` and
+``masking`` keys say which layout a phase has (:func:`dataset_layout`).
 """
 
 from __future__ import annotations
@@ -33,6 +42,8 @@ INT_FEATURES = ("input_ids", "input_mask", "segment_ids", "masked_lm_positions",
                 "next_sentence_labels")
 FEATURE_NAMES = ("input_ids", "input_mask", "segment_ids", "masked_lm_positions", "masked_lm_ids",
                  "masked_lm_weights", "next_sentence_labels")
+#: features that unmasked records (``masking: "dynamic"``) leave out
+MASKED_LM_FEATURES = ("masked_lm_positions", "masked_lm_ids", "masked_lm_weights")
 #: ``manifest.json["format"]`` of a prepared dataset folder (see :func:`validate_dataset`)
 MANIFEST_FORMAT = "bertlib-pretraining/1"
 
@@ -41,20 +52,45 @@ class DataError(ConfigError):
     """A prepared dataset that cannot be used; ``str(err)`` is one line naming the file."""
 
 
-def feature_spec(max_seq_length: int, max_predictions_per_seq: int) -> dict:
-    """``tf.io.parse_example`` spec for records of length S=max_seq_length, P=max_predictions."""
+def feature_spec(max_seq_length: int, max_predictions_per_seq: int, max_pairs_per_row: int = 1,
+                 masked: bool = True) -> dict:
+    """``tf.io.parse_example`` spec for records of length S=max_seq_length, P=max_predictions.
+
+    ``max_pairs_per_row`` K > 1 = packed records (``next_sentence_labels`` [K]); ``masked=False`` =
+    unmasked records of a dynamic-masking dataset (no ``masked_lm_*`` features). The defaults are
+    Google's layout. :func:`dataset_layout` gives both arguments from a manifest.
+    """
     import tensorflow as tf
 
     s, p = max_seq_length, max_predictions_per_seq
-    return {
+    spec = {
         "input_ids": tf.io.FixedLenFeature([s], tf.int64),
         "input_mask": tf.io.FixedLenFeature([s], tf.int64),
         "segment_ids": tf.io.FixedLenFeature([s], tf.int64),
         "masked_lm_positions": tf.io.FixedLenFeature([p], tf.int64),
         "masked_lm_ids": tf.io.FixedLenFeature([p], tf.int64),
         "masked_lm_weights": tf.io.FixedLenFeature([p], tf.float32),
-        "next_sentence_labels": tf.io.FixedLenFeature([1], tf.int64),
+        "next_sentence_labels": tf.io.FixedLenFeature([max_pairs_per_row], tf.int64),
     }
+    return {k: v for k, v in spec.items() if masked or k not in MASKED_LM_FEATURES}
+
+
+def dataset_layout(manifest: dict, where: str = "manifest.json") -> dict:
+    """The record layout of a prepared phase from its ``manifest.json``: ``{max_pairs_per_row: K,
+    masked: bool, masked_lm_prob: float}`` (K = 1 unpacked; ``masked`` False = unmasked records for
+    dynamic masking, whose masks the input pipeline draws at ``masked_lm_prob``: the manifest's
+    ``settings.masked_lm_prob``, Google's 0.15 when absent).
+
+    Manifests written before packing existed (no ``packing`` / ``masking`` keys) are unpacked and
+    statically masked. An unknown ``masking`` is a DataError starting with ``where``.
+    """
+    packing = manifest.get("packing")
+    masking = manifest.get("masking", "static")
+    if masking not in ("static", "dynamic"):
+        raise DataError(f"{where}: masking {masking!r} is not 'static' or 'dynamic'")
+    return {"max_pairs_per_row": int(packing["max_pairs_per_row"]) if packing else 1,
+            "masked": masking == "static",
+            "masked_lm_prob": float(manifest.get("settings", {}).get("masked_lm_prob", 0.15))}
 
 
 def serialize_pretraining_example(input_ids: Sequence[int], input_mask: Sequence[int],
@@ -68,14 +104,17 @@ def serialize_pretraining_example(input_ids: Sequence[int], input_mask: Sequence
         "masked_lm_weights": [masked_lm_weights], "next_sentence_labels": [[next_sentence_label]]})[0]
 
 
-def parse_pretraining_batch(serialized, max_seq_length: int, max_predictions_per_seq: int) -> dict:
-    """Batch of serialized examples [B] → dict of int32/float32 tensors ([B, S], [B, P], [B, 1]).
+def parse_pretraining_batch(serialized, max_seq_length: int, max_predictions_per_seq: int,
+                            max_pairs_per_row: int = 1, masked: bool = True) -> dict:
+    """Batch of serialized examples [B] → dict of int32/float32 tensors ([B, S], [B, P], [B, K]).
 
+    Layout arguments as :func:`feature_spec` (unmasked records give no ``masked_lm_*`` tensors).
     int64 features are cast to int32 (what the model's embedding lookups and XLA prefer).
     """
     import tensorflow as tf
 
-    parsed = tf.io.parse_example(serialized, feature_spec(max_seq_length, max_predictions_per_seq))
+    parsed = tf.io.parse_example(serialized, feature_spec(max_seq_length, max_predictions_per_seq,
+                                                          max_pairs_per_row, masked))
     return {k: (tf.cast(v, tf.int32) if v.dtype == tf.int64 else v) for k, v in parsed.items()}
 
 
@@ -134,13 +173,15 @@ def _feature_prefix(name: str, kind: int, payload_len: int) -> bytes:
 def encode_examples(features: dict[str, np.ndarray]) -> list[bytes]:
     """A batch of N padded examples → N serialized ``tf.train.Example`` records.
 
-    ``features`` maps every name of :data:`FEATURE_NAMES` to an array with N rows: ``[N, S]``,
-    ``[N, P]`` or ``[N, 1]``; ``masked_lm_weights`` is float (written as float32), the rest int.
+    ``features`` maps every name of :data:`FEATURE_NAMES` (or all but :data:`MASKED_LM_FEATURES`,
+    for unmasked records) to an array with N rows: ``[N, S]``, ``[N, P]`` or ``[N, K]``;
+    ``masked_lm_weights`` is float (written as float32), the rest int. Features are written in
+    :data:`FEATURE_NAMES` order.
     """
     n = len(features["input_ids"])
     columns = []
     prefix_cache: dict[tuple[str, int], bytes] = {}
-    for name in FEATURE_NAMES:
+    for name in (name for name in FEATURE_NAMES if name in features):
         arr = np.asarray(features[name]).reshape(n, -1)
         if name in INT_FEATURES:
             flat, offs = _packed_varints(arr.astype(np.int64))
@@ -200,11 +241,11 @@ def write_tfrecord_file(path: str | os.PathLike, records) -> str:
 
 def shard_mix(shard: dict, max_seq_length: int) -> dict:
     """What one shard's examples are made of, from the counts of its ``manifest.json`` entry
-    (``examples``, ``random_next``, ``real_tokens``): ``{random_next_fraction, padding_fraction}``,
-    the share of examples with a random B and of the ``[examples, max_seq_length]`` positions that
-    are padding."""
+    (``examples`` = records, ``pairs`` (= ``examples`` when absent, i.e. unpacked), ``random_next``,
+    ``real_tokens``): ``{random_next_fraction, padding_fraction}``, the share of pairs with a random B
+    and of the ``[examples, max_seq_length]`` positions that are padding."""
     n = shard["examples"]
-    return {"random_next_fraction": shard["random_next"] / n,
+    return {"random_next_fraction": shard["random_next"] / shard.get("pairs", n),
             "padding_fraction": 1 - shard["real_tokens"] / (n * max_seq_length)}
 
 
@@ -250,27 +291,36 @@ def first_example(path: Path):
         raise DataError(f"{path}: first record is not a tf.train.Example ({e})") from None
 
 
-def check_example_layout(example, where: str, max_seq_length: int, max_predictions_per_seq: int) -> None:
+def check_example_layout(example, where: str, max_seq_length: int, max_predictions_per_seq: int,
+                         max_pairs_per_row: int = 1, masked: bool = True) -> None:
     """DataError (one line starting with ``where``, naming the feature) unless the ``tf.train.Example``
-    has exactly :data:`FEATURE_NAMES`, each of its dtype and of length S / P / 1."""
+    has exactly the features of :func:`feature_spec` for this layout, each of its dtype and of length
+    S / P / K (``max_pairs_per_row``; ``masked=False``: no ``masked_lm_*`` features)."""
+    names = [name for name in FEATURE_NAMES if masked or name not in MASKED_LM_FEATURES]
+    layout = "Google's layout" if masked else "unmasked layout (dynamic masking)"
     feats = example.features.feature
-    foreign = sorted(set(feats) - set(FEATURE_NAMES))
-    missing = [name for name in FEATURE_NAMES if name not in feats]
+    foreign = sorted(set(feats) - set(names))
+    missing = [name for name in names if name not in feats]
     if foreign or missing:
-        problem = (f"feature {foreign[0]!r} is not a pretraining feature" if foreign
-                   else f"feature {missing[0]!r} is missing")
-        raise DataError(f"{where}: {problem} (Google's layout: {', '.join(FEATURE_NAMES)})")
+        if foreign:
+            problem = f"feature {foreign[0]!r} is " + ("not in unmasked records" if foreign[0] in FEATURE_NAMES
+                                                       else "not a pretraining feature")
+        else:
+            problem = f"feature {missing[0]!r} is missing"
+        raise DataError(f"{where}: {problem} ({layout}: {', '.join(names)})")
     want = {"input_ids": max_seq_length, "input_mask": max_seq_length, "segment_ids": max_seq_length,
             "masked_lm_positions": max_predictions_per_seq, "masked_lm_ids": max_predictions_per_seq,
-            "masked_lm_weights": max_predictions_per_seq, "next_sentence_labels": 1}
-    for name, length in want.items():
+            "masked_lm_weights": max_predictions_per_seq, "next_sentence_labels": max_pairs_per_row}
+    for name in names:
+        length = want[name]
         kind = "float_list" if name == "masked_lm_weights" else "int64_list"
         if feats[name].WhichOneof("kind") != kind:
             raise DataError(f"{where}: feature {name!r} is {feats[name].WhichOneof('kind')}, expected {kind}")
         got = len(getattr(feats[name], kind).value)
         if got != length:
             raise DataError(f"{where}: feature {name!r} has length {got}, expected {length} "
-                            f"(max_seq_length={max_seq_length}, max_predictions_per_seq={max_predictions_per_seq})")
+                            f"(max_seq_length={max_seq_length}, max_predictions_per_seq={max_predictions_per_seq}"
+                            + (f", max_pairs_per_row={max_pairs_per_row})" if max_pairs_per_row > 1 else ")"))
 
 
 def validate_dataset(data_dir: str | os.PathLike, max_seq_length: int | None = None,
@@ -282,7 +332,8 @@ def validate_dataset(data_dir: str | os.PathLike, max_seq_length: int | None = N
     ``max_seq_length`` / ``max_predictions_per_seq`` equal the requested ones (when given); its vocab
     matches ``vocab`` (a :func:`bertlib.tokenization.vocab_info` dict: sha256, size, casing); every
     listed shard exists, is non-empty, has the recorded sha256 (``checksums``; off = size only) and its
-    first record has exactly the pretraining features with the manifest's lengths.
+    first record has exactly the pretraining features with the manifest's lengths, in the manifest's
+    layout (packed / unmasked, :func:`dataset_layout`).
     """
     from bertlib.assets import sha256_file
     from bertlib.tokenization import check_vocab_compatible
@@ -291,6 +342,7 @@ def validate_dataset(data_dir: str | os.PathLike, max_seq_length: int | None = N
     manifest = read_manifest(data_dir)
     mpath = data_dir / "manifest.json"
     s, p = manifest["max_seq_length"], manifest["max_predictions_per_seq"]
+    layout = dataset_layout(manifest, str(mpath))
     if max_seq_length is not None and s != max_seq_length:
         raise DataError(f"{mpath}: data has max_seq_length={s} but the run expects {max_seq_length}")
     if max_predictions_per_seq is not None and p != max_predictions_per_seq:
@@ -313,22 +365,24 @@ def validate_dataset(data_dir: str | os.PathLike, max_seq_length: int | None = N
                                 f"{shard['bytes']} (truncated or corrupt; rerun prepare-data)")
             if checksums and sha256_file(path) != shard["sha256"]:
                 raise DataError(f"{path}: sha256 does not match manifest.json (corrupt; rerun prepare-data)")
-            check_example_layout(first_example(path), str(path), s, p)
+            check_example_layout(first_example(path), str(path), s, p, layout["max_pairs_per_row"], layout["masked"])
     return manifest
 
 
 def read_records(path: str | os.PathLike, max_seq_length: int, max_predictions_per_seq: int,
-                 limit: int | None = None) -> dict[str, np.ndarray]:
+                 limit: int | None = None, max_pairs_per_row: int = 1, masked: bool = True) -> dict[str, np.ndarray]:
     """All (or the first ``limit``) records of one shard, parsed by TensorFlow → numpy arrays
-    (``[N, S]`` / ``[N, P]`` / ``[N, 1]``, dtypes as :func:`parse_pretraining_batch`)."""
+    (``[N, S]`` / ``[N, P]`` / ``[N, K]``, dtypes as :func:`parse_pretraining_batch`; layout arguments
+    as :func:`feature_spec`, e.g. from :func:`dataset_layout`)."""
     import tensorflow as tf
 
     ds = tf.data.TFRecordDataset(str(path))
     if limit is not None:
         ds = ds.take(limit)
-    parts = [{k: v.numpy() for k, v in parse_pretraining_batch(b, max_seq_length, max_predictions_per_seq).items()}
+    parts = [{k: v.numpy() for k, v in parse_pretraining_batch(b, max_seq_length, max_predictions_per_seq,
+                                                                  max_pairs_per_row, masked).items()}
              for b in ds.batch(4096)]
     if not parts:
         return {k: np.zeros((0,) + tuple(v.shape), v.dtype.as_numpy_dtype)
-                for k, v in feature_spec(max_seq_length, max_predictions_per_seq).items()}
+                for k, v in feature_spec(max_seq_length, max_predictions_per_seq, max_pairs_per_row, masked).items()}
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}

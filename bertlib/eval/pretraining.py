@@ -13,7 +13,8 @@ Every process evaluates its own share (the training pipeline's rank split: its f
 ``validation_steps`` batches), with ``training=False`` (no dropout). It adds up the additive
 statistics of :func:`bertlib.model.heads.pretraining_sums`; one Horovod sum combines the processes,
 so the metrics are ratios of global sums and every held-out prediction counts once, whatever the
-number of processes or the sizes of their shares (w = ``masked_lm_weights``, N = examples)::
+number of processes or the sizes of their shares (w = ``masked_lm_weights``, N = examples, i.e. the
+pairs: a packed row holds several, each counted and scored on its own)::
 
     val_mlm_loss = Σ w·CE / Σ w      val_mlm_acc = Σ w·[argmax = id] / Σ w
     val_nsp_loss = Σ CE / N          val_nsp_acc = Σ [argmax = label] / N

@@ -17,6 +17,11 @@ of the GPU (:mod:`bertlib.launch.instances`). The default utilization, 20 %, is 
 run implies (BERT-base on 64 V100: 5 h 33 min for phase 1, see tests/launch/test_estimate.py).
 Cost = hours × instances × on-demand USD/hour; a local run has no cost and uses this machine's
 measured ~130 GFLOP/s (DESIGN.md) as its peak.
+
+Padding costs the same matmuls as a real token, so the estimate also counts the REAL tokens a run
+trains on: rows × S × the dataset's real-token fraction (``manifest.json``'s per-shard ``real_tokens``
+over ``examples × S``; near 1 for packed rows, ~0.5 for unpacked rows of length 512 on full Wikipedia
+per Krell et al. 2021), and the FLOPs spent per real token — the number packing lowers.
 """
 
 from __future__ import annotations
@@ -52,12 +57,37 @@ def forward_flops(layers: int, hidden: int, intermediate: int, seq_len: int, pre
     return parts
 
 
-def estimate(cfg, utilization: float = DEFAULT_UTILIZATION, vocab_size: int = DEFAULT_VOCAB_SIZE) -> dict:
+def real_token_fraction(data_dir) -> float | None:
+    """Share of the training rows' ``[rows, S]`` positions that are real tokens, from a local prepared
+    dataset's ``manifest.json`` (None if ``data_dir`` is not a readable local dataset, e.g. an S3 URI)."""
+    from pathlib import Path
+
+    from bertlib.data.records import DataError, read_manifest
+
+    if not data_dir or "://" in str(data_dir) or not (Path(data_dir) / "manifest.json").is_file():
+        return None
+    try:
+        manifest = read_manifest(data_dir)
+    except DataError:
+        return None
+    shards = manifest["shards"].get("train") or []
+    rows = sum(s.get("examples", 0) for s in shards)
+    if not rows or any("real_tokens" not in s for s in shards):
+        return None
+    return sum(s["real_tokens"] for s in shards) / (rows * manifest["max_seq_length"])
+
+
+def estimate(cfg, utilization: float = DEFAULT_UTILIZATION, vocab_size: int = DEFAULT_VOCAB_SIZE,
+             real_fraction: float | None = None) -> dict:
     """FLOPs / wall time / cost of the run ``cfg`` (a PretrainConfig or SquadConfig).
 
+    ``real_fraction``: the share of row positions that are real tokens (:func:`real_token_fraction`);
+    None leaves ``real_tokens`` and ``flops_per_real_token`` out.
+
     Returns a dict: ``flops`` (total training FLOPs), ``flops_per_sequence`` (training, i.e. 3 ×
-    forward), ``sequences``, ``devices``, ``peak_tflops`` per device, ``utilization``, ``hours``,
-    ``wall_time`` ("5h33m"), ``usd`` (None locally), ``instance_type``, ``instance_count``.
+    forward), ``sequences`` (rows), ``devices``, ``peak_tflops`` per device, ``utilization``, ``hours``,
+    ``wall_time`` ("5h33m"), ``usd`` (None locally), ``instance_type``, ``instance_count``, and with
+    ``real_fraction``: ``real_tokens`` and ``flops_per_real_token``.
     """
     if not 0 < utilization <= 1:
         raise ConfigError(f"utilization {utilization}: expected a fraction in (0, 1]")
@@ -74,6 +104,10 @@ def estimate(cfg, utilization: float = DEFAULT_UTILIZATION, vocab_size: int = DE
     else:
         devices, peak, usd_per_hour, where, count = 1, LOCAL_PEAK_TFLOPS, None, "local", 1
     hours = flops / (devices * peak * 1e12 * utilization) / 3600
+    real = {}
+    if real_fraction is not None:
+        tokens = sequences * cfg.max_seq_length * real_fraction
+        real = {"real_fraction": real_fraction, "real_tokens": tokens, "flops_per_real_token": flops / tokens}
     return {
         "model_size": cfg.model_size,
         "flops": flops,
@@ -88,6 +122,7 @@ def estimate(cfg, utilization: float = DEFAULT_UTILIZATION, vocab_size: int = DE
         "usd": round(hours * count * usd_per_hour, 2) if usd_per_hour is not None else None,
         "instance_type": where,
         "instance_count": count,
+        **real,
     }
 
 
@@ -116,16 +151,22 @@ def configs_from_file(path: str, overrides: dict) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    """``bertlib estimate --config FILE [--utilization 0.2] [--vocab_size N] [--key value ...]``."""
+    """``bertlib estimate --config FILE [--utilization 0.2] [--vocab_size N] [--real_token_fraction F]
+    [--key value ...]`` (the fraction defaults to the local dataset's, see :func:`real_token_fraction`)."""
     overrides = parse_overrides(argv)
     path = overrides.pop("config", None)
     if not path:
         raise ConfigError("estimate: --config FILE is required")
     utilization = float(overrides.pop("utilization", DEFAULT_UTILIZATION))
     vocab_size = int(overrides.pop("vocab_size", DEFAULT_VOCAB_SIZE))
+    fraction = overrides.pop("real_token_fraction", None)
     for name, cfg in configs_from_file(path, overrides).items():
-        e = estimate(cfg, utilization, vocab_size)
+        real = float(fraction) if fraction is not None else real_token_fraction(getattr(cfg, "data_dir", None))
+        e = estimate(cfg, utilization, vocab_size, real)
         cost = f", ${e['usd']:,.0f} on demand" if e["usd"] is not None else ""
+        if "real_tokens" in e:
+            cost += (f"; {e['real_tokens']:.3g} real tokens ({e['real_fraction']:.1%} of the row positions), "
+                     f"{e['flops_per_real_token']:.3g} FLOP per real token")
         print(f"{name}: BERT-{e['model_size']}, {e['sequences']:,} sequences × {e['flops_per_sequence']:.3g} FLOP "
               f"= {e['flops']:.3g} FLOP; {e['devices']} × {e['peak_tflops']:g} TFLOP/s peak at "
               f"{e['utilization']:.0%} → {e['wall_time']} on {e['instance_count']} × {e['instance_type']}{cost}")

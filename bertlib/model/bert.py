@@ -14,6 +14,12 @@ Mixed precision: under a ``mixed_float16`` / ``mixed_bfloat16`` Keras policy, ma
 the low-precision compute dtype, while the attention softmax and every LayerNorm run in float32
 (their layers carry a float32 policy, or the cast is explicit). Variables are always float32.
 
+Packed rows (sequence packing, several ``[CLS] A [SEP] B [SEP]`` pairs back to back in one row):
+when the inputs hold ``position_ids``, ``input_mask`` holds the 1-based pair number of every token
+(0 on padding), each token takes the position embedding of its place within its own pair and
+attends only to the tokens of its pair (:func:`pair_attention_bias`), so every pair is encoded as
+if it were alone in its row. Without ``position_ids`` the encoder is Google's.
+
 Shapes: ``B`` batch, ``S`` sequence length, ``H`` hidden size, ``N`` heads, ``D = H / N`` head size,
 ``I`` intermediate size, ``V`` vocabulary size.
 """
@@ -95,6 +101,17 @@ def attention_bias(input_mask: tf.Tensor) -> tf.Tensor:
     return (1.0 - mask) * -10000.0
 
 
+def pair_attention_bias(input_mask: tf.Tensor) -> tf.Tensor:
+    """``input_mask`` [B, S] of a packed row (the 1-based pair number of every token, 0 on padding) →
+    additive bias [B, 1, S, S] float32: ``bias[b, 0, q, k]`` = 0 where key k is a real token of query
+    q's pair (``input_mask[b, q] == input_mask[b, k] > 0``), else -10000. A padding query (pair 0)
+    has every key masked (a uniform softmax that no real token reads)."""
+    pair = tf.cast(input_mask, tf.int32)
+    same = tf.logical_and(tf.equal(pair[:, :, tf.newaxis], pair[:, tf.newaxis, :]),
+                          (pair > 0)[:, tf.newaxis, :])                            # [B, S(q), S(k)]
+    return (1.0 - tf.cast(same, tf.float32))[:, tf.newaxis, :, :] * -10000.0
+
+
 class BertEmbeddings(keras.layers.Layer):
     """Word + position + token-type embeddings, LayerNorm, dropout.
 
@@ -113,12 +130,15 @@ class BertEmbeddings(keras.layers.Layer):
         self.dropout = keras.layers.Dropout(config.hidden_dropout_prob)
         self.built = True
 
-    def call(self, input_ids, segment_ids, training=False):
-        """``input_ids``, ``segment_ids`` [B, S] int32 → embeddings [B, S, H] (compute dtype)."""
-        seq_len = tf.shape(input_ids)[1]
+    def call(self, input_ids, segment_ids, position_ids=None, training=False):
+        """``input_ids``, ``segment_ids`` [B, S] int32 and optional ``position_ids`` [B, S] int32 (default:
+        0..S-1 in every row) → embeddings [B, S, H] (compute dtype)."""
         x = tf.gather(self.tables.word_embeddings, input_ids)
         x += tf.gather(self.tables.token_type_embeddings, segment_ids)
-        x += self.tables.position_embeddings[tf.newaxis, :seq_len, :]
+        if position_ids is None:
+            x += self.tables.position_embeddings[tf.newaxis, :tf.shape(input_ids)[1], :]
+        else:
+            x += tf.gather(self.tables.position_embeddings, position_ids)
         x = self.layer_norm(x)                                   # float32
         x = self.dropout(x, training=training)
         return tf.cast(x, self.compute_dtype)
@@ -150,7 +170,8 @@ class BertSelfAttention(keras.layers.Layer):
         return tf.transpose(x, [0, 2, 1, 3])
 
     def call(self, x, bias, training=False):
-        """``x`` [B, S, H], ``bias`` [B, 1, 1, S] float32 (see :func:`attention_bias`) → [B, S, H]."""
+        """``x`` [B, S, H], ``bias`` float32 [B, 1, 1, S] (:func:`attention_bias`) or [B, 1, S, S]
+        (:func:`pair_attention_bias`), broadcast over heads (and queries) → [B, S, H]."""
         batch, seq_len = tf.shape(x)[0], tf.shape(x)[1]
         q = self._split_heads(self.query(x), batch, seq_len)
         k = self._split_heads(self.key(x), batch, seq_len)
@@ -181,7 +202,7 @@ class BertLayer(keras.layers.Layer):
         self.built = True
 
     def call(self, x, bias, training=False):
-        """``x`` [B, S, H], ``bias`` [B, 1, 1, S] → [B, S, H]."""
+        """``x`` [B, S, H], ``bias`` [B, 1, 1, S] or [B, 1, S, S] (see :class:`BertSelfAttention`) → [B, S, H]."""
         x = self.attention(x, bias, training=training)
         y = self.dropout(self.output_dense(self.intermediate(x)), training=training)
         return tf.cast(self.output_layer_norm(y + x), self.compute_dtype)
@@ -193,7 +214,9 @@ class BertEncoder(keras.Model):
     ``call({"input_ids", "input_mask", "segment_ids"} each [B, S] int, training=False)`` →
     ``{"sequence_output": [B, S, H], "pooled_output": [B, H]}`` in the policy's compute dtype;
     ``pooled_output`` = tanh(Dense(sequence_output[:, 0])) (the [CLS] position). ``input_mask`` and
-    ``segment_ids`` default to all ones / all zeros.
+    ``segment_ids`` default to all ones / all zeros. Packed rows add ``position_ids`` [B, S] int (the
+    position within each token's pair) and carry pair numbers in ``input_mask``: attention then stays
+    within each pair (:func:`pair_attention_bias`); ``pooled_output`` is still that of position 0.
 
     All weights exist after construction (no lazy build) and ``variable.path`` is the Google name.
     Mixed precision follows the global Keras policy at construction time
@@ -215,8 +238,13 @@ class BertEncoder(keras.Model):
         segment_ids = inputs.get("segment_ids")
         segment_ids = tf.zeros_like(input_ids) if segment_ids is None else tf.cast(segment_ids, tf.int32)
         input_mask = inputs.get("input_mask")
-        bias = attention_bias(tf.ones_like(input_ids) if input_mask is None else input_mask)
-        x = self.embeddings(input_ids, segment_ids, training=training)
+        position_ids = inputs.get("position_ids")
+        if position_ids is None:
+            bias = attention_bias(tf.ones_like(input_ids) if input_mask is None else input_mask)
+        else:
+            position_ids = tf.cast(position_ids, tf.int32)
+            bias = pair_attention_bias(input_mask)
+        x = self.embeddings(input_ids, segment_ids, position_ids, training=training)
         for layer in self.encoder_layers:
             x = layer(x, bias, training=training)
         pooled = self.pooler(x[:, 0, :])

@@ -33,3 +33,23 @@ def test_encoded_records_parse_identically_with_tensorflow(tmp_path):
     assert np.allclose(one.features.feature["masked_lm_weights"].float_list.value, feats["masked_lm_weights"][5])
     back = read_records(path, s, p, limit=4)
     assert back["input_ids"].shape == (4, s) and back["input_ids"].dtype == np.int32
+
+
+def test_packed_and_unmasked_layouts_parse_with_tensorflow(tmp_path):
+    import tensorflow as tf
+
+    rng = np.random.default_rng(1)
+    n, s, p, k = 9, 32, 5, 3
+    feats = {"input_ids": rng.integers(0, 30522, (n, s)), "input_mask": rng.integers(0, k + 1, (n, s)),
+             "segment_ids": rng.integers(0, 2, (n, s)), "next_sentence_labels": rng.integers(0, 2, (n, k))}
+    path = tmp_path / "unmasked.tfrecord"
+    write_tfrecord_file(path, encode_examples(feats))
+    raw = list(tf.data.TFRecordDataset(str(path)).batch(100))[0]
+    spec = {name: tf.io.FixedLenFeature([k if name == "next_sentence_labels" else s], tf.int64) for name in feats}
+    parsed = tf.io.parse_example(raw, spec)  # TF's parser with a spec written here
+    for name, v in feats.items():
+        assert np.array_equal(parsed[name].numpy(), v), name
+    assert set(feature_spec(s, p, max_pairs_per_row=k, masked=False)) == set(feats)
+    back = read_records(path, s, p, max_pairs_per_row=k, masked=False)
+    assert back["next_sentence_labels"].shape == (n, k) and back["input_mask"].dtype == np.int32
+    assert np.array_equal(back["input_mask"], feats["input_mask"])

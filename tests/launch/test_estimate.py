@@ -77,3 +77,32 @@ def test_cli_prints_each_squad_version(repo_root, subprocess_env):
     bad = subprocess.run([sys.executable, "-m", "bertlib.cli", "estimate", "--config", "missing.yaml"],
                          env=subprocess_env, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "missing.yaml" in bad.stderr
+
+
+def test_real_tokens_from_the_datasets_manifest(tmp_path):
+    """Real tokens = rows × S × (Σ real_tokens / Σ examples·S) of the train shards; a packed dataset
+    (fewer rows, more real tokens per row) costs fewer FLOPs per real token."""
+    import json
+
+    from bertlib.data.records import MANIFEST_FORMAT
+
+    def dataset(name, shards):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "manifest.json").write_text(json.dumps({
+            "format": MANIFEST_FORMAT, "max_seq_length": 128, "max_predictions_per_seq": 20, "vocab": {},
+            "counts": {}, "shards": {"train": shards, "validation": [{"examples": 1, "real_tokens": 1}]}}))
+        return d
+
+    unpacked = dataset("unpacked", [{"examples": 10, "real_tokens": 640}, {"examples": 30, "real_tokens": 2560}])
+    packed = dataset("packed", [{"examples": 25, "real_tokens": 3200}])
+    assert est.real_token_fraction(unpacked) == pytest.approx(3200 / (40 * 128))
+    assert est.real_token_fraction(packed) == pytest.approx(1.0)
+    assert est.real_token_fraction("s3://bucket/data") is None
+    assert est.real_token_fraction(tmp_path / "missing") is None
+    cfg = build_config("pretrain", dict(PHASE1, data_dir=str(unpacked)))
+    e = est.estimate(cfg, real_fraction=est.real_token_fraction(unpacked))
+    rows = 32768 * 14064
+    assert e["real_tokens"] == pytest.approx(rows * 128 * 0.625)
+    assert e["flops_per_real_token"] == pytest.approx(e["flops"] / (rows * 128 * 0.625))
+    assert "real_tokens" not in est.estimate(cfg)

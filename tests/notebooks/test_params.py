@@ -34,13 +34,13 @@ def workdir(tmp_path, monkeypatch):
     monkeypatch.setenv("BERTLIB_S3_PREFIX", "s3://example-bucket/bertlib")
     monkeypatch.setenv("BERTLIB_SAGEMAKER_ROLE", "arn:aws:iam::123456789012:role/bertlib-test")
     monkeypatch.setenv("BERTLIB_IMAGE_URI", "123456789012.dkr.ecr.us-east-1.amazonaws.com/bertlib:test")
-    for exp in ("local", "reference", "ci"):
+    for exp in ("local", "reference", "reference-packed", "ci"):
         reg = Registry.for_experiment(exp)
         smoke = {v: {"train_file": f"/d/{v}-train.json", "predict_file": f"/d/{v}-dev.json"}
                  for v in ("squadv1", "squadv2")}
         reg.record("data", datasets={"phase1": "/d/phase1", "phase2": "/d/phase2"}, squad_smoke=smoke)
         # SageMaker jobs record their model.tar.gz; local runs their export folder
-        root = "s3://example-bucket/bertlib/output/job-" if exp == "reference" else "/r/"
+        root = "s3://example-bucket/bertlib/output/job-" if exp.startswith("reference") else "/r/"
         reg.record("phase1", export_dir=root + "phase1/export")
         reg.record("phase2", export_dir=root + "phase2/export")
     return tmp_path
@@ -121,6 +121,27 @@ def test_sagemaker_params_are_the_reference_schedule(workdir):
         "95aa6a52d5d6a735563366753ca50492a658031da74f301ac5238b03966972c9",
         "68dcfbb971bd3e96d5b46c7177b16c1a4e7d4bdef19fb204502738552dede002",
         "80a5225e94905956a6446d296ca1093975c4d3b3260f1d6c8f68bc2ab77182d8")
+
+
+@pytest.mark.parametrize("name", ["data.yaml", "phase1.yaml", "phase2.yaml"])
+def test_packed_variant_is_the_reference_on_packed_rows(name, workdir):
+    """params/sagemaker-packed = params/sagemaker with packing on and, for training, fewer rows per step
+    (a packed row holds several pairs); everything else — schedule, model, data settings — the same."""
+    load = lambda d: yaml.safe_load((REPO / "params" / d / name).read_text())  # noqa: E731
+    ref, packed = load("sagemaker"), load("sagemaker-packed")
+    differ = {k for k in ref.keys() | packed.keys() if ref.get(k) != packed.get(k)}
+    if name == "data.yaml":
+        assert differ == {"experiment", "pack_sequences", "max_pairs_per_row", "dynamic_masking", "phases"}
+        assert packed["pack_sequences"] and packed["max_pairs_per_row"] == 3 and not packed["dynamic_masking"]
+        assert [{k: v for k, v in p.items() if k != "max_pairs_per_row"} for p in packed["phases"]] == ref["phases"]
+        cfg = nb.parameters("data", packed).cfg
+        assert [cfg.pairs_per_row(p) for p in cfg.phases] == [3, 6]
+        return
+    assert differ == {"experiment", "data_dir", "checkpoint_s3_uri", "per_gpu_batch_size", "global_batch_size_check"}
+    assert packed["data_dir"] == ref["data_dir"].replace("/data/", "/data-packed/")
+    ref_cfg = nb.parameters(STEP_OF[name], ref).cfg
+    packed_cfg = nb.parameters(STEP_OF[name], packed).cfg
+    assert packed_cfg.global_batch_size == packed["global_batch_size_check"] < ref_cfg.global_batch_size
 
 
 def test_no_account_values_in_params():

@@ -69,10 +69,10 @@ def packed_features(batch: dict, max_pairs_per_row: int) -> dict:
             "next_sentence_weights": tf.cast(present, tf.float32)}
 
 
-def _mask_drawer(data_dir, manifest: dict, max_predictions_per_seq: int, seed: int, rank: int):
+def _mask_drawer(data_dir, masked_lm_prob: float, max_predictions_per_seq: int, seed: int, rank: int):
     """For unmasked records (``masking: dynamic``): ``(batch, batch_index) -> batch`` with masks drawn by
-    :func:`bertlib.data.masking.dynamic_mask` (the manifest's ``masked_lm_prob``, the dataset's
-    ``vocab.txt`` special ids), seeded by (``seed``, ``rank``, batch index)."""
+    :func:`bertlib.data.masking.dynamic_mask` (at ``masked_lm_prob``, with the dataset's ``vocab.txt``
+    special ids), seeded by (``seed``, ``rank``, batch index)."""
     from bertlib.data.masking import dynamic_mask, mask_seed
     from bertlib.data.pretraining import SpecialIds
     from bertlib.tokenization import read_vocab
@@ -81,11 +81,10 @@ def _mask_drawer(data_dir, manifest: dict, max_predictions_per_seq: int, seed: i
     if not vocab_file.is_file():
         raise DataError(f"{vocab_file}: not found (dynamic masking draws [MASK]/random ids from the dataset's vocab)")
     ids = SpecialIds.from_vocab(read_vocab(vocab_file))
-    prob = dataset_layout(manifest)["masked_lm_prob"]
 
     def draw(batch, index):
-        return dynamic_mask(batch, mask_seed(seed, rank, index), max_predictions_per_seq, prob, ids.cls, ids.sep,
-                            ids.mask, ids.vocab_size)
+        return dynamic_mask(batch, mask_seed(seed, rank, index), max_predictions_per_seq, masked_lm_prob, ids.cls,
+                            ids.sep, ids.mask, ids.vocab_size)
 
     return draw
 
@@ -128,7 +127,8 @@ def pretraining_dataset(data_dir: str | os.PathLike, split: str, batch_size: int
     files, manifest = shard_files(data_dir, split, max_seq_length, max_predictions_per_seq, vocab, checksums)
     layout = dataset_layout(manifest)
     pairs = layout["max_pairs_per_row"]
-    draw_masks = None if layout["masked"] else _mask_drawer(data_dir, manifest, max_predictions_per_seq, seed, rank)
+    draw_masks = None if layout["masked"] else _mask_drawer(data_dir, layout["masked_lm_prob"],
+                                                            max_predictions_per_seq, seed, rank)
 
     def parse(index, serialized):
         batch = parse_pretraining_batch(serialized, max_seq_length, max_predictions_per_seq, pairs, layout["masked"])

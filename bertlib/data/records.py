@@ -296,7 +296,10 @@ def check_example_layout(example, where: str, max_seq_length: int, max_predictio
     """DataError (one line starting with ``where``, naming the feature) unless the ``tf.train.Example``
     has exactly the features of :func:`feature_spec` for this layout, each of its dtype and of length
     S / P / K (``max_pairs_per_row``; ``masked=False``: no ``masked_lm_*`` features)."""
-    names = [name for name in FEATURE_NAMES if masked or name not in MASKED_LM_FEATURES]
+    import tensorflow as tf
+
+    spec = feature_spec(max_seq_length, max_predictions_per_seq, max_pairs_per_row, masked)
+    names = list(spec)
     layout = "Google's layout" if masked else "unmasked layout (dynamic masking)"
     feats = example.features.feature
     foreign = sorted(set(feats) - set(names))
@@ -308,12 +311,9 @@ def check_example_layout(example, where: str, max_seq_length: int, max_predictio
         else:
             problem = f"feature {missing[0]!r} is missing"
         raise DataError(f"{where}: {problem} ({layout}: {', '.join(names)})")
-    want = {"input_ids": max_seq_length, "input_mask": max_seq_length, "segment_ids": max_seq_length,
-            "masked_lm_positions": max_predictions_per_seq, "masked_lm_ids": max_predictions_per_seq,
-            "masked_lm_weights": max_predictions_per_seq, "next_sentence_labels": max_pairs_per_row}
-    for name in names:
-        length = want[name]
-        kind = "float_list" if name == "masked_lm_weights" else "int64_list"
+    for name, feature in spec.items():
+        (length,) = feature.shape
+        kind = "float_list" if feature.dtype == tf.float32 else "int64_list"
         if feats[name].WhichOneof("kind") != kind:
             raise DataError(f"{where}: feature {name!r} is {feats[name].WhichOneof('kind')}, expected {kind}")
         got = len(getattr(feats[name], kind).value)

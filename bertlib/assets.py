@@ -90,12 +90,17 @@ def cache_root() -> Path:
     return Path(base) / "bertlib"
 
 
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
+def file_digest(path: str | os.PathLike, algorithm: str = "sha256", chunk: int = 1 << 20) -> str:
+    """Hex digest of a file (any ``hashlib`` algorithm), read in chunks."""
+    h = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(chunk), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    return file_digest(path, "sha256")
 
 
 def _place(tmp: Path, dest: Path, sha256: str | None, source: str) -> Path:
@@ -259,14 +264,6 @@ def _validators(headers) -> dict:
             "last_modified": headers.get("Last-Modified")}
 
 
-def _hash_file(path: Path, algorithm: str) -> str:
-    h = hashlib.new(algorithm)
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(CHUNK_BYTES), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _transfer(session, url: str, part: Path, meta_path: Path, timeout: float, progress: bool) -> int:
     """One GET of what is missing from ``part``; returns the bytes received. Raises :class:`_Resume`
     when the file must be asked for again (early end, changed remote file)."""
@@ -383,7 +380,7 @@ def download_http(url: str, dest: str | os.PathLike, sha256: str | None = None, 
             time.sleep(wait)
         if expected:
             algorithm, want = expected
-            got = _hash_file(part, algorithm)
+            got = file_digest(part, algorithm)
             if got != want:
                 _discard(part, meta_path)
                 raise AssetError(f"{url}: {algorithm} {got} does not match expected {want} "

@@ -100,9 +100,9 @@ def _handler(state: ServerState):
             if name == DUMP and state.change_after_first is not None:
                 state.files[DUMP], state.change_after_first = state.change_after_first, None
             payload = body if cut is None else body[:cut]
+            entry["sent"] = len(payload)  # logged before writing: the client may be done before write() returns
             self.wfile.write(payload)
             self.wfile.flush()
-            entry["sent"] = len(payload)
             if cut is not None:  # drop the connection mid-body
                 self.close_connection = True
                 self.connection.shutdown(socket.SHUT_RDWR)

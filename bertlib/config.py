@@ -191,8 +191,13 @@ class PhaseSpec(_Strict):
         None, ge=1, description="pack_sequences: this phase's pairs per record (unset: DataConfig's)")
 
 
-class DataConfig(_Strict):
-    """Wikipedia / text → WordPiece → pretraining TFRecords (``bertlib prepare-data``)."""
+class DataConfig(LaunchSettings):
+    """Wikipedia / text → WordPiece → pretraining TFRecords (``bertlib prepare-data``).
+
+    ``backend: sagemaker`` runs it as a SageMaker job on ``instance_count`` instances, one MPI rank
+    each, writing the dataset to ``s3_data_uri`` (:mod:`bertlib.launch.sagemaker`)."""
+
+    instance_type: str = "ml.m5.24xlarge"
 
     sources: list[str] = Field(..., min_length=1, description="dump/text paths or http(s)/s3 URLs")
     source_sha256: dict[str, str] = Field(default_factory=dict, description="URL → expected sha256")
@@ -213,6 +218,11 @@ class DataConfig(_Strict):
     validation_shards: int = Field(1, ge=0)
     validation_fraction: float = Field(0.01, ge=0, lt=1)
     num_workers: int = Field(0, ge=0, description="0 = os.cpu_count()")
+    work_dir: str | None = Field(None, description="scratch for .corpus and instance files; default output_dir")
+    num_hosts: int | None = Field(
+        None, ge=1, description="machines sharing this run on one file system (host_index: this one's "
+        "number); unset = the MPI world's size, else 1 (bertlib.data.hosts)")
+    host_index: int | None = Field(None, ge=0, description="with num_hosts: which share this run writes")
     dupe_factor: int = Field(5, ge=1)
     short_seq_prob: float = Field(0.1, ge=0, le=1)
     masked_lm_prob: float = Field(0.15, gt=0, lt=1)
@@ -227,6 +237,8 @@ class DataConfig(_Strict):
 
     @model_validator(mode="after")
     def _check_packing(self):
+        if self.processes_per_host not in (None, 1):
+            raise ValueError("processes_per_host: data preparation runs one process per host (it uses every core)")
         if self.dynamic_masking and self.whole_word_masking:
             raise ValueError("dynamic_masking draws token-level masks only; set whole_word_masking: false")
         if self.pack_sequences:

@@ -172,13 +172,11 @@ def _chdir_to_project() -> None:
 def _check_launchable(job: str, cfg) -> None:
     """What the launch would refuse, refused now: SageMaker role/image/region-free settings and
     input URIs (:func:`bertlib.launch.sagemaker.resolve`, no AWS call), or horovodrun for N > 1."""
-    if job == "prepare-data":
-        return
     if cfg.backend == "sagemaker":
-        from bertlib.launch.sagemaker import resolve
+        from bertlib.launch.sagemaker import resolve, stage_data_files
 
-        resolve(job, cfg)
-    elif cfg.num_processes > 1:
+        resolve(job, stage_data_files(cfg, None, dry_run=True) if job == "prepare-data" else cfg)
+    elif job != "prepare-data" and cfg.num_processes > 1:
         from bertlib.launch.local import horovodrun_path
 
         horovodrun_path()
@@ -242,10 +240,13 @@ def show_config(p: Params) -> None:
 def prepare_data(p: Params) -> dict:
     """Run :func:`bertlib.data.prepare.prepare` (reusing finished shards) and, with ``squad_smoke``,
     build the synthetic SQuAD smoke sets (:mod:`bertlib.data.squad_smoke`) from the first source;
-    record the dataset folders in the registry. Returns prepare's summary."""
+    record the dataset folders in the registry. Returns prepare's summary. ``backend: sagemaker``:
+    :func:`prepare_data_on_sagemaker` instead (returns the launch's result)."""
     from bertlib.data.prepare import prepare
 
     cfg = p.cfg
+    if cfg.backend == "sagemaker":
+        return prepare_data_on_sagemaker(p)
     summary = prepare(cfg, progress=True)
     smoke = {}
     if p.keys.squad_smoke:
@@ -264,6 +265,43 @@ def prepare_data(p: Params) -> dict:
     return summary
 
 
+def prepare_data_on_sagemaker(p: Params) -> dict:
+    """Start data preparation as a SageMaker job on ``instance_count`` instances
+    (:func:`bertlib.launch.sagemaker.launch`, job ``prepare-data``): a dry run shows the request, a
+    real one waits for the job while streaming its log, then fetches the phases' ``manifest.json`` and
+    ``vocab.txt`` into ``output_dir`` for the tables below. The datasets' S3 URIs go into the registry,
+    where ``data_dir: auto`` of the training notebooks finds them."""
+    import json
+
+    from bertlib.launch.results import fetch_manifests
+    from bertlib.launch.sagemaker import launch as sm_launch
+
+    cfg = p.cfg
+    info = sm_launch("prepare-data", cfg, dry_run=cfg.dry_run, wait=not cfg.dry_run, logs=True)
+    what = "dry run — nothing was sent to AWS" if cfg.dry_run else f"status {info['status']}"
+    print(f"data: SageMaker job {info['job_name']} on {cfg.instance_count} × {cfg.instance_type} ({what})\n"
+          + "".join(f"  {name}: {uri}\n" for name, uri in info["datasets"].items()) + "CreateTrainingJob request:")
+    print(json.dumps(info["request"], indent=1, default=str))
+    entry = {"backend": "sagemaker", "job_name": info["job_name"], "status": info["status"],
+             "dry_run": cfg.dry_run, "output_dir": cfg.s3_data_uri, "datasets": info["datasets"], "squad_smoke": {}}
+    if info["status"] == "Completed":
+        entry["manifests_dir"] = str(fetch_manifests(info["datasets"], cfg.output_dir))
+    elif not cfg.dry_run:
+        raise RuntimeError(f"SageMaker job {info['job_name']} ended {info['status']}; rerun this cell to resume "
+                           "(finished shards in s3_data_uri are kept)")
+    p.registry.record("data", **entry)
+    return info
+
+
+def _local_datasets(p: Params) -> str | None:
+    """The folder of the prepared datasets' manifests, or None (after printing why) for a SageMaker dry run."""
+    entry = p.registry.lookup("data")
+    if entry.get("dry_run"):
+        print("dry run — no job ran, no dataset to show")
+        return None
+    return entry.get("manifests_dir", entry["output_dir"])
+
+
 def show_datasets(p: Params) -> None:
     """What the prepared datasets hold (:mod:`bertlib.data.summary`): counts per phase × split and
     the distribution of tokens per example (how much of each sequence is padding)."""
@@ -273,7 +311,15 @@ def show_datasets(p: Params) -> None:
     from bertlib.data.summary import summarize
 
     entry = p.registry.lookup("data")
-    table, fig = summarize(entry["output_dir"])
+    folder = _local_datasets(p)
+    if folder is None:
+        return
+    if entry.get("backend") == "sagemaker":  # the shards stay in S3: counts only, no length histogram
+        from bertlib.data.summary import counts_table
+
+        _display(counts_table(folder))
+        return
+    table, fig = summarize(folder)
     _display(table)
     report.show(fig)
     plt.close(fig)  # shown once, as a PNG; not again by the inline backend
@@ -288,7 +334,9 @@ def show_shards(p: Params) -> None:
     (:func:`bertlib.data.summary.shard_table`)."""
     from bertlib.data.summary import shard_table
 
-    _display(shard_table(p.registry.lookup("data")["output_dir"]))
+    folder = _local_datasets(p)
+    if folder is not None:
+        _display(shard_table(folder))
 
 
 def show_estimate(p: Params) -> None:

@@ -81,10 +81,11 @@ def text_per_source_byte(kind: tuple[str, bool], size: int) -> float:
     return TEXT_PER_SOURCE_BYTE[kind]
 
 
-def disk_need(cfg: DataConfig, source_bytes: dict[str, int]) -> dict[str, int]:
-    """Bytes each part of a run from scratch writes under ``output_dir``, from the sources' sizes
-    (source → bytes): ``text``, ``corpus`` and one entry per phase (TFRecords + instance files).
-    An upper bound when ``max_documents`` is set; packed or unmasked records (``pack_sequences``,
+def disk_need(cfg: DataConfig, source_bytes: dict[str, int], hosts: int = 1) -> dict[str, int]:
+    """Bytes each part of a run from scratch writes, from the sources' sizes (source → bytes):
+    ``text``, ``corpus`` and per phase its instance files (``"<phase> instances"``, in ``work_dir``)
+    and its TFRecords (``"<phase>"``, in ``output_dir``; one host's share of ``hosts``). An upper
+    bound when ``max_documents`` is set; packed or unmasked records (``pack_sequences``,
     ``dynamic_masking``) are smaller than the unpacked, masked rows modelled here."""
     text = sum(n * text_per_source_byte(source_kind(s, cfg.source_format), n) for s, n in source_bytes.items())
     tokens = text / TEXT_BYTES_PER_TOKEN
@@ -93,7 +94,8 @@ def disk_need(cfg: DataConfig, source_bytes: dict[str, int]) -> dict[str, int]:
         s = p.max_seq_length
         rows = cfg.dupe_factor * tokens / (coverage(s) * s)
         row_bytes = ROW_FIXED_BYTES + ROW_SLOT_BYTES * (s + p.max_predictions_per_seq)
-        need[p.name] = int(rows * (row_bytes + INSTANCE_BYTES_PER_ROW))
+        need[f"{p.name} instances"] = int(rows * INSTANCE_BYTES_PER_ROW)
+        need[p.name] = int(rows * row_bytes / hosts)
     return need
 
 
@@ -109,29 +111,34 @@ def _size(paths) -> int:
 
 
 def _left(cfg: DataConfig, need: dict[str, int]) -> dict[str, int]:
-    """What each part still needs under ``output_dir``: nothing for a finished stage (its marker:
-    ``.corpus/extract.json``, ``.corpus/tokenize.json``, ``<phase>/manifest.json``), else the estimate
-    less the bytes of it already written (a resumed run's shards and instance files)."""
+    """What each part still needs: nothing for a finished stage (its marker: ``.corpus/extract.json``,
+    ``.corpus/tokenize.json``, ``<phase>/manifest.json``), else the estimate less the bytes of it
+    already written (a resumed run's shards and instance files)."""
     from bertlib.data.pretraining import CORPUS_FILES
 
-    out = Path(cfg.output_dir)
-    corpus = out / ".corpus"
+    out, work = Path(cfg.output_dir), Path(cfg.work_dir or cfg.output_dir)
+    corpus = work / ".corpus"
     done = {"text": corpus / "extract.json", "corpus": corpus / "tokenize.json",
-            **{p.name: out / p.name / "manifest.json" for p in cfg.phases}}
+            **{k: out / p.name / "manifest.json" for p in cfg.phases for k in (p.name, f"{p.name} instances")}}
     have = {"text": _size([corpus / "sentences.txt"]), "corpus": _size(corpus / f for f in CORPUS_FILES),
-            **{p.name: _size([*(out / p.name).glob("*.tfrecord"), *(out / p.name).glob(".progress/*.npy")])
-               for p in cfg.phases}}
+            **{p.name: _size((out / p.name).glob("*.tfrecord")) for p in cfg.phases},
+            **{f"{p.name} instances": _size((work / p.name).glob(".progress/*.npy")) for p in cfg.phases}}
     return {k: 0 if done[k].is_file() else max(0, v - have[k]) for k, v in need.items()}
+
+
+def _location(cfg: DataConfig, part: str) -> Path:
+    """Where a part of :func:`disk_need` is written: the records in ``output_dir``, the rest in ``work_dir``."""
+    return Path(cfg.output_dir) if part in {p.name for p in cfg.phases} else Path(cfg.work_dir or cfg.output_dir)
 
 
 def gb(n: float) -> str:
     return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
 
 
-def check_disk(cfg: DataConfig) -> dict | None:
-    """Estimate the disk ``cfg`` needs, print it, and raise ConfigError (one line: the location, the
-    need, the free space) when a disk lacks it. Sources still to download count on the download
-    cache's disk. Returns ``{location: {"need": bytes, "free": bytes, "parts": {...}}}``, or None when
+def check_disk(cfg: DataConfig, hosts: int = 1) -> dict | None:
+    """Estimate the disk ``cfg`` needs (on one host of ``hosts``), print it, and raise ConfigError
+    (one line: the location, the need, the free space) when a disk lacks it. Sources still to
+    download count on the download cache's disk. Returns ``{location: {"need": bytes, "free": bytes, "parts": {...}}}``, or None when
     a URL's size cannot be had (no Content-Length): then a note is printed and nothing is checked."""
     from bertlib.assets import download_path, remote_size
 
@@ -151,9 +158,9 @@ def check_disk(cfg: DataConfig) -> dict | None:
         else:
             continue  # a missing source is named by the validation that follows
         source_bytes[s] = size
-    parts = _left(cfg, disk_need(cfg, source_bytes))
-    # bytes by disk: the output location, and the download cache's when a source is still to be fetched
-    wanted = [(Path(cfg.output_dir), k, v) for k, v in parts.items()]
+    parts = _left(cfg, disk_need(cfg, source_bytes, hosts))
+    # bytes by disk: output and work locations, and the download cache's when a source is still to be fetched
+    wanted = [(_location(cfg, k), k, v) for k, v in parts.items()]
     wanted += [(dest.parent, "download", left) for dest, left in downloads.values()]
     report: dict = {}
     for where, part, n in wanted:

@@ -45,12 +45,16 @@ from pathlib import Path
 
 import numpy as np
 
+from bertlib.atomic import remove_stale, temp_path, write_json
 from bertlib.config import ConfigError, DataConfig, load_config
 from bertlib.progress import quiet_or_bar
 
 EXTRACT_VERSION = 4  # bump when the cleaning/splitting rules change (invalidates .corpus caches)
 SHARD_LAYOUT = 2  # bump when shard contents change for the same settings (2: instances dealt to all shards)
 CHUNK_CHARS = 1 << 18  # documents are sent to workers in chunks of about this many characters
+#: the keys of the ``[bertlib] rates`` line (per stage, its unit, per second; SageMaker metrics)
+RATE_UNITS = {"extract": "raw documents", "tokenize": "tokens", "instances": "pairs", "shards": "pairs"}
+RATE_KEYS = tuple(f"{stage}_{unit.split()[-1]}_per_s" for stage, unit in RATE_UNITS.items())
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -151,7 +155,7 @@ def _shard_task(task: dict) -> dict:
     sha = write_tfrecord_file(path, records())
     marker = {"key": task["key"], "file": path.name, "sha256": sha, "bytes": path.stat().st_size, **stats,
               "settings": task["settings"]}
-    _write_json(Path(task["marker"]), marker)
+    write_json(Path(task["marker"]), marker)
     return marker
 
 
@@ -160,14 +164,8 @@ def _shard_task(task: dict) -> dict:
 # ---------------------------------------------------------------------------------------------------
 
 
-def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=False) + "\n")
-    os.replace(tmp, path)
-
-
 def _save_npy(path: Path, arr: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.npy")  # np.save keeps a name ending in .npy
+    tmp = temp_path(path, ".npy")  # np.save keeps a name ending in .npy
     np.save(tmp, arr)
     os.replace(tmp, path)
 
@@ -225,8 +223,10 @@ class _Preparer:
     def __init__(self, cfg: DataConfig, progress: bool):
         self.cfg, self.progress = cfg, progress
         self.out = Path(cfg.output_dir)
-        self.corpus_dir = self.out / ".corpus"
+        self.work = Path(cfg.work_dir or cfg.output_dir)  # scratch: never part of the dataset
+        self.corpus_dir = self.work / ".corpus"
         self.timings: dict[str, float] = {}
+        self.reused: set[str] = set()  # stages whose output was already there
 
     # -- 0. everything that can be checked before heavy work -------------------------------------
     def validate(self) -> None:
@@ -234,8 +234,9 @@ class _Preparer:
         from bertlib.tokenization import check_vocab_casing, read_vocab, vocab_info
 
         cfg = self.cfg
-        if self.out.exists() and not self.out.is_dir():
-            raise ConfigError(f"{self.out}: output_dir exists and is not a directory")
+        for key, folder in (("output_dir", self.out), ("work_dir", self.work)):
+            if folder.exists() and not folder.is_dir():
+                raise ConfigError(f"{folder}: {key} exists and is not a directory")
         names = [p.name for p in cfg.phases]
         if len(set(names)) != len(names):
             raise ConfigError(f"phases: duplicate phase names {names}")
@@ -243,9 +244,11 @@ class _Preparer:
             if p.max_predictions_per_seq > p.max_seq_length - 3:
                 raise ConfigError(f"phases.{p.name}: max_predictions_per_seq={p.max_predictions_per_seq} "
                                   f"exceeds max_seq_length - 3 = {p.max_seq_length - 3}")
+        from bertlib.data.hosts import host_share
         from bertlib.data.preflight import check_disk
 
-        check_disk(cfg)  # before any download or extraction: prints the estimate, stops if a disk lacks it
+        self.share = host_share(cfg.num_hosts, cfg.host_index)
+        check_disk(cfg, self.share.count)  # before any download or extraction: prints the estimate, stops if short
         self.sources = []
         for s in cfg.sources:
             path = resolve_source(s, cfg.source_sha256.get(s), cfg.cache_dir)
@@ -336,10 +339,11 @@ class _Preparer:
         marker = self.corpus_dir / "extract.json"
         done = _read_json(marker)
         if done and done.get("key") == self.extract_key and (self.corpus_dir / "sentences.txt").is_file():
+            self.reused.add("extract")
             return done
         self.corpus_dir.mkdir(parents=True, exist_ok=True)
         path = self.corpus_dir / "sentences.txt"
-        tmp = path.with_name(f".sentences.txt.tmp{os.getpid()}")
+        tmp = temp_path(path)
         cfg, limit = self.cfg, self.cfg.max_documents
         read_here: dict = {}  # stats of the reading done in this process
         stats: dict = {}  # summed over the workers' results
@@ -402,7 +406,7 @@ class _Preparer:
                            "sentences_per_s": rate(stats["sentences"], split_s)},
                  "write": {"s": round(write_s, 3), "MB_per_s": rate(path.stat().st_size / 1e6, write_s)}}
         done = {"key": self.extract_key, **counts, "rates": rates}
-        _write_json(marker, done)
+        write_json(marker, done)
         return done
 
     # -- 2. vocab ----------------------------------------------------------------------------------
@@ -422,7 +426,7 @@ class _Preparer:
         lines = (line.rstrip("\n") for line in open(self.corpus_dir / "sentences.txt", encoding="utf-8"))
         train_wordpiece((line for line in lines if line), self.cfg.vocab_size, self.lowercase,
                         self.strip_accents, path)
-        _write_json(marker, {"key": key, "sha256": sha256_file(path)})
+        write_json(marker, {"key": key, "sha256": sha256_file(path)})
         return path.resolve()
 
     # -- 3. tokenize -------------------------------------------------------------------------------
@@ -435,10 +439,11 @@ class _Preparer:
         marker = self.corpus_dir / "tokenize.json"
         done = _read_json(marker)
         if done and done.get("key") == key and all((self.corpus_dir / f).is_file() for f in CORPUS_FILES):
+            self.reused.add("tokenize")
             return done
         marker.unlink(missing_ok=True)
         tok_path = self.corpus_dir / CORPUS_FILES[0]
-        tmp = tok_path.with_name(f".{tok_path.name}.tmp{os.getpid()}")
+        tmp = temp_path(tok_path)
         sent_lens, doc_sents = [], []
         args = ((str(vocab_file), self.lowercase, self.strip_accents, chunk)
                 for chunk in _chunks(_read_sentence_docs(self.corpus_dir / "sentences.txt"),
@@ -454,12 +459,12 @@ class _Preparer:
         document_starts = np.concatenate([[0], np.cumsum(np.concatenate(doc_sents))]).astype(np.int64)
         for name, arr in zip(CORPUS_FILES[1:], (sentence_starts, document_starts)):
             p = self.corpus_dir / name
-            t = p.with_name(f".{name}.tmp{os.getpid()}")
+            t = temp_path(p)
             arr.tofile(t)
             os.replace(t, p)
         done = {"key": key, "documents": len(document_starts) - 1, "sentences": len(sentence_starts) - 1,
                 "tokens": int(sentence_starts[-1])}
-        _write_json(marker, done)
+        write_json(marker, done)
         return done
 
     # -- 4. split documents ------------------------------------------------------------------------
@@ -498,16 +503,17 @@ class _Preparer:
         cfg = self.cfg
         groups, tasks = [], []
         for phase in cfg.phases:
-            pdir = self.out / phase.name
-            (pdir / ".progress").mkdir(parents=True, exist_ok=True)
-            for stale in [*pdir.glob(".*.tmp*"), *(pdir / ".progress").glob(".*.tmp*")]:  # of an interrupted run
-                stale.unlink()
+            pdir, wdir = self.out / phase.name, self.work / phase.name / ".progress"
+            for folder in (pdir / ".progress", wdir):
+                folder.mkdir(parents=True, exist_ok=True)
+            for folder in (pdir, pdir / ".progress", wdir):  # temp files of this machine's interrupted runs
+                remove_stale(folder)
             settings = self.phase_settings(phase)
             key = _key({"settings": settings, "vocab": vocab_info, "corpus": corpus_key, "layout": SHARD_LAYOUT})
             common = {"corpus_dir": str(self.corpus_dir), "corpus_key": corpus_key}
             for split, docs_path in split_paths.items():
                 n = cfg.num_shards if split == "train" else cfg.validation_shards
-                group_paths = [str(pdir / ".progress" / f"{split}-instances-{g:05d}-of-{n:05d}.{key[:16]}.npy")
+                group_paths = [str(wdir / f"{split}-instances-{g:05d}-of-{n:05d}.{key[:16]}.npy")
                                for g in range(n)]
                 for g, path in enumerate(group_paths):
                     groups.append({
@@ -534,15 +540,16 @@ class _Preparer:
         return groups, tasks
 
     @staticmethod
-    def finished(task: dict) -> dict | None:
-        """The task's marker if its shard is complete for the same settings (sha256 re-checked)."""
+    def finished(task: dict, rehash: bool = True) -> dict | None:
+        """The task's marker if its shard is complete for the same settings: same key and size, and
+        with ``rehash`` the same sha256 (re-read; another host's shards are taken on their size)."""
         from bertlib.assets import sha256_file
 
         marker = _read_json(Path(task["marker"]))
         path = Path(task["path"])
         if not marker or marker.get("key") != task["key"] or not path.is_file():
             return None
-        if path.stat().st_size != marker.get("bytes") or sha256_file(path) != marker.get("sha256"):
+        if path.stat().st_size != marker.get("bytes") or (rehash and sha256_file(path) != marker.get("sha256")):
             return None
         return marker
 
@@ -583,7 +590,7 @@ class _Preparer:
                 packing = {"max_pairs_per_row": self.cfg.pairs_per_row(phase), "algorithm": "spfhp",
                            "pairs": counts["pairs"], "rows": counts["examples"],
                            "efficiency": real / max(counts["examples"] * phase.max_seq_length, 1)}
-            vtmp = pdir / f".vocab.txt.tmp{os.getpid()}"
+            vtmp = temp_path(pdir / "vocab.txt")
             shutil.copyfile(vocab_file, vtmp)
             os.replace(vtmp, pdir / "vocab.txt")
             manifest = {"format": MANIFEST_FORMAT, "max_seq_length": phase.max_seq_length,
@@ -592,17 +599,23 @@ class _Preparer:
                         "shards": shards, "packing": packing,
                         "masking": "dynamic" if self.cfg.dynamic_masking else "static",
                         "created_by": "bertlib prepare-data"}
-            _write_json(pdir / "manifest.json", manifest)
+            write_json(pdir / "manifest.json", manifest)
             manifests[phase.name] = manifest
-            for instances in (pdir / ".progress").glob("*-instances-*.npy"):  # only needed to (re)make shards
-                instances.unlink()
+            for instances in (self.work / phase.name / ".progress").glob("*-instances-*.npy"):  # only needed to
+                instances.unlink(missing_ok=True)                                                  # (re)make shards
         return manifests
 
     def run(self) -> dict:
+        from bertlib.data.hosts import share_lock
+
+        self.validate()
+        with share_lock(self.out, self.share):
+            return self._run(self.share)
+
+    def _run(self, share) -> dict:
         from bertlib.tokenization import vocab_info
 
         t_start = time.perf_counter()
-        self.validate()
         workers = self.cfg.num_workers or os.cpu_count() or 1
         self.out.mkdir(parents=True, exist_ok=True)
         ctx = multiprocessing.get_context("spawn")
@@ -621,9 +634,10 @@ class _Preparer:
                 t = time.perf_counter()
                 split_paths = self.split(corpus)
                 groups, tasks = self.shard_tasks(corpus["key"], vocab_file, info, split_paths)
+                mine = [task for i, task in enumerate(tasks) if share.owns(i)]
                 markers = {}
                 todo = []
-                for task in tasks:
+                for task in mine:
                     m = self.finished(task)
                     if m is None:
                         todo.append(task)
@@ -635,26 +649,44 @@ class _Preparer:
                 needed = {path for task in todo for path in task["groups"]}
                 groups_todo = [g for g in groups if g["path"] in needed and not Path(g["path"]).is_file()]
                 with quiet_or_bar(self.progress and bool(groups_todo), desc="instances", unit="group",
-                          total=len(groups_todo)) as bar:
+                                  total=len(groups_todo)) as bar:
                     for fut in cf.as_completed([pool.submit(_group_task, g) for g in groups_todo]):
                         fut.result()
                         bar.update(1)
-                with quiet_or_bar(self.progress, desc="shards", unit="shard", total=len(tasks),
-                          initial=len(tasks) - len(todo)) as bar:
+                self.timings["instances_s"] = time.perf_counter() - t
+                t = time.perf_counter()
+                with quiet_or_bar(self.progress, desc="shards", unit="shard", total=len(mine),
+                                  initial=len(mine) - len(todo)) as bar:
                     futures = {pool.submit(_shard_task, {**task}): task for task in todo}
                     for fut in cf.as_completed(futures):
                         m = fut.result()
                         markers[futures[fut]["path"]] = m
                         bar.update(1)
-                self.timings["examples_s"] = time.perf_counter() - t
+                self.timings["shards_s"] = time.perf_counter() - t
+                self.timings["examples_s"] = self.timings["instances_s"] + self.timings["shards_s"]
             except BrokenProcessPool:
                 raise RuntimeError(f"{self.out}: a worker process died; finished shards are kept — rerun the "
                                    f"same command to resume (calling prepare() from a script? workers are "
                                    f"spawned and re-import it: put the call under if __name__ == '__main__')"
                                    ) from None
-        manifests = self.write_manifests(markers, tasks, vocab_file, info, split_paths)
+        written = {path: markers[path] for path in (task["path"] for task in todo)}
+        every = dict(markers)
+        if share.mpi:  # the other hosts' shards are on their disks: their markers come over MPI
+            for host_markers in share.allgather(markers):
+                every.update(host_markers)
+        else:  # one host, or hosts sharing this storage: the others' markers are on the disk
+            for task in tasks:
+                if task["path"] not in every and (m := self.finished(task, rehash=False)) is not None:
+                    every[task["path"]] = m
+        pending = sum(task["path"] not in every for task in tasks)
+        manifests = {}
+        if not pending and (share.leader or not share.mpi):
+            manifests = self.write_manifests(every, tasks, vocab_file, info, split_paths)
         self.timings["total_s"] = time.perf_counter() - t_start
         return {"output_dir": str(self.out), "workers": workers, "vocab": info,
+                "host": {"index": share.index, "count": share.count, "mpi": share.mpi,
+                         "shards": len(mine), "pending_shards": pending,
+                         "manifests": "written" if manifests else "by host 0" if not pending else "pending"},
                 "corpus": {"raw_documents": extracted["raw_documents"], "words": extracted["words"],
                            "documents": corpus["documents"], "sentences": corpus["sentences"],
                            "tokens": corpus["tokens"]},
@@ -662,8 +694,34 @@ class _Preparer:
                                   "shards": {s: len(v) for s, v in m["shards"].items()},
                                   "packing": m["packing"], "masking": m["masking"]}
                            for name, m in manifests.items()},
-                "skipped_shards": len(tasks) - len(todo), "written_shards": len(todo),
-                "timings": dict(self.timings)}
+                "skipped_shards": len(mine) - len(todo), "written_shards": len(todo),
+                "timings": dict(self.timings),
+                "rates": stage_rates(self.timings, extracted, corpus, written, workers, self.reused)}
+
+
+def stage_rates(timings: dict, extracted: dict, corpus: dict, written: dict, workers: int,
+                reused: set[str] = frozenset()) -> dict:
+    """Per stage of this run: wall seconds and throughput (per second of wall time with ``workers``
+    processes, and per worker). ``extract``: raw documents (plus the per-step CPU rates of
+    ``extract.json``); ``tokenize``: tokens; ``instances``: the training pairs of the shards written
+    (each group makes its instances for every shard); ``shards``: records, pairs and bytes written.
+    Stages that did nothing (``reused``, or no shard to write) are left out."""
+    def rate(n, key):
+        s = timings.get(key, 0.0)
+        if key.removesuffix("_s") in reused or not n or s <= 0:
+            return None
+        return {"s": round(s, 3), "per_s": round(n / s, 2), "per_worker_s": round(n / s / workers, 2)}
+
+    pairs = sum(m.get("pairs", m["examples"]) for m in written.values())
+    rates = {"workers": workers,
+             "extract": {"unit": RATE_UNITS["extract"], **(rate(extracted["raw_documents"], "extract_s") or {}),
+                         "steps": extracted.get("rates")},
+             "tokenize": {"unit": RATE_UNITS["tokenize"], **(rate(corpus["tokens"], "tokenize_s") or {})},
+             "instances": {"unit": RATE_UNITS["instances"], **(rate(pairs, "instances_s") or {})},
+             "shards": {"unit": RATE_UNITS["shards"], **(rate(pairs, "shards_s") or {}),
+                        "records": sum(m["examples"] for m in written.values()),
+                        "bytes": sum(m["bytes"] for m in written.values())}}
+    return {k: v for k, v in rates.items() if not isinstance(v, dict) or "s" in v}
 
 
 def prepare(cfg: DataConfig, progress: bool = True) -> dict:
@@ -691,6 +749,14 @@ def main(argv: list[str]) -> int:
     print(f"[bertlib] prepare-data documents={c['documents']} sentences={c['sentences']} tokens={c['tokens']} "
           f"shards_written={summary['written_shards']} shards_skipped={summary['skipped_shards']} "
           f"seconds={summary['timings']['total_s']:.1f}")
+    host = summary["host"]
+    if host["count"] > 1:
+        print(f"[bertlib] host={host['index']} hosts={host['count']} shards_of_host={host['shards']} "
+              f"pending_shards={host['pending_shards']} manifests={host['manifests'].replace(' ', '_')}")
+    rates = summary["rates"]
+    print("[bertlib] rates workers=" + str(rates["workers"]) + "".join(
+        f" {stage}_{r['unit'].split()[-1]}_per_s={r['per_s']:g}" for stage, r in rates.items()
+        if isinstance(r, dict)))
     for name, ph in summary["phases"].items():
         pc = ph["counts"]
         packed = f" pairs={pc['pairs']} packing_efficiency={ph['packing']['efficiency']:.3f}" if ph["packing"] else ""

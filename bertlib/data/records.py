@@ -36,6 +36,8 @@ from typing import Sequence
 
 import numpy as np
 
+from bertlib.atomic import temp_path
+
 from bertlib.config import ConfigError
 
 INT_FEATURES = ("input_ids", "input_mask", "segment_ids", "masked_lm_positions", "masked_lm_ids",
@@ -222,7 +224,7 @@ def tfrecord_frame(record: bytes) -> bytes:
 def write_tfrecord_file(path: str | os.PathLike, records) -> str:
     """Write an uncompressed TFRecord file atomically (temp name, then rename); return its sha256."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = temp_path(path)
     h = hashlib.sha256()
     with open(tmp, "wb") as f:
         for rec in records:

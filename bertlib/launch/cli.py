@@ -1,10 +1,11 @@
 """``bertlib launch JOB --config FILE [--key value ...]``: run a job where its ``backend`` says.
 
-``JOB`` is ``pretrain`` or ``squad``. ``FILE`` is a run config (bertlib.config schema) or a notebook
+``JOB`` is ``pretrain``, ``squad`` or ``prepare-data``. ``FILE`` is a run config (bertlib.config schema) or a notebook
 params file (``params/*/*.yaml``: ``experiment`` key, ``auto`` values, ``${VAR}`` references), which is
 resolved exactly as the notebooks resolve it (:func:`bertlib.notebook.parameters`); a SQuAD params
 file launches each of its ``squad_versions``. ``backend: local`` runs under horovodrun on this
-machine (:func:`bertlib.launch.local.run`); ``backend: sagemaker`` starts a training job
+machine (:func:`bertlib.launch.local.run`; ``prepare-data`` runs here with every core);
+``backend: sagemaker`` starts a training job
 (:func:`bertlib.launch.sagemaker.launch`) and, unless ``dry_run``, waits for it while streaming its log.
 """
 
@@ -15,7 +16,7 @@ import sys
 
 from bertlib.config import ConfigError, build_config, parse_overrides, read_yaml
 
-USAGE = "usage: bertlib launch {pretrain,squad} --config FILE.yaml [--key value ...]"
+USAGE = "usage: bertlib launch {pretrain,squad,prepare-data} --config FILE.yaml [--key value ...]"
 
 
 def load_configs(job: str, path: str, overrides: dict) -> dict:
@@ -26,7 +27,7 @@ def load_configs(job: str, path: str, overrides: dict) -> dict:
     if any(k in values for k in NOTEBOOK_KEYS):
         from bertlib.notebook import parameters
 
-        step = "squad" if job == "squad" else values.get("phase", "phase1")
+        step = {"squad": "squad", "prepare-data": "data"}.get(job) or values.get("phase", "phase1")
         return parameters(step, values).configs
     return {job: build_config(job, values, f"{path} (with overrides)" if overrides else path)}
 
@@ -36,7 +37,7 @@ def main(argv: list[str]) -> int:
         print(USAGE)
         return 0 if argv else 2
     job, rest = argv[0], argv[1:]
-    if job not in ("pretrain", "squad"):
+    if job not in ("pretrain", "squad", "prepare-data"):
         raise ConfigError(f"launch: unknown job {job!r} ({USAGE})")
     overrides = parse_overrides(rest)
     path = overrides.pop("config", None)
@@ -44,7 +45,12 @@ def main(argv: list[str]) -> int:
         raise ConfigError(f"launch: --config FILE is required ({USAGE})")
     configs = load_configs(job, str(path), overrides)
     for name, cfg in configs.items():
-        if cfg.backend == "local":
+        if cfg.backend == "local" and job == "prepare-data":
+            from bertlib.data.prepare import prepare
+
+            summary = prepare(cfg)
+            print(f"{name}: prepared {', '.join(ph['dir'] for ph in summary['phases'].values())}")
+        elif cfg.backend == "local":
             from bertlib.launch.local import run
 
             run_dir = run(job, cfg)

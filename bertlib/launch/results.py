@@ -116,3 +116,21 @@ def fetch_run(uri_or_dir: str | os.PathLike, cache_dir: str | os.PathLike | None
         target.parent.mkdir(parents=True, exist_ok=True)
         s3.download_file(bucket, k, str(target))
     return _replace_dir(tmp, dest)
+
+
+def fetch_manifests(datasets: dict[str, str], dest: str | os.PathLike) -> Path:
+    """Download each dataset's ``manifest.json`` and ``vocab.txt`` (``datasets``: phase → S3 prefix)
+    into ``dest/<phase>/`` — enough for :mod:`bertlib.data.summary`'s tables; the shards stay in S3."""
+    import boto3
+
+    from bertlib.atomic import temp_path
+
+    s3, dest = boto3.client("s3"), Path(dest)
+    for phase, uri in datasets.items():
+        bucket, key = _split(uri.rstrip("/") + "/")
+        (dest / phase).mkdir(parents=True, exist_ok=True)
+        for name in ("vocab.txt", "manifest.json"):  # the manifest last: it marks the folder complete
+            tmp = temp_path(dest / phase / name)
+            s3.download_file(bucket, key + name, str(tmp))
+            os.replace(tmp, dest / phase / name)
+    return dest

@@ -1,4 +1,4 @@
-"""Run ``bertlib pretrain`` / ``bertlib squad`` as a SageMaker training job with Horovod over MPI.
+"""Run ``bertlib pretrain`` / ``bertlib squad`` / ``bertlib prepare-data`` as a SageMaker training job over MPI.
 
 Built on SageMaker Python SDK 3.x: ``sagemaker.train.ModelTrainer`` with the ``MPI`` distribution. The
 job ships a copy of this ``bertlib`` package as its code channel and runs
@@ -17,6 +17,16 @@ checkpoints                 ``/opt/ml/checkpoints`` (``BERTLIB_CHECKPOINT_DIR``)
 export (model.tar.gz)       ``SM_MODEL_DIR`` = ``/opt/ml/model``
 metrics.jsonl, summary...   ``SM_OUTPUT_DATA_DIR`` → ``<output>/<job>/output/output.tar.gz``
 ==========================  ===========================================================
+
+``prepare-data`` is a training job of the same image rather than a Processing job: it reuses this
+launcher, the MPI driver (one rank per instance: the ranks exchange their shards' done-markers and
+host 0 writes the manifests, :mod:`bertlib.data.hosts`) and the checkpoint sync, which gives it the
+output location and the resume. Each host writes its share of the shards into ``/opt/ml/checkpoints``
+(its ``output_dir``), which SageMaker syncs to ``s3_data_uri`` — one prefix for all hosts, the files
+of different hosts never share a name; a restarted job gets them back and writes only what is
+missing. Sources: ``s3://`` objects are channels (``source0``, ...), ``http(s)`` URLs are downloaded
+by every host (the job needs internet access), local files (and the vocab file) are staged to S3
+first. Corpus and instance files stay on each host's ML storage volume (``work_dir``).
 
 Account-specific values — role, image, subnets, security groups, FSx id — come from the config
 (set in a notebook / on the command line) or from the environment variables
@@ -47,6 +57,10 @@ from bertlib.launch.instances import gpus_per_instance
 
 CHANNEL_ROOT = "/opt/ml/input/data"
 CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
+#: prepare-data's scratch (corpus, instance files, download cache): on the ML storage volume, which
+#: SageMaker mounts for the /opt/ml paths (ResourceConfig.VolumeSizeInGB; instance storage on NVMe types)
+PREPARE_WORK_DIR = "/opt/ml/input/bertlib-work"
+JOBS = ("pretrain", "squad", "prepare-data")
 ENTRY_SCRIPT = "bertlib/launch/sm_entry.py"
 #: keys checked here at launch time but meaningless inside the job (where the world size is
 #: Horovod's, not the config's)
@@ -142,6 +156,8 @@ def _env_names(name: str) -> str:
 def _job_name(job: str, cfg) -> str:
     if cfg.job_name:
         name = cfg.job_name
+    elif job == "prepare-data":
+        name = "bertlib-prepare-data"
     else:
         name = f"bertlib-{job}-{cfg.phase if job == 'pretrain' else cfg.squad_version}"
     if not re.fullmatch(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,40}", name):
@@ -181,8 +197,8 @@ def resolve(job: str, cfg) -> JobSpec:
 
     Raises ConfigError naming the missing/invalid setting — e.g. no role or image.
     """
-    if job not in ("pretrain", "squad"):
-        raise ConfigError(f"job {job!r}: expected 'pretrain' or 'squad'")
+    if job not in JOBS:
+        raise ConfigError(f"job {job!r}: expected one of {', '.join(JOBS)}")
     settings = {"role": _from_env(cfg, "role"), "image_uri": _from_env(cfg, "image_uri"),
                 "region": cfg.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")}
     placeholders = []
@@ -203,7 +219,7 @@ def resolve(job: str, cfg) -> JobSpec:
     if bool(subnets) != bool(sgs):
         raise ConfigError("SageMaker launch: a VPC needs both subnets and security_group_ids "
                           f"({_env_names('subnets')}, {_env_names('security_group_ids')})")
-    per_host = cfg.processes_per_host or gpus_per_instance(cfg.instance_type)
+    per_host = 1 if job == "prepare-data" else cfg.processes_per_host or gpus_per_instance(cfg.instance_type)
     if cfg.use_spot:
         if cfg.max_wait_seconds is not None and cfg.max_wait_seconds < cfg.max_run_seconds:
             raise ConfigError(f"max_wait_seconds ({cfg.max_wait_seconds}) must be >= max_run_seconds "
@@ -213,7 +229,9 @@ def resolve(job: str, cfg) -> JobSpec:
 
     hp = cfg.model_dump(mode="json", exclude=launch_keys() | LAUNCH_CHECKED_KEYS)
     channels: list[Channel] = []
-    if job == "pretrain":
+    if job == "prepare-data":
+        channels = _prepare_data_channels(cfg, hp)
+    elif job == "pretrain":
         if cfg.fsx_directory_path:
             if not fsx_id:
                 raise ConfigError("fsx_directory_path needs fsx_file_system_id "
@@ -228,7 +246,7 @@ def resolve(job: str, cfg) -> JobSpec:
         for key, name in (("train_file", "squad_train"), ("predict_file", "squad_predict")):
             if getattr(cfg, key).startswith("s3://"):
                 channels.append(_channel(name, getattr(cfg, key), (None, None), key))
-    if cfg.load_from == "checkpoint":
+    if getattr(cfg, "load_from", None) == "checkpoint":
         channels.append(_channel("init", cfg.checkpoint_path, fsx, "checkpoint_path"))
     if any(c.fsx for c in channels) and not subnets:
         raise ConfigError("FSx for Lustre input needs a VPC: set subnets and security_group_ids "
@@ -236,7 +254,8 @@ def resolve(job: str, cfg) -> JobSpec:
     key_of = {"train": "data_dir", "validation": "validation_dir", "init": "checkpoint_path",
               "squad_train": "train_file", "squad_predict": "predict_file"}
     for c in channels:
-        hp[key_of[c.name]] = c.container_path
+        if c.name in key_of:
+            hp[key_of[c.name]] = c.container_path
 
     environment = {"BERTLIB_JOB": job, "BERTLIB_CHECKPOINT_DIR": CHECKPOINT_LOCAL_PATH, **cfg.environment}
     return JobSpec(
@@ -246,6 +265,43 @@ def resolve(job: str, cfg) -> JobSpec:
         subnets=subnets, security_group_ids=sgs, fsx_file_system_id=fsx_id, channels=channels,
         hyperparameters={k: hyperparameter_value(v) for k, v in hp.items() if v is not None},
         environment=environment, mpi_options=list(cfg.mpi_options))
+
+
+def _prepare_data_channels(cfg, hp: dict) -> list[Channel]:
+    """Channels of a prepare-data job, with ``hp`` (its hyperparameters) pointed at them: ``s3://``
+    sources → ``source<i>``, an ``s3://`` vocab file → ``vocab``; the dataset goes to ``s3_data_uri``
+    through the checkpoint folder. Local files must have been staged (:func:`stage_data_files`)."""
+    if not cfg.s3_data_uri or not cfg.s3_data_uri.startswith("s3://"):
+        raise ConfigError(f"s3_data_uri {cfg.s3_data_uri!r}: a SageMaker prepare-data job writes the dataset to an "
+                          "s3:// prefix (its phases become <s3_data_uri>/<phase>)")
+    if cfg.num_hosts is not None or cfg.host_index is not None:
+        raise ConfigError("num_hosts / host_index: a SageMaker job's hosts are its instance_count MPI ranks; "
+                          "leave them unset")
+    channels, sources, sha = [], [], dict(cfg.source_sha256)
+    for i, source in enumerate(cfg.sources):
+        if source.startswith("s3://"):
+            c = _channel(f"source{i}", source.rstrip("/"), (None, None), f"sources[{i}]")
+            c.container_path = f"{CHANNEL_ROOT}/{c.name}/{source.rstrip('/').rsplit('/', 1)[-1]}"  # one object
+            channels.append(c)
+            if source in sha:
+                sha[c.container_path] = sha.pop(source)
+            sources.append(c.container_path)
+        elif source.startswith(("http://", "https://")):
+            sources.append(source)
+        else:
+            raise ConfigError(f"sources[{i}] {source!r}: on SageMaker a source is an s3:// object or an http(s) URL "
+                              "(local files are staged to S3 by bertlib launch)")
+    if cfg.vocab_file:
+        if not cfg.vocab_file.startswith("s3://"):
+            raise ConfigError(f"vocab_file {cfg.vocab_file!r}: on SageMaker an s3:// object (bertlib launch stages a "
+                              "local vocab file to S3)")
+        c = _channel("vocab", cfg.vocab_file, (None, None), "vocab_file")
+        c.container_path = f"{CHANNEL_ROOT}/vocab/{cfg.vocab_file.rsplit('/', 1)[-1]}"
+        channels.append(c)
+        hp["vocab_file"] = c.container_path
+    hp.update(sources=sources, source_sha256=sha, output_dir=CHECKPOINT_LOCAL_PATH, work_dir=PREPARE_WORK_DIR,
+              cache_dir=f"{PREPARE_WORK_DIR}/cache")
+    return channels
 
 
 def hyperparameter_value(value: Any) -> Any:
@@ -275,7 +331,12 @@ def hyperparameter_value(value: Any) -> Any:
 def metric_definitions(job: str = "pretrain") -> list[dict[str, str]]:
     """SageMaker metric regexes for every key of the entry points' ``key=value`` log lines: the
     training keys, plus for ``pretrain`` the held-out evaluation keys (``val_mlm_acc`` ...) and for
-    ``squad`` the evaluation keys of its ``eval`` line (``exact_match``, ``exact``, ``f1``)."""
+    ``squad`` the evaluation keys of its ``eval`` line (``exact_match``, ``exact``, ``f1``); for
+    ``prepare-data`` the stage rates of its ``rates`` line."""
+    if job == "prepare-data":
+        from bertlib.data.prepare import RATE_KEYS
+
+        return [{"name": key, "regex": rf"\b{key}=([-+0-9.eE]+)"} for key in RATE_KEYS]
     from bertlib.train.metrics import EVAL_METRIC_KEYS, METRIC_KEYS, VALIDATION_METRIC_KEYS
 
     keys = METRIC_KEYS + (EVAL_METRIC_KEYS if job == "squad" else VALIDATION_METRIC_KEYS)
@@ -383,6 +444,41 @@ def check_sdk_driver() -> None:
                           f"{VERIFIED_SDK_DRIVERS[-1]} as pinned in requirements.txt")
 
 
+def _stage(source: str, digest: str | None, base: str, session, dry_run: bool) -> tuple[str, str | None]:
+    """``(s3 URI, sha256)`` of a local file or an http(s) URL (fetched into the cache, checked) once
+    uploaded to ``<base>/<sha256>/<name>``; an object already there with that sha256 is not uploaded
+    again. A dry run names the URI without reading the file (``SHA256`` when no digest is known)."""
+    import botocore.exceptions
+
+    from bertlib.assets import fetch_url, sha256_file
+
+    name = source.rstrip("/").rsplit("/", 1)[-1]
+    if dry_run:
+        return f"{base}/{digest or 'SHA256'}/{name}", digest
+    local = fetch_url(source, digest) if source.startswith(("http://", "https://")) else Path(source)
+    if not local.is_file():
+        raise ConfigError(f"{local}: file to stage for the job not found")
+    digest = digest or sha256_file(local)
+    uri = f"{base}/{digest}/{name}"
+    bucket, object_key = uri[5:].split("/", 1)
+    s3 = session.boto_session.client("s3")
+    try:
+        present = s3.head_object(Bucket=bucket, Key=object_key)["Metadata"].get("sha256") == digest
+    except botocore.exceptions.ClientError:
+        present = False
+    if not present:
+        s3.upload_file(str(local), bucket, object_key, ExtraArgs={"Metadata": {"sha256": digest}})
+        print(f"staged {source} -> {uri}")
+    return uri, digest
+
+
+def _staging_base(cfg, session, what: str) -> str:
+    """``<output_s3_uri or s3://<the session's bucket>/bertlib>/staged/<what>`` (no session: a dry
+    placeholder for the bucket)."""
+    bucket = session.default_bucket() if session is not None else "SESSION-BUCKET"
+    return (cfg.output_s3_uri or f"s3://{bucket}/bertlib").rstrip("/") + f"/staged/{what}"
+
+
 def stage_squad_files(cfg, session, dry_run: bool = False):
     """``cfg`` with http(s) ``train_file`` / ``predict_file`` replaced by S3 copies of them.
 
@@ -392,36 +488,38 @@ def stage_squad_files(cfg, session, dry_run: bool = False):
     channels; the job checks the sha256 again. A dry run names the URI without downloading (the
     sha256 part is ``SHA256`` when the config gives none).
     """
-    import botocore.exceptions
-
-    from bertlib.assets import fetch_url, sha256_file
-
-    base = (cfg.output_s3_uri or f"s3://{session.default_bucket()}/bertlib").rstrip("/") + "/staged/squad"
+    base = _staging_base(cfg, session, "squad")
     updates = {}
     for key in ("train_file", "predict_file"):
-        url, digest = getattr(cfg, key), getattr(cfg, f"{key}_sha256")
-        if not url.startswith(("http://", "https://")):
-            continue
-        name = url.rstrip("/").rsplit("/", 1)[-1]
-        if dry_run:
-            updates[key] = f"{base}/{digest or 'SHA256'}/{name}"
-            continue
-        local = fetch_url(url, digest)
-        digest = digest or sha256_file(local)
-        uri = f"{base}/{digest}/{name}"
-        bucket, object_key = uri[5:].split("/", 1)
-        s3 = session.boto_session.client("s3")
-        try:
-            present = s3.head_object(Bucket=bucket, Key=object_key)["Metadata"].get("sha256") == digest
-        except botocore.exceptions.ClientError:
-            present = False
-        if not present:
-            s3.upload_file(str(local), bucket, object_key, ExtraArgs={"Metadata": {"sha256": digest}})
-            print(f"staged {url} -> {uri}")
-        updates[key], updates[f"{key}_sha256"] = uri, digest
+        url = getattr(cfg, key)
+        if url.startswith(("http://", "https://")):
+            updates[key], digest = _stage(url, getattr(cfg, f"{key}_sha256"), base, session, dry_run)
+            if digest:
+                updates[f"{key}_sha256"] = digest
     if not updates:
         return cfg
     return build_config(type(cfg), {**cfg.model_dump(), **updates}, "staged SQuAD files")
+
+
+def stage_data_files(cfg, session, dry_run: bool = False):
+    """``cfg`` (a DataConfig) with its local files — sources and ``vocab_file`` — replaced by S3 copies
+    under ``<output_s3_uri or the session's bucket>/staged/data/<sha256>/<name>``; s3:// and http(s)
+    sources stay as they are (a job downloads URLs itself)."""
+    base = _staging_base(cfg, session, "data")
+    sources, sha = [], dict(cfg.source_sha256)
+    for source in cfg.sources:
+        if source.startswith(("s3://", "http://", "https://")):
+            sources.append(source)
+            continue
+        uri, digest = _stage(source, sha.pop(source, None), base, session, dry_run)
+        sources.append(uri)
+        if digest:
+            sha[uri] = digest
+    updates = {"sources": sources, "source_sha256": sha}
+    if cfg.vocab_file and not cfg.vocab_file.startswith("s3://"):
+        updates["vocab_file"], digest = _stage(cfg.vocab_file, cfg.vocab_sha256, base, session, dry_run)
+        updates["vocab_sha256"] = digest or cfg.vocab_sha256
+    return build_config(type(cfg), {**cfg.model_dump(), **updates}, "staged data files")
 
 
 def build_trainer(job: str, cfg, session=None, dry_run: bool = False):
@@ -430,10 +528,11 @@ def build_trainer(job: str, cfg, session=None, dry_run: bool = False):
     A SQuAD config's http(s) files are staged to S3 first (:func:`stage_squad_files`).
     """
     check_sdk_driver()
-    spec = resolve(job, cfg)
+    staged = {"squad": stage_squad_files, "prepare-data": stage_data_files}.get(job)
+    spec = resolve(job, staged(cfg, None, dry_run=True) if staged else cfg)  # every check before any upload
     sm_session = _session(spec, cfg, session, dry_run)
-    if job == "squad":
-        cfg = stage_squad_files(cfg, sm_session, dry_run)
+    if staged:
+        cfg = staged(cfg, sm_session, dry_run)
         spec = resolve(job, cfg)
     from sagemaker.core.training.configs import (
         CheckpointConfig, Compute, FileSystemDataSource, InputData, MetricDefinition, Networking,
@@ -470,7 +569,8 @@ def build_trainer(job: str, cfg, session=None, dry_run: bool = False):
             stopping_condition=StoppingCondition(max_runtime_in_seconds=cfg.max_run_seconds,
                                                  max_wait_time_in_seconds=max_wait),
             output_data_config=OutputDataConfig(s3_output_path=cfg.output_s3_uri) if cfg.output_s3_uri else None,
-            checkpoint_config=CheckpointConfig(s3_uri=cfg.checkpoint_s3_uri, local_path=CHECKPOINT_LOCAL_PATH),
+            checkpoint_config=CheckpointConfig(s3_uri=cfg.s3_data_uri if job == "prepare-data" else cfg.checkpoint_s3_uri,
+                                               local_path=CHECKPOINT_LOCAL_PATH),
             environment=spec.environment,
             hyperparameters=spec.hyperparameters,
             tags=[Tag(key=k, value=v) for k, v in cfg.tags.items()] or None,
@@ -500,7 +600,7 @@ def launch(job: str, cfg, dry_run: bool | None = None, session=None, wait: bool 
     """Start ``job`` ("pretrain" | "squad") on SageMaker as described by ``cfg``.
 
     Returns ``{"job_name", "status", "model_artifacts", "output_data", "checkpoint_s3_uri",
-    "request", "placeholders"}``: S3 URIs of the export ``model.tar.gz``, of ``output.tar.gz``
+    "request", "placeholders"}`` (and for ``prepare-data`` ``"datasets"``: phase → S3 URI): S3 URIs of the export ``model.tar.gz``, of ``output.tar.gz``
     (metrics.jsonl, summary.json) and of the checkpoints, the CreateTrainingJob request with boto3
     names, and the variables a dry run filled with :data:`DRY_RUN_PLACEHOLDERS`. With ``dry_run``
     (default: ``cfg.dry_run``) the SDK builds the request exactly as for a launch but nothing is
@@ -523,9 +623,12 @@ def launch(job: str, cfg, dry_run: bool | None = None, session=None, wait: bool 
             name, status = training_job.training_job_name, training_job.training_job_status
             output = training_job.output_data_config.s3_output_path
             checkpoint = training_job.checkpoint_config.s3_uri
-    return {"job_name": name, "status": status, "model_artifacts": model_artifacts_uri(output, name),
+    info = {"job_name": name, "status": status, "model_artifacts": model_artifacts_uri(output, name),
             "output_data": output_data_uri(output, name), "checkpoint_s3_uri": checkpoint, "request": request,
             "placeholders": spec.placeholders}
+    if job == "prepare-data":  # the phases' datasets, where 02_phase1 / 03_phase2 read them
+        info["datasets"] = {p.name: f"{checkpoint.rstrip('/')}/{p.name}" for p in cfg.phases}
+    return info
 
 
 @contextlib.contextmanager

@@ -1,4 +1,5 @@
-"""Container entry script of a SageMaker job started by :mod:`bertlib.launch.sagemaker`.
+"""Container entry script of a SageMaker job started by :mod:`bertlib.launch.sagemaker`
+(``pretrain``, ``squad`` or ``prepare-data``).
 
 The SDK's MPI driver runs, on every rank, ``python -m mpi4py bertlib/launch/sm_entry.py --key value ...``
 from the uploaded code channel, which holds a copy of the ``bertlib`` package as it was when the job
@@ -74,8 +75,8 @@ def main(argv: list[str]) -> int:
     from bertlib.cli import main as bertlib_main
 
     job = os.environ.get("BERTLIB_JOB")
-    if job not in ("pretrain", "squad"):
-        print(f"error: BERTLIB_JOB must be 'pretrain' or 'squad', got {job!r}", file=sys.stderr)
+    if job not in ("pretrain", "squad", "prepare-data"):
+        print(f"error: BERTLIB_JOB must be 'pretrain', 'squad' or 'prepare-data', got {job!r}", file=sys.stderr)
         return 2
     return bertlib_main([job, *rewrite_args(hyperparameter_args(argv))])
 

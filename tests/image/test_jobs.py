@@ -5,7 +5,7 @@ Each job is launched with the real SDK against moto (the request captured as it 
 MPI driver start ``mpirun`` over ssh between the hosts, Horovod runs over MPI. The cases build on each
 other in file order: (a) phase 1 on 2 hosts → (b) phase 2 from its ``model.tar.gz`` → (c) SQuAD from
 phase 2's; (d) a spot interruption of (a)'s job resumes to (a)'s exact weights; (e) failures end the job
-quickly with one clear line.
+quickly with one clear line; (f) ``prepare-data`` on 2 instances writes the bytes one machine writes.
 """
 
 import copy
@@ -314,3 +314,67 @@ def test_e_failures_end_the_job_quickly_with_one_clear_line(account, runner):
     assert killed and killed[0] > 0, show(result)
     assert result.status == "Failed", show(result)
     assert re.search(r"rank 1 .*on node algo-2 exited on signal 9", result.log), show(result)
+
+
+def dataset_files(folder: Path) -> dict[str, bytes]:
+    """The files of a prepared dataset (shards, manifests, vocab), without the done-markers and locks."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)}
+
+
+def test_f_prepare_data_on_two_hosts_writes_one_machines_bytes(account, sm_session, runner, runs_root, wiki_slice,
+                                                                bert_vocab, tmp_path):
+    """``prepare-data`` as a SageMaker job on 2 instances (one MPI rank each, each writing its share of
+    the shards into its checkpoint folder, synced to one S3 prefix; host 0 writes the manifests after
+    an allgather of the markers): the dataset in S3 is the one a local run writes, byte for byte."""
+    from bertlib.data.prepare import prepare
+
+    values = {"experiment": EXPERIMENT, "runs_root": str(runs_root), "backend": "sagemaker",
+              "instance_type": "ml.m5.xlarge", "instance_count": 2, "s3_data_uri": f"{PREFIX}/prepared",
+              "output_s3_uri": f"{PREFIX}/output", "max_run_seconds": 3600, "squad_smoke": False,
+              "sources": [str(wiki_slice)], "source_format": "wikipedia", "vocab_file": str(bert_vocab),
+              "max_documents": 30, "output_dir": "auto", "num_shards": 3, "validation_shards": 1,
+              "validation_fraction": 0.05, "num_workers": 1, "dupe_factor": 2, "seed": 11,
+              "pack_sequences": True, "max_pairs_per_row": 2,
+              "phases": [{"name": "phase1", "max_seq_length": 64, "max_predictions_per_seq": 11},
+                         {"name": "phase2", "max_seq_length": 128, "max_predictions_per_seq": 21}]}
+    p = parameters("data", values)
+    info = sm.launch("prepare-data", p.cfg, session=sm_session)
+    result = runner.run(info["request"])
+    assert result.status == "Completed", show(result)
+    assert result.exit_codes == {"algo-1": 0, "algo-2": 0}
+    assert "--host algo-1:2,algo-2:2 -np 2" in mpirun_command(result.log)
+    # each host wrote its own share: 8 shards (2 phases × (3 train + 1 validation)), 4 each
+    # (mpirun on algo-1 prints every rank's output, tagged [job,rank])
+    for index in (0, 1):
+        line = next(x for x in result.log.splitlines() if f"[bertlib] host={index} " in x)
+        assert line.startswith(f"[1,{index}]<stdout>:"), line
+        assert f"host={index} hosts=2 shards_of_host=4 pending_shards=0 " in line, line
+        assert ("manifests=written" if index == 0 else "manifests=by_host_0") in line
+    # the job's metric regexes read the rates line of algo-1's log
+    assert {name for name, value in result.metrics if value > 0} == {
+        "extract_documents_per_s", "tokenize_tokens_per_s", "instances_pairs_per_s", "shards_pairs_per_s"}
+
+    in_s3 = tmp_path / "s3"
+    runner._download_prefix(f"{PREFIX}/prepared/", in_s3)
+    local = prepare(p.cfg.model_copy(update={"backend": "local", "output_dir": str(tmp_path / "local")}),
+                    progress=False)
+    assert local["written_shards"] == 8
+    got, want = dataset_files(in_s3), dataset_files(tmp_path / "local")
+    assert sorted(got) == sorted(want) and len(got) == 2 * (4 + 2)
+    for name in want:
+        if name.endswith("manifest.json"):
+            # the one difference: the settings name the source where each run read it
+            g, w = json.loads(got[name]), json.loads(want[name])
+            assert g["settings"].pop("sources") == ["/opt/ml/input/data/source0/" + wiki_slice.name]
+            assert w["settings"].pop("sources") == [str(wiki_slice)]
+            assert g == w, name
+        else:
+            assert got[name] == want[name], name
+    # what notebooks/01_data_prep fetches after the job: the manifests and vocab of each phase
+    from bertlib.launch.results import fetch_manifests
+
+    fetched = fetch_manifests(info["datasets"], tmp_path / "manifests")
+    assert (fetched / "phase2" / "vocab.txt").read_bytes() == bert_vocab.read_bytes()
+    assert json.loads((fetched / "phase1" / "manifest.json").read_bytes())["counts"] == \
+        json.loads(want["phase1/manifest.json"])["counts"]

@@ -486,6 +486,64 @@ def test_squad_files_are_staged_to_s3_before_the_job(account_env, sm_session, aw
         server.server_close()
 
 
+def test_prepare_data_job_writes_where_the_training_params_read(account_env, sm_session, aws_env, tmp_path,
+                                                                 bert_vocab):
+    """params/sagemaker/data.yaml as 01_data_prep resolves it: one MPI rank per CPU instance, the local
+    vocab (an asset) and a local source staged to S3 as channels, the dataset written through the
+    checkpoint folder into s3_data_uri — whose phases are exactly the data_dir of phase1.yaml / phase2.yaml."""
+    from bertlib.assets import sha256_file
+
+    local_source = tmp_path / "extra.txt"
+    local_source.write_text("A sentence.\nAnother one.\n\nA second document.\n")
+    url = "https://dumps.wikimedia.org/enwiki/latest/enwiki-latest-pages-articles-multistream.xml.bz2"
+    out = f"s3://{aws_env['bucket']}/staging"
+    cfg = reference("data", sources=[url, str(local_source)], output_s3_uri=out)
+    assert (cfg.backend, cfg.instance_type, cfg.instance_count, cfg.s3_data_uri) == (
+        "sagemaker", "ml.m5.24xlarge", 4, f"{PREFIX}/data")
+    sent = capture_create(sm_session)
+    info = sm.launch("prepare-data", cfg, session=sm_session)
+    req = sent[0]
+    assert req["ResourceConfig"]["InstanceType"] == "ml.m5.24xlarge" and req["ResourceConfig"]["InstanceCount"] == 4
+    assert req["CheckpointConfig"] == {"S3Uri": f"{PREFIX}/data", "LocalPath": "/opt/ml/checkpoints"}
+    assert req["Environment"]["BERTLIB_JOB"] == "prepare-data"
+    assert req["TrainingJobName"].startswith("bertlib-prepare-data-")
+    drivers = channel(req, "sm_drivers")["DataSource"]["S3DataSource"]["S3Uri"].rstrip("/")
+    dist = s3_json(drivers + "/distributed.json")
+    assert dist["process_count_per_node"] == 4 and dist["mpi_additional_options"][:2] == ["--map-by", "ppr:1:node"]
+    assert [m["Name"] for m in req["AlgorithmSpecification"]["MetricDefinitions"]] == [
+        "extract_documents_per_s", "tokenize_tokens_per_s", "instances_pairs_per_s", "shards_pairs_per_s"]
+    # staged inputs: the bytes in S3 are the local files', under their sha256
+    staged = {"vocab": (bert_vocab, f"{out}/staged/data/{sha256_file(bert_vocab)}/vocab.txt"),
+              "source1": (local_source, f"{out}/staged/data/{sha256_file(local_source)}/extra.txt")}
+    for name, (local, uri) in staged.items():
+        assert channel(req, name)["DataSource"]["S3DataSource"]["S3Uri"] == uri
+        bucket, key = uri[5:].split("/", 1)
+        assert boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read() == local.read_bytes()
+    assert {c["ChannelName"] for c in req["InputDataConfig"]} == {"vocab", "source1", "code", "sm_drivers"}
+    # the container's command line parses back to the same DataConfig, with container paths
+    parsed = load_config("prepare-data", None, container_argv(req["HyperParameters"]))
+    expected = {**cfg.model_dump(exclude=launch_keys()), "output_dir": "/opt/ml/checkpoints",
+                "work_dir": "/opt/ml/input/bertlib-work", "cache_dir": "/opt/ml/input/bertlib-work/cache",
+                "vocab_file": "/opt/ml/input/data/vocab/vocab.txt", "vocab_sha256": sha256_file(bert_vocab),
+                "sources": [url, "/opt/ml/input/data/source1/extra.txt"],
+                "source_sha256": {"/opt/ml/input/data/source1/extra.txt": sha256_file(local_source)}}
+    assert parsed.model_dump(exclude=launch_keys()) == expected
+    # where the training notebooks read the phases (an independent file: params/sagemaker/phase*.yaml)
+    phase_dirs = {step: reference(step, checkpoint_path="s3://x/model.tar.gz").data_dir for step in ("phase1", "phase2")}
+    assert info["datasets"] == phase_dirs == {"phase1": f"{PREFIX}/data/phase1", "phase2": f"{PREFIX}/data/phase2"}
+
+
+def test_prepare_data_job_refuses_what_cannot_run_there(account_env):
+    with pytest.raises(ConfigError, match="s3_data_uri None: a SageMaker prepare-data job writes the dataset"):
+        sm.resolve("prepare-data", reference("data", s3_data_uri=None))
+    with pytest.raises(ConfigError, match="sources\\[0\\] '/data/x.txt': on SageMaker a source is an s3:// object"):
+        sm.resolve("prepare-data", reference("data", sources=["/data/x.txt"], vocab_file=None))
+    with pytest.raises(ConfigError, match="leave them unset"):
+        sm.resolve("prepare-data", reference("data", num_hosts=2, host_index=0, vocab_file=None))
+    with pytest.raises(ValueError, match="processes_per_host: data preparation runs one process per host"):
+        reference("data", processes_per_host=8)
+
+
 @pytest.mark.parametrize("data_filter", [True, False], ids=["python-with-data-filter", "python-3.11.2"])
 def test_archives_never_extract_outside_their_folder(tmp_path, monkeypatch, data_filter):
     """model.tar.gz / output.tar.gz are unpacked safely also on Pythons without ``filter="data"``

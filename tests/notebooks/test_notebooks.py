@@ -122,6 +122,26 @@ def test_sagemaker_dry_run_without_credentials(tmp_path, monkeypatch):
     assert "nothing to plot" in text
 
 
+def test_data_prep_on_sagemaker_dry_run(tmp_path, monkeypatch):
+    """01_data_prep on params/sagemaker/data.yaml: the request of a 4-instance prepare-data job writing
+    the datasets where params/sagemaker/phase1.yaml reads them; nothing sent, nothing prepared here."""
+    for var in ("BERTLIB_SAGEMAKER_ROLE", "BERTLIB_IMAGE_URI", "BERTLIB_S3_PREFIX", "SAGEMAKER_ROLE",
+                "SAGEMAKER_IMAGE_NAME", "AWS_DEFAULT_REGION", "AWS_REGION"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    nb, err = _run("01_data_prep", tmp_path, parameters={"dry_run": True},
+                   parameters_file=REPO / "params/sagemaker/data.yaml")
+    assert err is None, err
+    text = text_of(nb)
+    assert "data: SageMaker job bertlib-prepare-data" in text and "on 4 × ml.m5.24xlarge (dry run" in text
+    assert "phase1: s3://set-bertlib-s3-prefix/bertlib/data/phase1" in text
+    request = json.loads(text.split("CreateTrainingJob request:\n", 1)[1].split("\n}\n", 1)[0] + "\n}")
+    assert request["CheckpointConfig"]["S3Uri"] == "s3://set-bertlib-s3-prefix/bertlib/data"
+    assert request["HyperParameters"]["output_dir"] == "/opt/ml/checkpoints"
+    assert "dry run — no job ran, no dataset to show" in text
+    assert not list(tmp_path.glob("runs/reference/data/*/manifest.json"))
+
+
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory):
     """The five notebooks on tests/notebooks/params (20 articles, a few steps, one process)."""

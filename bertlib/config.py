@@ -19,10 +19,7 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-
-
-class ConfigError(ValueError):
-    """Bad user input; ``str(err)`` is one line that names the file and the problem."""
+from bertlib.errors import ConfigError
 
 
 class _Strict(BaseModel):

@@ -39,10 +39,9 @@ def to_html(notebook: Path) -> Path:
 
     body, _ = HTMLExporter().from_notebook_node(nbformat.read(notebook, as_version=4))
     out = notebook.with_suffix(".html")
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    tmp.write_text(body, encoding="utf-8")
-    os.replace(tmp, out)
-    return out
+    from bertlib.files import write_text
+
+    return write_text(out, body)
 
 
 def run_chain(workdir: str | os.PathLike = REPO, params_dir: str | os.PathLike = REPO / "params" / "local",
@@ -121,6 +120,6 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    from bertlib.cli import run_guarded
+    from bertlib.errors import run_guarded
 
     sys.exit(run_guarded(main, sys.argv[1:]))

@@ -30,20 +30,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from bertlib.config import ConfigError, build_config
+from bertlib.config import build_config
+from bertlib.errors import ConfigError, ParamsError
 from bertlib.registry import AUTO, Registry
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # the kernel and the runs it starts: no C++ info logs
 
 #: names IPython puts into a kernel's namespace that are not parameters
 _IPYTHON_NAMES = frozenset({"In", "Out", "get_ipython", "exit", "quit", "open"})
-
-
-class ParamsError(ConfigError):
-    """Invalid notebook parameters. Jupyter shows only the one-line message, not a traceback."""
-
-    def _render_traceback_(self) -> list[str]:  # IPython hook: replaces the traceback display
-        return [f"ParamsError: {self}"]
 
 
 class _NotebookKeys(BaseModel):

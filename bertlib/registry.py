@@ -23,8 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bertlib.config import ConfigError
-from bertlib.train.metrics import write_json_atomic
+from bertlib.errors import ConfigError
+from bertlib.files import write_json
 
 FORMAT = "bertlib-registry/1"
 AUTO = "auto"
@@ -88,7 +88,7 @@ class Registry:
         data = self.load()
         entry = {**_plain(values), "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         data["steps"][step] = entry
-        write_json_atomic(self.path, data)
+        write_json(self.path, data)
         return entry
 
     def get(self, step: str) -> dict | None:

@@ -34,7 +34,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from bertlib.config import ConfigError, build_config, read_yaml, parse_overrides
+from bertlib.config import build_config, read_yaml, parse_overrides
+from bertlib.errors import ConfigError
+from bertlib.files import write_bytes
 
 #: The published result this kit reproduces (BERT-base, TF 2.1, 8 × p3dn.24xlarge; DESIGN.md).
 #: (It publishes no EM and no held-out MLM accuracy.)
@@ -238,7 +240,7 @@ def figure_png(fig, path: str | os.PathLike | None = None, dpi: int = 110) -> by
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", pad_inches=0.15)
     data = buf.getvalue()
     if path is not None:
-        _write_bytes_atomic(Path(path), data)
+        write_bytes(Path(path), data)
     return data
 
 
@@ -254,13 +256,6 @@ def show_file(path: str | os.PathLike) -> None:
     from IPython.display import Image, display
 
     display(Image(filename=str(path)))
-
-
-def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------------------------------- table
@@ -422,7 +417,7 @@ def write_report(runs: dict[str, Run], output_dir: str | os.PathLike, model: str
     md += [f"- {step}: `{run.path}`" for step, run in runs.items()]
     md += ["", "Figures:", ""] + [f"![{name}]({name})" for name in files if name.endswith(".png")]
     files["report.md"] = out / "report.md"
-    _write_bytes_atomic(files["report.md"], ("\n".join(md) + "\n").encode())
+    write_bytes(files["report.md"], ("\n".join(md) + "\n").encode())
     return {"table": df, "files": files}
 
 
@@ -459,6 +454,6 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    from bertlib.cli import run_guarded
+    from bertlib.errors import run_guarded
 
     sys.exit(run_guarded(main, sys.argv[1:]))

@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Iterable
 
-from bertlib.config import ConfigError
+from bertlib.errors import ConfigError
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 #: a word of more characters (Unicode code points, not bytes) is one ``[UNK]``: the default of
@@ -87,15 +87,14 @@ def train_wordpiece(texts_iter: Iterable[str], vocab_size: int, lowercase: bool,
     tokens = sorted(vocab, key=vocab.__getitem__)
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-    tmp.write_text("".join(t + "\n" for t in tokens), encoding="utf-8")
-    os.replace(tmp, out)
-    return out
+    from bertlib.files import write_text
+
+    return write_text(out, "".join(t + "\n" for t in tokens))
 
 
 def vocab_info(vocab_file: str | os.PathLike, lowercase: bool, strip_accents: bool | None = None) -> dict:
     """Identity of a tokenizer: ``{sha256, size, lowercase, strip_accents}`` (accents resolved)."""
-    from bertlib.assets import sha256_file
+    from bertlib.files import sha256_file
 
     path = Path(vocab_file)
     if not path.is_file():

@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from bertlib.config import ConfigError, load_config, parse_overrides
+from bertlib.config import load_config, parse_overrides
+from bertlib.errors import ConfigError
 
 PRETRAIN = {
     "model_size": "tiny", "per_gpu_batch_size": 4, "max_seq_length": 64, "max_predictions_per_seq": 10,

@@ -38,9 +38,10 @@ from typing import NoReturn
 
 import numpy as np
 
-from bertlib.config import AdoptConfig, ConfigError, load_config
-from bertlib.data.records import (FEATURE_NAMES, MANIFEST_FORMAT, DataError, check_example_layout, feature_spec,
-                                  first_example, shard_mix, tf_error_reason)
+from bertlib.config import AdoptConfig, load_config
+from bertlib.errors import ConfigError
+from bertlib.data.records import (FEATURE_NAMES, MANIFEST_FORMAT, check_example_layout, feature_spec, first_example, shard_mix, tf_error_reason)
+from bertlib.errors import DataError
 
 CREATED_BY = "bertlib adopt-data"
 ADOPT_VERSION = 1  # bump when the per-record checks or statistics change (invalidates .adopt markers)
@@ -216,7 +217,7 @@ def _check_existing(cfg: AdoptConfig, root: Path) -> None:
 def _place_vocab(cfg: AdoptConfig, root: Path, vocab_sha256: str) -> None:
     """``<data_dir>/vocab.txt`` = the given vocab (copied through a temp name); another one there is
     refused unless ``force``."""
-    from bertlib.assets import sha256_file
+    from bertlib.files import sha256_file
 
     dest = root / "vocab.txt"
     if dest.is_file() and sha256_file(dest) == vocab_sha256:
@@ -233,10 +234,10 @@ def adopt(cfg: AdoptConfig, progress: bool = True) -> dict:
     """Adopt ``cfg.data_dir`` (see the module docstring); return the manifest written, plus
     ``adopt = {files_read, files_reused, seconds, records_per_s}``. Bad input raises ConfigError /
     DataError / FileNotFoundError with one line naming the file (and record and feature)."""
-    from bertlib.assets import sha256_file
+    from bertlib.files import sha256_file
     from bertlib.progress import quiet_or_bar
     from bertlib.tokenization import check_vocab_casing, vocab_info
-    from bertlib.train.metrics import write_json_atomic
+    from bertlib.files import write_json
 
     t0 = time.perf_counter()
     root = Path(cfg.data_dir)
@@ -271,7 +272,7 @@ def adopt(cfg: AdoptConfig, progress: bool = True) -> dict:
             shard = {"file": rel, "sha256": sha256_file(path), "bytes": key["bytes"], **stats}
             if _marker_key(path, s, p, info["sha256"]) != key:
                 raise DataError(f"{path}: changed while it was being read; rerun adopt-data")
-            write_json_atomic(root / ".adopt" / f"{rel}.json", {"key": key, "shard": shard})
+            write_json(root / ".adopt" / f"{rel}.json", {"key": key, "shard": shard})
             shards[rel] = shard
             records_read += stats["examples"]
             bar.update(1)
@@ -289,7 +290,7 @@ def adopt(cfg: AdoptConfig, progress: bool = True) -> dict:
         "shards": {split: [{**shards[rel], **shard_mix(shards[rel], s)} for rel in rels]
                    for split, rels in files.items()},
         "created_by": CREATED_BY}
-    write_json_atomic(root / "manifest.json", manifest)
+    write_json(root / "manifest.json", manifest)
     return {**manifest, "adopt": {"files_read": len(todo), "files_reused": sum(map(len, files.values())) - len(todo),
                                   "records_read": records_read, "seconds": time.perf_counter() - t0,
                                   "records_per_s": records_read / read_s if read_s > 0 else 0.0}}
@@ -318,6 +319,6 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    from bertlib.cli import run_guarded
+    from bertlib.errors import run_guarded
 
     sys.exit(run_guarded(main, sys.argv[1:]))

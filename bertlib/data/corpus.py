@@ -30,7 +30,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Iterator, NamedTuple
 
-from bertlib.config import ConfigError
+from bertlib.errors import ConfigError
 
 #: Wikilink namespaces whose links are not prose (the image/file caption syntax would leak otherwise).
 _DROP_LINK_PREFIXES = ("file", "image", "media", "category")

@@ -46,7 +46,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Iterator, NamedTuple
 
-from bertlib.config import ConfigError
+from bertlib.errors import ConfigError
 from bertlib.data.corpus import RawDocument, _local, page_document
 
 #: bytes of compressed input per task (~11 streams of the English dump: ~1,100 pages, ~300 articles)

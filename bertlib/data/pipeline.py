@@ -23,7 +23,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from bertlib.data.records import DataError, dataset_layout, parse_pretraining_batch, validate_dataset
+from bertlib.data.records import dataset_layout, parse_pretraining_batch, validate_dataset
+from bertlib.errors import DataError
 
 #: files read concurrently per rank (google-research/bert uses min(4, files))
 CYCLE_LENGTH = 4

@@ -29,7 +29,8 @@ import os
 import shutil
 from pathlib import Path
 
-from bertlib.config import ConfigError, DataConfig
+from bertlib.config import DataConfig
+from bertlib.errors import ConfigError
 
 #: bytes of extracted text (sentences.txt) per source byte, by (source format, bz2-compressed):
 #: the slice's bz2 dump and its XML; plain text passes through unchanged (sentences.txt as a text

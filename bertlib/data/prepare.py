@@ -45,8 +45,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bertlib.atomic import remove_stale, temp_path, write_json
-from bertlib.config import ConfigError, DataConfig, load_config
+from bertlib.files import remove_stale, temp_path, write_json
+from bertlib.config import DataConfig, load_config
+from bertlib.errors import ConfigError
 from bertlib.progress import quiet_or_bar
 
 EXTRACT_VERSION = 4  # bump when the cleaning/splitting rules change (invalidates .corpus caches)
@@ -411,7 +412,7 @@ class _Preparer:
 
     # -- 2. vocab ----------------------------------------------------------------------------------
     def vocab(self) -> Path:
-        from bertlib.assets import sha256_file
+        from bertlib.files import sha256_file
         from bertlib.tokenization import train_wordpiece
 
         if self.cfg.vocab_file:
@@ -543,7 +544,7 @@ class _Preparer:
     def finished(task: dict, rehash: bool = True) -> dict | None:
         """The task's marker if its shard is complete for the same settings: same key and size, and
         with ``rehash`` the same sha256 (re-read; another host's shards are taken on their size)."""
-        from bertlib.assets import sha256_file
+        from bertlib.files import sha256_file
 
         marker = _read_json(Path(task["marker"]))
         path = Path(task["path"])
@@ -766,6 +767,6 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    from bertlib.cli import run_guarded
+    from bertlib.errors import run_guarded
 
     sys.exit(run_guarded(main, sys.argv[1:]))

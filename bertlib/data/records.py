@@ -36,9 +36,9 @@ from typing import Sequence
 
 import numpy as np
 
-from bertlib.atomic import temp_path
+from bertlib.files import temp_path
 
-from bertlib.config import ConfigError
+from bertlib.errors import ConfigError, DataError
 
 INT_FEATURES = ("input_ids", "input_mask", "segment_ids", "masked_lm_positions", "masked_lm_ids",
                 "next_sentence_labels")
@@ -48,10 +48,6 @@ FEATURE_NAMES = ("input_ids", "input_mask", "segment_ids", "masked_lm_positions"
 MASKED_LM_FEATURES = ("masked_lm_positions", "masked_lm_ids", "masked_lm_weights")
 #: ``manifest.json["format"]`` of a prepared dataset folder (see :func:`validate_dataset`)
 MANIFEST_FORMAT = "bertlib-pretraining/1"
-
-
-class DataError(ConfigError):
-    """A prepared dataset that cannot be used; ``str(err)`` is one line naming the file."""
 
 
 def feature_spec(max_seq_length: int, max_predictions_per_seq: int, max_pairs_per_row: int = 1,
@@ -337,7 +333,7 @@ def validate_dataset(data_dir: str | os.PathLike, max_seq_length: int | None = N
     first record has exactly the pretraining features with the manifest's lengths, in the manifest's
     layout (packed / unmasked, :func:`dataset_layout`).
     """
-    from bertlib.assets import sha256_file
+    from bertlib.files import sha256_file
     from bertlib.tokenization import check_vocab_compatible
 
     data_dir = Path(data_dir)

@@ -57,7 +57,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from bertlib.config import ConfigError
+from bertlib.errors import ConfigError, SquadDataError
 
 FEATURE_FORMAT = "bertlib-squad-features/1"
 UNIQUE_ID_BASE = 1000000000
@@ -66,10 +66,6 @@ SCALAR_FEATURES = ("unique_ids", "example_index", "doc_span_index", "start_posit
                    "is_impossible")
 #: null_odds value for a question whose windows hold no valid answer span (it must predict "")
 NO_SPAN_NULL_ODDS = 1e6
-
-
-class SquadDataError(ConfigError):
-    """A SQuAD file that cannot be used; the message names the file and the problem."""
 
 
 # ----------------------------------------------------------------------------- reading

@@ -53,7 +53,8 @@ def validation_source(cfg, data_dir: str | os.PathLike, vocab: dict | None,
     the training data's vocabulary ``vocab`` (its ``manifest.json["vocab"]``); any problem is a
     DataError naming the file.
     """
-    from bertlib.data.records import DataError, read_manifest, validate_dataset
+    from bertlib.data.records import read_manifest, validate_dataset
+    from bertlib.errors import DataError
 
     if cfg.validation_frequency == 0:
         return None

@@ -42,7 +42,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator
 
-from bertlib.config import ConfigError
+from bertlib.errors import ConfigError
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
 _PUNCT = frozenset(string.punctuation)
@@ -275,6 +275,6 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    from bertlib.cli import run_guarded
+    from bertlib.errors import run_guarded
 
     sys.exit(run_guarded(main, sys.argv[1:]))

@@ -14,7 +14,8 @@ from __future__ import annotations
 import json
 import sys
 
-from bertlib.config import ConfigError, build_config, parse_overrides, read_yaml
+from bertlib.config import build_config, parse_overrides, read_yaml
+from bertlib.errors import ConfigError
 
 USAGE = "usage: bertlib launch {pretrain,squad,prepare-data} --config FILE.yaml [--key value ...]"
 
@@ -64,6 +65,6 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    from bertlib.cli import run_guarded
+    from bertlib.errors import run_guarded
 
     sys.exit(run_guarded(main, sys.argv[1:]))

@@ -23,23 +23,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bertlib.config import ConfigError, build_config, to_yaml
+from bertlib.config import build_config, to_yaml
+from bertlib.errors import ConfigError, LaunchError
+from bertlib.files import write_text
 
 JOBS = {"pretrain": "bertlib.train.pretrain", "squad": "bertlib.train.squad"}
 _STEP = re.compile(r"\[bertlib\] phase=\S+ step=(\d+)")
 #: TensorFlow's start-up notices that TF_CPP_MIN_LOG_LEVEL does not silence (absl, oneDNN): not shown
 #: in the stream (they stay in the tail of a failure message)
 _NOISE = re.compile(r"All log messages before absl::InitializeLog\(\) is called|oneDNN custom operations are on")
-
-
-class LaunchError(RuntimeError):
-    """The training processes exited with an error; the message ends with their last output lines."""
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def horovodrun_path() -> str:
@@ -113,7 +105,7 @@ def run(job: str, cfg, num_processes: int | None = None, env: dict | None = None
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     config_file = run_dir / "launch_config.yaml"
-    _write_atomic(config_file, to_yaml(cfg))
+    write_text(config_file, to_yaml(cfg))
     argv = command(job, config_file, n)
     child_env = environment(cfg, run_dir, job, env, sagemaker_env)
 

@@ -16,7 +16,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from bertlib.config import ConfigError
+from bertlib.errors import ConfigError
 
 RUN_FILES = ("metrics.jsonl", "summary.json")
 
@@ -123,7 +123,7 @@ def fetch_manifests(datasets: dict[str, str], dest: str | os.PathLike) -> Path:
     into ``dest/<phase>/`` — enough for :mod:`bertlib.data.summary`'s tables; the shards stay in S3."""
     import boto3
 
-    from bertlib.atomic import temp_path
+    from bertlib.files import temp_path
 
     s3, dest = boto3.client("s3"), Path(dest)
     for phase, uri in datasets.items():

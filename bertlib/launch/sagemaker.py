@@ -52,7 +52,8 @@ from typing import Any
 
 import yaml
 
-from bertlib.config import ConfigError, build_config, launch_keys
+from bertlib.config import build_config, launch_keys
+from bertlib.errors import ConfigError
 from bertlib.launch.instances import gpus_per_instance
 
 CHANNEL_ROOT = "/opt/ml/input/data"
@@ -450,7 +451,8 @@ def _stage(source: str, digest: str | None, base: str, session, dry_run: bool) -
     again. A dry run names the URI without reading the file (``SHA256`` when no digest is known)."""
     import botocore.exceptions
 
-    from bertlib.assets import fetch_url, sha256_file
+    from bertlib.assets import fetch_url
+    from bertlib.files import sha256_file
 
     name = source.rstrip("/").rsplit("/", 1)[-1]
     if dry_run:

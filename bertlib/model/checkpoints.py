@@ -43,7 +43,9 @@ from typing import Iterable
 
 import numpy as np
 
-from bertlib.config import ConfigError, parse_overrides
+from bertlib.config import parse_overrides
+from bertlib.errors import ConfigError
+from bertlib.files import write_json
 
 CKPT_NAME = "bert_model.ckpt"
 CONFIG_NAME = "bert_config.json"
@@ -220,15 +222,6 @@ def _atomic_copy(src: Path, dst: Path) -> None:
     publish(tmp, dst)
 
 
-def atomic_write_json(obj, dst: Path) -> None:
-    """Write ``obj`` as indented, key-sorted JSON to ``dst`` through a temp name."""
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.write("\n")
-    publish(tmp, dst)
-
-
 def export_model(model, config, vocab_file: str | os.PathLike | None, out_dir: str | os.PathLike,
                  do_lower_case: bool | None = None, strip_accents: bool | None = None) -> Path:
     """Write a bertlib export dir: ``bert_model.ckpt.*`` (all of ``model``'s weights, Google names),
@@ -245,7 +238,7 @@ def export_model(model, config, vocab_file: str | os.PathLike | None, out_dir: s
         if do_lower_case is not None:
             from bertlib.tokenization import vocab_info
 
-            atomic_write_json(vocab_info(vocab, do_lower_case, strip_accents), out / VOCAB_INFO_NAME)
+            write_json(out / VOCAB_INFO_NAME, vocab_info(vocab, do_lower_case, strip_accents), sort_keys=True)
     save_google_checkpoint(model, out / CKPT_NAME)
     config.to_json_file(out / CONFIG_NAME)
     return out
@@ -417,6 +410,6 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    from bertlib.cli import run_guarded
+    from bertlib.errors import run_guarded
 
     sys.exit(run_guarded(main, sys.argv[1:]))

@@ -83,9 +83,9 @@ class BertConfig:
 
     def to_json_file(self, path: str | os.PathLike) -> Path:
         """Write ``bert_config.json`` atomically (temp name + rename)."""
-        from bertlib.model.checkpoints import atomic_write_json
+        from bertlib.files import write_json
 
         p = Path(path)
         p.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(self.to_dict(), p)
+        write_json(p, self.to_dict(), sort_keys=True)
         return p

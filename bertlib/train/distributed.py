@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import sys
 
-from bertlib.config import ConfigError
+from bertlib.errors import ConfigError
 
 _SIZE_VARS = ("HOROVOD_SIZE", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE")
 _RANK_VARS = ("HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK")

@@ -20,6 +20,7 @@ import os
 import sys
 from pathlib import Path
 from typing import Any, Mapping
+from bertlib.files import plain
 
 #: keys of a pretraining metrics line, in log-line order
 METRIC_KEYS = ("step", "loss", "mlm_loss", "mlm_acc", "nsp_loss", "nsp_acc", "learning_rate", "loss_scale",
@@ -52,25 +53,6 @@ def format_log_line(phase: str, d: Mapping[str, Any]) -> str:
 def format_eval_line(phase: str, d: Mapping[str, Any]) -> str:
     """``[bertlib] phase=squadv1 eval exact_match=80.1 f1=87.6`` (only the keys present in ``d``)."""
     return " ".join([f"[bertlib] phase={phase} eval"] + [f"{k}={_fmt(d[k])}" for k in EVAL_METRIC_KEYS if k in d])
-
-
-def _jsonable(value: Any) -> Any:
-    """Python scalars for numpy/TF scalars; non-finite floats stay floats (json writes NaN/Infinity)."""
-    if hasattr(value, "numpy"):
-        value = value.numpy()
-    if hasattr(value, "item"):
-        value = value.item()
-    return value
-
-
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
-    """Write ``obj`` as JSON to ``path`` through a temporary name + rename (never half-written)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_jsonable) + "\n")
-    os.replace(tmp, path)
-    return path
 
 
 def _progress_wanted() -> bool:
@@ -113,7 +95,7 @@ class MetricsWriter:
         """Record one step's metrics (must contain ``step``): jsonl line, TB scalars, stdout line."""
         if not self.enabled:
             return
-        d = {k: _jsonable(v) for k, v in metrics.items()}
+        d = {k: plain(v) for k, v in metrics.items()}
         self._file.write(json.dumps(d) + "\n")
         self._file.flush()
         if self._tb is not None:

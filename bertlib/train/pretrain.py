@@ -21,7 +21,8 @@ import sys
 import time
 from pathlib import Path
 
-from bertlib.config import ConfigError, PretrainConfig, load_config, parse_overrides
+from bertlib.config import PretrainConfig, load_config, parse_overrides
+from bertlib.errors import ConfigError
 from bertlib.train import distributed
 from bertlib.tokenization import check_vocab_compatible
 from bertlib.train.paths import CHECKPOINT_VOCAB, RunPaths, is_training_checkpoint_dir, read_checkpoint_vocab, run_paths
@@ -119,7 +120,7 @@ def run(cfg: PretrainConfig, paths: RunPaths, manifest: dict, bert_config, valid
     from bertlib.model.checkpoints import export_model
     from bertlib.train.checkpointing import init_from_checkpoint
     from bertlib.train.loop import Trainer, seed_everything
-    from bertlib.train.metrics import write_json_atomic
+    from bertlib.files import write_json
 
     seed_everything(cfg.seed, deterministic=cfg.deterministic_ops)
     keras.mixed_precision.set_global_policy("float32" if cfg.precision == "fp32" else cfg.precision)
@@ -147,7 +148,7 @@ def run(cfg: PretrainConfig, paths: RunPaths, manifest: dict, bert_config, valid
         evaluator = PretrainingEvaluator(model, held_out, cfg.validation_steps, jit_compile=not cfg.skip_xla)
 
     if chief:
-        write_json_atomic(paths.checkpoint_dir / CHECKPOINT_VOCAB, manifest["vocab"])
+        write_json(paths.checkpoint_dir / CHECKPOINT_VOCAB, manifest["vocab"])
     writer.message(f"phase={cfg.phase} model={cfg.model_size} processes={world} global_batch={global_batch} "
                    f"precision={cfg.precision} xla={not cfg.skip_xla} steps={cfg.total_steps}")
     if evaluator is not None:
@@ -182,7 +183,7 @@ def run(cfg: PretrainConfig, paths: RunPaths, manifest: dict, bert_config, valid
             "precision": cfg.precision, "max_seq_length": cfg.max_seq_length, "resumed_from": trainer.restored_from,
             "export_dir": str(paths.export_dir), "final": final,
         }
-        write_json_atomic(paths.summary_file, summary)
+        write_json(paths.summary_file, summary)
     return summary
 
 
@@ -206,6 +207,6 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    from bertlib.cli import run_guarded
+    from bertlib.errors import run_guarded
 
     sys.exit(run_guarded(main, sys.argv[1:]))

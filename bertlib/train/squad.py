@@ -25,7 +25,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bertlib.config import ConfigError, SquadConfig, load_config, parse_overrides
+from bertlib.config import SquadConfig, load_config, parse_overrides
+from bertlib.errors import ConfigError
 from bertlib.train import distributed
 from bertlib.train.paths import RunPaths, run_paths
 
@@ -217,12 +218,13 @@ def run(cfg: SquadConfig, paths: RunPaths, inputs: SquadInputs) -> dict:
     import keras
     import tensorflow as tf
 
-    from bertlib.assets import sha256_file
+    from bertlib.files import sha256_file
     from bertlib.data.squad import load_or_build_features, postprocess, read_features, squad_dataset, write_predictions
     from bertlib.eval.squad_metrics import evaluate
     from bertlib.tokenization import load_wordpiece, vocab_info
     from bertlib.train.loop import Trainer, seed_everything
-    from bertlib.train.metrics import format_eval_line, write_json_atomic
+    from bertlib.files import write_json
+    from bertlib.train.metrics import format_eval_line
 
     chief = rank == 0
     phase = cfg.squad_version
@@ -295,7 +297,7 @@ def run(cfg: SquadConfig, paths: RunPaths, inputs: SquadInputs) -> dict:
         note = inputs.predict_json.get("bertlib_note")
         if note:
             summary["dataset_note"] = note
-        write_json_atomic(paths.summary_file, summary)
+        write_json(paths.summary_file, summary)
     distributed.allreduce_mean([tf.zeros([])])  # the other ranks wait for rank 0's prediction
     return summary
 
@@ -310,6 +312,6 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    from bertlib.cli import run_guarded
+    from bertlib.errors import run_guarded
 
     sys.exit(run_guarded(main, sys.argv[1:]))

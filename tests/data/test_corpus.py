@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from bertlib.config import ConfigError
+from bertlib.errors import ConfigError
 from bertlib.data.corpus import (document_sentences, iter_raw_documents, iter_text, resolve_source,
                                  source_format)
 from data_helpers import raw_pages
@@ -91,7 +91,8 @@ def test_broken_dump_names_the_file(tmp_path):
 
 
 def test_url_source_downloaded_once_with_checksum(tmp_path, wiki_slice):
-    from bertlib.assets import AssetError, sha256_file
+    from bertlib.files import sha256_file
+    from bertlib.errors import AssetError
 
     served = tmp_path / "srv"
     served.mkdir()
@@ -124,7 +125,8 @@ def test_s3_source_downloaded_once_with_checksum(tmp_path, wiki_slice, aws_env):
     reachable here): downloaded into the cache, checksum-verified, read from the cache afterwards."""
     import boto3
 
-    from bertlib.assets import AssetError, sha256_file
+    from bertlib.files import sha256_file
+    from bertlib.errors import AssetError
 
     s3 = boto3.client("s3")
     s3.upload_file(str(wiki_slice), aws_env["bucket"], "corpora/slice.xml.bz2")

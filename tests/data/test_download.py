@@ -18,7 +18,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from bertlib.assets import AssetError, download_http, download_path, fetch_url
+from bertlib.assets import download_http, download_path, fetch_url
+from bertlib.errors import AssetError
 
 DUMP = "enwiki-latest-pages-articles.xml.bz2"
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from bertlib.config import ConfigError, build_config
+from bertlib.config import build_config
+from bertlib.errors import ConfigError
 from bertlib.data import multistream
 from bertlib.data.multistream import RangeReader, stream_ranges
 from bertlib.data.prepare import _Preparer, _worker_init, prepare

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
-from bertlib.data.records import DataError
+from bertlib.errors import DataError
 from bertlib.tokenization import vocab_info
 
 

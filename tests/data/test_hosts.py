@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from bertlib.atomic import is_stale, remove_stale, temp_path
-from bertlib.config import ConfigError, build_config
+from bertlib.files import is_stale, remove_stale, temp_path
+from bertlib.config import build_config
+from bertlib.errors import ConfigError
 from bertlib.data.hosts import HostShare, host_share, share_lock
 from bertlib.data.prepare import prepare
 from test_prepare import shard_hashes, small_config, wiki_text  # noqa: F401  (wiki_text: a fixture)

@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 
 import bertlib.data.pretraining as pt
-from bertlib.config import ConfigError, build_config
+from bertlib.config import build_config
+from bertlib.errors import ConfigError
 from bertlib.data.packing import pack, spfhp
 from bertlib.data.prepare import prepare
-from bertlib.data.records import (DataError, check_example_layout, dataset_layout, encode_examples, first_example,
-                                  read_manifest, read_records, validate_dataset, write_tfrecord_file)
+from bertlib.data.records import (check_example_layout, dataset_layout, encode_examples, first_example, read_manifest, read_records, validate_dataset, write_tfrecord_file)
+from bertlib.errors import DataError
 from bertlib.tokenization import read_vocab
 
 S, P, K, PROB = 128, 20, 3, 0.15

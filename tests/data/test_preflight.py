@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from bertlib.config import ConfigError, build_config
+from bertlib.config import build_config
+from bertlib.errors import ConfigError
 from bertlib.data.preflight import INSTANCE_BYTES_PER_ROW, check_disk, disk_need
 from bertlib.data.prepare import prepare
 

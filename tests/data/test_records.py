@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from bertlib.assets import sha256_file
+from bertlib.files import sha256_file
 from bertlib.data.records import (encode_examples, feature_spec, read_records, serialize_pretraining_example,
                                   write_tfrecord_file)
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from bertlib.config import ConfigError
+from bertlib.errors import ConfigError
 from bertlib.data.corpus import document_sentences, iter_raw_documents
 from bertlib.tokenization import (check_vocab_casing, check_vocab_compatible, load_wordpiece, read_vocab,
                                   train_wordpiece, vocab_info)

@@ -20,7 +20,8 @@ from pathlib import Path
 import boto3
 import pytest
 
-from bertlib.config import ConfigError, build_config
+from bertlib.config import build_config
+from bertlib.errors import ConfigError
 from bertlib.launch import local, results
 from bertlib.launch import sagemaker as sm
 

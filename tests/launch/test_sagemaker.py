@@ -20,7 +20,8 @@ import botocore.client
 import pytest
 import yaml
 
-from bertlib.config import ConfigError, launch_keys, load_config
+from bertlib.config import launch_keys, load_config
+from bertlib.errors import ConfigError
 from bertlib.launch import sagemaker as sm
 from bertlib.train.metrics import METRIC_KEYS, VALIDATION_METRIC_KEYS, format_eval_line, format_log_line
 
@@ -451,7 +452,8 @@ def test_squad_files_are_staged_to_s3_before_the_job(account_env, sm_session, aw
     import http.server
     import threading
 
-    from bertlib.assets import AssetError, sha256_file
+    from bertlib.files import sha256_file
+    from bertlib.errors import AssetError
 
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(squad_fixture.parent))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -491,7 +493,7 @@ def test_prepare_data_job_writes_where_the_training_params_read(account_env, sm_
     """params/sagemaker/data.yaml as 01_data_prep resolves it: one MPI rank per CPU instance, the local
     vocab (an asset) and a local source staged to S3 as channels, the dataset written through the
     checkpoint folder into s3_data_uri — whose phases are exactly the data_dir of phase1.yaml / phase2.yaml."""
-    from bertlib.assets import sha256_file
+    from bertlib.files import sha256_file
 
     local_source = tmp_path / "extra.txt"
     local_source.write_text("A sentence.\nAnother one.\n\nA second document.\n")

@@ -6,7 +6,7 @@ import math
 import pytest
 
 from bertlib import report
-from bertlib.config import ConfigError
+from bertlib.errors import ConfigError
 
 
 @pytest.mark.parametrize("seconds, text", [

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from bertlib.config import ConfigError
+from bertlib.errors import ConfigError
 from bertlib.data import squad as sq
 from bertlib.eval.squad_metrics import evaluate
 from bertlib.tokenization import load_wordpiece, vocab_info

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bertlib.cli import run_guarded
+from bertlib.errors import run_guarded
 from bertlib.data.squad_smoke import NOTE
 from bertlib.train import squad as squad_train
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bertlib.config import ConfigError
+from bertlib.errors import ConfigError
 from bertlib.train import distributed
 from train_helpers import dropout_losses, train_tiny, write_dataset
 

@@ -5,7 +5,8 @@ import re
 from pathlib import Path
 from types import SimpleNamespace
 
-from bertlib.train.metrics import METRIC_KEYS, MetricsWriter, format_eval_line, format_log_line, write_json_atomic
+from bertlib.files import write_json
+from bertlib.train.metrics import METRIC_KEYS, MetricsWriter, format_eval_line, format_log_line
 from bertlib.train.paths import run_paths
 
 
@@ -55,6 +56,6 @@ def test_only_rank_zero_writes(tmp_path, capsys):
 
 
 def test_json_written_atomically(tmp_path):
-    path = write_json_atomic(tmp_path / "summary.json", {"a": 1})
-    write_json_atomic(path, {"a": 2})
+    path = write_json(tmp_path / "summary.json", {"a": 1})
+    write_json(path, {"a": 2})
     assert json.loads(path.read_text()) == {"a": 2} and [p.name for p in tmp_path.iterdir()] == ["summary.json"]

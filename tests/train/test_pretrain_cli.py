@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
-from bertlib.config import ConfigError
+from bertlib.errors import ConfigError
 from bertlib.train.metrics import METRIC_KEYS
 from train_helpers import base_config, write_dataset
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
-from bertlib.config import ConfigError
+from bertlib.errors import ConfigError
 from bertlib.train.metrics import VALIDATION_METRIC_KEYS
 from train_helpers import SEQ, base_config, write_dataset
 

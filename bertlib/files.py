@@ -1,4 +1,4 @@
-"""Files that are never read half-written: write under a temporary name, then rename.
+"""Files that are never read half-written (write under a temporary name, then rename), and file checksums.
 
 A temporary name says who is writing it — ``.<name>.tmp-<host>-<pid><suffix>`` — so that a run can
 delete the leftovers of its own interrupted predecessors (same host, process gone) without touching
@@ -7,6 +7,7 @@ the files another run, on this or another machine sharing the storage, is writin
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -59,8 +60,9 @@ def remove_stale(folder: str | os.PathLike) -> int:
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (temporary name, fsync, rename)."""
+    """Write ``data`` to ``path`` atomically (parent folders made, temporary name, fsync, rename)."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(path)
     with open(tmp, "wb") as f:
         f.write(data)
@@ -70,6 +72,40 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     return path
 
 
-def write_json(path: str | os.PathLike, obj: Any, indent: int = 1, default=str) -> Path:
-    """Write ``obj`` as JSON (plus a newline) to ``path`` atomically."""
-    return write_bytes(path, (json.dumps(obj, indent=indent, default=default) + "\n").encode())
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    return write_bytes(path, text.encode("utf-8"))
+
+
+def plain(value: Any) -> Any:
+    """A value JSON can hold: numpy/TF scalars and arrays as Python numbers and lists (non-finite
+    floats stay floats: JSON writes NaN/Infinity), JSON's own types as they are, anything else as
+    its ``str``."""
+    if value is None or isinstance(value, (str, int, float, list, tuple, dict)):
+        return value
+    if hasattr(value, "numpy"):
+        value = value.numpy()
+    for attr in ("tolist", "item"):
+        if hasattr(value, attr):
+            return getattr(value, attr)()
+    return str(value)
+
+
+def write_json(path: str | os.PathLike, obj: Any, sort_keys: bool = False) -> Path:
+    """Write ``obj`` to ``path`` atomically as bertlib writes every JSON file: indented by 2, a final
+    newline, values JSON cannot hold made :func:`plain`."""
+    return write_text(path, json.dumps(obj, indent=2, sort_keys=sort_keys, default=plain) + "\n")
+
+
+def file_digest(path: str | os.PathLike, algorithm: str = "sha256", chunk: int = 1 << 20) -> str:
+    """Hex digest of a file (any ``hashlib`` algorithm), read in chunks."""
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file."""
+    return file_digest(path, "sha256")

@@ -1,0 +1,45 @@
+"""The errors a user sees, and how an entry point shows them: one line, exit code 2.
+
+A leaf module (it imports nothing from bertlib), so that every layer can raise these without
+importing the layers above it. Every message is one line naming the file or key and the problem.
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+class ConfigError(ValueError):
+    """Bad user input; ``str(err)`` is one line that names the file and the problem."""
+
+
+class ParamsError(ConfigError):
+    """Invalid notebook parameters. Jupyter shows only the one-line message, not a traceback."""
+
+    def _render_traceback_(self) -> list[str]:  # IPython hook: replaces the traceback display
+        return [f"ParamsError: {self}"]
+
+
+class DataError(ConfigError):
+    """A prepared dataset that cannot be used; ``str(err)`` is one line naming the file."""
+
+
+class SquadDataError(ConfigError):
+    """A SQuAD file that cannot be used; the message names the file and the problem."""
+
+
+class AssetError(RuntimeError):
+    """A download or checksum failure; the message names the source and the problem."""
+
+
+class LaunchError(RuntimeError):
+    """The training processes exited with an error; the message ends with their last output lines."""
+
+
+def run_guarded(fn, argv: list[str]) -> int:
+    """Call ``fn(argv)``; turn user-input errors into one line on stderr and exit code 2."""
+    try:
+        return int(fn(argv) or 0)
+    except (ConfigError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2

@@ -45,6 +45,9 @@ from pathlib import Path
 from bertlib.progress import quiet_or_bar
 from bertlib.errors import AssetError
 from bertlib.files import file_digest, sha256_file, write_json
+from bertlib.log import get_logger
+
+_log = get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -290,8 +293,8 @@ def _transfer(session, url: str, part: Path, meta_path: Path, timeout: float, pr
             length = r.headers.get("Content-Length")
             size = int(length) if length is not None else None
             if have:
-                print(f"[bertlib] download: {url}: the server sent the whole file (no range support or a "
-                      f"changed file); starting over", file=sys.stderr)
+                _log.warning(f"download: {url}: the server sent the whole file (no range support or a "
+                             f"changed file); starting over")
             have, mode = 0, "wb"
             write_json(meta_path, {"url": url, "size": size, **found})
         got = 0
@@ -360,8 +363,7 @@ def download_http(url: str, dest: str | os.PathLike, sha256: str | None = None, 
                 raise AssetError(f"{url}: download failed after {retries} retries ({reason}); "
                                  f"{now} bytes kept in {part}, rerun to resume") from None
             wait = min(backoff * 2 ** (failures - 1), BACKOFF_MAX_S)
-            print(f"[bertlib] download: {url}: {reason}; retry {failures}/{retries} in {wait:g} s from byte {now}",
-                  file=sys.stderr)
+            _log.warning(f"download: {url}: {reason}; retry {failures}/{retries} in {wait:g} s from byte {now}")
             time.sleep(wait)
         if expected:
             algorithm, want = expected

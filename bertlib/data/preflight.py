@@ -31,6 +31,9 @@ from pathlib import Path
 
 from bertlib.config import DataConfig
 from bertlib.errors import ConfigError
+from bertlib.log import get_logger
+
+_log = get_logger(__name__)
 
 #: bytes of extracted text (sentences.txt) per source byte, by (source format, bz2-compressed):
 #: the slice's bz2 dump and its XML; plain text passes through unchanged (sentences.txt as a text
@@ -149,8 +152,7 @@ def check_disk(cfg: DataConfig, hosts: int = 1) -> dict | None:
             dest = download_path(s, cfg.cache_dir)
             size = dest.stat().st_size if dest.is_file() else remote_size(s)
             if size is None:
-                print(f"[bertlib] preflight: the size of {s} is unknown (no Content-Length); disk check skipped",
-                      flush=True)
+                _log.info(f"preflight: the size of {s} is unknown (no Content-Length); disk check skipped")
                 return None
             if not dest.is_file():
                 downloads[s] = (dest, size - _size([dest.with_name(dest.name + ".part")]))
@@ -174,8 +176,7 @@ def check_disk(cfg: DataConfig, hosts: int = 1) -> dict | None:
     for entry in report.values():
         free = shutil.disk_usage(entry["anchor"]).free
         detail = ", ".join(f"{k} {gb(v)}" for k, v in entry["parts"].items())
-        print(f"[bertlib] preflight: {entry['location']} needs ~{gb(entry['need'])} ({detail}); "
-              f"{gb(free)} free", flush=True)
+        _log.info(f"preflight: {entry['location']} needs ~{gb(entry['need'])} ({detail}); {gb(free)} free")
         if entry["need"] > free:
             raise ConfigError(f"{entry['location']}: not enough disk space: prepare-data needs "
                               f"~{gb(entry['need'])} there ({detail}), {gb(free)} free")

@@ -19,6 +19,9 @@ import os
 import sys
 
 from bertlib.errors import ConfigError
+from bertlib.log import get_logger
+
+_log = get_logger(__name__)
 
 _SIZE_VARS = ("HOROVOD_SIZE", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE")
 _RANK_VARS = ("HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK")
@@ -118,8 +121,7 @@ def configure_threads(threads: int) -> None:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)
     except RuntimeError:
-        print(f"[bertlib] warning: TensorFlow already initialized; threads_per_process={threads} ignored",
-              file=sys.stderr)
+        _log.warning(f"TensorFlow already initialized; threads_per_process={threads} ignored")
 
 
 def init(threads_per_process: int = 0, num_processes: int = 1) -> tuple[int, int, int]:
@@ -148,8 +150,8 @@ def init(threads_per_process: int = 0, num_processes: int = 1) -> tuple[int, int
         _state.update(hvd=hvd if hvd.size() > 1 else None, rank=hvd.rank(), size=hvd.size(),
                       local_rank=hvd.local_rank())
         if hvd.size() > 1 and hvd.rank() == 0:
-            print(f"[bertlib] horovod: {hvd.size()} ranks on {hvd.cross_size()} host(s), "
-                  f"controller {'mpi' if hvd.mpi_enabled() else 'gloo'}", flush=True)
+            _log.info(f"horovod: {hvd.size()} ranks on {hvd.cross_size()} host(s), "
+                      f"controller {'mpi' if hvd.mpi_enabled() else 'gloo'}")
     _state["initialized"] = True
     return _state["rank"], _state["size"], _state["local_rank"]
 

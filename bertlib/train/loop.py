@@ -49,6 +49,9 @@ from bertlib.optim.loss_scale import NoLossScale, check_scale
 from bertlib.train import distributed
 from bertlib.train.checkpointing import InputCheckpoints, TrainingCheckpoints, model_state
 from bertlib.train.metrics import MetricsWriter
+from bertlib.log import get_logger
+
+_log = get_logger(__name__)
 
 #: tf.data options of the training input: keep a ``skip(0)``, which tf.data's no-op elimination
 #: would drop, so that pipelines built for any data position have the same saved-iterator layout
@@ -310,8 +313,8 @@ class Trainer:
                 if why is None:
                     self._message(f"input restored at data position {position} from {self.inputs.prefix(step)}")
                     return it
-                print(f"[bertlib] rank {self.rank}: {why}: skipping {position} micro-batches to the data "
-                      "position (reads every consumed record)", flush=True)
+                _log.info(f"rank {self.rank}: {why}: skipping {position} micro-batches to the data "
+                          "position (reads every consumed record)")
         ds = data_fn(position)
         return iter(ds.with_options(_KEEP_SKIP) if isinstance(ds, tf.data.Dataset) else ds)
 

@@ -55,17 +55,36 @@ def run_bertlib(source: Path, vocab: Path, out: Path, workers: int, args) -> dic
     from bertlib.data.prepare import prepare
 
     shutil.rmtree(out, ignore_errors=True)
-    cfg = build_config("prepare-data", {
-        "sources": [str(source)], "output_dir": str(out), "vocab_file": str(vocab), "do_lower_case": True,
-        "num_workers": workers, "num_shards": 4, "validation_shards": 0, "dupe_factor": args.dupe_factor,
-        "short_seq_prob": 0.1, "masked_lm_prob": 0.15, "seed": 12345,
-        "phases": [{"name": "phase1", "max_seq_length": 128, "max_predictions_per_seq": 20}]})
+    cfg = build_config(
+        "prepare-data",
+        {
+            "sources": [str(source)],
+            "output_dir": str(out),
+            "vocab_file": str(vocab),
+            "do_lower_case": True,
+            "num_workers": workers,
+            "num_shards": 4,
+            "validation_shards": 0,
+            "dupe_factor": args.dupe_factor,
+            "short_seq_prob": 0.1,
+            "masked_lm_prob": 0.15,
+            "seed": 12345,
+            "phases": [{"name": "phase1", "max_seq_length": 128, "max_predictions_per_seq": 20}],
+        },
+    )
     c0, t0 = cpu_seconds(), time.perf_counter()
     summary = prepare(cfg, progress=False)
     wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
     counts = summary["phases"]["phase1"]["counts"]
-    return {"wall": wall, "cpu": cpu, "workers": workers, "tokens": summary["corpus"]["tokens"],
-            "examples": counts["examples"], "masked": counts["masked_tokens"], "timings": summary["timings"]}
+    return {
+        "wall": wall,
+        "cpu": cpu,
+        "workers": workers,
+        "tokens": summary["corpus"]["tokens"],
+        "examples": counts["examples"],
+        "masked": counts["masked_tokens"],
+        "timings": summary["timings"],
+    }
 
 
 def ensure_model_garden(target: Path) -> None:
@@ -73,25 +92,50 @@ def ensure_model_garden(target: Path) -> None:
         return
     tmp = target.with_name(target.name + ".part")
     shutil.rmtree(tmp, ignore_errors=True)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(tmp), *MG_PACKAGES],
-                   check=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(tmp), *MG_PACKAGES], check=True
+    )
     os.replace(tmp, target)
 
 
 def run_model_garden(target: Path, text: Path, vocab: Path, out: Path, dupe_factor: int) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(target), TF_CPP_MIN_LOG_LEVEL="3", OMP_NUM_THREADS="1",
-               TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1", CUDA_VISIBLE_DEVICES="")
-    cmd = [sys.executable, "-m", "official.nlp.data.create_pretraining_data", f"--input_file={text}",
-           f"--output_file={out}", f"--vocab_file={vocab}", "--do_lower_case=True", "--max_seq_length=128",
-           "--max_predictions_per_seq=20", "--masked_lm_prob=0.15", "--short_seq_prob=0.1", "--random_seed=12345",
-           f"--dupe_factor={dupe_factor}"]
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(target),
+        TF_CPP_MIN_LOG_LEVEL="3",
+        OMP_NUM_THREADS="1",
+        TF_NUM_INTRAOP_THREADS="1",
+        TF_NUM_INTEROP_THREADS="1",
+        CUDA_VISIBLE_DEVICES="",
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "official.nlp.data.create_pretraining_data",
+        f"--input_file={text}",
+        f"--output_file={out}",
+        f"--vocab_file={vocab}",
+        "--do_lower_case=True",
+        "--max_seq_length=128",
+        "--max_predictions_per_seq=20",
+        "--masked_lm_prob=0.15",
+        "--short_seq_prob=0.1",
+        "--random_seed=12345",
+        f"--dupe_factor={dupe_factor}",
+    ]
     c0, t0 = cpu_seconds(), time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
     if proc.returncode != 0:
         raise RuntimeError(f"Model Garden failed:\n{proc.stderr[-3000:]}")
-    examples = next((int(line.rsplit(" ", 3)[-3]) for line in proc.stderr.splitlines()
-                     if "Wrote" in line and "total instances" in line), -1)
+    examples = next(
+        (
+            int(line.rsplit(" ", 3)[-3])
+            for line in proc.stderr.splitlines()
+            if "Wrote" in line and "total instances" in line
+        ),
+        -1,
+    )
     return {"wall": wall, "cpu": cpu, "workers": 1, "examples": examples}
 
 
@@ -100,8 +144,12 @@ def main(argv=None) -> int:
     p.add_argument("--dupe-factor", type=int, default=5)
     p.add_argument("--work-dir", default="/tmp/bertlib-bench-data")
     p.add_argument("--skip-model-garden", action="store_true")
-    p.add_argument("--repeat", type=int, default=1, help="runs per configuration; the fastest is reported "
-                   "(a shared machine's load only ever slows a run down)")
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="runs per configuration; the fastest is reported (a shared machine's load only ever slows a run down)",
+    )
     args = p.parse_args(argv)
 
     from bertlib.assets import asset
@@ -111,15 +159,22 @@ def main(argv=None) -> int:
     dump, vocab = asset("wiki_slice"), asset("bert_uncased_vocab")
     text = work / "wiki_slice.txt"
     articles = write_plain_text(dump, text)
-    print(f"input: {dump.name} ({articles} articles) → {text} ({text.stat().st_size / 1e6:.1f} MB); "
-          f"vocab: bert-base-uncased; one phase 128/20, dupe_factor={args.dupe_factor}; "
-          f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start; best of {args.repeat}")
+    print(
+        f"input: {dump.name} ({articles} articles) → {text} ({text.stat().st_size / 1e6:.1f} MB); "
+        f"vocab: bert-base-uncased; one phase 128/20, dupe_factor={args.dupe_factor}; "
+        f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start; best of {args.repeat}"
+    )
 
     rows = []
     for label, source in (("bertlib, from XML dump", dump), ("bertlib, from text", text)):
         for workers in (1, 2):
-            r = min((run_bertlib(source, vocab, work / f"out-{label.split()[-1]}-{workers}", workers, args)
-                     for _ in range(args.repeat)), key=lambda x: x["wall"])
+            r = min(
+                (
+                    run_bertlib(source, vocab, work / f"out-{label.split()[-1]}-{workers}", workers, args)
+                    for _ in range(args.repeat)
+                ),
+                key=lambda x: x["wall"],
+            )
             rows.append((f"{label}, {workers} worker{'s' * (workers > 1)}", r))
     tokens = rows[0][1]["tokens"]
     if not args.skip_model_garden:
@@ -128,10 +183,14 @@ def main(argv=None) -> int:
         # startup (imports + TF init) measured on a two-sentence input, reported separately
         tiny = work / "tiny.txt"
         tiny.write_text("A first sentence. \nA second one.\n\nAnother document here.\nAnd more.\n")
-        startup = min((run_model_garden(target, tiny, vocab, work / "mg-tiny.tfrecord", 1)
-                       for _ in range(args.repeat)), key=lambda x: x["wall"])
-        mg = min((run_model_garden(target, text, vocab, work / "mg.tfrecord", args.dupe_factor)
-                  for _ in range(args.repeat)), key=lambda x: x["wall"])
+        startup = min(
+            (run_model_garden(target, tiny, vocab, work / "mg-tiny.tfrecord", 1) for _ in range(args.repeat)),
+            key=lambda x: x["wall"],
+        )
+        mg = min(
+            (run_model_garden(target, text, vocab, work / "mg.tfrecord", args.dupe_factor) for _ in range(args.repeat)),
+            key=lambda x: x["wall"],
+        )
         rows.append(("Model Garden create_pretraining_data, 1 process", mg))
 
     print(f"\ncorpus: {tokens} WordPiece tokens\n")
@@ -139,18 +198,23 @@ def main(argv=None) -> int:
     for name, r in rows:
         r["per_core"] = tokens / r["wall"] / r["workers"]
         r["per_cpu"] = tokens / r["cpu"]
-        print(f"{name:<52}{r['wall']:>8.2f}{r['cpu']:>8.2f}{r['examples']:>10}{r['per_core']:>12.0f}{r['per_cpu']:>11.0f}")
+        print(
+            f"{name:<52}{r['wall']:>8.2f}{r['cpu']:>8.2f}{r['examples']:>10}{r['per_core']:>12.0f}{r['per_cpu']:>11.0f}"
+        )
     if not args.skip_model_garden:
         mg_core, mg_cpu = mg["per_core"], mg["per_cpu"]
         print(f"\nModel Garden startup (imports, TF init; 2-sentence input): {startup['wall']:.1f} s wall")
         print("ratios vs Model Garden (same text input, goal >= 5x per core):")
         for name, r in rows[:-1]:
-            print(f"  {name:<50} per core {r['per_core'] / mg_core:5.1f}x   per cpu-second "
-                  f"{r['per_cpu'] / mg_cpu:5.1f}x")
+            print(
+                f"  {name:<50} per core {r['per_core'] / mg_core:5.1f}x   per cpu-second {r['per_cpu'] / mg_cpu:5.1f}x"
+            )
         excl = tokens / (mg["wall"] - startup["wall"])
         best_text = rows[2][1]
-        print(f"  (Model Garden without its startup: {excl:.0f} tok/s; bertlib text 1 worker "
-              f"{best_text['per_core'] / excl:.1f}x of that)")
+        print(
+            f"  (Model Garden without its startup: {excl:.0f} tok/s; bertlib text 1 worker "
+            f"{best_text['per_core'] / excl:.1f}x of that)"
+        )
     for name, r in rows[:4]:
         print(f"stages {name}: " + ", ".join(f"{k}={v:.2f}" for k, v in r["timings"].items()))
     return 0

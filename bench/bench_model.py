@@ -39,8 +39,9 @@ VOCAB = 30522
 
 def install_keras_hub(target: str) -> None:
     """``pip install --no-deps keras-hub regex`` into ``target`` and put it on ``sys.path``."""
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", target,
-                    KERAS_HUB, "regex"], check=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", target, KERAS_HUB, "regex"], check=True
+    )
     sys.path.insert(0, target)
 
 
@@ -93,13 +94,26 @@ def keras_hub_step(size: str, data: dict):
 
     layers, hidden, heads = PRESETS[size]
     backbone = keras_hub.models.BertBackbone(
-        vocabulary_size=VOCAB, num_layers=layers, num_heads=heads, hidden_dim=hidden,
-        intermediate_dim=4 * hidden, dropout=0.1, max_sequence_length=512)
+        vocabulary_size=VOCAB,
+        num_layers=layers,
+        num_heads=heads,
+        hidden_dim=hidden,
+        intermediate_dim=4 * hidden,
+        dropout=0.1,
+        max_sequence_length=512,
+    )
     model = keras_hub.models.BertMaskedLM(backbone=backbone, preprocessor=None)
-    model.compile(optimizer=keras.optimizers.Lamb(learning_rate=1e-4, weight_decay=0.01),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), weighted_metrics=[])
-    x = {"token_ids": data["input_ids"], "padding_mask": data["input_mask"].astype(bool),
-         "segment_ids": data["segment_ids"], "mask_positions": data["masked_lm_positions"]}
+    model.compile(
+        optimizer=keras.optimizers.Lamb(learning_rate=1e-4, weight_decay=0.01),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        weighted_metrics=[],
+    )
+    x = {
+        "token_ids": data["input_ids"],
+        "padding_mask": data["input_mask"].astype(bool),
+        "segment_ids": data["segment_ids"],
+        "mask_positions": data["masked_lm_positions"],
+    }
     y, w = data["masked_lm_ids"], data["masked_lm_weights"]
     return {"keras-hub BertMaskedLM": lambda: model.train_on_batch(x, y, sample_weight=w)}
 
@@ -141,17 +155,21 @@ def main(argv=None) -> int:
         import keras_hub
 
         data = make_batch(args.batch, args.seq, args.preds)
-        print(f"TF {tf.__version__}, Keras {keras.__version__}, keras-hub {keras_hub.__version__}; "
-              f"batch {args.batch}, seq {args.seq}, {args.preds} predictions/seq, "
-              f"threads {args.threads or 'default'}, {os.cpu_count()} CPUs")
+        print(
+            f"TF {tf.__version__}, Keras {keras.__version__}, keras-hub {keras_hub.__version__}; "
+            f"batch {args.batch}, seq {args.seq}, {args.preds} predictions/seq, "
+            f"threads {args.threads or 'default'}, {os.cpu_count()} CPUs"
+        )
         rows = []
         for size in args.sizes:
             rounds = args.rounds or (3 if size in ("base", "large") else 8)
             steps = {**bertlib_step(size, data), **keras_hub_step(size, data)}
             result = interleaved(steps, args.warmup, rounds)
             for name, sec in result.items():
-                print(f"{size:5s} {name:24s} {1 / sec:8.3f} steps/s {args.batch / sec:9.2f} seq/s "
-                      f"(median of {rounds})", flush=True)
+                print(
+                    f"{size:5s} {name:24s} {1 / sec:8.3f} steps/s {args.batch / sec:9.2f} seq/s (median of {rounds})",
+                    flush=True,
+                )
             rows.append((size, result))
             del steps
             keras.backend.clear_session()
@@ -159,8 +177,9 @@ def main(argv=None) -> int:
         print("\nratio bertlib / keras-hub (sequences/s):")
         for size, result in rows:
             ref = result["keras-hub BertMaskedLM"]
-            print(f"  {size:5s} XLA {ref / result['bertlib (XLA)']:.2f}x   "
-                  f"no XLA {ref / result['bertlib (no XLA)']:.2f}x")
+            print(
+                f"  {size:5s} XLA {ref / result['bertlib (XLA)']:.2f}x   no XLA {ref / result['bertlib (no XLA)']:.2f}x"
+            )
     return 0
 
 

@@ -52,9 +52,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench_model import install_keras_hub, interleaved  # noqa: E402  (bench/ is on sys.path)
-
 import numpy as np  # noqa: E402
+from bench_model import install_keras_hub, interleaved  # noqa: E402  (bench/ is on sys.path)
 
 DATA = HERE.parent / "runs" / "demo" / "data"
 PHASES = {"phase1": (128, 20), "phase2": (512, 80)}
@@ -75,8 +74,12 @@ PACKED, UNPACKED, PEER = "bertlib packed", "bertlib unpacked", "keras-hub BertMa
 #   K=4 -> 93.94%; K=6 (params/sagemaker-packed's phase 2) -> 8,324,436 rows, 97.72%, 1.96 pairs/row.
 #   SPFHP's ~99.6-99.7% needs deeper packs; at depth 3 only NNLSHP gets there.
 WIKI_UNPACKED_EFFICIENCY = 1 / 2.0013
-WIKI_PACKED_EFFICIENCY = {"bertlib SPFHP, K=3": 0.89441, "bertlib SPFHP, K=6": 0.97717,
-                          "SPFHP, at most 12 per pack": 0.99604, "NNLSHP, at most 3 per pack": 0.9975}
+WIKI_PACKED_EFFICIENCY = {
+    "bertlib SPFHP, K=3": 0.89441,
+    "bertlib SPFHP, K=6": 0.97717,
+    "SPFHP, at most 12 per pack": 0.99604,
+    "NNLSHP, at most 3 per pack": 0.9975,
+}
 
 
 def unpacked_data() -> Path:
@@ -124,12 +127,12 @@ def choose_window(rows: np.ndarray, lengths: np.ndarray, batch: int) -> tuple[np
     for r in sorted({max(1, r0 + d) for d in (0, -1, 1, -2, 2)}, key=lambda r: abs(r - r0)):
         if r > len(rows):
             continue
-        pairs = np.convolve(present.sum(axis=1), np.ones(r, int), "valid")    # pairs in rows[w:w+r]
+        pairs = np.convolve(present.sum(axis=1), np.ones(r, int), "valid")  # pairs in rows[w:w+r]
         tokens = np.convolve(tokens_per_row, np.ones(r, int), "valid")
         ok = np.flatnonzero(pairs == batch)
         if len(ok):
             w = ok[np.argmin(np.abs(tokens[ok] - target))]
-            window = rows[w:w + r]
+            window = rows[w : w + r]
             return window, window[window >= 0]
     raise SystemExit(f"no window of packed rows holds exactly {batch} pairs; read more records (--examples)")
 
@@ -144,15 +147,24 @@ def packed_batch(ex: dict, rows: np.ndarray, s: int, p: int) -> dict:
     from bertlib.data.packing import place_pairs
     from bertlib.data.pipeline import packed_features
 
-    packed = {k: tf.constant(v.astype(np.float32 if k == "masked_lm_weights" else np.int32))
-              for k, v in place_pairs(ex, rows, s, p).items()}
+    packed = {
+        k: tf.constant(v.astype(np.float32 if k == "masked_lm_weights" else np.int32))
+        for k, v in place_pairs(ex, rows, s, p).items()
+    }
     return {k: v.numpy() for k, v in packed_features(packed, K).items()}
 
 
 def unpacked_batch(ex: dict, pairs: np.ndarray) -> dict:
     """Google's rows for ``pairs``: the records themselves."""
-    keys = ("input_ids", "input_mask", "segment_ids", "masked_lm_positions", "masked_lm_ids",
-            "masked_lm_weights", "next_sentence_labels")
+    keys = (
+        "input_ids",
+        "input_mask",
+        "segment_ids",
+        "masked_lm_positions",
+        "masked_lm_ids",
+        "masked_lm_weights",
+        "next_sentence_labels",
+    )
     return {k: ex[k][pairs] for k in keys}
 
 
@@ -161,10 +173,9 @@ def same_losses(packed: dict, unpacked: dict) -> str:
     hold exactly the unpacked pairs and the model keeps them apart."""
     import keras
     import tensorflow as tf
+    from bench_model import VOCAB
 
     from bertlib.model import BertConfig, BertPretrainer, pretraining_losses
-
-    from bench_model import VOCAB
 
     keras.utils.set_random_seed(0)
     model = BertPretrainer(BertConfig.from_preset("tiny", VOCAB))
@@ -174,9 +185,11 @@ def same_losses(packed: dict, unpacked: dict) -> str:
         got[name] = {k: float(v) for k, v in pretraining_losses(model(feats, training=False), feats).items()}
     diff = max(abs(got["packed"][k] - got["unpacked"][k]) for k in ("mlm_loss", "nsp_loss"))
     verdict = "same pairs" if diff < 1e-3 else "MISMATCH: the packed rows do not train the same pairs"
-    return (f"tiny-model check (dropout off): mlm loss packed {got['packed']['mlm_loss']:.5f} / unpacked "
-            f"{got['unpacked']['mlm_loss']:.5f}, nsp {got['packed']['nsp_loss']:.5f} / "
-            f"{got['unpacked']['nsp_loss']:.5f} -> {verdict}")
+    return (
+        f"tiny-model check (dropout off): mlm loss packed {got['packed']['mlm_loss']:.5f} / unpacked "
+        f"{got['unpacked']['mlm_loss']:.5f}, nsp {got['packed']['nsp_loss']:.5f} / "
+        f"{got['unpacked']['nsp_loss']:.5f} -> {verdict}"
+    )
 
 
 def loss_curves(phase: str, steps: int = 60, pairs_per_step: int = 16, seed: int = 0) -> Path:
@@ -190,13 +203,12 @@ def loss_curves(phase: str, steps: int = 60, pairs_per_step: int = 16, seed: int
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from bench_model import VOCAB
 
     from bertlib.data.packing import pack
     from bertlib.model import BertConfig, BertPretrainer, pretraining_losses
     from bertlib.optim import Lamb
     from bertlib.train.loop import Trainer, seed_everything
-
-    from bench_model import VOCAB
 
     s, p = PHASES[phase]
     ex = load_pairs(phase, 4 * steps * pairs_per_step)
@@ -204,17 +216,29 @@ def loss_curves(phase: str, steps: int = 60, pairs_per_step: int = 16, seed: int
     per_row = len(ex["lengths"]) / len(rows)
     n_rows = max(1, round(pairs_per_step / per_row))
     steps = min(steps, len(rows) // n_rows)
-    chunks = [rows[i * n_rows:(i + 1) * n_rows] for i in range(steps)]
-    feeds = {"packed": [packed_batch(ex, c, s, p) for c in chunks],
-             "unpacked": [unpacked_batch(ex, c[c >= 0]) for c in chunks]}
+    chunks = [rows[i * n_rows : (i + 1) * n_rows] for i in range(steps)]
+    feeds = {
+        "packed": [packed_batch(ex, c, s, p) for c in chunks],
+        "unpacked": [unpacked_batch(ex, c[c >= 0]) for c in chunks],
+    }
     pairs_seen = np.cumsum([int((c >= 0).sum()) for c in chunks])
     curves = {}
     for name, batches in feeds.items():
         seed_everything(seed)
-        model = BertPretrainer(BertConfig.from_preset("tiny", VOCAB, hidden_dropout_prob=0.0,
-                                                      attention_probs_dropout_prob=0.0, max_position_embeddings=s))
-        trainer = Trainer(model, pretraining_losses, Lamb(weight_decay=0.01), lambda step: 5e-3, total_steps=steps,
-                          jit_compile=False, allreduce=list)
+        model = BertPretrainer(
+            BertConfig.from_preset(
+                "tiny", VOCAB, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, max_position_embeddings=s
+            )
+        )
+        trainer = Trainer(
+            model,
+            pretraining_losses,
+            Lamb(weight_decay=0.01),
+            lambda step: 5e-3,
+            total_steps=steps,
+            jit_compile=False,
+            allreduce=list,
+        )
         trainer.restore_or_initialize()
         curves[name] = np.array([float(trainer.train_step(iter([b]))["loss"]) for b in batches])
         keras.backend.clear_session()
@@ -224,26 +248,29 @@ def loss_curves(phase: str, steps: int = 60, pairs_per_step: int = 16, seed: int
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(pairs_seen, curves["unpacked"], label=f"unpacked ({n_rows * per_row:.0f} rows/step)", lw=3, alpha=0.5)
     ax.plot(pairs_seen, curves["packed"], "--", label=f"packed, K={K} ({n_rows} rows/step)")
-    ax.set(xlabel="pairs seen", ylabel="training loss (MLM + NSP)",
-           title=f"{phase} (S={s}), same real pairs: max relative difference {rel.max():.1e}")
+    ax.set(
+        xlabel="pairs seen",
+        ylabel="training loss (MLM + NSP)",
+        title=f"{phase} (S={s}), same real pairs: max relative difference {rel.max():.1e}",
+    )
     ax.legend()
     fig.tight_layout()
     fig.savefig(out, dpi=120)
     plt.close(fig)
-    print(f"\n{phase} loss curves, {steps} steps of ~{pairs_per_step} pairs (BERT-tiny, LAMB, dropout 0): loss "
-          f"{curves['unpacked'][0]:.3f} -> {curves['unpacked'][-1]:.3f}; packed vs unpacked max relative "
-          f"difference {rel.max():.2e} -> {out}")
+    print(
+        f"\n{phase} loss curves, {steps} steps of ~{pairs_per_step} pairs (BERT-tiny, LAMB, dropout 0): loss "
+        f"{curves['unpacked'][0]:.3f} -> {curves['unpacked'][-1]:.3f}; packed vs unpacked max relative "
+        f"difference {rel.max():.2e} -> {out}"
+    )
     return out
 
 
-def run_phase(phase: str, size: str, batch: int, examples: int, warmup: int, rounds: int, seed: int,
-              xla: bool) -> list:
+def run_phase(phase: str, size: str, batch: int, examples: int, warmup: int, rounds: int, seed: int, xla: bool) -> list:
     """Pack, check, time; print the phase's table and return its rows."""
     import keras
+    from bench_model import bertlib_step, keras_hub_step
 
     from bertlib.data.packing import pack, packing_efficiency
-
-    from bench_model import bertlib_step, keras_hub_step
 
     s, p = PHASES[phase]
     ex = load_pairs(phase, examples)
@@ -252,27 +279,39 @@ def run_phase(phase: str, size: str, batch: int, examples: int, warmup: int, rou
     window, pairs = choose_window(rows, lengths, batch)
     packed, unpacked = packed_batch(ex, window, s, p), unpacked_batch(ex, pairs)
     real = int(lengths[pairs].sum())
-    print(f"\n{phase} (S={s}, P={p}): {len(lengths)} real pairs from {unpacked_data() / phase}; packed by bertlib's SPFHP "
-          f"(K={K}) into {len(rows)} rows, {len(lengths) / len(rows):.2f} pairs/row; real-token fraction "
-          f"unpacked {lengths.mean() / s:.1%}, packed {packing_efficiency(lengths, rows, s):.1%} "
-          f"(the step's batch: {real / (len(pairs) * s):.1%} / {real / (len(window) * s):.1%})", flush=True)
+    print(
+        f"\n{phase} (S={s}, P={p}): {len(lengths)} real pairs from {unpacked_data() / phase}; packed by bertlib's SPFHP "
+        f"(K={K}) into {len(rows)} rows, {len(lengths) / len(rows):.2f} pairs/row; real-token fraction "
+        f"unpacked {lengths.mean() / s:.1%}, packed {packing_efficiency(lengths, rows, s):.1%} "
+        f"(the step's batch: {real / (len(pairs) * s):.1%} / {real / (len(window) * s):.1%})",
+        flush=True,
+    )
     print("  " + same_losses(packed, unpacked), flush=True)
 
     mode = "bertlib (XLA)" if xla else "bertlib (no XLA)"
-    steps = {PACKED: bertlib_step(size, packed)[mode],
-             UNPACKED: bertlib_step(size, unpacked)[mode],
-             **{PEER: step for step in keras_hub_step(size, unpacked).values()}}
+    steps = {
+        PACKED: bertlib_step(size, packed)[mode],
+        UNPACKED: bertlib_step(size, unpacked)[mode],
+        **{PEER: step for step in keras_hub_step(size, unpacked).values()},
+    }
     seconds = interleaved(steps, warmup, rounds)
     shape = {PACKED: len(window), UNPACKED: len(pairs), PEER: len(pairs)}
-    table = [(name, shape[name], len(pairs), real, sec, real / sec, seconds[PEER] / sec)
-             for name, sec in seconds.items()]
-    print(f"  {'contender':24s} {'rows/step':>9s} {'pairs/step':>10s} {'real tok/step':>13s} {'median step s':>13s} "
-          f"{'real tok/s':>10s} {'vs keras-hub':>12s}")
+    table = [
+        (name, shape[name], len(pairs), real, sec, real / sec, seconds[PEER] / sec) for name, sec in seconds.items()
+    ]
+    print(
+        f"  {'contender':24s} {'rows/step':>9s} {'pairs/step':>10s} {'real tok/step':>13s} {'median step s':>13s} "
+        f"{'real tok/s':>10s} {'vs keras-hub':>12s}"
+    )
     for name, n_rows, n_pairs, tokens, sec, rate, ratio in table:
-        print(f"  {name:24s} {n_rows:9d} {n_pairs:10d} {tokens:13d} {sec:13.3f} {rate:10.1f} {ratio:11.2f}x",
-              flush=True)
-    print(f"  (median of {rounds} interleaved steps after {warmup} untimed; BERT-{size}; bertlib {mode[9:-1]}; "
-          f"packed / unpacked bertlib = {seconds[UNPACKED] / seconds[PACKED]:.2f}x)", flush=True)
+        print(
+            f"  {name:24s} {n_rows:9d} {n_pairs:10d} {tokens:13d} {sec:13.3f} {rate:10.1f} {ratio:11.2f}x", flush=True
+        )
+    print(
+        f"  (median of {rounds} interleaved steps after {warmup} untimed; BERT-{size}; bertlib {mode[9:-1]}; "
+        f"packed / unpacked bertlib = {seconds[UNPACKED] / seconds[PACKED]:.2f}x)",
+        flush=True,
+    )
     del steps
     keras.backend.clear_session()
     gc.collect()
@@ -285,22 +324,29 @@ def projection() -> None:
     from bertlib.report import REFERENCE
 
     hours = REFERENCE["phase2_s"] / 3600
-    print(f"\nProjection for the reference run's phase 2 (BERT-base on 8 x ml.p3dn.24xlarge = 64 V100, {hours:.2f} h) "
-          f"on full Wikipedia at S=512 (Krell et al. 2021, arXiv 2107.02027; the paper's length histogram): real "
-          f"tokens {WIKI_UNPACKED_EFFICIENCY:.1%} of the row positions unpacked, and packed:")
+    print(
+        f"\nProjection for the reference run's phase 2 (BERT-base on 8 x ml.p3dn.24xlarge = 64 V100, {hours:.2f} h) "
+        f"on full Wikipedia at S=512 (Krell et al. 2021, arXiv 2107.02027; the paper's length histogram): real "
+        f"tokens {WIKI_UNPACKED_EFFICIENCY:.1%} of the row positions unpacked, and packed:"
+    )
     for name, efficiency in WIKI_PACKED_EFFICIENCY.items():
         speedup = efficiency / WIKI_UNPACKED_EFFICIENCY
         saved = hours * (1 - 1 / speedup)
-        print(f"  {name:27s} {efficiency:6.2%} -> {speedup:.2f}x real tokens per row: {hours / speedup:.2f} h, "
-              f"{saved:.2f} h ({saved * 60:.0f} min, {saved * 8:.1f} instance-hours) saved")
-    print("  (assumes the same rows/s packed as unpacked: the per-pair attention mask and NSP have \"relatively "
-          "little impact\" on GPUs/IPUs per Krell et al.'s abstract)")
+        print(
+            f"  {name:27s} {efficiency:6.2%} -> {speedup:.2f}x real tokens per row: {hours / speedup:.2f} h, "
+            f"{saved:.2f} h ({saved * 60:.0f} min, {saved * 8:.1f} instance-hours) saved"
+        )
+    print(
+        '  (assumes the same rows/s packed as unpacked: the per-pair attention mask and NSP have "relatively '
+        "little impact\" on GPUs/IPUs per Krell et al.'s abstract)"
+    )
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true",
-                    help="a ~2 minute check: tiny model, small batches, 512 records, 2 timed rounds")
+    ap.add_argument(
+        "--quick", action="store_true", help="a ~2 minute check: tiny model, small batches, 512 records, 2 timed rounds"
+    )
     ap.add_argument("--size", default=None, help="model preset for all three (default base; --quick: tiny)")
     ap.add_argument("--phases", nargs="+", default=list(PHASES), choices=list(PHASES))
     ap.add_argument("--batch1", type=int, default=None, help="phase 1 pairs/step (default 32; --quick 16)")
@@ -310,9 +356,12 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=int, default=1, help="untimed steps per contender (the first compiles)")
     ap.add_argument("--threads", type=int, default=1, help="TF intra/inter-op threads (0 = TF default)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--xla", action="store_true",
-                    help="bertlib's steps with jit_compile=True (the SageMaker/GPU setting); default without, "
-                         "as params/local on this CPU (skip_xla: XLA is ~13%% slower here) and as keras-hub runs")
+    ap.add_argument(
+        "--xla",
+        action="store_true",
+        help="bertlib's steps with jit_compile=True (the SageMaker/GPU setting); default without, "
+        "as params/local on this CPU (skip_xla: XLA is ~13%% slower here) and as keras-hub runs",
+    )
     args = ap.parse_args(argv)
     size = args.size or ("tiny" if args.quick else "base")
     batches = {"phase1": args.batch1 or (16 if args.quick else 32), "phase2": args.batch2 or (4 if args.quick else 8)}
@@ -329,20 +378,25 @@ def main(argv=None) -> int:
         install_keras_hub(target)
         import keras_hub
 
-        print(f"TF {tf.__version__}, Keras {keras.__version__}, keras-hub {keras_hub.__version__}; BERT-{size} for all "
-              f"three; bertlib {'with' if args.xla else 'without'} XLA; threads {args.threads or 'default'}, "
-              f"{os.cpu_count()} CPUs (shared: other processes' load "
-              f"makes these numbers noisy)")
-        results = {phase: run_phase(phase, size, batches[phase], examples, args.warmup, rounds, args.seed,
-                                    args.xla)
-                   for phase in args.phases}
+        print(
+            f"TF {tf.__version__}, Keras {keras.__version__}, keras-hub {keras_hub.__version__}; BERT-{size} for all "
+            f"three; bertlib {'with' if args.xla else 'without'} XLA; threads {args.threads or 'default'}, "
+            f"{os.cpu_count()} CPUs (shared: other processes' load "
+            f"makes these numbers noisy)"
+        )
+        results = {
+            phase: run_phase(phase, size, batches[phase], examples, args.warmup, rounds, args.seed, args.xla)
+            for phase in args.phases
+        }
     print("\nreal tokens/s, ratio to keras-hub:")
     for phase, table in results.items():
         ratio = {name: r for name, *_, r in table}
         goal = 1.3 if phase == "phase2" else 1.0
         verdict = ("met" if ratio[PACKED] >= goal else "NOT met") if size == "base" else f"judged on base, not {size}"
-        print(f"  {phase}: packed {ratio[PACKED]:.2f}x, unpacked {ratio[UNPACKED]:.2f}x "
-              f"(goal packed >= {goal:.1f}x: {verdict})")
+        print(
+            f"  {phase}: packed {ratio[PACKED]:.2f}x, unpacked {ratio[UNPACKED]:.2f}x "
+            f"(goal packed >= {goal:.1f}x: {verdict})"
+        )
     for phase in args.phases:
         loss_curves(phase, steps=20 if args.quick else 60)
     projection()

@@ -30,15 +30,20 @@ os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--records", type=int, nargs="+", default=[1000, 100000, 300000],
-                    help="data positions to resume at, in records per rank")
+    ap.add_argument(
+        "--records",
+        type=int,
+        nargs="+",
+        default=[1000, 100000, 300000],
+        help="data positions to resume at, in records per rank",
+    )
     ap.add_argument("--per_gpu_batch_size", type=int, default=32)
     ap.add_argument("--shuffle_buffer", type=int, default=10000)
     ap.add_argument("--work", default=str(REPO / "runs" / "bench_resume"))
     args = ap.parse_args(argv)
 
-    from bench_scaling import prepared_data
     import numpy as np
+    from bench_scaling import prepared_data
 
     from bertlib.data.pipeline import pretraining_dataset
     from bertlib.model import BertConfig, BertPretrainer, pretraining_losses
@@ -51,14 +56,25 @@ def main(argv=None) -> int:
     b = args.per_gpu_batch_size
 
     def data_fn(skip: int):
-        return pretraining_dataset(data, "train", b, 128, 20, shuffle=True, seed=12345,
-                                   shuffle_buffer=args.shuffle_buffer, skip_batches=skip, checksums=False)
+        return pretraining_dataset(
+            data,
+            "train",
+            b,
+            128,
+            20,
+            shuffle=True,
+            seed=12345,
+            shuffle_buffer=args.shuffle_buffer,
+            skip_batches=skip,
+            checksums=False,
+        )
 
     def first_batches(position: int, ckpt: Path):
         """(seconds from building the pipeline to the first batch, iterator, its first 2 batches)."""
         model = BertPretrainer(BertConfig.from_preset("tiny", 30522))
-        trainer = Trainer(model, pretraining_losses, Lamb(), lambda step: 1e-3, total_steps=position + 10,
-                          checkpoint_dir=ckpt)
+        trainer = Trainer(
+            model, pretraining_losses, Lamb(), lambda step: 1e-3, total_steps=position + 10, checkpoint_dir=ckpt
+        )
         trainer.step.assign(position)
         trainer.data_position.assign(position)
         t0 = time.perf_counter()
@@ -67,8 +83,10 @@ def main(argv=None) -> int:
         seconds = time.perf_counter() - t0
         return seconds, trainer, it, [first["input_ids"].numpy(), next(it)["input_ids"].numpy()]
 
-    print(f"bench_resume: seq=128 per-rank batch={b} shuffle_buffer={args.shuffle_buffer} threads=1 "
-          f"loadavg={os.getloadavg()[0]:.2f}")
+    print(
+        f"bench_resume: seq=128 per-rank batch={b} shuffle_buffer={args.shuffle_buffer} threads=1 "
+        f"loadavg={os.getloadavg()[0]:.2f}"
+    )
     print(f"{'records':>9} {'skip_s':>8} {'restore_s':>9} {'ratio':>7} {'state_MB':>8}")
     for records in args.records:
         position = records // b

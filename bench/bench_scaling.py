@@ -38,11 +38,23 @@ def prepared_data(work: Path) -> Path:
     from bertlib.config import build_config
     from bertlib.data.prepare import prepare
 
-    cfg = build_config("prepare-data", {
-        "sources": [str(asset("wiki_slice"))], "output_dir": str(out), "vocab_file": str(asset("bert_uncased_vocab")),
-        "do_lower_case": True, "max_documents": 40, "num_shards": 2, "validation_shards": 0,
-        "validation_fraction": 0.0, "dupe_factor": 1, "num_workers": 1, "seed": 12345,
-        "phases": [{"name": "phase1", "max_seq_length": 128, "max_predictions_per_seq": 20}]})
+    cfg = build_config(
+        "prepare-data",
+        {
+            "sources": [str(asset("wiki_slice"))],
+            "output_dir": str(out),
+            "vocab_file": str(asset("bert_uncased_vocab")),
+            "do_lower_case": True,
+            "max_documents": 40,
+            "num_shards": 2,
+            "validation_shards": 0,
+            "validation_fraction": 0.0,
+            "dupe_factor": 1,
+            "num_workers": 1,
+            "seed": 12345,
+            "phases": [{"name": "phase1", "max_seq_length": 128, "max_predictions_per_seq": 20}],
+        },
+    )
     prepare(cfg, progress=False)
     return out / "phase1"
 
@@ -50,14 +62,24 @@ def prepared_data(work: Path) -> Path:
 def run(processes: int, cfg_file: Path, run_dir: Path, env: dict) -> dict:
     """One pretraining run; returns steady-state step time and throughput from its metrics.jsonl."""
     shutil.rmtree(run_dir, ignore_errors=True)
-    cmd = [sys.executable, "-m", "bertlib.train.pretrain", "--config", str(cfg_file), "--run_dir", str(run_dir),
-           "--num_processes", str(processes)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bertlib.train.pretrain",
+        "--config",
+        str(cfg_file),
+        "--run_dir",
+        str(run_dir),
+        "--num_processes",
+        str(processes),
+    ]
     if processes > 1:
         horovodrun = shutil.which("horovodrun", path=env["PATH"])
         cmd = [horovodrun, "-np", str(processes), "-H", f"localhost:{processes}"] + cmd
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
     try:
         out, _ = proc.communicate(timeout=1800)
     except subprocess.TimeoutExpired:
@@ -70,9 +92,14 @@ def run(processes: int, cfg_file: Path, run_dir: Path, env: dict) -> dict:
     steady = lines[1:]
     batch = summary["global_batch_size"]
     step_times = [batch / d["seq_per_sec"] for d in steady]
-    return {"processes": processes, "global_batch": batch, "step_s": statistics.median(step_times),
-            "seq_per_sec": batch / statistics.median(step_times), "wall_s": time.perf_counter() - t0,
-            "final_loss": lines[-1]["loss"]}
+    return {
+        "processes": processes,
+        "global_batch": batch,
+        "step_s": statistics.median(step_times),
+        "seq_per_sec": batch / statistics.median(step_times),
+        "wall_s": time.perf_counter() - t0,
+        "final_loss": lines[-1]["loss"],
+    }
 
 
 def allreduce_worker(model_size: str, repeats: int = 10) -> None:
@@ -96,8 +123,18 @@ def allreduce_worker(model_size: str, repeats: int = 10) -> None:
 
 
 def time_allreduce(model_size: str, env: dict) -> tuple[float, int]:
-    cmd = [shutil.which("horovodrun", path=env["PATH"]), "-np", "2", "-H", "localhost:2", sys.executable,
-           __file__, "--allreduce_worker", "--model_size", model_size]
+    cmd = [
+        shutil.which("horovodrun", path=env["PATH"]),
+        "-np",
+        "2",
+        "-H",
+        "localhost:2",
+        sys.executable,
+        __file__,
+        "--allreduce_worker",
+        "--model_size",
+        model_size,
+    ]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600).stdout
     seconds, floats = out.split("ALLREDUCE ")[1].split()[:2]
     return float(seconds), int(floats)
@@ -120,29 +157,53 @@ def main(argv=None) -> int:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     data = prepared_data(work)
-    cfg = {"model_size": args.model_size, "data_dir": str(data), "max_seq_length": 128, "max_predictions_per_seq": 20,
-           "per_gpu_batch_size": args.per_gpu_batch_size, "learning_rate": 1e-3, "warmup_steps": 0,
-           "total_steps": args.steps, "log_frequency": args.log_frequency, "checkpoint_frequency": 100000,
-           "threads_per_process": 1, "skip_xla": args.skip_xla, "optimizer": "lamb"}
+    cfg = {
+        "model_size": args.model_size,
+        "data_dir": str(data),
+        "max_seq_length": 128,
+        "max_predictions_per_seq": 20,
+        "per_gpu_batch_size": args.per_gpu_batch_size,
+        "learning_rate": 1e-3,
+        "warmup_steps": 0,
+        "total_steps": args.steps,
+        "log_frequency": args.log_frequency,
+        "checkpoint_frequency": 100000,
+        "threads_per_process": 1,
+        "skip_xla": args.skip_xla,
+        "optimizer": "lamb",
+    }
     cfg_file = work / f"{args.model_size}.yaml"
     cfg_file.write_text(yaml.safe_dump(cfg))
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", BERTLIB_PROGRESS="0", PYTHONPATH=str(REPO),
-               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    env = dict(
+        os.environ,
+        TF_CPP_MIN_LOG_LEVEL="3",
+        BERTLIB_PROGRESS="0",
+        PYTHONPATH=str(REPO),
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    )
 
     one = run(1, cfg_file, work / f"{args.model_size}-np1", env)
     two = run(2, cfg_file, work / f"{args.model_size}-np2", env)
     allreduce_s, floats = time_allreduce(args.model_size, env)
-    print(f"bench_scaling: model={args.model_size} seq=128 per-rank batch={args.per_gpu_batch_size} "
-          f"steps={args.steps} xla={not args.skip_xla} threads/rank=1 loadavg={os.getloadavg()[0]:.2f}")
+    print(
+        f"bench_scaling: model={args.model_size} seq=128 per-rank batch={args.per_gpu_batch_size} "
+        f"steps={args.steps} xla={not args.skip_xla} threads/rank=1 loadavg={os.getloadavg()[0]:.2f}"
+    )
     print(f"{'processes':>9} {'global_batch':>12} {'step_s':>8} {'seq/s':>8} {'wall_s':>7}")
     for r in (one, two):
-        print(f"{r['processes']:>9} {r['global_batch']:>12} {r['step_s']:>8.4f} {r['seq_per_sec']:>8.2f} "
-              f"{r['wall_s']:>7.1f}")
-    print(f"step time 2 ranks / 1 rank = {two['step_s'] / one['step_s']:.3f}; "
-          f"throughput 2 ranks / 1 rank = {two['seq_per_sec'] / one['seq_per_sec']:.3f} "
-          f"(scaling efficiency {two['seq_per_sec'] / (2 * one['seq_per_sec']):.1%})")
-    print(f"gradient allreduce alone (2 ranks, Gloo, {floats / 1e6:.1f}M float32): {allreduce_s:.4f} s/step "
-          f"= {allreduce_s / one['step_s']:.1%} of the 1-rank step")
+        print(
+            f"{r['processes']:>9} {r['global_batch']:>12} {r['step_s']:>8.4f} {r['seq_per_sec']:>8.2f} "
+            f"{r['wall_s']:>7.1f}"
+        )
+    print(
+        f"step time 2 ranks / 1 rank = {two['step_s'] / one['step_s']:.3f}; "
+        f"throughput 2 ranks / 1 rank = {two['seq_per_sec'] / one['seq_per_sec']:.3f} "
+        f"(scaling efficiency {two['seq_per_sec'] / (2 * one['seq_per_sec']):.1%})"
+    )
+    print(
+        f"gradient allreduce alone (2 ranks, Gloo, {floats / 1e6:.1f}M float32): {allreduce_s:.4f} s/step "
+        f"= {allreduce_s / one['step_s']:.1%} of the 1-rank step"
+    )
     return 0
 
 

@@ -97,16 +97,33 @@ def bertlib_step(size: str, data: dict):
     from bertlib.train.loop import Trainer
     from bertlib.train.squad import squad_loss
 
-    cfg = build_config("squad", dict(per_gpu_batch_size=len(data["input_ids"]), learning_rate=5e-5,
-                                     total_steps=1000, warmup_steps=100, train_file="-", predict_file="-"))
+    cfg = build_config(
+        "squad",
+        dict(
+            per_gpu_batch_size=len(data["input_ids"]),
+            learning_rate=5e-5,
+            total_steps=1000,
+            warmup_steps=100,
+            train_file="-",
+            predict_file="-",
+        ),
+    )
     model = BertQA(BertConfig.from_preset(size, 30522))
-    trainer = Trainer(model, squad_loss, make_optimizer(cfg), make_schedule(cfg), total_steps=cfg.total_steps,
-                      jit_compile=False, global_batch_size=cfg.per_gpu_batch_size)
+    trainer = Trainer(
+        model,
+        squad_loss,
+        make_optimizer(cfg),
+        make_schedule(cfg),
+        total_steps=cfg.total_steps,
+        jit_compile=False,
+        global_batch_size=cfg.per_gpu_batch_size,
+    )
     batch = {k: tf.constant(v) for k, v in data.items()}
 
     def forever():
         while True:
             yield batch
+
     it = forever()
     return lambda: float(trainer.train_step(it)["loss"])
 
@@ -120,18 +137,31 @@ def keras_hub_step(size: str, data: dict):
     from bertlib.model.config import PRESETS
 
     layers, h, heads = PRESETS[size]
-    backbone = keras_hub.models.BertBackbone(vocabulary_size=30522, num_layers=layers, num_heads=heads,
-                                             hidden_dim=h, intermediate_dim=4 * h, max_sequence_length=512)
+    backbone = keras_hub.models.BertBackbone(
+        vocabulary_size=30522,
+        num_layers=layers,
+        num_heads=heads,
+        hidden_dim=h,
+        intermediate_dim=4 * h,
+        max_sequence_length=512,
+    )
     inputs = {k: keras.Input((SEQ,), dtype="int32", name=k) for k in ("token_ids", "segment_ids", "padding_mask")}
     logits = keras.layers.Dense(2)(backbone(inputs)["sequence_output"])
     start = keras.layers.Lambda(lambda x: x[..., 0], name="start")(logits)
     end = keras.layers.Lambda(lambda x: x[..., 1], name="end")(logits)
     model = keras.Model(inputs, {"start": start, "end": end})
-    model.compile(optimizer=keras.optimizers.AdamW(5e-5, weight_decay=0.01),
-                  loss={"start": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                        "end": keras.losses.SparseCategoricalCrossentropy(from_logits=True)})
-    x = {"token_ids": tf.constant(data["input_ids"]), "segment_ids": tf.constant(data["segment_ids"]),
-         "padding_mask": tf.constant(data["input_mask"])}
+    model.compile(
+        optimizer=keras.optimizers.AdamW(5e-5, weight_decay=0.01),
+        loss={
+            "start": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            "end": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        },
+    )
+    x = {
+        "token_ids": tf.constant(data["input_ids"]),
+        "segment_ids": tf.constant(data["segment_ids"]),
+        "padding_mask": tf.constant(data["input_mask"]),
+    }
     y = {"start": tf.constant(data["start_positions"]), "end": tf.constant(data["end_positions"])}
     return lambda: model.train_on_batch(x, y)
 
@@ -143,31 +173,52 @@ def minilm_f1(work: Path, steps: int, env: dict) -> dict:
 
     ckpt = work / "minilm"
     ckpt.mkdir(exist_ok=True)
-    for name, src in (("model.safetensors", "minilm_safetensors"), ("config.json", "minilm_config"),
-                      ("vocab.txt", "bert_uncased_vocab")):
+    for name, src in (
+        ("model.safetensors", "minilm_safetensors"),
+        ("config.json", "minilm_config"),
+        ("vocab.txt", "bert_uncased_vocab"),
+    ):
         if not (ckpt / name).exists():
             (ckpt / name).symlink_to(asset(src))
     paths = build_smoke_sets(work / "smoke-small", max_train=2000, max_dev=300, context_sentences=5)
-    base = dict(load_from="checkpoint", checkpoint_path=str(ckpt), do_lower_case=True, per_gpu_batch_size=16,
-                max_seq_length=128, doc_stride=64, max_query_length=32, train_file=str(paths["v1.1-train"]),
-                predict_file=str(paths["v1.1-dev"]), learning_rate=1e-4, log_frequency=20,
-                cache_dir=str(work / "cache"), seed=1)
+    base = dict(
+        load_from="checkpoint",
+        checkpoint_path=str(ckpt),
+        do_lower_case=True,
+        per_gpu_batch_size=16,
+        max_seq_length=128,
+        doc_stride=64,
+        max_query_length=32,
+        train_file=str(paths["v1.1-train"]),
+        predict_file=str(paths["v1.1-dev"]),
+        learning_rate=1e-4,
+        log_frequency=20,
+        cache_dir=str(work / "cache"),
+        seed=1,
+    )
     out = {}
-    for label, over in (("untrained head", dict(total_steps=1, learning_rate=1e-12)),
-                        (f"{steps} steps", dict(total_steps=steps, warmup_steps=steps // 10))):
+    for label, over in (
+        ("untrained head", dict(total_steps=1, learning_rate=1e-12)),
+        (f"{steps} steps", dict(total_steps=steps, warmup_steps=steps // 10)),
+    ):
         cfg = work / f"minilm-{over['total_steps']}.yaml"
         run_dir = work / f"minilm-run-{over['total_steps']}"
         import yaml
 
         cfg.write_text(yaml.safe_dump({**base, **over, "run_dir": str(run_dir)}))
         t0 = time.perf_counter()
-        r = subprocess.run([sys.executable, "-m", "bertlib", "squad", "--config", str(cfg)], env=env,
-                           capture_output=True, text=True)
+        r = subprocess.run(
+            [sys.executable, "-m", "bertlib", "squad", "--config", str(cfg)], env=env, capture_output=True, text=True
+        )
         if r.returncode:
             raise RuntimeError(r.stderr[-3000:])
         s = json.loads((run_dir / "summary.json").read_text())
-        out[label] = {"exact_match": s["exact_match"], "f1": s["f1"], "train_seq_per_sec": s["seq_per_sec"],
-                      "wall_s": time.perf_counter() - t0}
+        out[label] = {
+            "exact_match": s["exact_match"],
+            "f1": s["f1"],
+            "train_seq_per_sec": s["seq_per_sec"],
+            "wall_s": time.perf_counter() - t0,
+        }
     return out
 
 
@@ -186,25 +237,33 @@ def main() -> int:
         from bench_model import install_keras_hub
 
         install_keras_hub(str(work / "keras_hub"))
-    print(f"SQuAD finetune throughput, seq {SEQ}, batch {args.batch}, fp32, no XLA, {os.cpu_count()} cores, "
-          f"median of {args.steps} interleaved timed steps after one untimed")
+    print(
+        f"SQuAD finetune throughput, seq {SEQ}, batch {args.batch}, fp32, no XLA, {os.cpu_count()} cores, "
+        f"median of {args.steps} interleaved timed steps after one untimed"
+    )
     for size in args.sizes:
         steps = {"bertlib": bertlib_step(size, data)}
         if not args.skip_peer:
             steps["keras-hub"] = keras_hub_step(size, data)
         seq_s = {k: len(data["input_ids"]) / t for k, t in timed_interleaved(steps, args.steps).items()}
         gflops = seq_s["bertlib"] * train_flops_per_seq(size) / 1e9
-        line = (f"  {size:5s} bertlib {seq_s['bertlib']:8.3f} seq/s  ({gflops:6.1f} GFLOP/s = "
-                f"{gflops / MATMUL_GFLOPS:4.2f}x a large matmul's {MATMUL_GFLOPS:.0f})")
+        line = (
+            f"  {size:5s} bertlib {seq_s['bertlib']:8.3f} seq/s  ({gflops:6.1f} GFLOP/s = "
+            f"{gflops / MATMUL_GFLOPS:4.2f}x a large matmul's {MATMUL_GFLOPS:.0f})"
+        )
         if not args.skip_peer:
-            line += (f"  keras-hub {seq_s['keras-hub']:8.3f} seq/s  ratio bertlib/keras-hub "
-                     f"{seq_s['bertlib'] / seq_s['keras-hub']:5.2f}")
+            line += (
+                f"  keras-hub {seq_s['keras-hub']:8.3f} seq/s  ratio bertlib/keras-hub "
+                f"{seq_s['bertlib'] / seq_s['keras-hub']:5.2f}"
+            )
         print(line, flush=True)
     if args.minilm_steps:
         print("MiniLM (all-MiniLM-L6-v2, HF safetensors import) on the SYNTHETIC v1.1 smoke set, seq 128, batch 16:")
         for label, r in minilm_f1(work, args.minilm_steps, env).items():
-            print(f"  {label:15s} EM {r['exact_match']:6.2f}  F1 {r['f1']:6.2f}  "
-                  f"(train {r['train_seq_per_sec'] or 0:.1f} seq/s, wall {r['wall_s']:.0f} s)")
+            print(
+                f"  {label:15s} EM {r['exact_match']:6.2f}  F1 {r['f1']:6.2f}  "
+                f"(train {r['train_seq_per_sec'] or 0:.1f} seq/s, wall {r['wall_s']:.0f} s)"
+            )
     print(f"(work dir {work})")
     return 0
 

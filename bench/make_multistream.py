@@ -37,14 +37,16 @@ def write_multistream(dump: Path, out_dir: Path, pages_per_stream: int = 100, co
     streams (``"streams"``: header, page streams, footer) and the number of pages."""
     xml = bz2.decompress(Path(dump).read_bytes())
     pages = list(_PAGE.finditer(xml))
-    header, footer = xml[:pages[0].start()], xml[pages[-1].end():]
+    header, footer = xml[: pages[0].start()], xml[pages[-1].end() :]
     body = [_copy(m.group(0), k) for k in range(copies) for m in pages]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"multistream": out_dir / "pages-articles-multistream.xml.bz2",
-             "index": out_dir / "pages-articles-multistream-index.txt.bz2",
-             "single": out_dir / "pages-articles.xml.bz2"}
-    groups = [body[j:j + pages_per_stream] for j in range(0, len(body), pages_per_stream)]
+    paths = {
+        "multistream": out_dir / "pages-articles-multistream.xml.bz2",
+        "index": out_dir / "pages-articles-multistream-index.txt.bz2",
+        "single": out_dir / "pages-articles.xml.bz2",
+    }
+    groups = [body[j : j + pages_per_stream] for j in range(0, len(body), pages_per_stream)]
     streams, index = [], []
     with open(paths["multistream"], "wb") as f:
         for data, group in [(header, [])] + [(b"".join(g), g) for g in groups] + [(footer, [])]:
@@ -65,6 +67,8 @@ if __name__ == "__main__":
     p.add_argument("--copies", type=int, default=1)
     a = p.parse_args()
     made = write_multistream(a.dump, a.out_dir, a.pages_per_stream, a.copies)
-    print(f"{made['multistream']}: {made['pages']} pages in {len(made['streams'])} streams; index {made['index']}; "
-          f"single stream {made['single']}")
+    print(
+        f"{made['multistream']}: {made['pages']} pages in {len(made['streams'])} streams; index {made['index']}; "
+        f"single stream {made['single']}"
+    )
     sys.exit(0)

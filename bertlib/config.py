@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
 from bertlib.errors import ConfigError
 
 
@@ -29,68 +29,81 @@ class _Strict(BaseModel):
 class LaunchSettings(_Strict):
     """Where and how a training job runs. Ignored by the entry points themselves."""
 
-    backend: Literal["local", "sagemaker"] = "local"
+    backend: Literal["local", "sagemaker"] = Field("local", description="where `bertlib launch` runs the job")
     num_processes: int = Field(1, ge=1, description="local: horovodrun -np N (1 = plain process)")
     threads_per_process: int = Field(0, ge=0, description="TF intra/inter-op threads; 0 = TF default")
-    dry_run: bool = False
+    dry_run: bool = Field(False, description="sagemaker: build and show the request, start nothing")
     # SageMaker (values that identify an AWS account come from the environment, never from files)
-    job_name: str | None = None
+    job_name: str | None = Field(None, description="SageMaker job name prefix; default: bertlib-<job>-<name>")
     image_uri: str | None = Field(None, description="default: $BERTLIB_IMAGE_URI, else $SAGEMAKER_IMAGE_NAME")
     role: str | None = Field(None, description="default: $BERTLIB_SAGEMAKER_ROLE, else $SAGEMAKER_ROLE")
-    instance_type: str = "ml.p3dn.24xlarge"
-    instance_count: int = Field(1, ge=1)
+    instance_type: str = Field("ml.p3dn.24xlarge", description="SageMaker instance type")
+    instance_count: int = Field(1, ge=1, description="SageMaker instances (hosts)")
     processes_per_host: int | None = Field(None, ge=1, description="default: GPUs of instance_type")
-    mpi_options: list[str] = Field(default_factory=list)
-    subnets: list[str] = Field(default_factory=list,
-                               description="default: $BERTLIB_SUBNETS, else $SAGEMAKER_SUBNET_IDS")
+    mpi_options: list[str] = Field(default_factory=list, description="extra mpirun options of a SageMaker job")
+    subnets: list[str] = Field(
+        default_factory=list, description="default: $BERTLIB_SUBNETS, else $SAGEMAKER_SUBNET_IDS"
+    )
     security_group_ids: list[str] = Field(
-        default_factory=list, description="default: $BERTLIB_SECURITY_GROUP_IDS, else $SAGEMAKER_SECURITY_GROUP_IDS")
+        default_factory=list, description="default: $BERTLIB_SECURITY_GROUP_IDS, else $SAGEMAKER_SECURITY_GROUP_IDS"
+    )
     fsx_file_system_id: str | None = Field(None, description="default: $BERTLIB_FSX_ID, else $SAGEMAKER_FSX_ID")
     fsx_mount_name: str | None = Field(
-        None, description="default: $BERTLIB_FSX_MOUNT_NAME, else $SAGEMAKER_FSX_MOUNT_NAME; FSx paths are "
-        "/<mount name>/<path>")
-    fsx_directory_path: str | None = None
-    s3_data_uri: str | None = None
-    checkpoint_s3_uri: str | None = None
-    output_s3_uri: str | None = None
-    max_run_seconds: int = Field(5 * 24 * 3600, ge=60)
-    use_spot: bool = False
-    max_wait_seconds: int | None = None
-    volume_size_gb: int = Field(100, ge=1)
-    environment: dict[str, str] = Field(default_factory=dict)
-    tags: dict[str, str] = Field(default_factory=dict)
-    region: str | None = None
+        None,
+        description="default: $BERTLIB_FSX_MOUNT_NAME, else $SAGEMAKER_FSX_MOUNT_NAME; FSx paths are "
+        "/<mount name>/<path>",
+    )
+    fsx_directory_path: str | None = Field(None, description="FSx for Lustre folder given as the train channel")
+    s3_data_uri: str | None = Field(None, description="s3:// prefix of the data channel (prepare-data: its output)")
+    checkpoint_s3_uri: str | None = Field(None, description="s3:// prefix SageMaker syncs the checkpoints to")
+    output_s3_uri: str | None = Field(None, description="s3:// prefix of the job's model.tar.gz / output")
+    max_run_seconds: int = Field(5 * 24 * 3600, ge=60, description="SageMaker stopping condition")
+    use_spot: bool = Field(False, description="managed spot training (resumes from the checkpoints)")
+    max_wait_seconds: int | None = Field(None, description="spot: run + wait time limit; default 2 × max_run_seconds")
+    volume_size_gb: int = Field(100, ge=1, description="EBS volume per SageMaker instance")
+    environment: dict[str, str] = Field(default_factory=dict, description="environment variables of every rank")
+    tags: dict[str, str] = Field(default_factory=dict, description="SageMaker job tags")
+    region: str | None = Field(None, description="AWS region; default: the session's")
 
 
 class _TrainingCommon(LaunchSettings):
     """Knobs shared by pretraining and SQuAD finetuning (the seed's flag names)."""
 
-    model_size: Literal["tiny", "mini", "small", "base", "large"] = "base"
-    per_gpu_batch_size: int = Field(..., ge=1)
-    gradient_accumulation_steps: int = Field(1, ge=1)
-    max_seq_length: int = Field(..., ge=8, le=4096)
-    learning_rate: float = Field(..., gt=0)
-    end_learning_rate: float = Field(0.0, ge=0)
-    learning_rate_decay_power: float = Field(1.0, gt=0)
-    warmup_steps: int = Field(0, ge=0)
-    total_steps: int = Field(..., ge=1)
-    weight_decay: float = Field(0.01, ge=0)
+    model_size: Literal["tiny", "mini", "small", "base", "large"] = Field(
+        "base", description="BERT preset (a checkpoint_path export brings its own config)"
+    )
+    per_gpu_batch_size: int = Field(..., ge=1, description="sequences per process per micro-batch")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="micro-batches per optimizer step")
+    max_seq_length: int = Field(..., ge=8, le=4096, description="tokens per sequence (must match the data)")
+    learning_rate: float = Field(..., gt=0, description="peak learning rate (after warmup)")
+    end_learning_rate: float = Field(0.0, ge=0, description="learning rate at total_steps")
+    learning_rate_decay_power: float = Field(1.0, gt=0, description="polynomial decay power (1 = linear)")
+    warmup_steps: int = Field(0, ge=0, description="linear warmup steps")
+    total_steps: int = Field(..., ge=1, description="optimizer steps of the run")
+    weight_decay: float = Field(0.01, ge=0, description="decoupled weight decay; LayerNorm and biases excluded")
     max_grad_norm: float = Field(1.0, ge=0, description="global-norm clip; 0 = off")
-    hidden_dropout_prob: float = Field(0.1, ge=0, lt=1)
-    attention_probs_dropout_prob: float = Field(0.1, ge=0, lt=1)
-    precision: Literal["fp32", "mixed_float16", "mixed_bfloat16"] = "fp32"
-    initial_loss_scale: float = Field(2.0**15, gt=0)
-    skip_xla: bool = False
-    load_from: Literal["scratch", "checkpoint"] = "scratch"
-    checkpoint_path: str | None = None
-    load_optimizer_state: bool = False
-    log_frequency: int = Field(10, ge=1)
-    checkpoint_frequency: int = Field(1000, ge=1)
-    keep_checkpoints: int = Field(3, ge=1)
-    run_dir: str = "runs/latest"
-    seed: int = 42
+    hidden_dropout_prob: float = Field(0.1, ge=0, lt=1, description="dropout of embeddings and layer outputs")
+    attention_probs_dropout_prob: float = Field(0.1, ge=0, lt=1, description="dropout of attention probabilities")
+    precision: Literal["fp32", "mixed_float16", "mixed_bfloat16"] = Field(
+        "fp32", description="Keras mixed-precision policy (float16 uses dynamic loss scaling)"
+    )
+    initial_loss_scale: float = Field(2.0**15, gt=0, description="mixed_float16: starting loss scale")
+    skip_xla: bool = Field(False, description="do not XLA-compile the train step")
+    load_from: Literal["scratch", "checkpoint"] = Field(
+        "scratch", description="scratch: random init; checkpoint: weights from checkpoint_path"
+    )
+    checkpoint_path: str | None = Field(
+        None, description="export dir, training checkpoints, Google TF1 or HF safetensors checkpoint"
+    )
+    load_optimizer_state: bool = Field(False, description="also restore the optimizer slots from checkpoint_path")
+    log_frequency: int = Field(10, ge=1, description="metrics line every N steps")
+    checkpoint_frequency: int = Field(1000, ge=1, description="training checkpoint every N steps")
+    keep_checkpoints: int = Field(3, ge=1, description="newest training checkpoints kept")
+    run_dir: str = Field("runs/latest", description="outputs: metrics, checkpoints, export, summary.json")
+    seed: int = Field(42, description="random seed (initialization, dropout, shuffling)")
     deterministic_ops: bool = Field(
-        True, description="TF op determinism: a resumed run matches an uninterrupted one (slower on GPU)")
+        True, description="TF op determinism: a resumed run matches an uninterrupted one (slower on GPU)"
+    )
 
     @model_validator(mode="after")
     def _check_common(self):
@@ -102,8 +115,14 @@ class _TrainingCommon(LaunchSettings):
 
     @property
     def global_batch_size(self) -> int:
-        """Sequences per optimizer step over all processes (per GPU × processes × accumulation)."""
-        return self.per_gpu_batch_size * self.world_size * self.gradient_accumulation_steps
+        """Sequences per optimizer step over all processes (per GPU × processes × accumulation), with
+        the configured ``world_size``."""
+        return self.global_batch_for(self.world_size)
+
+    def global_batch_for(self, world: int) -> int:
+        """Sequences per optimizer step with ``world`` processes (inside a job: the launcher's world
+        size): ``per_gpu_batch_size × world × gradient_accumulation_steps``."""
+        return self.per_gpu_batch_size * world * self.gradient_accumulation_steps
 
     @property
     def world_size(self) -> int:
@@ -118,22 +137,30 @@ class _TrainingCommon(LaunchSettings):
 class PretrainConfig(_TrainingCommon):
     """Phase 1 / phase 2 BERT pretraining (``bertlib pretrain``)."""
 
-    phase: Literal["phase1", "phase2"] = "phase1"
+    phase: Literal["phase1", "phase2"] = Field("phase1", description="label of the run (metrics, registry)")
     data_dir: str = Field(..., description="a prepared dataset folder (manifest.json) or $SM_CHANNEL_TRAIN")
     validation_dir: str | None = Field(
-        None, description="held-out shards: a prepared dataset folder (its validation split, else all its "
-        "shards); unset: data_dir's validation split. On SageMaker it is shipped as the validation channel")
+        None,
+        description="held-out shards: a prepared dataset folder (its validation split, else all its "
+        "shards); unset: data_dir's validation split. On SageMaker it is shipped as the validation channel",
+    )
     validation_frequency: int = Field(
-        2000, ge=0, description="held-out MLM/NSP evaluation every N steps and at the end (the reference's "
-        "2000); 0 = never")
+        2000,
+        ge=0,
+        description="held-out MLM/NSP evaluation every N steps and at the end (the reference's 2000); 0 = never",
+    )
     validation_steps: int | None = Field(
-        None, ge=1, description="at most N batches per process per evaluation; unset = every held-out record")
-    max_predictions_per_seq: int = Field(..., ge=1)
-    optimizer: Literal["lamb", "adamw", "google_adamw"] = "lamb"   # as SquadConfig.optimizer
-    learning_rate_decay_power: float = Field(0.5, gt=0)
+        None, ge=1, description="at most N batches per process per evaluation; unset = every held-out record"
+    )
+    max_predictions_per_seq: int = Field(..., ge=1, description="masked positions per sequence (must match the data)")
+    optimizer: Literal["lamb", "adamw", "google_adamw"] = Field(
+        "lamb", description="LAMB (the reference's), or adamw / google_adamw as SquadConfig.optimizer"
+    )
+    learning_rate_decay_power: float = Field(0.5, gt=0, description="polynomial decay power (the reference's 0.5)")
     global_batch_size_check: int | None = Field(
-        None, description="if set, per_gpu_batch_size × processes × accumulation must equal it")
-    shuffle_buffer: int = Field(10000, ge=1)
+        None, description="if set, per_gpu_batch_size × processes × accumulation must equal it"
+    )
+    shuffle_buffer: int = Field(10000, ge=1, description="records in the input shuffle buffer")
 
     @model_validator(mode="after")
     def _check_pretrain(self):
@@ -143,49 +170,53 @@ class PretrainConfig(_TrainingCommon):
             raise ValueError(
                 f"global batch {self.per_gpu_batch_size} per GPU × {self.world_size} processes × "
                 f"{self.gradient_accumulation_steps} accumulation = {self.global_batch_size}, "
-                f"not global_batch_size_check={self.global_batch_size_check}")
+                f"not global_batch_size_check={self.global_batch_size_check}"
+            )
         return self
 
 
 class SquadConfig(_TrainingCommon):
     """SQuAD v1.1 / v2.0 finetuning, prediction and evaluation (``bertlib squad``)."""
 
-    squad_version: Literal["squadv1", "squadv2"] = "squadv1"
+    squad_version: Literal["squadv1", "squadv2"] = Field("squadv1", description="squadv2: questions may have no answer")
     train_file: str = Field(..., description="path or URL of the SQuAD train JSON")
     predict_file: str = Field(..., description="path or URL of the SQuAD dev JSON")
-    train_file_sha256: str | None = None
-    predict_file_sha256: str | None = None
+    train_file_sha256: str | None = Field(None, description="expected sha256 of train_file")
+    predict_file_sha256: str | None = Field(None, description="expected sha256 of predict_file")
     vocab_file: str | None = Field(None, description="default: the checkpoint's vocab.txt")
     do_lower_case: bool | None = Field(None, description="default: the checkpoint's casing")
     # the defaults are the reference's finetuning recipe (aws-samples/deep-learning-models run_squad.py)
     optimizer: Literal["adamw", "google_adamw", "lamb"] = Field(
-        "adamw", description="adamw: Adam with bias correction and ε 1e-7 added to √v, as tf.keras Adam / "
+        "adamw",
+        description="adamw: Adam with bias correction and ε 1e-7 added to √v, as tf.keras Adam / "
         "tfa.optimizers.AdamW (the reference's); google_adamw: google-research/bert AdamWeightDecayOptimizer "
         "(no bias correction, ε 1e-6; Google's recipe pairs it with weight_decay 0.01 and dropout 0.1); "
-        "lamb. β1 0.9, β2 0.999 for all")
+        "lamb. β1 0.9, β2 0.999 for all",
+    )
     weight_decay: float = Field(0.0, ge=0, description="decoupled, lr·λ·w; LayerNorm and biases excluded")
     hidden_dropout_prob: float = Field(0.0, ge=0, lt=1, description="the reference's ModelArguments default")
     attention_probs_dropout_prob: float = Field(0.0, ge=0, lt=1, description="the reference's ModelArguments default")
-    max_seq_length: int = Field(384, ge=8, le=4096)
-    doc_stride: int = Field(128, ge=1)
-    max_query_length: int = Field(64, ge=1)
-    n_best_size: int = Field(20, ge=1)
-    max_answer_length: int = Field(30, ge=1)
-    null_score_diff_threshold: float = 0.0
-    predict_batch_size: int = Field(32, ge=1)
+    max_seq_length: int = Field(384, ge=8, le=4096, description="tokens per question + context window")
+    doc_stride: int = Field(128, ge=1, description="tokens between the starts of a long context's windows")
+    max_query_length: int = Field(64, ge=1, description="question tokens kept")
+    n_best_size: int = Field(20, ge=1, description="start/end candidates considered per window")
+    max_answer_length: int = Field(30, ge=1, description="longest predicted answer, in tokens")
+    null_score_diff_threshold: float = Field(0.0, description="squadv2: predict no answer above this score margin")
+    predict_batch_size: int = Field(32, ge=1, description="windows per prediction batch")
     cache_dir: str | None = Field(None, description="feature cache; default: run_dir/../squad_cache")
-    skip_xla: bool = True
-    learning_rate_decay_power: float = Field(1.0, gt=0)
+    skip_xla: bool = Field(True, description="do not XLA-compile the train step")
+    learning_rate_decay_power: float = Field(1.0, gt=0, description="polynomial decay power (1 = linear)")
 
 
 class PhaseSpec(_Strict):
     """One output dataset of ``prepare-data`` (phase 1 = 128/20, phase 2 = 512/80)."""
 
-    name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$")
-    max_seq_length: int = Field(..., ge=8, le=4096)
-    max_predictions_per_seq: int = Field(..., ge=1)
+    name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$", description="sub-folder of output_dir")
+    max_seq_length: int = Field(..., ge=8, le=4096, description="tokens per record")
+    max_predictions_per_seq: int = Field(..., ge=1, description="masked positions per record")
     max_pairs_per_row: int | None = Field(
-        None, ge=1, description="pack_sequences: this phase's pairs per record (unset: DataConfig's)")
+        None, ge=1, description="pack_sequences: this phase's pairs per record (unset: DataConfig's)"
+    )
 
 
 class DataConfig(LaunchSettings):
@@ -194,43 +225,57 @@ class DataConfig(LaunchSettings):
     ``backend: sagemaker`` runs it as a SageMaker job on ``instance_count`` instances, one MPI rank
     each, writing the dataset to ``s3_data_uri`` (:mod:`bertlib.launch.sagemaker`)."""
 
-    instance_type: str = "ml.m5.24xlarge"
+    instance_type: str = Field("ml.m5.24xlarge", description="SageMaker instance type")
 
     sources: list[str] = Field(..., min_length=1, description="dump/text paths or http(s)/s3 URLs")
     source_sha256: dict[str, str] = Field(default_factory=dict, description="URL → expected sha256")
-    source_format: Literal["auto", "wikipedia", "text"] = "auto"
-    text_doc_mode: Literal["blank_line", "file"] = "blank_line"
+    source_format: Literal["auto", "wikipedia", "text"] = Field(
+        "auto", description="wikipedia: XML dump (.bz2); text: plain text; auto: by file name"
+    )
+    text_doc_mode: Literal["blank_line", "file"] = Field(
+        "blank_line", description="text sources: documents end at a blank line, or one per file"
+    )
     output_dir: str = Field(..., description="dataset root; one sub-folder per phase")
     cache_dir: str | None = Field(None, description="download cache; default ~/.cache/bertlib")
     vocab_file: str | None = Field(None, description="existing vocab.txt; unset = train one")
-    vocab_sha256: str | None = None
-    vocab_size: int = Field(30522, ge=100)
-    do_lower_case: bool = True
-    strip_accents: bool | None = None
-    max_documents: int | None = Field(None, ge=1)
+    vocab_sha256: str | None = Field(None, description="expected sha256 of vocab_file")
+    vocab_size: int = Field(30522, ge=100, description="size of a trained vocab")
+    do_lower_case: bool = Field(True, description="lowercase the text (uncased model)")
+    strip_accents: bool | None = Field(None, description="unset: as do_lower_case (BERT's rule)")
+    max_documents: int | None = Field(None, ge=1, description="use only the first N documents (smoke runs)")
     phases: list[PhaseSpec] = Field(
-        default_factory=lambda: [PhaseSpec(name="phase1", max_seq_length=128, max_predictions_per_seq=20),
-                                 PhaseSpec(name="phase2", max_seq_length=512, max_predictions_per_seq=80)])
-    num_shards: int = Field(8, ge=1)
-    validation_shards: int = Field(1, ge=0)
-    validation_fraction: float = Field(0.01, ge=0, lt=1)
+        description="output datasets: name, max_seq_length, max_predictions_per_seq[, max_pairs_per_row]",
+        default_factory=lambda: [
+            PhaseSpec(name="phase1", max_seq_length=128, max_predictions_per_seq=20),
+            PhaseSpec(name="phase2", max_seq_length=512, max_predictions_per_seq=80),
+        ],
+    )
+    num_shards: int = Field(8, ge=1, description="training shards (files) per phase")
+    validation_shards: int = Field(1, ge=0, description="held-out shards per phase (0 = none)")
+    validation_fraction: float = Field(0.01, ge=0, lt=1, description="share of documents held out")
     num_workers: int = Field(0, ge=0, description="0 = os.cpu_count()")
     work_dir: str | None = Field(None, description="scratch for .corpus and instance files; default output_dir")
     num_hosts: int | None = Field(
-        None, ge=1, description="machines sharing this run on one file system (host_index: this one's "
-        "number); unset = the MPI world's size, else 1 (bertlib.data.hosts)")
+        None,
+        ge=1,
+        description="machines sharing this run on one file system (host_index: this one's "
+        "number); unset = the MPI world's size, else 1 (bertlib.data.hosts)",
+    )
     host_index: int | None = Field(None, ge=0, description="with num_hosts: which share this run writes")
-    dupe_factor: int = Field(5, ge=1)
-    short_seq_prob: float = Field(0.1, ge=0, le=1)
-    masked_lm_prob: float = Field(0.15, gt=0, lt=1)
-    whole_word_masking: bool = False
+    dupe_factor: int = Field(5, ge=1, description="passes over the corpus, each with other masks and pairs")
+    short_seq_prob: float = Field(0.1, ge=0, le=1, description="probability of a shorter target length")
+    masked_lm_prob: float = Field(0.15, gt=0, lt=1, description="share of tokens masked")
+    whole_word_masking: bool = Field(False, description="mask all WordPieces of a word together")
     pack_sequences: bool = Field(
-        False, description="pack several [CLS] A [SEP] B [SEP] pairs per record (Krell et al. 2021, "
-        "arXiv 2107.02027, shortest-pack-first histogram packing) instead of padding each one")
+        False,
+        description="pack several [CLS] A [SEP] B [SEP] pairs per record (Krell et al. 2021, "
+        "arXiv 2107.02027, shortest-pack-first histogram packing) instead of padding each one",
+    )
     max_pairs_per_row: int = Field(3, ge=1, description="pack_sequences: at most this many pairs per record")
     dynamic_masking: bool = Field(
-        False, description="store unmasked pairs; the input pipeline draws fresh token-level masks every epoch")
-    seed: int = 12345
+        False, description="store unmasked pairs; the input pipeline draws fresh token-level masks every epoch"
+    )
+    seed: int = Field(12345, description="random seed of pairing and masking")
 
     @model_validator(mode="after")
     def _check_packing(self):
@@ -247,7 +292,8 @@ class DataConfig(LaunchSettings):
                     raise ValueError(
                         f"phases.{p.name}: pack_sequences with max_pairs_per_row={k} needs "
                         f"max_predictions_per_seq >= {need} (masked_lm_prob * max_seq_length + "
-                        f"max_pairs_per_row / 2), got {p.max_predictions_per_seq}")
+                        f"max_pairs_per_row / 2), got {p.max_predictions_per_seq}"
+                    )
         return self
 
     def pairs_per_row(self, phase: PhaseSpec) -> int:
@@ -262,8 +308,8 @@ class AdoptConfig(_Strict):
 
     data_dir: str = Field(..., description="folder of the records; manifest.json and vocab.txt are written into it")
     vocab_file: str = Field(..., description="the vocab.txt the records were made with")
-    do_lower_case: bool = True
-    strip_accents: bool | None = None
+    do_lower_case: bool = Field(True, description="casing the records were tokenized with")
+    strip_accents: bool | None = Field(None, description="unset: as do_lower_case (BERT's rule)")
     train_files: str = Field("*", description="glob under data_dir (** recurses) of the training record files")
     validation_files: str | None = Field(None, description="glob of held-out record files (wins over train_files)")
     validation_shards: int = Field(0, ge=0, description="without validation_files: hold out the last N files")
@@ -276,47 +322,52 @@ class AdoptConfig(_Strict):
         return self
 
 
-JOBS: dict[str, type[_Strict]] = {"prepare-data": DataConfig, "pretrain": PretrainConfig, "squad": SquadConfig,
-                                  "adopt-data": AdoptConfig}
+JOBS: dict[str, type[_Strict]] = {
+    "prepare-data": DataConfig,
+    "pretrain": PretrainConfig,
+    "squad": SquadConfig,
+    "adopt-data": AdoptConfig,
+}
 
 
-def parse_overrides(argv: list[str]) -> dict[str, Any]:
+def parse_overrides(argv: list[str], model: type[BaseModel] | None = None) -> dict[str, Any]:
     """``["--total_steps", "10", "--skip_xla", "true"]`` → ``{"total_steps": 10, "skip_xla": True}``.
 
-    Values are parsed as YAML scalars/lists, so SageMaker's string hyperparameters type-check like
-    the YAML file does. ``--key=value`` is accepted too; dashes in keys become underscores.
+    A thin wrapper over the generated command line (:func:`bertlib.cli_schema.parse_values`): values
+    are parsed as YAML, so SageMaker's string hyperparameters type-check like the YAML file does;
+    ``--key=value`` and dashes in keys work too. With ``model``, a key that is not one of its fields is
+    refused; without, any ``--key`` is taken.
     """
-    out: dict[str, Any] = {}
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        if not arg.startswith("--") or arg == "--":
-            raise ConfigError(f"command line: expected --key value, got {arg!r}")
-        key, eq, value = arg[2:].partition("=")
-        if not eq:
-            if i + 1 >= len(argv):
-                raise ConfigError(f"command line: --{key} needs a value")
-            value = argv[i + 1]
-            i += 1
-        i += 1
-        out[key.replace("-", "_")] = _parse_scalar(value)
-    return out
+    from bertlib.cli_schema import parse_values
+
+    return parse_values(list(argv), model)
 
 
-def _parse_scalar(value: str) -> Any:
-    """A command-line value as YAML would read it, plus ``5e-5`` as a float (YAML 1.1 needs ``5.0e-5``)."""
-    if value == "":
-        return None
-    try:
-        parsed = yaml.safe_load(value)
-    except yaml.YAMLError:
-        return value
-    if isinstance(parsed, str) and _EXP_FLOAT.match(value):
-        return float(value)
-    return parsed
+def job_command(job: str, help: str | None = None, params: list | None = None, name: str | None = None, **kwargs):
+    """``bertlib JOB``'s command line (:func:`bertlib.cli_schema.command`): ``--config FILE`` plus one
+    option per key of the job's schema, whose ``--help`` lists them with type, default and description."""
+    from bertlib.cli_schema import command
+
+    cls = JOBS[job]
+    return command(
+        name or f"bertlib {job}",
+        cls,
+        help=help,
+        params=params,
+        config=f"params YAML ({cls.__name__} keys); the options below override its values",
+        **kwargs,
+    )
 
 
-_EXP_FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
+def parse_job_args(job: str, cmd, argv: list[str]):
+    """``argv`` → ``(validated config, Args)`` with ``cmd`` (:func:`job_command`), or ``(None, None)`` when
+    ``--help`` was printed."""
+    from bertlib.cli_schema import parse
+
+    args = parse(cmd, argv)
+    if args is None:
+        return None, None
+    return load_config(job, args.config, args.values), args
 
 
 def _format_error(source: str, err: ValidationError) -> str:
@@ -361,13 +412,16 @@ def build_config(job: str | type[_Strict], values: dict[str, Any], source: str =
 #: papermill-only keys of the notebook params files (``params/*/*.yaml``, :mod:`bertlib.notebook`)
 NOTEBOOK_KEYS = ("experiment", "runs_root", "squad_versions")
 #: how to run a notebook params file instead of giving it to an entry point
-_RUN_NOTEBOOK_PARAMS = {"pretrain": "bertlib launch pretrain --config {path}",
-                        "squad": "bertlib launch squad --config {path}",
-                        "prepare-data": "papermill notebooks/01_data_prep.ipynb OUT.ipynb -f {path}"}
+_RUN_NOTEBOOK_PARAMS = {
+    "pretrain": "bertlib launch pretrain --config {path}",
+    "squad": "bertlib launch squad --config {path}",
+    "prepare-data": "papermill notebooks/01_data_prep.ipynb OUT.ipynb -f {path}",
+}
 
 
-def load_config(job: str | type[_Strict], path: str | os.PathLike | None = None,
-                overrides: dict[str, Any] | list[str] | None = None):
+def load_config(
+    job: str | type[_Strict], path: str | os.PathLike | None = None, overrides: dict[str, Any] | list[str] | None = None
+):
     """Load ``path`` (optional) and apply overrides (a dict or ``--key value`` argv list).
 
     A notebook params file (it sets ``experiment``; its ``auto`` / ``asset:`` / ``${VAR}`` values are
@@ -376,9 +430,11 @@ def load_config(job: str | type[_Strict], path: str | os.PathLike | None = None,
     values = read_yaml(path) if path else {}
     notebook_keys = [k for k in NOTEBOOK_KEYS if k in values]
     if notebook_keys and job in _RUN_NOTEBOOK_PARAMS:
-        raise ConfigError(f"{path}: a notebook params file (it sets {notebook_keys[0]!r}): run it with "
-                          f"`{_RUN_NOTEBOOK_PARAMS[job].format(path=path)}`; `bertlib {job}` takes a plain "
-                          "run config")
+        raise ConfigError(
+            f"{path}: a notebook params file (it sets {notebook_keys[0]!r}): run it with "
+            f"`{_RUN_NOTEBOOK_PARAMS[job].format(path=path)}`; `bertlib {job}` takes a plain "
+            "run config"
+        )
     if isinstance(overrides, list):
         overrides = parse_overrides(overrides)
     values.update(overrides or {})

@@ -14,7 +14,6 @@ A notebook that fails stops the demo; its executed copy (with the error cell) is
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import shutil
@@ -26,8 +25,13 @@ from bertlib.config import read_yaml
 
 REPO = Path(__file__).resolve().parents[1]
 #: (notebook, params file) in execution order
-CHAIN = [("01_data_prep", "data.yaml"), ("02_phase1", "phase1.yaml"), ("03_phase2", "phase2.yaml"),
-         ("04_squad", "squad.yaml"), ("05_report", "report.yaml")]
+CHAIN = [
+    ("01_data_prep", "data.yaml"),
+    ("02_phase1", "phase1.yaml"),
+    ("03_phase2", "phase2.yaml"),
+    ("04_squad", "squad.yaml"),
+    ("05_report", "report.yaml"),
+]
 #: run folders re-made by every demo (the data folder and the SQuAD feature cache are reused)
 FRESH = ("phase1", "phase2", "squadv1", "squadv2", "report", "notebooks")
 
@@ -44,9 +48,15 @@ def to_html(notebook: Path) -> Path:
     return write_text(out, body)
 
 
-def run_chain(workdir: str | os.PathLike = REPO, params_dir: str | os.PathLike = REPO / "params" / "local",
-              experiment: str = "demo", overrides: dict[str, dict] | None = None, html: bool = True,
-              log_output: bool = True, stop: str | None = None) -> dict:
+def run_chain(
+    workdir: str | os.PathLike = REPO,
+    params_dir: str | os.PathLike = REPO / "params" / "local",
+    experiment: str = "demo",
+    overrides: dict[str, dict] | None = None,
+    html: bool = True,
+    log_output: bool = True,
+    stop: str | None = None,
+) -> dict:
     """Execute the notebook chain; returns ``{"notebooks": {name: path}, "html": {...}, "seconds": {...},
     "report_dir": path}``. Raises papermill's execution error after writing the failed notebook.
 
@@ -65,14 +75,28 @@ def run_chain(workdir: str | os.PathLike = REPO, params_dir: str | os.PathLike =
     (root / "notebooks").mkdir(parents=True, exist_ok=True)
     result: dict = {"notebooks": {}, "html": {}, "seconds": {}, "report_dir": root / "report"}
     for name, params_file in CHAIN:
-        params = {**read_yaml(params_dir / params_file), **(overrides or {}).get(name, {}),
-                  "experiment": experiment}
+        # a notebook whose cell names its params file gets the file's name (its one home); the report's
+        # cell holds its few keys itself, so it gets the file's values
+        cell = (REPO / "notebooks" / f"{name}.py").read_text()
+        given = (
+            {"params_file": str((params_dir / params_file).resolve())}
+            if "\nparams_file = " in cell
+            else read_yaml(params_dir / params_file)
+        )
+        params = {**given, **(overrides or {}).get(name, {}), "experiment": experiment}
         out = root / "notebooks" / f"{name}.ipynb"
         t0 = time.perf_counter()
         print(f"[demo] {name} ({params_dir / params_file}) ...", flush=True)
         try:
-            pm.execute_notebook(REPO / "notebooks" / f"{name}.ipynb", out, parameters=params, cwd=str(workdir),
-                                kernel_name="python3", progress_bar=False, log_output=log_output)
+            pm.execute_notebook(
+                REPO / "notebooks" / f"{name}.ipynb",
+                out,
+                parameters=params,
+                cwd=str(workdir),
+                kernel_name="python3",
+                progress_bar=False,
+                log_output=log_output,
+            )
         finally:
             result["notebooks"][name] = out
             result["seconds"][name] = time.perf_counter() - t0
@@ -86,12 +110,26 @@ def run_chain(workdir: str | os.PathLike = REPO, params_dir: str | os.PathLike =
 
 def main(argv: list[str]) -> int:
     """``python -m bertlib.demo [--workdir DIR] [--params DIR] [--experiment NAME] [--quiet]``."""
-    ap = argparse.ArgumentParser(prog="python -m bertlib.demo", description=__doc__.splitlines()[0])
-    ap.add_argument("--workdir", default=str(REPO), help="where runs/<experiment>/ goes (default: the repo)")
-    ap.add_argument("--params", default=str(REPO / "params" / "local"), help="params folder (one YAML per notebook)")
-    ap.add_argument("--experiment", default="demo")
-    ap.add_argument("--quiet", action="store_true", help="do not stream the notebooks' outputs")
-    args = ap.parse_args(argv)
+    from pydantic import BaseModel, ConfigDict, Field
+
+    from bertlib.cli_schema import command, parse
+    from bertlib.config import build_config
+
+    class DemoArgs(BaseModel):
+        """Every notebook, in order, on the embedded default."""
+
+        model_config = ConfigDict(extra="forbid")
+        workdir: str = Field(str(REPO), description="where runs/<experiment>/ goes (default: the repo)")
+        params: str = Field(str(REPO / "params" / "local"), description="params folder (one YAML per notebook)")
+        experiment: str = Field("demo", description="the experiment's name (runs/<experiment>/)")
+        quiet: bool = Field(
+            False, description="do not stream the notebooks' outputs", json_schema_extra={"cli": {"flag": True}}
+        )
+
+    parsed = parse(command("python -m bertlib.demo", DemoArgs, help=__doc__.splitlines()[0].replace("``", "")), argv)
+    if parsed is None:
+        return 0
+    args = build_config(DemoArgs, parsed.values, "command line")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("papermill").setLevel(logging.WARNING if args.quiet else logging.INFO)
@@ -103,13 +141,14 @@ def main(argv: list[str]) -> int:
 
         if not isinstance(e, PapermillExecutionError):
             raise
-        print(f"error: notebook failed: {e.ename}: {e.evalue} (see runs/{args.experiment}/notebooks/)",
-              file=sys.stderr)
+        print(f"error: notebook failed: {e.ename}: {e.evalue} (see runs/{args.experiment}/notebooks/)", file=sys.stderr)
         return 1
     total = time.perf_counter() - t0
     report_md = result["report_dir"] / "report.md"
-    print(f"\n[demo] all notebooks ran in {total / 60:.1f} min "
-          f"({', '.join(f'{k} {v:.0f} s' for k, v in result['seconds'].items())})")
+    print(
+        f"\n[demo] all notebooks ran in {total / 60:.1f} min "
+        f"({', '.join(f'{k} {v:.0f} s' for k, v in result['seconds'].items())})"
+    )
     print("[demo] executed notebooks:")
     for name, path in result["notebooks"].items():
         print(f"  {path}\n  {result['html'].get(name, '(no html)')}")

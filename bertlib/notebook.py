@@ -1,213 +1,30 @@
-"""The notebooks' side of bertlib: parameter validation and one call per notebook step.
+"""The notebooks' side of bertlib: one call per notebook step, and what the notebooks display.
 
 Each notebook in ``notebooks/`` has a ``parameters`` cell (papermill injects a params YAML after it)
-and then calls :func:`parameters` with its globals. That call
-
-1. collects the parameter variables (every public, non-module, non-function global defined so far),
-2. splits off the few notebook-only keys (``experiment``, ``runs_root``; data prep adds
-   ``squad_smoke``; SQuAD adds ``squad_versions`` and the per-version blocks ``squadv1``/``squadv2``),
-   validated by a strict schema,
-3. fills in ``auto`` values — ``run_dir``/``output_dir`` → ``<runs_root>/<experiment>/<step>``;
-   ``data_dir``/``checkpoint_path``/SQuAD files → what an earlier notebook recorded in the run
-   registry (:mod:`bertlib.registry`) —, ``${VAR}`` / ``${VAR:-default}`` → the environment (account
-   specific values stay out of params files), and ``asset:NAME`` → the cached file of
-   :mod:`bertlib.assets`,
-4. validates the rest against the job's schema (:mod:`bertlib.config`),
-
-and stops the notebook with a one-line :class:`ParamsError` (unknown key, wrong type, missing
-registry entry) before anything expensive runs. The step functions below (estimate, launch, plots,
-report) keep the notebooks to narrative plus one call per step.
+and then calls :func:`parameters` with its globals: :func:`bertlib.params.parameters`, which
+validates them, resolves ``auto`` / ``${VAR}`` / ``asset:`` values and stops the notebook with a
+one-line :class:`ParamsError` before anything expensive runs. The step functions below (data
+preparation, estimate, launch, plots, report) keep the notebooks to narrative plus one call per step.
 """
 
 from __future__ import annotations
 
 import os
-import re
-import types
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
-
-from bertlib.config import build_config
-from bertlib.errors import ConfigError, ParamsError
-from bertlib.registry import AUTO, Registry
+from bertlib.errors import ParamsError  # noqa: F401 - what a parameter cell raises (nb.ParamsError)
+from bertlib.params import (  # noqa: F401 - the notebooks call nb.parameters(...)
+    STEPS,
+    Params,
+    parameters,
+    report_parameters,
+)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # the kernel and the runs it starts: no C++ info logs
 
-#: names IPython puts into a kernel's namespace that are not parameters
-_IPYTHON_NAMES = frozenset({"In", "Out", "get_ipython", "exit", "quit", "open"})
-
-
-class _NotebookKeys(BaseModel):
-    """Keys every notebook understands besides its job's config keys."""
-
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
-
-    experiment: str = "local"   # registry: <runs_root>/<experiment>/registry.json
-    runs_root: str = "runs"
-
-
-class _DataKeys(_NotebookKeys):
-    squad_smoke: bool = True  # also build the synthetic SQuAD smoke sets (bertlib.data.squad_smoke)
-
-
-class _SquadKeys(_NotebookKeys):
-    squad_versions: list[Literal["squadv1", "squadv2"]] = ["squadv1", "squadv2"]
-    squadv1: dict[str, Any] = {}  # SquadConfig keys that differ for v1.1 (files, steps, lr, warmup)
-    squadv2: dict[str, Any] = {}  # ... and for v2.0
-
-
-#: step → (job schema, notebook-only keys schema, {param: registry key} for "auto" values)
-STEPS: dict[str, tuple[str | None, type[_NotebookKeys], dict[str, str]]] = {
-    "data": ("prepare-data", _DataKeys, {}),
-    "phase1": ("pretrain", _NotebookKeys, {"data_dir": "data.datasets.phase1"}),
-    "phase2": ("pretrain", _NotebookKeys, {"data_dir": "data.datasets.phase2",
-                                           "checkpoint_path": "phase1.export_dir"}),
-    "squad": ("squad", _SquadKeys, {"checkpoint_path": "phase2.export_dir",
-                                    "train_file": "data.squad_smoke.{name}.train_file",
-                                    "predict_file": "data.squad_smoke.{name}.predict_file"}),
-}
-#: keys whose "auto" means "a folder of this experiment" rather than a registry lookup
-_OWN_DIRS = {"run_dir", "output_dir"}
-
-
-@dataclass
-class Params:
-    """Validated parameters of one notebook: the job config(s), notebook keys, registry."""
-
-    step: str
-    keys: _NotebookKeys
-    registry: Registry
-    configs: dict[str, Any] = field(default_factory=dict)  # name → validated config (1, or 1 per SQuAD version)
-
-    @property
-    def cfg(self):
-        """The config, for notebooks that run one job."""
-        (only,) = self.configs.values()
-        return only
-
-
-def collect(namespace: dict[str, Any]) -> dict[str, Any]:
-    """The parameter variables of a notebook namespace (``globals()``).
-
-    Everything public that is not a module, function, class or IPython's own names: i.e. the values
-    the ``parameters`` cell and papermill's injected cell assigned.
-    """
-    out = {}
-    for name, value in namespace.items():
-        if name.startswith("_") or name in _IPYTHON_NAMES:
-            continue
-        if isinstance(value, (types.ModuleType, types.FunctionType, types.BuiltinFunctionType, type)):
-            continue
-        out[name] = value
-    return out
-
-
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
-
-def _expand_env(value: Any, key: str, dry_run: bool = False) -> Any:
-    """``"${VAR}/x"`` / ``"${VAR:-default}"`` → the environment's value (account-specific settings
-    such as S3 prefixes stay out of the params files). An unset variable without default is an error,
-    except in a dry run, where the known account settings get :data:`DRY_RUN_PLACEHOLDERS
-    <bertlib.launch.sagemaker.DRY_RUN_PLACEHOLDERS>`."""
-    if isinstance(value, list):
-        return [_expand_env(v, key, dry_run) for v in value]
-    if not isinstance(value, str) or "${" not in value:
-        return value
-
-    def sub(m: re.Match) -> str:
-        got = os.environ.get(m.group(1))
-        if got is None and dry_run:   # a dry run shows the request with a placeholder that says what to set
-            from bertlib.launch.sagemaker import DRY_RUN_PLACEHOLDERS
-
-            got = DRY_RUN_PLACEHOLDERS.get(m.group(1))
-        if got is None and m.group(2) is None:
-            raise ConfigError(f"key {key!r}: environment variable {m.group(1)} is not set (used as {value!r})")
-        return got if got is not None else m.group(2)
-
-    return _ENV_REF.sub(sub, value)
-
-
-def _resolve_assets(value: Any) -> Any:
-    """``"asset:NAME"`` (also inside lists) → path of the verified cached asset."""
-    if isinstance(value, str) and value.startswith("asset:"):
-        from bertlib.assets import ASSETS, asset
-
-        name = value[len("asset:"):]
-        if name not in ASSETS:
-            raise ConfigError(f"{value!r}: unknown asset (known: {', '.join(ASSETS)})")
-        return str(asset(name))
-    if isinstance(value, list):
-        return [_resolve_assets(v) for v in value]
-    return value
-
-
-def _resolve(step: str, name: str, values: dict[str, Any], keys: _NotebookKeys, registry: Registry,
-             lookups: dict[str, str]) -> dict[str, Any]:
-    dry_run = bool(values.get("dry_run"))
-    out = {k: _resolve_assets(_expand_env(v, k, dry_run)) for k, v in values.items()}
-    for k in _OWN_DIRS:
-        if out.get(k) == AUTO:
-            out[k] = str(Path(keys.runs_root) / keys.experiment / name)
-    return registry.resolve(out, {k: v.format(name=name) for k, v in lookups.items()},
-                            allow_dry_run=dry_run)
-
-
-def _chdir_to_project() -> None:
-    """Jupyter starts kernels in the notebook's folder; params use paths relative to the project."""
-    here = Path.cwd()
-    if here.name == "notebooks" and (here.parent / "bertlib").is_dir():
-        os.chdir(here.parent)
-
-
-def _check_launchable(job: str, cfg) -> None:
-    """What the launch would refuse, refused now: SageMaker role/image/region-free settings and
-    input URIs (:func:`bertlib.launch.sagemaker.resolve`, no AWS call), or horovodrun for N > 1."""
-    if cfg.backend == "sagemaker":
-        from bertlib.launch.sagemaker import resolve, stage_data_files
-
-        resolve(job, stage_data_files(cfg, None, dry_run=True) if job == "prepare-data" else cfg)
-    elif job != "prepare-data" and cfg.num_processes > 1:
-        from bertlib.launch.local import horovodrun_path
-
-        horovodrun_path()
-
-
-def parameters(step: str, namespace: dict[str, Any]) -> Params:
-    """Validate a notebook's parameter globals for ``step`` (data/phase1/phase2/squad).
-
-    Raises :class:`ParamsError` (one line: which key, what is wrong) on any problem, including what
-    the launch would refuse later (a SageMaker run without role or image, no horovodrun).
-    """
-    job, keys_cls, lookups = STEPS[step]
-    source = f"{step} parameters"
-    _chdir_to_project()
-    values = collect(namespace)
-    nb_values = {k: values.pop(k) for k in list(values) if k in keys_cls.model_fields}
-    try:
-        keys = build_config(keys_cls, nb_values, source)
-        registry = Registry.for_experiment(keys.experiment, keys.runs_root)
-        if step == "squad":
-            raw = {v: {**values, **getattr(keys, v), "squad_version": v} for v in keys.squad_versions}
-        else:
-            raw = {step: values}
-        for name, vals in raw.items():  # unknown keys / wrong types first ("auto" is a valid string)
-            build_config(job, vals, source if name == step else f"{source} ({name})")
-        configs = {name: build_config(job, _resolve(step, name, vals, keys, registry, lookups),
-                                      source if name == step else f"{source} ({name})")
-                   for name, vals in raw.items()}
-        for cfg in configs.values():
-            _check_launchable(job, cfg)
-    except ConfigError as e:
-        msg = str(e)
-        raise ParamsError(msg if msg.startswith(source) else f"{source}: {msg}") from None
-    return Params(step=step, keys=keys, registry=registry, configs=configs)
-
 
 # ------------------------------------------------------------------------------------------ steps
+
 
 def _display(obj) -> None:
     from IPython.display import display
@@ -226,8 +43,11 @@ def show_config(p: Params) -> None:
     for name, cfg in p.configs.items():
         shown = cfg.model_dump(mode="json", include=cfg.model_fields_set)
         head = f"{name} ({type(cfg).__name__}, experiment {p.keys.experiment!r}, registry {p.registry.path})"
-        extra = f"\nglobal batch: {cfg.global_batch_size} sequences per optimizer step" \
-            if hasattr(cfg, "global_batch_size") else ""
+        extra = (
+            f"\nglobal batch: {cfg.global_batch_size} sequences per optimizer step"
+            if hasattr(cfg, "global_batch_size")
+            else ""
+        )
         print(head + "\n" + yaml.safe_dump(shown, sort_keys=False).rstrip() + extra + "\n")
 
 
@@ -246,16 +66,28 @@ def prepare_data(p: Params) -> dict:
     if p.keys.squad_smoke:
         from bertlib.data.squad_smoke import build_smoke_sets
 
-        files = build_smoke_sets(Path(cfg.output_dir) / "squad_smoke", source=cfg.sources[0],
-                                 max_documents=cfg.max_documents)
-        smoke = {f"squadv{v[0]}": {"train_file": str(files[f"v{v}-train"]), "predict_file": str(files[f"v{v}-dev"])}
-                 for v in ("1.1", "2.0")}
-    p.registry.record("data", output_dir=cfg.output_dir, datasets={n: ph["dir"] for n, ph in summary["phases"].items()},
-                      corpus=summary["corpus"], counts={n: ph["counts"] for n, ph in summary["phases"].items()},
-                      timings=summary["timings"], written_shards=summary["written_shards"],
-                      skipped_shards=summary["skipped_shards"], squad_smoke=smoke)
-    print(f"prepared in {summary['timings']['total_s']:.1f} s: {summary['written_shards']} shards written, "
-          f"{summary['skipped_shards']} reused")
+        files = build_smoke_sets(
+            Path(cfg.output_dir) / "squad_smoke", source=cfg.sources[0], max_documents=cfg.max_documents
+        )
+        smoke = {
+            f"squadv{v[0]}": {"train_file": str(files[f"v{v}-train"]), "predict_file": str(files[f"v{v}-dev"])}
+            for v in ("1.1", "2.0")
+        }
+    p.registry.record(
+        "data",
+        output_dir=cfg.output_dir,
+        datasets={n: ph["dir"] for n, ph in summary["phases"].items()},
+        corpus=summary["corpus"],
+        counts={n: ph["counts"] for n, ph in summary["phases"].items()},
+        timings=summary["timings"],
+        written_shards=summary["written_shards"],
+        skipped_shards=summary["skipped_shards"],
+        squad_smoke=smoke,
+    )
+    print(
+        f"prepared in {summary['timings']['total_s']:.1f} s: {summary['written_shards']} shards written, "
+        f"{summary['skipped_shards']} reused"
+    )
     return summary
 
 
@@ -273,16 +105,28 @@ def prepare_data_on_sagemaker(p: Params) -> dict:
     cfg = p.cfg
     info = sm_launch("prepare-data", cfg, dry_run=cfg.dry_run, wait=not cfg.dry_run, logs=True)
     what = "dry run — nothing was sent to AWS" if cfg.dry_run else f"status {info['status']}"
-    print(f"data: SageMaker job {info['job_name']} on {cfg.instance_count} × {cfg.instance_type} ({what})\n"
-          + "".join(f"  {name}: {uri}\n" for name, uri in info["datasets"].items()) + "CreateTrainingJob request:")
+    print(
+        f"data: SageMaker job {info['job_name']} on {cfg.instance_count} × {cfg.instance_type} ({what})\n"
+        + "".join(f"  {name}: {uri}\n" for name, uri in info["datasets"].items())
+        + "CreateTrainingJob request:"
+    )
     print(json.dumps(info["request"], indent=1, default=str))
-    entry = {"backend": "sagemaker", "job_name": info["job_name"], "status": info["status"],
-             "dry_run": cfg.dry_run, "output_dir": cfg.s3_data_uri, "datasets": info["datasets"], "squad_smoke": {}}
+    entry = {
+        "backend": "sagemaker",
+        "job_name": info["job_name"],
+        "status": info["status"],
+        "dry_run": cfg.dry_run,
+        "output_dir": cfg.s3_data_uri,
+        "datasets": info["datasets"],
+        "squad_smoke": {},
+    }
     if info["status"] == "Completed":
         entry["manifests_dir"] = str(fetch_manifests(info["datasets"], cfg.output_dir))
     elif not cfg.dry_run:
-        raise RuntimeError(f"SageMaker job {info['job_name']} ended {info['status']}; rerun this cell to resume "
-                           "(finished shards in s3_data_uri are kept)")
+        raise RuntimeError(
+            f"SageMaker job {info['job_name']} ended {info['status']}; rerun this cell to resume "
+            "(finished shards in s3_data_uri are kept)"
+        )
     p.registry.record("data", **entry)
     return info
 
@@ -342,21 +186,44 @@ def show_estimate(p: Params) -> None:
     rows = {}
     for name, cfg in p.configs.items():
         e = estimate(cfg, real_fraction=real_token_fraction(getattr(cfg, "data_dir", None)))
-        rows[name] = {"model": f"BERT-{e['model_size']}", "sequences": f"{e['sequences']:,}",
-                      "training FLOPs": f"{e['flops']:.3g}", "FLOPs / sequence": f"{e['flops_per_sequence']:.3g}",
-                      "hardware": f"{e['instance_count']} × {e['instance_type']} ({e['devices']} devices)",
-                      "peak TFLOP/s per device": e["peak_tflops"], "assumed utilization": f"{e['utilization']:.0%}",
-                      "estimated wall time": e["wall_time"],
-                      "on-demand cost": "—" if e["usd"] is None else f"${e['usd']:,.0f}"}
+        rows[name] = {
+            "model": f"BERT-{e['model_size']}",
+            "sequences": f"{e['sequences']:,}",
+            "training FLOPs": f"{e['flops']:.3g}",
+            "FLOPs / sequence": f"{e['flops_per_sequence']:.3g}",
+            "hardware": f"{e['instance_count']} × {e['instance_type']} ({e['devices']} devices)",
+            "peak TFLOP/s per device": e["peak_tflops"],
+            "assumed utilization": f"{e['utilization']:.0%}",
+            "estimated wall time": e["wall_time"],
+            "on-demand cost": "—" if e["usd"] is None else f"${e['usd']:,.0f}",
+        }
         if "real_tokens" in e:
-            rows[name].update({"real tokens": f"{e['real_tokens']:.3g} ({e['real_fraction']:.1%} of rows)",
-                               "FLOPs / real token": f"{e['flops_per_real_token']:.3g}"})
+            rows[name].update(
+                {
+                    "real tokens": f"{e['real_tokens']:.3g} ({e['real_fraction']:.1%} of rows)",
+                    "FLOPs / real token": f"{e['flops_per_real_token']:.3g}",
+                }
+            )
     _display(pd.DataFrame(rows))
 
 
 #: what the registry keeps of a run's ``summary.json`` (timings for the report, F1 for the table)
-_SUMMARY_KEYS = ("wall_time_s", "train_time_s", "steps", "steps_run", "seq_per_sec", "global_batch_size",
-                 "export_dir", "final", "f1", "exact_match", "exact", "dataset_note", "squad_version", "predict_file")
+_SUMMARY_KEYS = (
+    "wall_time_s",
+    "train_time_s",
+    "steps",
+    "steps_run",
+    "seq_per_sec",
+    "global_batch_size",
+    "export_dir",
+    "final",
+    "f1",
+    "exact_match",
+    "exact",
+    "dataset_note",
+    "squad_version",
+    "predict_file",
+)
 
 
 def _summary_values(run_dir: str | os.PathLike) -> dict:
@@ -378,13 +245,19 @@ def _record_local(p: Params, name: str, cfg, run_dir: Path) -> dict:
 def _record_sagemaker(p: Params, name: str, cfg, info: dict) -> dict:
     """Record a SageMaker job; a completed one also gets its summary (times, EM/F1) from the job's
     ``output.tar.gz``. A dry run never replaces the entry of a real run: it goes to ``<name>-dry-run``."""
-    entry = {"backend": "sagemaker", "dry_run": cfg.dry_run, "job_name": info["job_name"], "status": info["status"],
-             "run_dir": info["output_data"], "checkpoint_s3_uri": info["checkpoint_s3_uri"]}
+    entry = {
+        "backend": "sagemaker",
+        "dry_run": cfg.dry_run,
+        "job_name": info["job_name"],
+        "status": info["status"],
+        "run_dir": info["output_data"],
+        "checkpoint_s3_uri": info["checkpoint_s3_uri"],
+    }
     if info["status"] == "Completed":
         from bertlib.launch.results import fetch_run
 
         entry.update(_summary_values(fetch_run(info["output_data"])))
-    entry["export_dir"] = info["model_artifacts"]     # the S3 model.tar.gz, not the container's path
+    entry["export_dir"] = info["model_artifacts"]  # the S3 model.tar.gz, not the container's path
     existing = p.registry.get(name)
     if cfg.dry_run and existing is not None and not existing.get("dry_run"):
         name = f"{name}-dry-run"
@@ -415,11 +288,15 @@ def launch(p: Params) -> dict[str, dict]:
             info = sm_launch(_job(p), cfg, dry_run=cfg.dry_run, wait=not cfg.dry_run, logs=True)
             what = "dry run — nothing was sent to AWS" if cfg.dry_run else f"status {info['status']}"
             if info["placeholders"]:
-                print(f"dry run: {', '.join(info['placeholders'])} not set — the request below shows "
-                      "placeholders there (a real launch refuses to start without them)")
-            print(f"{name}: SageMaker training job {info['job_name']} ({what})\n"
-                  f"  export (model.tar.gz): {info['model_artifacts']}\n  outputs: {info['output_data']}\n"
-                  "CreateTrainingJob request:")
+                print(
+                    f"dry run: {', '.join(info['placeholders'])} not set — the request below shows "
+                    "placeholders there (a real launch refuses to start without them)"
+                )
+            print(
+                f"{name}: SageMaker training job {info['job_name']} ({what})\n"
+                f"  export (model.tar.gz): {info['model_artifacts']}\n  outputs: {info['output_data']}\n"
+                "CreateTrainingJob request:"
+            )
             print(json.dumps(info["request"], indent=1, default=str))
             entries[name] = _record_sagemaker(p, name, cfg, info)
     return entries
@@ -458,26 +335,20 @@ def squad_scores(p: Params):
     rows = {}
     for name, entry in _entries(p).items():
         em = entry.get("exact_match", entry.get("exact"))
-        rows[name] = {"EM": em, "F1": entry.get("f1"),
-                      "dataset": "synthetic smoke set (not SQuAD)" if entry.get("dataset_note")
-                      else entry.get("predict_file")}
+        rows[name] = {
+            "EM": em,
+            "F1": entry.get("f1"),
+            "dataset": "synthetic smoke set (not SQuAD)" if entry.get("dataset_note") else entry.get("predict_file"),
+        }
         if em is not None:
-            print(f"{name}: EM {em:.2f}  F1 {entry['f1']:.2f}" + ("  (synthetic smoke set, not SQuAD)"
-                                                                  if entry.get("dataset_note") else ""))
+            print(
+                f"{name}: EM {em:.2f}  F1 {entry['f1']:.2f}"
+                + ("  (synthetic smoke set, not SQuAD)" if entry.get("dataset_note") else "")
+            )
     return pd.DataFrame(rows).T
 
 
 # ----------------------------------------------------------------------------------------- report
-
-def report_parameters(namespace: dict[str, Any]):
-    """Validate notebooks/05_report's parameters (:class:`bertlib.report.ReportConfig`)."""
-    from bertlib.report import ReportConfig
-
-    _chdir_to_project()
-    try:
-        return build_config(ReportConfig, collect(namespace), "report parameters")
-    except ConfigError as e:
-        raise ParamsError(str(e)) from None
 
 
 def write_report(cfg) -> dict:

@@ -32,8 +32,15 @@ class NotebookProgress:
     ``close()``, and use as a context manager. ``total`` may be None (a count without percentage).
     """
 
-    def __init__(self, total: int | None, desc: str, initial: int = 0, unit: str = "step",
-                 min_interval: float = 0.5, unit_scale: bool = False):
+    def __init__(
+        self,
+        total: int | None,
+        desc: str,
+        initial: int = 0,
+        unit: str = "step",
+        min_interval: float = 0.5,
+        unit_scale: bool = False,
+    ):
         from IPython.display import display
 
         self.total, self.desc, self.unit, self.n = total, desc, unit, initial
@@ -44,8 +51,16 @@ class NotebookProgress:
     def _text(self) -> str:
         from tqdm import tqdm
 
-        return tqdm.format_meter(self.n, self.total, time.monotonic() - self.t0, prefix=self.desc, unit=self.unit,
-                                 initial=self.initial, ncols=100, unit_scale=self.unit_scale)
+        return tqdm.format_meter(
+            self.n,
+            self.total,
+            time.monotonic() - self.t0,
+            prefix=self.desc,
+            unit=self.unit,
+            initial=self.initial,
+            ncols=100,
+            unit_scale=self.unit_scale,
+        )
 
     def _show(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -70,8 +85,9 @@ class NotebookProgress:
         self.close()
 
 
-def progress_bar(total: int | None, desc: str, initial: int = 0, unit: str = "step", enabled: bool = True,
-                 unit_scale: bool = False):
+def progress_bar(
+    total: int | None, desc: str, initial: int = 0, unit: str = "step", enabled: bool = True, unit_scale: bool = False
+):
     """A :class:`NotebookProgress` in a notebook kernel, a tqdm bar on a terminal (stderr), else None.
     ``unit_scale``: counts shown with k/M/G prefixes (bytes)."""
     if not enabled:
@@ -81,15 +97,24 @@ def progress_bar(total: int | None, desc: str, initial: int = 0, unit: str = "st
     if hasattr(sys.stderr, "isatty") and sys.stderr.isatty():
         from tqdm import tqdm
 
-        return tqdm(total=total, initial=initial, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True,
-                    unit_scale=unit_scale)
+        return tqdm(
+            total=total,
+            initial=initial,
+            desc=desc,
+            unit=unit,
+            file=sys.stderr,
+            dynamic_ncols=True,
+            unit_scale=unit_scale,
+        )
     return None
 
 
-def quiet_or_bar(progress: bool, desc: str, unit: str, total: int | None = None, initial: int = 0,
-                 unit_scale: bool = False):
+def quiet_or_bar(
+    progress: bool, desc: str, unit: str, total: int | None = None, initial: int = 0, unit_scale: bool = False
+):
     """:func:`progress_bar` as a context manager that always exists: tqdm's no-op bar where none is shown."""
     from tqdm import tqdm
 
-    return (progress_bar(total, desc, initial=initial, unit=unit, enabled=progress, unit_scale=unit_scale)
-            or tqdm(disable=True))
+    return progress_bar(total, desc, initial=initial, unit=unit, enabled=progress, unit_scale=unit_scale) or tqdm(
+        disable=True
+    )

@@ -30,9 +30,13 @@ FORMAT = "bertlib-registry/1"
 AUTO = "auto"
 
 #: which notebook writes each step (for "run this first" hints)
-PRODUCERS = {"data": "notebooks/01_data_prep", "phase1": "notebooks/02_phase1",
-             "phase2": "notebooks/03_phase2", "squadv1": "notebooks/04_squad",
-             "squadv2": "notebooks/04_squad"}
+PRODUCERS = {
+    "data": "notebooks/01_data_prep",
+    "phase1": "notebooks/02_phase1",
+    "phase2": "notebooks/03_phase2",
+    "squadv1": "notebooks/04_squad",
+    "squadv2": "notebooks/04_squad",
+}
 
 
 def registry_path(experiment: str, root: str | os.PathLike = "runs") -> Path:
@@ -107,8 +111,7 @@ class Registry:
             node = node[part]
         return node
 
-    def resolve(self, values: dict[str, Any], sources: dict[str, str], allow_dry_run: bool = False
-                ) -> dict[str, Any]:
+    def resolve(self, values: dict[str, Any], sources: dict[str, str], allow_dry_run: bool = False) -> dict[str, Any]:
         """Copy of ``values`` where each key of ``sources`` whose value is ``"auto"`` is looked up.
 
         ``sources`` maps a parameter name to a dotted registry key, e.g.
@@ -121,6 +124,7 @@ class Registry:
                 step = dotted.partition(".")[0]
                 out[key] = self.lookup(dotted)
                 if (self.get(step) or {}).get("dry_run") and not allow_dry_run:
-                    raise ConfigError(f"{self.path}: the {step!r} entry is from a dry run; "
-                                      f"{key}: auto needs a real {step} run")
+                    raise ConfigError(
+                        f"{self.path}: the {step!r} entry is from a dry run; {key}: auto needs a real {step} run"
+                    )
         return out

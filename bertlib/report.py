@@ -9,7 +9,7 @@ Inputs are run directories as every training job writes them (``metrics.jsonl``,
   loss scale, throughput, gradient norm;
 - one figure with both pretraining phases' losses and MLM accuracies (training and held-out) on a
   shared global-step axis;
-- the table in the seed's format, the reference row (DESIGN.md) beside this run's row, plus EM and the
+- the table in the seed's format, the reference row (the published result) beside this run's row, plus EM and the
   held-out MLM accuracy at the end of pretraining (how a pretraining run is judged; MLPerf's BERT target
   is 0.720)::
 
@@ -32,22 +32,39 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
-
-from bertlib.config import build_config, read_yaml, parse_overrides
 from bertlib.errors import ConfigError
 from bertlib.files import write_bytes
+from bertlib.params import ReportConfig, load_configs
 
-#: The published result this kit reproduces (BERT-base, TF 2.1, 8 × p3dn.24xlarge; DESIGN.md).
+#: The published result this kit reproduces (BERT-base, TF 2.1, 8 × p3dn.24xlarge; the README's table).
 #: (It publishes no EM and no held-out MLM accuracy.)
-REFERENCE = {"model": "BERT-base (reference)", "phase1_s": 5 * 3600 + 33 * 60, "phase2_s": 2 * 3600 + 53 * 60,
-             "squadv1_f1": 87.68, "squadv2_f1": 76.14, "squadv1_em": None, "squadv2_em": None, "mlm_acc": None}
-COLUMNS = ["Model", "Phase1", "Phase2", "Total Training Time", "SQuAD v1.1 F1", "SQuAD v2.0 F1",
-           "SQuAD v1.1 EM", "SQuAD v2.0 EM", "Held-out MLM acc"]
+REFERENCE = {
+    "model": "BERT-base (reference)",
+    "phase1_s": 5 * 3600 + 33 * 60,
+    "phase2_s": 2 * 3600 + 53 * 60,
+    "squadv1_f1": 87.68,
+    "squadv2_f1": 76.14,
+    "squadv1_em": None,
+    "squadv2_em": None,
+    "mlm_acc": None,
+}
+COLUMNS = [
+    "Model",
+    "Phase1",
+    "Phase2",
+    "Total Training Time",
+    "SQuAD v1.1 F1",
+    "SQuAD v2.0 F1",
+    "SQuAD v1.1 EM",
+    "SQuAD v2.0 EM",
+    "Held-out MLM acc",
+]
 MISSING = "—"
 SYNTHETIC_MARK = " †"
-SYNTHETIC_NOTE = ("† measured on the synthetic smoke set of bertlib.data.squad_smoke (cloze questions on the "
-                  "Wikipedia slice), not on SQuAD: not comparable with the reference.")
+SYNTHETIC_NOTE = (
+    "† measured on the synthetic smoke set of bertlib.data.squad_smoke (cloze questions on the "
+    "Wikipedia slice), not on SQuAD: not comparable with the reference."
+)
 STEPS = ("phase1", "phase2", "squadv1", "squadv2")
 
 
@@ -81,6 +98,7 @@ def format_accuracy(value: float | None) -> str:
 
 # ---------------------------------------------------------------------------------------- loading
 
+
 @dataclass
 class Run:
     """One training run directory: its metrics (one row per logged step), summary and config."""
@@ -96,8 +114,9 @@ class Run:
 
     @property
     def label(self) -> str:
-        return str(self.summary.get("phase") or self.config.get("phase") or self.config.get("squad_version")
-                   or self.path.name)
+        return str(
+            self.summary.get("phase") or self.config.get("phase") or self.config.get("squad_version") or self.path.name
+        )
 
 
 def read_metrics(path: str | os.PathLike):
@@ -213,12 +232,26 @@ def plot_pretraining(phase1: Run | str | os.PathLike, phase2: Run | str | os.Pat
         if "step" not in df:
             continue
         name = run.label
-        for ax, key, style in ((ax_loss, "loss", "-"), (ax_loss, "mlm_loss", "--"), (ax_loss, "nsp_loss", ":"),
-                               (ax_loss, "val_loss", "o-"), (ax_acc, "mlm_acc", "-"), (ax_acc, "val_mlm_acc", "o-")):
+        for ax, key, style in (
+            (ax_loss, "loss", "-"),
+            (ax_loss, "mlm_loss", "--"),
+            (ax_loss, "nsp_loss", ":"),
+            (ax_loss, "val_loss", "o-"),
+            (ax_acc, "mlm_acc", "-"),
+            (ax_acc, "val_mlm_acc", "o-"),
+        ):
             if key in df:
                 steps, values = _series(df, key)
-                ax.plot(steps + offset, values, style, color=colour, label=f"{name} {key}", linewidth=1.2,
-                        markersize=3, alpha=0.6 if key.startswith("val_") else 1.0)
+                ax.plot(
+                    steps + offset,
+                    values,
+                    style,
+                    color=colour,
+                    label=f"{name} {key}",
+                    linewidth=1.2,
+                    markersize=3,
+                    alpha=0.6 if key.startswith("val_") else 1.0,
+                )
         if offset:
             for ax in (ax_loss, ax_acc):
                 ax.axvline(offset, color="grey", linewidth=0.8)
@@ -260,6 +293,7 @@ def show_file(path: str | os.PathLike) -> None:
 
 # ---------------------------------------------------------------------------------------- table
 
+
 def _model_name(runs: dict[str, Run]) -> str:
     for step in STEPS:
         if step in runs and runs[step].config.get("model_size"):
@@ -290,11 +324,17 @@ def run_row(runs: dict[str, Run], model: str | None = None) -> dict:
     p2 = runs["phase2"].wall_time_s if "phase2" in runs else None
     last_phase = runs.get("phase2") or runs.get("phase1")
     mlm_acc = (last_phase.summary.get("final") or {}).get("val_mlm_acc") if last_phase is not None else None
-    return {"model": model or _model_name(runs), "phase1_s": p1, "phase2_s": p2, "mlm_acc": mlm_acc,
-            "squadv1_f1": _score(runs.get("squadv1"), "f1"), "squadv2_f1": _score(runs.get("squadv2"), "f1"),
-            "squadv1_em": _score(runs.get("squadv1"), "exact_match", "exact"),
-            "squadv2_em": _score(runs.get("squadv2"), "exact", "exact_match"),
-            "synthetic": {v for v in ("squadv1", "squadv2") if v in runs and runs[v].summary.get("dataset_note")}}
+    return {
+        "model": model or _model_name(runs),
+        "phase1_s": p1,
+        "phase2_s": p2,
+        "mlm_acc": mlm_acc,
+        "squadv1_f1": _score(runs.get("squadv1"), "f1"),
+        "squadv2_f1": _score(runs.get("squadv2"), "f1"),
+        "squadv1_em": _score(runs.get("squadv1"), "exact_match", "exact"),
+        "squadv2_em": _score(runs.get("squadv2"), "exact", "exact_match"),
+        "synthetic": {v for v in ("squadv1", "squadv2") if v in runs and runs[v].summary.get("dataset_note")},
+    }
 
 
 def table_rows(rows: list[dict]) -> list[list[str]]:
@@ -314,9 +354,19 @@ def table_rows(rows: list[dict]) -> list[list[str]]:
             text = format_score(r.get(f"{version}_{kind}"))
             return text + SYNTHETIC_MARK if version in synthetic and text != MISSING else text
 
-        out.append([r["model"], format_duration(p1), format_duration(p2), format_duration(total),
-                    score("squadv1", "f1"), score("squadv2", "f1"), score("squadv1", "em"), score("squadv2", "em"),
-                    format_accuracy(r.get("mlm_acc"))])
+        out.append(
+            [
+                r["model"],
+                format_duration(p1),
+                format_duration(p2),
+                format_duration(total),
+                score("squadv1", "f1"),
+                score("squadv2", "f1"),
+                score("squadv1", "em"),
+                score("squadv2", "em"),
+                format_accuracy(r.get("mlm_acc")),
+            ]
+        )
     return out
 
 
@@ -361,20 +411,6 @@ def plot_table(df, note: str | None = None):
 
 
 # ---------------------------------------------------------------------------------------- report
-
-class ReportConfig(BaseModel):
-    """What ``bertlib report`` (and notebooks/05_report) reads and where it writes."""
-
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
-
-    experiment: str | None = None  # take runs from runs/<experiment>/registry.json
-    runs_root: str = "runs"
-    phase1: str | None = None  # explicit run dirs / s3:// prefixes win over the registry
-    phase2: str | None = None
-    squadv1: str | None = None
-    squadv2: str | None = None
-    output_dir: str | None = None  # default: <runs_root>/<experiment>/report
-    model_name: str | None = None  # this run's row label; default from the run's model_size
 
 
 def collect_runs(cfg: ReportConfig) -> dict[str, Run]:
@@ -426,24 +462,30 @@ def report_dir(cfg: ReportConfig) -> Path:
     return Path(cfg.output_dir) if cfg.output_dir else Path(cfg.runs_root) / (cfg.experiment or "report") / "report"
 
 
-def report_config(argv: list[str]) -> ReportConfig:
-    """``[--config FILE] [--key value ...]`` → validated :class:`ReportConfig`."""
-    values: dict[str, Any] = {}
-    source = "command line"
-    if "--config" in argv:
-        i = argv.index("--config")
-        if i + 1 >= len(argv):
-            raise ConfigError("command line: --config needs a file")
-        values.update(read_yaml(argv[i + 1]))
-        source = argv[i + 1]
-        argv = argv[:i] + argv[i + 2:]
-    values.update(parse_overrides(argv))
-    return build_config(ReportConfig, values, source)
+def report_config(argv: list[str]) -> ReportConfig | None:
+    """``[--config FILE] [--key value ...]`` → validated :class:`ReportConfig`
+    (:func:`bertlib.params.load_configs`); None when ``--help`` was printed (every ReportConfig key)."""
+    from bertlib.cli_schema import command, parse
+
+    cli = command(
+        "bertlib report",
+        ReportConfig,
+        help=__doc__.splitlines()[0] + " Runs come from --experiment's "
+        "registry and/or --phase1/--phase2/--squadv1/--squadv2 (values are YAML).",
+        config="params YAML (ReportConfig keys); the options below override its values",
+    )
+    args = parse(cli, argv)
+    if args is None:
+        return None
+    (cfg,) = load_configs("report", args.config, args.values).values()
+    return cfg
 
 
 def main(argv: list[str]) -> int:
     """``bertlib report [--config FILE] [--experiment NAME] [--phase1 DIR|s3://...] ... [--output_dir D]``."""
     cfg = report_config(list(argv))
+    if cfg is None:
+        return 0
     runs = collect_runs(cfg)
     result = write_report(runs, report_dir(cfg), cfg.model_name)
     note = table_note(result["table"])

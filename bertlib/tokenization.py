@@ -35,8 +35,11 @@ def _bert_pipeline(tok, lowercase: bool, strip_accents: bool | None):
     from tokenizers import decoders, normalizers, pre_tokenizers
 
     tok.normalizer = normalizers.BertNormalizer(
-        clean_text=True, handle_chinese_chars=True,
-        strip_accents=_effective_strip_accents(lowercase, strip_accents), lowercase=bool(lowercase))
+        clean_text=True,
+        handle_chinese_chars=True,
+        strip_accents=_effective_strip_accents(lowercase, strip_accents),
+        lowercase=bool(lowercase),
+    )
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.decoder = decoders.WordPiece(prefix="##")
     return tok
@@ -56,8 +59,12 @@ def load_wordpiece(vocab_file: str | os.PathLike, lowercase: bool, strip_accents
     vocab = read_vocab(path)
     if "[UNK]" not in vocab:
         raise ConfigError(f"{path}: not a WordPiece vocab (no [UNK] entry)")
-    model = models.WordPiece(vocab={t: i for i, t in enumerate(vocab)}, unk_token="[UNK]",
-                             max_input_chars_per_word=MAX_INPUT_CHARS_PER_WORD, continuing_subword_prefix="##")
+    model = models.WordPiece(
+        vocab={t: i for i, t in enumerate(vocab)},
+        unk_token="[UNK]",
+        max_input_chars_per_word=MAX_INPUT_CHARS_PER_WORD,
+        continuing_subword_prefix="##",
+    )
     return _bert_pipeline(Tokenizer(model), lowercase, strip_accents)
 
 
@@ -67,8 +74,9 @@ def read_vocab(vocab_file: str | os.PathLike) -> list[str]:
         return [line.rstrip("\n").strip() for line in f]
 
 
-def train_wordpiece(texts_iter: Iterable[str], vocab_size: int, lowercase: bool,
-                    strip_accents: bool | None, out_path: str | os.PathLike) -> Path:
+def train_wordpiece(
+    texts_iter: Iterable[str], vocab_size: int, lowercase: bool, strip_accents: bool | None, out_path: str | os.PathLike
+) -> Path:
     """Train a WordPiece vocab of up to ``vocab_size`` entries on ``texts_iter``; write ``out_path``.
 
     The special tokens ``[PAD] [UNK] [CLS] [SEP] [MASK]`` take ids 0-4. The file is written to a
@@ -76,12 +84,18 @@ def train_wordpiece(texts_iter: Iterable[str], vocab_size: int, lowercase: bool,
     """
     from tokenizers import Tokenizer, models, trainers
 
-    tok = _bert_pipeline(Tokenizer(models.WordPiece(unk_token="[UNK]",
-                                                    max_input_chars_per_word=MAX_INPUT_CHARS_PER_WORD,
-                                                    continuing_subword_prefix="##")),
-                         lowercase, strip_accents)
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS),
-                                        continuing_subword_prefix="##", show_progress=False)
+    tok = _bert_pipeline(
+        Tokenizer(
+            models.WordPiece(
+                unk_token="[UNK]", max_input_chars_per_word=MAX_INPUT_CHARS_PER_WORD, continuing_subword_prefix="##"
+            )
+        ),
+        lowercase,
+        strip_accents,
+    )
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS), continuing_subword_prefix="##", show_progress=False
+    )
     tok.train_from_iterator(texts_iter, trainer=trainer)
     vocab = tok.get_vocab()
     tokens = sorted(vocab, key=vocab.__getitem__)
@@ -99,8 +113,12 @@ def vocab_info(vocab_file: str | os.PathLike, lowercase: bool, strip_accents: bo
     path = Path(vocab_file)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: vocab file not found")
-    return {"sha256": sha256_file(path), "size": len(read_vocab(path)), "lowercase": bool(lowercase),
-            "strip_accents": _effective_strip_accents(lowercase, strip_accents)}
+    return {
+        "sha256": sha256_file(path),
+        "size": len(read_vocab(path)),
+        "lowercase": bool(lowercase),
+        "strip_accents": _effective_strip_accents(lowercase, strip_accents),
+    }
 
 
 def check_vocab_compatible(expected: dict, actual: dict, what_expected: str, what_actual: str) -> None:
@@ -109,19 +127,22 @@ def check_vocab_compatible(expected: dict, actual: dict, what_expected: str, wha
     "phase1/manifest.json: data")`` → ``phase1/manifest.json: data was tokenized with lowercase=False
     but the model vocab expects lowercase=True``.
     """
+
     def known(key):
         return expected.get(key) is not None and actual.get(key) is not None
 
     problems = []
-    if (known("sha256") and expected["sha256"] != actual["sha256"]) or \
-            (known("size") and expected["size"] != actual["size"]):
-        problems.append(f"uses vocab sha256 {str(actual.get('sha256'))[:12]}… ({actual.get('size')} entries) "
-                        f"but {what_expected} has sha256 {str(expected.get('sha256'))[:12]}… "
-                        f"({expected.get('size')} entries)")
+    if (known("sha256") and expected["sha256"] != actual["sha256"]) or (
+        known("size") and expected["size"] != actual["size"]
+    ):
+        problems.append(
+            f"uses vocab sha256 {str(actual.get('sha256'))[:12]}… ({actual.get('size')} entries) "
+            f"but {what_expected} has sha256 {str(expected.get('sha256'))[:12]}… "
+            f"({expected.get('size')} entries)"
+        )
     for key in ("lowercase", "strip_accents"):
         if known(key) and bool(expected[key]) != bool(actual[key]):
-            problems.append(f"was tokenized with {key}={actual[key]} but {what_expected} "
-                            f"expects {key}={expected[key]}")
+            problems.append(f"was tokenized with {key}={actual[key]} but {what_expected} expects {key}={expected[key]}")
     if problems:
         raise ConfigError(f"{what_actual} " + "; and ".join(problems))
 
@@ -135,8 +156,12 @@ def check_vocab_casing(vocab_file: str | os.PathLike, lowercase: bool) -> None:
     upper = sum(any(c.isupper() for c in t) for t in entries)
     cased = upper > 0.01 * max(len(entries), 1)
     if cased and lowercase:
-        raise ConfigError(f"{vocab_file}: vocab is cased ({upper} entries with capitals) but "
-                          f"do_lower_case is true; use an uncased vocab or set do_lower_case: false")
+        raise ConfigError(
+            f"{vocab_file}: vocab is cased ({upper} entries with capitals) but "
+            f"do_lower_case is true; use an uncased vocab or set do_lower_case: false"
+        )
     if not cased and not lowercase:
-        raise ConfigError(f"{vocab_file}: vocab is uncased (no capitalized entries) but do_lower_case "
-                          f"is false; set do_lower_case: true or use a cased vocab")
+        raise ConfigError(
+            f"{vocab_file}: vocab is uncased (no capitalized entries) but do_lower_case "
+            f"is false; set do_lower_case: true or use a cased vocab"
+        )

@@ -50,31 +50,21 @@
 # minute on 2 cores. Re-running with the same settings reuses the prepared datasets.
 
 # %% tags=["parameters"]
-experiment = "local"                    # run registry: runs/<experiment>/registry.json
-sources = ["asset:wiki_slice"]          # dump/text paths, http(s)/s3 URLs, or asset:NAME
-source_format = "wikipedia"             # auto | wikipedia | text
-vocab_file = "asset:bert_uncased_vocab" # null: train a WordPiece vocabulary of vocab_size
-do_lower_case = True
-max_documents = None                    # read only the first N articles (None: all)
-output_dir = "auto"                     # auto: runs/<experiment>/data
-phases = [
-    {"name": "phase1", "max_seq_length": 128, "max_predictions_per_seq": 20},
-    {"name": "phase2", "max_seq_length": 512, "max_predictions_per_seq": 80},
-]
-num_shards = 4
-validation_shards = 1
-validation_fraction = 0.02
-num_workers = 2
-dupe_factor = 5
-seed = 12345
-pack_sequences = True                   # up to max_pairs_per_row pairs per row instead of one padded pair
-max_pairs_per_row = 3
-dynamic_masking = False                 # True: unmasked records, masks drawn per epoch by the input pipeline
-squad_smoke = True                      # also build the synthetic SQuAD smoke sets for 04_squad
+params_file = "params/local/data.yaml"  # every setting of the run (the local demo: the Wikipedia slice)
+# What a user changes most; None keeps params_file's value. Papermill: -p params_file FILE, -p KEY VALUE.
+experiment = None  # run registry: runs/<experiment>/registry.json
+backend = None  # local | sagemaker (a prepare-data job on instance_count CPU instances)
+dry_run = None  # sagemaker: build and show the request only
+sources = None  # dump/text paths, http(s)/s3 URLs, or asset:NAME
+phases = None  # [{"name": ..., "max_seq_length": ..., "max_predictions_per_seq": ...}, ...]
+num_shards = None  # training shards per phase (>= the training runs' processes)
+pack_sequences = None  # up to max_pairs_per_row pairs per row instead of one padded pair
+instance_type = None  # sagemaker
+instance_count = None  # sagemaker
 
 # %% [markdown]
-# Validate the parameters against `bertlib.config.DataConfig` and resolve `asset:` names to the
-# cached, checksummed files. An unknown key or a wrong type stops the notebook here.
+# Lay the values set above over `params_file`, validate them against `bertlib.config.DataConfig` and
+# resolve `asset:` names to the cached, checksummed files. An unknown key or a wrong type stops the notebook here.
 
 # %%
 from bertlib import notebook as nb

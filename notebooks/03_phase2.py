@@ -35,50 +35,21 @@
 # table shows this phase's final held-out MLM accuracy.
 
 # %% tags=["parameters"]
-experiment = "local"            # run registry: runs/<experiment>/registry.json
-backend = "local"               # local | sagemaker
-dry_run = False                 # sagemaker: build and show the request only
-num_processes = 2               # local: Horovod processes (horovodrun -np)
-threads_per_process = 1         # local: TF threads per process (0: TF default)
-instance_type = "ml.p3dn.24xlarge"
-instance_count = 1
-checkpoint_s3_uri = None         # sagemaker: where /opt/ml/checkpoints syncs (resume after restarts)
-output_s3_uri = None             # sagemaker: job outputs (model.tar.gz, output.tar.gz)
-use_spot = False                 # sagemaker: managed spot training (a restarted job resumes from its checkpoints)
-max_run_seconds = 432000         # sagemaker: stop the job after this many seconds (5 days)
-phase = "phase2"
-model_size = "tiny"             # must match phase 1
-data_dir = "auto"               # auto: the phase2 dataset recorded by 01_data_prep
-run_dir = "auto"                # auto: runs/<experiment>/phase2
-load_from = "checkpoint"
-checkpoint_path = "auto"        # auto: phase 1's export, from the registry
-load_optimizer_state = False
-per_gpu_batch_size = 8
-gradient_accumulation_steps = 1
-global_batch_size_check = 16    # per_gpu_batch_size × processes × accumulation must equal this
-max_seq_length = 512
-max_predictions_per_seq = 80
-optimizer = "lamb"
-learning_rate = 0.004
-end_learning_rate = 0.0003
-learning_rate_decay_power = 0.5
-warmup_steps = 4
-total_steps = 40
-hidden_dropout_prob = 0.1
-attention_probs_dropout_prob = 0.1
-precision = "fp32"              # fp32 | mixed_float16 | mixed_bfloat16
-skip_xla = True
-log_frequency = 5
-checkpoint_frequency = 100
-validation_frequency = 20       # held-out MLM/NSP evaluation every N steps and at the end (0: never)
-validation_steps = None         # at most N batches per process per evaluation (None: every held-out record)
-validation_dir = None           # held-out shards (a prepared dataset folder); None: data_dir's validation split
-seed = 42
-deterministic_ops = True        # bit-exact resume; params/sagemaker turn it off for the fastest GPU kernels
+params_file = "params/local/phase2.yaml"  # every setting of the run (local: BERT-tiny, 40 steps at length 512)
+# What a user changes most; None keeps params_file's value. Papermill: -p params_file FILE, -p KEY VALUE.
+experiment = None  # run registry: runs/<experiment>/registry.json
+backend = None  # local | sagemaker
+dry_run = None  # sagemaker: build and show the request only
+model_size = None  # must match phase 1
+total_steps = None
+learning_rate = None
+instance_type = None  # sagemaker
+instance_count = None  # sagemaker
 
 # %% [markdown]
-# Validate the parameters (`bertlib.config.PretrainConfig`) and resolve `checkpoint_path: auto` and
-# `data_dir: auto` from the registry. An unknown key or a wrong type stops the notebook here.
+# Lay the values set above over `params_file`, validate them (`bertlib.config.PretrainConfig`) and
+# resolve `checkpoint_path: auto` and `data_dir: auto` from the registry.
+# An unknown key or a wrong type stops the notebook here.
 
 # %%
 from bertlib import notebook as nb

@@ -36,52 +36,21 @@
 # real numbers.
 
 # %% tags=["parameters"]
-experiment = "local"            # run registry: runs/<experiment>/registry.json
-backend = "local"               # local | sagemaker
-dry_run = False                 # sagemaker: build and show the requests only
-num_processes = 2               # local: Horovod processes (horovodrun -np)
-threads_per_process = 1         # local: TF threads per process (0: TF default)
-instance_type = "ml.p3dn.24xlarge"
-instance_count = 1
-checkpoint_s3_uri = None         # sagemaker: where /opt/ml/checkpoints syncs (resume after restarts)
-output_s3_uri = None             # sagemaker: job outputs (model.tar.gz, output.tar.gz)
-use_spot = False                 # sagemaker: managed spot training (a restarted job resumes from its checkpoints)
-max_run_seconds = 432000         # sagemaker: stop the job after this many seconds (5 days)
-model_size = "tiny"             # must match the pretrained checkpoint
-load_from = "checkpoint"
-checkpoint_path = "auto"        # auto: phase 2's export, from the registry
-run_dir = "auto"                # auto: runs/<experiment>/squadv1 and .../squadv2
-per_gpu_batch_size = 8
-gradient_accumulation_steps = 1
-max_seq_length = 128
-doc_stride = 64
-max_query_length = 32
-optimizer = "adamw"             # the reference's: Keras/TFA Adam (bias-corrected, ε 1e-7); google_adamw = Google's
-weight_decay = 0.0              # the reference's (Google's recipe: 0.01)
-hidden_dropout_prob = 0.0       # the reference's (Google's recipe: 0.1)
-attention_probs_dropout_prob = 0.0
-end_learning_rate = 0.0
-learning_rate_decay_power = 1.0
-precision = "fp32"
-skip_xla = True
-log_frequency = 5
-checkpoint_frequency = 1000
-predict_batch_size = 32
-seed = 42
-deterministic_ops = True        # bit-exact resume; params/sagemaker turn it off for the fastest GPU kernels
-squad_versions = ["squadv1", "squadv2"]
-squadv1 = {                     # what differs per version (auto: the smoke set of 01_data_prep)
-    "train_file": "auto", "predict_file": "auto",
-    "total_steps": 60, "learning_rate": 1e-3, "warmup_steps": 6,
-}
-squadv2 = {
-    "train_file": "auto", "predict_file": "auto",
-    "total_steps": 60, "learning_rate": 1e-3, "warmup_steps": 6,
-}
+params_file = "params/local/squad.yaml"  # every setting of the runs (local: the synthetic smoke sets, 60 steps each)
+# What a user changes most; None keeps params_file's value. Papermill: -p params_file FILE, -p KEY VALUE.
+# Steps, learning rate, warmup and the SQuAD files are set per version (the file's squadv1 / squadv2 blocks).
+experiment = None  # run registry: runs/<experiment>/registry.json
+backend = None  # local | sagemaker
+dry_run = None  # sagemaker: build and show the requests only
+model_size = None  # must match the pretrained checkpoint
+squad_versions = None  # ["squadv1", "squadv2"], or one of them
+instance_type = None  # sagemaker
+instance_count = None  # sagemaker
 
 # %% [markdown]
-# Validate the parameters (`bertlib.config.SquadConfig`, once per version) and resolve
-# `checkpoint_path: auto` from the registry. An unknown key or a wrong type stops the notebook here.
+# Lay the values set above over `params_file`, validate them (`bertlib.config.SquadConfig`, once per
+# version) and resolve `checkpoint_path: auto` from the registry.
+# An unknown key or a wrong type stops the notebook here.
 
 # %%
 from bertlib import notebook as nb

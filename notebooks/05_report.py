@@ -34,14 +34,14 @@
 # measurement works end to end; the SageMaker parameters reproduce the reference schedule.
 
 # %% tags=["parameters"]
-experiment = "local"     # runs come from runs/<experiment>/registry.json ...
+experiment = "local"  # runs come from runs/<experiment>/registry.json ...
 runs_root = "runs"
-phase1 = None            # ... unless given here: a run folder or an s3:// output prefix
+phase1 = None  # ... unless given here: a run folder or an s3:// output prefix
 phase2 = None
 squadv1 = None
 squadv2 = None
-output_dir = None        # default: runs/<experiment>/report
-model_name = None        # label of this run's row; default "BERT-<model_size> (this run, ...)"
+output_dir = None  # default: runs/<experiment>/report
+model_name = None  # label of this run's row; default "BERT-<model_size> (this run, ...)"
 
 # %%
 from bertlib import notebook as nb

@@ -69,12 +69,26 @@ def prepared_dataset(tmp_path_factory, wiki_slice, bert_vocab) -> Path:
     from bertlib.data.prepare import prepare
 
     out = tmp_path_factory.mktemp("prepared") / "data"
-    cfg = build_config("prepare-data", {
-        "sources": [str(wiki_slice)], "output_dir": str(out), "vocab_file": str(bert_vocab),
-        "do_lower_case": True, "max_documents": 30, "num_shards": 2, "validation_shards": 1,
-        "validation_fraction": 0.1, "dupe_factor": 1, "num_workers": 1, "seed": 12345,
-        "phases": [{"name": "phase1", "max_seq_length": 64, "max_predictions_per_seq": 10},
-                   {"name": "phase2", "max_seq_length": 128, "max_predictions_per_seq": 20}]})
+    cfg = build_config(
+        "prepare-data",
+        {
+            "sources": [str(wiki_slice)],
+            "output_dir": str(out),
+            "vocab_file": str(bert_vocab),
+            "do_lower_case": True,
+            "max_documents": 30,
+            "num_shards": 2,
+            "validation_shards": 1,
+            "validation_fraction": 0.1,
+            "dupe_factor": 1,
+            "num_workers": 1,
+            "seed": 12345,
+            "phases": [
+                {"name": "phase1", "max_seq_length": 64, "max_predictions_per_seq": 10},
+                {"name": "phase2", "max_seq_length": 128, "max_predictions_per_seq": 20},
+            ],
+        },
+    )
     prepare(cfg, progress=False)
     return out
 
@@ -97,8 +111,11 @@ def moto_endpoint(tmp_path_factory):
     in for AWS itself, which cannot be reached from here; the SDK and boto3 talking to it are real."""
     port = _free_port()
     log = open(tmp_path_factory.mktemp("moto") / "moto.log", "w")
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.time() + 30
         while True:
@@ -122,13 +139,25 @@ def aws_env(moto_endpoint, monkeypatch, tmp_path):
     sdk_config = tmp_path / "sagemaker_config.yaml"
     sdk_config.write_text("SchemaVersion: '1.0'\nSageMaker:\n  PythonSDK:\n    Modules:\n      TelemetryOptOut: true\n")
     for key, value in {
-        "AWS_ENDPOINT_URL": moto_endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION, "SAGEMAKER_VALIDATE_ROLE": "false",
+        "AWS_ENDPOINT_URL": moto_endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_REGION": REGION,
+        "SAGEMAKER_VALIDATE_ROLE": "false",
         "SAGEMAKER_USER_CONFIG_OVERRIDE": str(sdk_config),
     }.items():
         monkeypatch.setenv(key, value)
-    for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "BERTLIB_SAGEMAKER_ROLE", "BERTLIB_IMAGE_URI", "BERTLIB_SUBNETS",
-                "BERTLIB_SECURITY_GROUP_IDS", "BERTLIB_FSX_ID", "BERTLIB_FSX_MOUNT_NAME"):
+    for key in (
+        "AWS_PROFILE",
+        "AWS_SESSION_TOKEN",
+        "BERTLIB_SAGEMAKER_ROLE",
+        "BERTLIB_IMAGE_URI",
+        "BERTLIB_SUBNETS",
+        "BERTLIB_SECURITY_GROUP_IDS",
+        "BERTLIB_FSX_ID",
+        "BERTLIB_FSX_MOUNT_NAME",
+    ):
         monkeypatch.delenv(key, raising=False)
     import boto3
 

@@ -10,8 +10,13 @@ from bertlib.config import load_config, parse_overrides
 from bertlib.errors import ConfigError
 
 PRETRAIN = {
-    "model_size": "tiny", "per_gpu_batch_size": 4, "max_seq_length": 64, "max_predictions_per_seq": 10,
-    "learning_rate": 1e-3, "total_steps": 10, "data_dir": "some/dir",
+    "model_size": "tiny",
+    "per_gpu_batch_size": 4,
+    "max_seq_length": 64,
+    "max_predictions_per_seq": 10,
+    "learning_rate": 1e-3,
+    "total_steps": 10,
+    "data_dir": "some/dir",
 }
 
 
@@ -22,12 +27,18 @@ def write(tmp_path, text, name="p.yaml"):
 
 
 def test_overrides_are_parsed_as_yaml_scalars():
-    assert parse_overrides(["--total_steps", "10", "--skip_xla", "true", "--learning_rate=5e-5",
-                            "--run-dir", "runs/x"]) == {
-        "total_steps": 10, "skip_xla": True, "learning_rate": 5e-5, "run_dir": "runs/x"}
+    assert parse_overrides(
+        ["--total_steps", "10", "--skip_xla", "true", "--learning_rate=5e-5", "--run-dir", "runs/x"]
+    ) == {"total_steps": 10, "skip_xla": True, "learning_rate": 5e-5, "run_dir": "runs/x"}
     assert parse_overrides(["--job_name", "'123'", "--x", "1e3"]) == {"job_name": "123", "x": 1000.0}
     with pytest.raises(ConfigError, match="--total_steps needs a value"):
         parse_overrides(["--total_steps"])
+    # with a schema: its generated command line (bertlib.cli_schema), which refuses other keys
+    from bertlib.config import PretrainConfig
+
+    assert parse_overrides(["--total-steps=3"], PretrainConfig) == {"total_steps": 3}
+    with pytest.raises(ConfigError, match=r"^command line: unknown key 'totl_steps' \(--totl_steps\)$"):
+        parse_overrides(["--totl_steps", "1"], PretrainConfig)
 
 
 def test_valid_config_and_override(tmp_path):
@@ -39,13 +50,19 @@ def test_valid_config_and_override(tmp_path):
     assert cfg.global_batch_size == 4
 
 
-@pytest.mark.parametrize("extra, needle", [
-    ({"totl_steps": 5}, "unknown key 'totl_steps'"),
-    ({"total_steps": "many"}, "key 'total_steps'"),
-    ({"optimizer": "sgd"}, "key 'optimizer'"),
-    ({"warmup_steps": 50}, "warmup_steps (50) > total_steps (10)"),
-    ({"num_processes": 2, "gradient_accumulation_steps": 2, "global_batch_size_check": 12}, "global batch 4 per GPU"),
-])
+@pytest.mark.parametrize(
+    "extra, needle",
+    [
+        ({"totl_steps": 5}, "unknown key 'totl_steps'"),
+        ({"total_steps": "many"}, "key 'total_steps'"),
+        ({"optimizer": "sgd"}, "key 'optimizer'"),
+        ({"warmup_steps": 50}, "warmup_steps (50) > total_steps (10)"),
+        (
+            {"num_processes": 2, "gradient_accumulation_steps": 2, "global_batch_size_check": 12},
+            "global batch 4 per GPU",
+        ),
+    ],
+)
 def test_bad_values_name_file_and_key(tmp_path, extra, needle):
     import yaml
 
@@ -67,16 +84,28 @@ def test_missing_and_malformed_files(tmp_path):
 
 def test_reference_schedule_global_batch_matches_the_paper():
     """Phase 1 of the reference: 128 per GPU × 64 GPUs (8 × p3dn) × 4 accumulation = 32768."""
-    cfg = load_config("pretrain", None, {**PRETRAIN, "backend": "sagemaker", "instance_count": 8,
-                                          "instance_type": "ml.p3dn.24xlarge", "per_gpu_batch_size": 128,
-                                          "gradient_accumulation_steps": 4, "global_batch_size_check": 32768})
+    cfg = load_config(
+        "pretrain",
+        None,
+        {
+            **PRETRAIN,
+            "backend": "sagemaker",
+            "instance_count": 8,
+            "instance_type": "ml.p3dn.24xlarge",
+            "per_gpu_batch_size": 128,
+            "gradient_accumulation_steps": 4,
+            "global_batch_size_check": 32768,
+        },
+    )
     assert cfg.world_size == 64 and cfg.global_batch_size == 32768
 
 
 def test_cli_bad_config_is_one_line_exit_2_without_tensorflow(tmp_path, subprocess_env):
     p = write(tmp_path, "model_size: tiny\nbogus_key: 1\n")
-    code = ("import sys, bertlib.cli as c; rc = c.main(['pretrain', '--config', sys.argv[1]]); "
-            "assert 'tensorflow' not in sys.modules, 'TF was imported'; sys.exit(rc)")
+    code = (
+        "import sys, bertlib.cli as c; rc = c.main(['pretrain', '--config', sys.argv[1]]); "
+        "assert 'tensorflow' not in sys.modules, 'TF was imported'; sys.exit(rc)"
+    )
     t0 = time.monotonic()
     r = subprocess.run([sys.executable, "-c", code, str(p)], capture_output=True, text=True, env=subprocess_env)
     assert r.returncode == 2, r.stderr
@@ -86,15 +115,19 @@ def test_cli_bad_config_is_one_line_exit_2_without_tensorflow(tmp_path, subproce
 
 
 def test_cli_unknown_subcommand(subprocess_env):
-    r = subprocess.run([sys.executable, "-m", "bertlib", "pretrian"], capture_output=True, text=True,
-                       env=subprocess_env)
+    r = subprocess.run(
+        [sys.executable, "-m", "bertlib", "pretrian"], capture_output=True, text=True, env=subprocess_env
+    )
     assert r.returncode == 2 and "unknown subcommand 'pretrian'" in r.stderr
 
 
 def test_a_notebook_params_file_given_to_an_entry_point_names_the_command_that_runs_it(repo_root):
     path = repo_root / "params/local/phase1.yaml"
-    with pytest.raises(ConfigError, match=rf"^{path}: a notebook params file \(it sets 'experiment'\): run it with "
-                                          rf"`bertlib launch pretrain --config {path}`"):
+    with pytest.raises(
+        ConfigError,
+        match=rf"^{path}: a notebook params file \(it sets 'experiment'\): run it with "
+        rf"`bertlib launch pretrain --config {path}`",
+    ):
         load_config("pretrain", path, ["--total_steps", "3"])
     with pytest.raises(ConfigError, match=r"`papermill notebooks/01_data_prep.ipynb OUT.ipynb -f "):
         load_config("prepare-data", repo_root / "params/local/data.yaml")

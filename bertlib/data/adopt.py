@@ -27,7 +27,6 @@ files that changed. A manifest written by ``prepare-data`` or another tool is on
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -38,10 +37,17 @@ from typing import NoReturn
 
 import numpy as np
 
-from bertlib.config import AdoptConfig, load_config
-from bertlib.errors import ConfigError
-from bertlib.data.records import (FEATURE_NAMES, MANIFEST_FORMAT, check_example_layout, feature_spec, first_example, shard_mix, tf_error_reason)
-from bertlib.errors import DataError
+from bertlib.config import AdoptConfig, job_command, parse_job_args
+from bertlib.data.records import (
+    FEATURE_NAMES,
+    MANIFEST_FORMAT,
+    check_example_layout,
+    feature_spec,
+    first_example,
+    shard_mix,
+    tf_error_reason,
+)
+from bertlib.errors import ConfigError, DataError
 
 CREATED_BY = "bertlib adopt-data"
 ADOPT_VERSION = 1  # bump when the per-record checks or statistics change (invalidates .adopt markers)
@@ -74,13 +80,17 @@ def list_files(cfg: AdoptConfig) -> dict[str, list[str]]:
     validation = glob(cfg.validation_files) if cfg.validation_files else []
     if cfg.validation_shards:
         if cfg.validation_shards >= len(train):
-            raise ConfigError(f"{root}: validation_shards={cfg.validation_shards} but only {len(train)} files "
-                              f"match train_files {cfg.train_files!r} (at least one must stay for training)")
-        validation = train[-cfg.validation_shards:]
+            raise ConfigError(
+                f"{root}: validation_shards={cfg.validation_shards} but only {len(train)} files "
+                f"match train_files {cfg.train_files!r} (at least one must stay for training)"
+            )
+        validation = train[-cfg.validation_shards :]
     train = [f for f in train if f not in set(validation)]
     if not train:
-        raise ConfigError(f"{root}: no training record files match train_files {cfg.train_files!r}"
-                          + (f" outside validation_files {cfg.validation_files!r}" if validation else ""))
+        raise ConfigError(
+            f"{root}: no training record files match train_files {cfg.train_files!r}"
+            + (f" outside validation_files {cfg.validation_files!r}" if validation else "")
+        )
     return {"train": train, "validation": validation}
 
 
@@ -92,8 +102,10 @@ def infer_lengths(path: Path) -> tuple[int, int]:
     p = len(feats["masked_lm_ids"].int64_list.value) if "masked_lm_ids" in feats else 0
     check_example_layout(example, f"{path}: record 0", s, p)
     if s < 8 or not 1 <= p <= s:
-        raise DataError(f"{path}: record 0: input_ids length {s} and masked_lm_ids length {p} are not a "
-                        f"pretraining layout (need max_seq_length >= 8 and 1 <= max_predictions_per_seq <= it)")
+        raise DataError(
+            f"{path}: record 0: input_ids length {s} and masked_lm_ids length {p} are not a "
+            f"pretraining layout (need max_seq_length >= 8 and 1 <= max_predictions_per_seq <= it)"
+        )
     return s, p
 
 
@@ -136,6 +148,7 @@ class _VocabFacts:
 
 def _check_values(path: Path, start: int, b: dict, s: int, vocab: _VocabFacts) -> None:
     """DataError naming the file, record and feature of the first out-of-range value in a parsed batch."""
+
     def outside(values, low: int, high: int):
         return (values < low) | (values >= high)
 
@@ -145,13 +158,21 @@ def _check_values(path: Path, start: int, b: dict, s: int, vocab: _VocabFacts) -
     checks = [
         ("input_ids", outside(ids, 0, vocab.size), ids, in_vocab),
         ("masked_lm_ids", outside(b["masked_lm_ids"], 0, vocab.size), b["masked_lm_ids"], in_vocab),
-        ("input_ids", ids[:, :1] != vocab.cls_id, ids[:, :1],
-         f"first token {{}} is not [CLS] (id {vocab.cls_id} in {vocab.file}): made with another vocab?"),
+        (
+            "input_ids",
+            ids[:, :1] != vocab.cls_id,
+            ids[:, :1],
+            f"first token {{}} is not [CLS] (id {vocab.cls_id} in {vocab.file}): made with another vocab?",
+        ),
         ("input_mask", outside(b["input_mask"], 0, 2), b["input_mask"], zero_one),
         ("segment_ids", outside(b["segment_ids"], 0, 2), b["segment_ids"], zero_one),
         ("next_sentence_labels", outside(b["next_sentence_labels"], 0, 2), b["next_sentence_labels"], zero_one),
-        ("masked_lm_positions", outside(b["masked_lm_positions"], 0, s), b["masked_lm_positions"],
-         f"position {{}} is outside [0, {s})"),
+        (
+            "masked_lm_positions",
+            outside(b["masked_lm_positions"], 0, s),
+            b["masked_lm_positions"],
+            f"position {{}} is outside [0, {s})",
+        ),
         ("masked_lm_weights", ~np.isfinite(weights) | (weights < 0), weights, "weight {} is not finite and >= 0"),
     ]
     for name, bad, values, problem in checks:
@@ -167,8 +188,10 @@ def scan_file(path: Path, s: int, p: int, vocab: _VocabFacts) -> dict:
 
     with open(path, "rb") as f:
         if f.read(2) == b"\x1f\x8b":
-            raise DataError(f"{path}: GZIP-compressed TFRecords (e.g. Model Garden's --gzip_compress); "
-                            f"bertlib reads uncompressed ones: gunzip the files first")
+            raise DataError(
+                f"{path}: GZIP-compressed TFRecords (e.g. Model Garden's --gzip_compress); "
+                f"bertlib reads uncompressed ones: gunzip the files first"
+            )
     spec = feature_spec(s, p)
     stats = {"examples": 0, "masked_tokens": 0, "real_tokens": 0, "random_next": 0}
     batches = iter(tf.data.TFRecordDataset(str(path)).batch(BATCH))
@@ -198,8 +221,14 @@ def scan_file(path: Path, s: int, p: int, vocab: _VocabFacts) -> dict:
 
 def _marker_key(path: Path, s: int, p: int, vocab_sha256: str) -> dict:
     st = path.stat()
-    return {"v": ADOPT_VERSION, "max_seq_length": s, "max_predictions_per_seq": p, "vocab": vocab_sha256,
-            "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
+    return {
+        "v": ADOPT_VERSION,
+        "max_seq_length": s,
+        "max_predictions_per_seq": p,
+        "vocab": vocab_sha256,
+        "bytes": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+    }
 
 
 def _check_existing(cfg: AdoptConfig, root: Path) -> None:
@@ -210,8 +239,10 @@ def _check_existing(cfg: AdoptConfig, root: Path) -> None:
     old = _read_json(path)
     writer = old.get("created_by") if isinstance(old, dict) else None
     if writer != CREATED_BY:
-        raise ConfigError(f"{path}: already a dataset manifest (written by {writer or 'another tool'}); "
-                          f"adopt-data only replaces its own: pass --force true to replace it")
+        raise ConfigError(
+            f"{path}: already a dataset manifest (written by {writer or 'another tool'}); "
+            f"adopt-data only replaces its own: pass --force true to replace it"
+        )
 
 
 def _place_vocab(cfg: AdoptConfig, root: Path, vocab_sha256: str) -> None:
@@ -223,8 +254,10 @@ def _place_vocab(cfg: AdoptConfig, root: Path, vocab_sha256: str) -> None:
     if dest.is_file() and sha256_file(dest) == vocab_sha256:
         return
     if dest.exists() and not cfg.force:
-        raise ConfigError(f"{dest}: differs from vocab_file {cfg.vocab_file}; give the vocab the records were "
-                          f"made with, or pass --force true to replace it")
+        raise ConfigError(
+            f"{dest}: differs from vocab_file {cfg.vocab_file}; give the vocab the records were "
+            f"made with, or pass --force true to replace it"
+        )
     tmp = root / f".vocab.txt.tmp{os.getpid()}"
     shutil.copyfile(cfg.vocab_file, tmp)
     os.replace(tmp, dest)
@@ -234,10 +267,9 @@ def adopt(cfg: AdoptConfig, progress: bool = True) -> dict:
     """Adopt ``cfg.data_dir`` (see the module docstring); return the manifest written, plus
     ``adopt = {files_read, files_reused, seconds, records_per_s}``. Bad input raises ConfigError /
     DataError / FileNotFoundError with one line naming the file (and record and feature)."""
-    from bertlib.files import sha256_file
+    from bertlib.files import sha256_file, write_json
     from bertlib.progress import quiet_or_bar
     from bertlib.tokenization import check_vocab_casing, vocab_info
-    from bertlib.files import write_json
 
     t0 = time.perf_counter()
     root = Path(cfg.data_dir)
@@ -278,43 +310,66 @@ def adopt(cfg: AdoptConfig, progress: bool = True) -> dict:
             bar.update(1)
     read_s = time.perf_counter() - t_read
     stat_keys = ("examples", "masked_tokens", "real_tokens", "random_next")
-    splits = {split: {k: sum(shards[rel][k] for rel in rels) for k in stat_keys}
-              for split, rels in files.items()}
+    splits = {split: {k: sum(shards[rel][k] for rel in rels) for k in stat_keys} for split, rels in files.items()}
     manifest = {
-        "format": MANIFEST_FORMAT, "max_seq_length": s, "max_predictions_per_seq": p, "vocab": info,
-        "settings": {"adopted_from": str(root.resolve()), "train_files": cfg.train_files,
-                     "validation_files": cfg.validation_files, "validation_shards": cfg.validation_shards,
-                     "do_lower_case": cfg.do_lower_case, "strip_accents": cfg.strip_accents},
+        "format": MANIFEST_FORMAT,
+        "max_seq_length": s,
+        "max_predictions_per_seq": p,
+        "vocab": info,
+        "settings": {
+            "adopted_from": str(root.resolve()),
+            "train_files": cfg.train_files,
+            "validation_files": cfg.validation_files,
+            "validation_shards": cfg.validation_shards,
+            "do_lower_case": cfg.do_lower_case,
+            "strip_accents": cfg.strip_accents,
+        },
         "counts": {k: sum(c[k] for c in splits.values()) for k in stat_keys},
         "splits": splits,
-        "shards": {split: [{**shards[rel], **shard_mix(shards[rel], s)} for rel in rels]
-                   for split, rels in files.items()},
-        "created_by": CREATED_BY}
+        "shards": {
+            split: [{**shards[rel], **shard_mix(shards[rel], s)} for rel in rels] for split, rels in files.items()
+        },
+        "created_by": CREATED_BY,
+    }
     write_json(root / "manifest.json", manifest)
-    return {**manifest, "adopt": {"files_read": len(todo), "files_reused": sum(map(len, files.values())) - len(todo),
-                                  "records_read": records_read, "seconds": time.perf_counter() - t0,
-                                  "records_per_s": records_read / read_s if read_s > 0 else 0.0}}
+    return {
+        **manifest,
+        "adopt": {
+            "files_read": len(todo),
+            "files_reused": sum(map(len, files.values())) - len(todo),
+            "records_read": records_read,
+            "seconds": time.perf_counter() - t0,
+            "records_per_s": records_read / read_s if read_s > 0 else 0.0,
+        },
+    }
 
 
 def main(argv: list[str]) -> int:
-    """``bertlib adopt-data --data_dir DIR --vocab_file VOCAB [--key value ...]``."""
-    parser = argparse.ArgumentParser(
-        prog="bertlib adopt-data", description=__doc__.splitlines()[0], allow_abbrev=False,
-        epilog=f"Keys (AdoptConfig; data_dir and vocab_file required), each as --key value: "
-               f"{', '.join(AdoptConfig.model_fields)}. E.g. --train_files 'training/*' --validation_files 'test/*'.")
-    parser.add_argument("--config", help="params YAML (AdoptConfig keys)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    args, rest = parser.parse_known_args(argv)
-    cfg = load_config("adopt-data", args.config, rest)
-    m = adopt(cfg, progress=not args.no_progress)
+    """``bertlib adopt-data --data_dir DIR --vocab_file VOCAB [--key value ...]`` (``--help``: every AdoptConfig key)."""
+    import click
+
+    cli = job_command(
+        "adopt-data",
+        help=__doc__.splitlines()[0] + " E.g. --data_dir DIR --vocab_file VOCAB "
+        "--train_files 'training/*' --validation_files 'test/*' (values are YAML).",
+        params=[click.Option(["--no_progress"], is_flag=True, help="no progress bars")],
+    )
+    cfg, args = parse_job_args("adopt-data", cli, argv)
+    if cfg is None:
+        return 0
+    m = adopt(cfg, progress=not args.extras["no_progress"])
     a = m["adopt"]
-    print(f"[bertlib] adopt-data {cfg.data_dir} max_seq_length={m['max_seq_length']} "
-          f"max_predictions_per_seq={m['max_predictions_per_seq']} vocab_size={m['vocab']['size']} "
-          f"files_read={a['files_read']} files_reused={a['files_reused']} records_per_s={a['records_per_s']:.0f} "
-          f"seconds={a['seconds']:.1f}")
+    print(
+        f"[bertlib] adopt-data {cfg.data_dir} max_seq_length={m['max_seq_length']} "
+        f"max_predictions_per_seq={m['max_predictions_per_seq']} vocab_size={m['vocab']['size']} "
+        f"files_read={a['files_read']} files_reused={a['files_reused']} records_per_s={a['records_per_s']:.0f} "
+        f"seconds={a['seconds']:.1f}"
+    )
     for split, c in m["splits"].items():
-        print(f"[bertlib] {split}: shards={len(m['shards'][split])} examples={c['examples']} "
-              f"masked_tokens={c['masked_tokens']}")
+        print(
+            f"[bertlib] {split}: shards={len(m['shards'][split])} examples={c['examples']} "
+            f"masked_tokens={c['masked_tokens']}"
+        )
     return 0
 
 

@@ -35,13 +35,38 @@ from bertlib.errors import ConfigError
 #: Wikilink namespaces whose links are not prose (the image/file caption syntax would leak otherwise).
 _DROP_LINK_PREFIXES = ("file", "image", "media", "category")
 #: Tags whose contents are not prose: references, tables, galleries, math, code, ...
-_DROP_TAGS = frozenset({"ref", "references", "table", "gallery", "math", "chem", "timeline", "imagemap",
-                        "score", "syntaxhighlight", "source", "pre", "code", "graph", "templatedata",
-                        "categorytree", "inputbox", "hiero", "noinclude", "includeonly", "mapframe"})
+_DROP_TAGS = frozenset(
+    {
+        "ref",
+        "references",
+        "table",
+        "gallery",
+        "math",
+        "chem",
+        "timeline",
+        "imagemap",
+        "score",
+        "syntaxhighlight",
+        "source",
+        "pre",
+        "code",
+        "graph",
+        "templatedata",
+        "categorytree",
+        "inputbox",
+        "hiero",
+        "noinclude",
+        "includeonly",
+        "mapframe",
+    }
+)
 #: disambiguation templates: {{Disambiguation}}, {{Disambig}}, {{Dab}}, {{Hndis}}, {{Geodis}},
 #: {{Numberdis}}, {{Mathdab}} and the "... disambiguation" family ({{Human name disambiguation}} ...)
-_DISAMBIGUATION = re.compile(r"\{\{\s*(?:[\w -]*disambiguation|disambig|disamb|dab|hndis|geodis|numberdis|"
-                             r"mathdab)\s*[|}]", re.IGNORECASE)
+_DISAMBIGUATION = re.compile(
+    r"\{\{\s*(?:[\w -]*disambiguation|disambig|disamb|dab|hndis|geodis|numberdis|"
+    r"mathdab)\s*[|}]",
+    re.IGNORECASE,
+)
 _INTERLANGUAGE = re.compile(r"^:?[a-z]{2,3}(-[a-z]+)?:", re.IGNORECASE)
 _SPACES = re.compile(r"[ \t\u00a0]+")
 # References and comments are cut by regex before parsing: they are never prose, they are a third of
@@ -119,8 +144,7 @@ def iter_wikipedia(path: str | Path, stats: dict | None = None) -> Iterator[RawD
     """Articles of a MediaWiki XML dump (plain or bz2), streamed, in dump order. With ``stats``, adds
     the pages parsed and the bytes read (``input_bytes``: of the file, ``xml_bytes``: decompressed)."""
     path = Path(path)
-    with open(path, "rb") as raw, (bz2.BZ2File(raw) if str(path).endswith(".bz2")
-                                   else contextlib.nullcontext(raw)) as f:
+    with open(path, "rb") as raw, bz2.BZ2File(raw) if str(path).endswith(".bz2") else contextlib.nullcontext(raw) as f:
         read = [0, 0]  # input and XML bytes already added to stats
 
         def count(pages: int) -> None:
@@ -172,8 +196,13 @@ def resolve_source(source: str, sha256: str | None = None, cache_dir: str | None
     return fetch_url(source, sha256=sha256, cache_dir=cache_dir)
 
 
-def iter_raw_documents(paths: list[Path], fmt: str = "auto", doc_mode: str = "blank_line",
-                       max_documents: int | None = None, stats: dict | None = None) -> Iterator[RawDocument]:
+def iter_raw_documents(
+    paths: list[Path],
+    fmt: str = "auto",
+    doc_mode: str = "blank_line",
+    max_documents: int | None = None,
+    stats: dict | None = None,
+) -> Iterator[RawDocument]:
     """All documents of all (already resolved) sources, in order, up to ``max_documents``. With
     ``stats``, adds the CPU seconds spent reading (``read_s``: this generator's own, not its
     consumer's), the documents yielded and, for dumps, what :func:`iter_wikipedia` counts."""
@@ -212,7 +241,8 @@ def _prune(code) -> None:
         if isinstance(node, Wikilink):
             title = str(node.title).strip()
             if title.split(":", 1)[0].strip().lower() in _DROP_LINK_PREFIXES or (
-                    ":" in title and _INTERLANGUAGE.match(title)):
+                ":" in title and _INTERLANGUAGE.match(title)
+            ):
                 continue
             _prune(node.title)
             if node.text is not None:

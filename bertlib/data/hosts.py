@@ -73,8 +73,10 @@ def host_share(num_hosts: int | None, host_index: int | None) -> HostShare:
     if not 0 <= index < num_hosts:
         raise ConfigError(f"host_index={index}: expected 0 <= host_index < num_hosts={num_hosts}")
     if size > 1:
-        raise ConfigError(f"num_hosts={num_hosts} with mpirun (world size {size}): under MPI the hosts are "
-                          "the ranks; leave num_hosts and host_index unset")
+        raise ConfigError(
+            f"num_hosts={num_hosts} with mpirun (world size {size}): under MPI the hosts are "
+            "the ranks; leave num_hosts and host_index unset"
+        )
     return HostShare(index, num_hosts, mpi=False)
 
 
@@ -90,8 +92,10 @@ def share_lock(folder: Path, share: HostShare):
         except BlockingIOError:
             f.seek(0)
             holder = f.read().strip() or "another process"
-            raise ConfigError(f"{path}: {holder} is preparing host {share.index}'s share of {folder} "
-                              f"({share.count} host(s)); wait for it to finish or use another output_dir") from None
+            raise ConfigError(
+                f"{path}: {holder} is preparing host {share.index}'s share of {folder} "
+                f"({share.count} host(s)); wait for it to finish or use another output_dir"
+            ) from None
         f.seek(0)
         f.truncate()
         f.write(f"pid {os.getpid()} on {os.uname().nodename}\n")

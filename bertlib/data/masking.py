@@ -31,8 +31,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-_RANK_LIMIT = 2**23   # ranks fit above the batch index in the seed's second word
-_INDEX_BITS = 40      # batch indices below 2**40
+_RANK_LIMIT = 2**23  # ranks fit above the batch index in the seed's second word
+_INDEX_BITS = 40  # batch indices below 2**40
 
 
 def mask_seed(seed: int, rank: int, batch_index) -> tf.Tensor:
@@ -56,8 +56,16 @@ def _row_sums(values: tf.Tensor, index: tf.Tensor, width) -> tf.Tensor:
     return tf.reshape(sums, [batch, width])
 
 
-def dynamic_mask(features: dict, seed, max_predictions_per_seq: int, masked_lm_prob: float, cls_id: int,
-                 sep_id: int, mask_id: int, vocab_size: int) -> dict:
+def dynamic_mask(
+    features: dict,
+    seed,
+    max_predictions_per_seq: int,
+    masked_lm_prob: float,
+    cls_id: int,
+    sep_id: int,
+    mask_id: int,
+    vocab_size: int,
+) -> dict:
     """Mask a batch of unmasked examples with Google's rule, per pair (see the module docstring).
 
     features: ``input_ids`` [B, S] (unmasked), ``input_mask`` [B, S] (pair number of each token, values
@@ -75,29 +83,30 @@ def dynamic_mask(features: dict, seed, max_predictions_per_seq: int, masked_lm_p
 
     real = pair > 0
     cand = real & (ids != cls_id) & (ids != sep_id)
-    length = _row_sums(tf.cast(real, tf.int32), pair, s + 1)                     # [B, S + 1] per pair number
+    length = _row_sums(tf.cast(real, tf.int32), pair, s + 1)  # [B, S + 1] per pair number
     n_cand = _row_sums(tf.cast(cand, tf.int32), pair, s + 1)
-    num_to_predict = tf.minimum(p, tf.maximum(1, tf.cast(
-        tf.math.round(tf.cast(length, tf.float64) * masked_lm_prob), tf.int32)))
-    first_rank = tf.cumsum(n_cand, axis=1, exclusive=True)                        # pair's first index in order
+    num_to_predict = tf.minimum(
+        p, tf.maximum(1, tf.cast(tf.math.round(tf.cast(length, tf.float64) * masked_lm_prob), tf.int32))
+    )
+    first_rank = tf.cumsum(n_cand, axis=1, exclusive=True)  # pair's first index in order
 
     # candidates sorted by (pair, random key), the rest last; the first num_to_predict of each pair are drawn
-    r = tf.cast(tf.random.stateless_uniform([batch, s], key_seed, minval=None, maxval=None, dtype=tf.int32),
-                tf.int64) + 2**31
+    r = (
+        tf.cast(tf.random.stateless_uniform([batch, s], key_seed, minval=None, maxval=None, dtype=tf.int32), tf.int64)
+        + 2**31
+    )
     key = tf.where(cand, tf.cast(pair, tf.int64) * 2**32 + r, tf.cast(s + 1, tf.int64) * 2**32)
-    order = tf.argsort(key, axis=1, stable=True)                                  # [B, S] positions
+    order = tf.argsort(key, axis=1, stable=True)  # [B, S] positions
     sorted_pair = tf.gather(pair, order, batch_dims=1)
     rank_in_pair = tf.range(s)[None, :] - tf.gather(first_rank, sorted_pair, batch_dims=1)
-    drawn = (tf.gather(cand, order, batch_dims=1)
-             & (rank_in_pair < tf.gather(num_to_predict, sorted_pair, batch_dims=1)))
-    chosen = _row_sums(tf.cast(drawn, tf.int32), order, s) > 0                     # back to positions
+    drawn = tf.gather(cand, order, batch_dims=1) & (rank_in_pair < tf.gather(num_to_predict, sorted_pair, batch_dims=1))
+    chosen = _row_sums(tf.cast(drawn, tf.int32), order, s) > 0  # back to positions
     count = tf.cumsum(tf.cast(chosen, tf.int32), axis=1)
-    chosen &= count <= p                                                          # first P in position order
+    chosen &= count <= p  # first P in position order
 
     # 80% [MASK] (action 0..7), 10% unchanged (8), 10% random id (9)
     action = tf.random.stateless_uniform([batch, s], action_seed, minval=0, maxval=10, dtype=tf.int32)
-    random_ids = tf.random.stateless_uniform([batch, s], random_id_seed, minval=0, maxval=vocab_size,
-                                             dtype=ids.dtype)
+    random_ids = tf.random.stateless_uniform([batch, s], random_id_seed, minval=0, maxval=vocab_size, dtype=ids.dtype)
     replacement = tf.where(action < 8, tf.constant(mask_id, ids.dtype), tf.where(action == 8, ids, random_ids))
 
     # the chosen positions into slots 0..n-1 (slot P collects the rest and is dropped)

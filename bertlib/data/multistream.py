@@ -46,8 +46,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Iterator, NamedTuple
 
-from bertlib.errors import ConfigError
 from bertlib.data.corpus import RawDocument, _local, page_document
+from bertlib.errors import ConfigError
 
 #: bytes of compressed input per task (~11 streams of the English dump: ~1,100 pages, ~300 articles)
 RANGE_BYTES = 1 << 20
@@ -108,7 +108,7 @@ def multistream_prefix(path: str | Path) -> bytes | None:
         root = _ROOT_START.search(header)
         if root is None or b"<page>" in header or not _STREAM_START.match(f.read(10)):
             return None
-    return header[:root.end()]
+    return header[: root.end()]
 
 
 def stream_ranges(path: str | Path, limit: int | None = None) -> list[StreamRange] | None:
@@ -117,8 +117,10 @@ def stream_ranges(path: str | Path, limit: int | None = None) -> list[StreamRang
     if prefix is None:
         return None
     size = Path(path).stat().st_size
-    return [StreamRange(str(path), start, min(start + RANGE_BYTES, size), size, prefix, limit)
-            for start in range(0, size, RANGE_BYTES)]
+    return [
+        StreamRange(str(path), start, min(start + RANGE_BYTES, size), size, prefix, limit)
+        for start in range(0, size, RANGE_BYTES)
+    ]
 
 
 def corrupt_stream(path: str, offset: int, reason) -> ConfigError:
@@ -195,8 +197,10 @@ class RangeReader:
         return stream
 
     def _too_large(self, offset: int) -> ConfigError:
-        return ConfigError(f"{self.task.path}: the bz2 stream at byte offset {offset} decompresses to more than "
-                           f"{MAX_STREAM_BYTES >> 20} MiB (not a Wikimedia multistream dump)")
+        return ConfigError(
+            f"{self.task.path}: the bz2 stream at byte offset {offset} decompresses to more than "
+            f"{MAX_STREAM_BYTES >> 20} MiB (not a Wikimedia multistream dump)"
+        )
 
     def _documents(self, offset: int, data: bytes, end: int) -> list[RawDocument]:
         """The articles of one stream's pages. The stream must hold whole ``<page>`` elements: only the
@@ -212,12 +216,17 @@ class RangeReader:
         else:
             head, body, tail = b"", b"", b"<page> unclosed"
         if (offset > 0 and head.strip()) or (
-                tail.strip() and not (tail.strip() == b"</mediawiki>" and end == task.size)):
-            raise ConfigError(f"{task.path}: the bz2 stream at byte offset {offset} does not hold whole <page> "
-                              f"elements (a Wikimedia multistream dump's streams do)")
+            tail.strip() and not (tail.strip() == b"</mediawiki>" and end == task.size)
+        ):
+            raise ConfigError(
+                f"{task.path}: the bz2 stream at byte offset {offset} does not hold whole <page> "
+                f"elements (a Wikimedia multistream dump's streams do)"
+            )
         if end == task.size and tail.strip() != b"</mediawiki>":
-            raise ConfigError(f"{task.path}: the dump ends without </mediawiki> (its bz2 stream at byte offset "
-                              f"{offset} is the last; truncated?)")
+            raise ConfigError(
+                f"{task.path}: the dump ends without </mediawiki> (its bz2 stream at byte offset "
+                f"{offset} is the last; truncated?)"
+            )
         if not body:
             return []
         self.stats["pages"] = self.stats.get("pages", 0) + body.count(b"<page>")
@@ -229,8 +238,12 @@ class RangeReader:
         return [doc for doc in pages if doc is not None]
 
     def _count(self, seconds: float, documents: int, input_bytes: int, xml_bytes: int) -> None:
-        for key, value in (("read_s", seconds), ("documents", documents), ("input_bytes", input_bytes),
-                           ("xml_bytes", xml_bytes)):
+        for key, value in (
+            ("read_s", seconds),
+            ("documents", documents),
+            ("input_bytes", input_bytes),
+            ("xml_bytes", xml_bytes),
+        ):
             self.stats[key] = self.stats.get(key, 0) + value
 
 
@@ -260,8 +273,11 @@ class TilingCheck:
         with open(path, "rb") as f:
             try:
                 stream = _decompress_stream(f, offset, MAX_STREAM_BYTES)
-                reason = ("the next range does not continue there" if stream else
-                          f"decompresses to more than {MAX_STREAM_BYTES >> 20} MiB")
+                reason = (
+                    "the next range does not continue there"
+                    if stream
+                    else f"decompresses to more than {MAX_STREAM_BYTES >> 20} MiB"
+                )
             except (OSError, EOFError) as e:
                 reason = str(e)
         raise corrupt_stream(path, offset, reason)

@@ -35,7 +35,7 @@ def spfhp(histogram: np.ndarray, max_seq_length: int, max_pairs_per_row: int) ->
     histogram = np.asarray(histogram, np.int64)
     if len(histogram) != s + 1 or histogram[0] or (histogram < 0).any():
         raise ValueError(f"histogram must have {s + 1} non-negative bins with none of length 0")
-    open_packs: dict[int, list[list]] = defaultdict(list)   # remaining space → [[count, lengths], ...]
+    open_packs: dict[int, list[list]] = defaultdict(list)  # remaining space → [[count, lengths], ...]
     closed: list[tuple[int, list[int]]] = []
 
     def add(count: int, lengths: list[int], remaining: int) -> None:
@@ -51,7 +51,7 @@ def spfhp(histogram: np.ndarray, max_seq_length: int, max_pairs_per_row: int) ->
             if not open_packs.get(remaining):
                 remaining -= 1
                 continue
-            group = open_packs[remaining][-1]          # the newest strategy with this much room
+            group = open_packs[remaining][-1]  # the newest strategy with this much room
             moved = min(group[0], todo)
             group[0] -= moved
             if not group[0]:
@@ -77,14 +77,14 @@ def pack(lengths: np.ndarray, max_seq_length: int, max_pairs_per_row: int, rng: 
     if len(lengths) and (lengths.min() < 1 or lengths.max() > s):
         raise ValueError(f"pair lengths must be in 1..{s}, got {lengths.min()}..{lengths.max()}")
     histogram = np.bincount(lengths, minlength=s + 1)
-    by_length = np.argsort(lengths, kind="stable")                # indices grouped by length, in index order
-    next_of = np.concatenate([[0], np.cumsum(histogram)[:-1]])    # next unused position in by_length per length
+    by_length = np.argsort(lengths, kind="stable")  # indices grouped by length, in index order
+    next_of = np.concatenate([[0], np.cumsum(histogram)[:-1]])  # next unused position in by_length per length
     strategies = spfhp(histogram, s, k)
     rows = np.full((sum(c for c, _ in strategies), k), -1, np.int64)
     r = 0
     for count, pack_lengths in strategies:
         for slot, length in enumerate(pack_lengths):
-            rows[r:r + count, slot] = by_length[next_of[length]:next_of[length] + count]
+            rows[r : r + count, slot] = by_length[next_of[length] : next_of[length] + count]
             next_of[length] += count
         r += count
     return rows[rng.permutation(len(rows))]
@@ -95,8 +95,9 @@ def packing_efficiency(lengths: np.ndarray, rows: np.ndarray, max_seq_length: in
     return float(np.asarray(lengths).sum() / max(len(rows) * max_seq_length, 1))
 
 
-def place_pairs(pairs: dict[str, np.ndarray], rows: np.ndarray, max_seq_length: int,
-                max_predictions_per_seq: int) -> dict[str, np.ndarray]:
+def place_pairs(
+    pairs: dict[str, np.ndarray], rows: np.ndarray, max_seq_length: int, max_predictions_per_seq: int
+) -> dict[str, np.ndarray]:
     """One-pair-per-row features (Google's layout, e.g. :func:`bertlib.data.pretraining.build_examples`
     or records read back) → packed rows (records.py's packed layout).
 
@@ -112,35 +113,40 @@ def place_pairs(pairs: dict[str, np.ndarray], rows: np.ndarray, max_seq_length: 
     n_rows, k = rows.shape
     present = rows >= 0
     width = pairs["input_ids"].shape[1]
-    length = np.where(present, (pairs["input_mask"] > 0).sum(axis=1)[rows], 0)   # [R, K]
+    length = np.where(present, (pairs["input_mask"] > 0).sum(axis=1)[rows], 0)  # [R, K]
     ends = np.cumsum(length, axis=1)
     if ends[:, -1].max(initial=0) > s:
         raise ValueError(f"a packed row has more than max_seq_length={s} tokens")
     starts = ends - length
     pos = np.arange(s)
-    slot = (pos[None, :, None] >= ends[:, None, :]).sum(axis=2)             # [R, S] 0..K-1, K on padding
+    slot = (pos[None, :, None] >= ends[:, None, :]).sum(axis=2)  # [R, S] 0..K-1, K on padding
     real = slot < k
     slot = np.minimum(slot, k - 1)
     row_ix = np.arange(n_rows)[:, None]
     src = np.where(real, rows[row_ix, slot] * width + pos[None, :] - starts[row_ix, slot], 0)  # into [M * S']
-    out = {"input_ids": np.where(real, np.asarray(pairs["input_ids"]).reshape(-1)[src], 0).astype(np.int64),
-           "input_mask": np.where(real, slot + 1, 0).astype(np.int64),
-           "segment_ids": np.where(real, np.asarray(pairs["segment_ids"]).reshape(-1)[src], 0).astype(np.int64),
-           "next_sentence_labels": np.where(present, pairs["next_sentence_labels"][rows, 0], 0).astype(np.int64)}
+    out = {
+        "input_ids": np.where(real, np.asarray(pairs["input_ids"]).reshape(-1)[src], 0).astype(np.int64),
+        "input_mask": np.where(real, slot + 1, 0).astype(np.int64),
+        "segment_ids": np.where(real, np.asarray(pairs["segment_ids"]).reshape(-1)[src], 0).astype(np.int64),
+        "next_sentence_labels": np.where(present, pairs["next_sentence_labels"][rows, 0], 0).astype(np.int64),
+    }
     if "masked_lm_weights" in pairs:
         p_in = pairs["masked_lm_weights"].shape[1]
-        weights = (pairs["masked_lm_weights"][rows] > 0) & present[:, :, None]        # [R, K, P']
+        weights = (pairs["masked_lm_weights"][rows] > 0) & present[:, :, None]  # [R, K, P']
         if weights.sum(axis=(1, 2)).max(initial=0) > p:
-            raise ValueError(f"a packed row has more than max_predictions_per_seq={p} masked tokens; "
-                             f"raise max_predictions_per_seq (DataConfig validation says how far)")
+            raise ValueError(
+                f"a packed row has more than max_predictions_per_seq={p} masked tokens; "
+                f"raise max_predictions_per_seq (DataConfig validation says how far)"
+            )
         positions = (pairs["masked_lm_positions"][rows] + starts[:, :, None]).reshape(n_rows, k * p_in)
         order = np.argsort(~weights.reshape(n_rows, k * p_in), axis=1, kind="stable")[:, :p]  # pair by pair
         taken = np.take_along_axis(weights.reshape(n_rows, k * p_in), order, axis=1)
-        if taken.shape[1] < p:   # fewer slots than P in the inputs: pad
+        if taken.shape[1] < p:  # fewer slots than P in the inputs: pad
             order = np.pad(order, ((0, 0), (0, p - taken.shape[1])))
             taken = np.pad(taken, ((0, 0), (0, p - taken.shape[1])))
         out["masked_lm_positions"] = np.where(taken, np.take_along_axis(positions, order, axis=1), 0).astype(np.int64)
-        out["masked_lm_ids"] = np.where(taken, np.take_along_axis(
-            pairs["masked_lm_ids"][rows].reshape(n_rows, k * p_in), order, axis=1), 0).astype(np.int64)
+        out["masked_lm_ids"] = np.where(
+            taken, np.take_along_axis(pairs["masked_lm_ids"][rows].reshape(n_rows, k * p_in), order, axis=1), 0
+        ).astype(np.int64)
         out["masked_lm_weights"] = taken.astype(np.float32)
     return out

@@ -30,12 +30,23 @@ from bertlib.errors import DataError
 CYCLE_LENGTH = 4
 
 
-def shard_files(data_dir: str | os.PathLike, split: str, max_seq_length: int, max_predictions_per_seq: int,
-                vocab: dict | None = None, checksums: bool = True) -> tuple[list[str], dict]:
+def shard_files(
+    data_dir: str | os.PathLike,
+    split: str,
+    max_seq_length: int,
+    max_predictions_per_seq: int,
+    vocab: dict | None = None,
+    checksums: bool = True,
+) -> tuple[list[str], dict]:
     """Validate the dataset (manifest vs the requested shapes/vocab); return the ``split``'s files and
     the manifest."""
-    manifest = validate_dataset(data_dir, max_seq_length=max_seq_length,
-                                max_predictions_per_seq=max_predictions_per_seq, vocab=vocab, checksums=checksums)
+    manifest = validate_dataset(
+        data_dir,
+        max_seq_length=max_seq_length,
+        max_predictions_per_seq=max_predictions_per_seq,
+        vocab=vocab,
+        checksums=checksums,
+    )
     shards = manifest.get("shards", {}).get(split) or []
     if not shards:
         raise DataError(f"{Path(data_dir) / 'manifest.json'}: no {split!r} shards")
@@ -56,18 +67,20 @@ def packed_features(batch: dict, max_pairs_per_row: int) -> dict:
     """
     import tensorflow as tf
 
-    pair = tf.cast(batch["input_mask"], tf.int32)                                         # [B, S]
+    pair = tf.cast(batch["input_mask"], tf.int32)  # [B, S]
     seq_len = tf.shape(pair)[1]
-    in_pair = tf.equal(pair[:, :, tf.newaxis], tf.range(1, max_pairs_per_row + 1))        # [B, S, K]
-    index = tf.range(seq_len)[tf.newaxis, :, tf.newaxis]                                  # [1, S, 1]
-    start = tf.reduce_min(tf.where(in_pair, index, seq_len), axis=1)                      # [B, K]; S if absent
-    present = tf.reduce_any(in_pair, axis=1)                                              # [B, K]
+    in_pair = tf.equal(pair[:, :, tf.newaxis], tf.range(1, max_pairs_per_row + 1))  # [B, S, K]
+    index = tf.range(seq_len)[tf.newaxis, :, tf.newaxis]  # [1, S, 1]
+    start = tf.reduce_min(tf.where(in_pair, index, seq_len), axis=1)  # [B, K]; S if absent
+    present = tf.reduce_any(in_pair, axis=1)  # [B, K]
     start = tf.where(present, start, 0)
-    own_start = tf.reduce_sum(tf.cast(in_pair, tf.int32) * start[:, tf.newaxis, :], axis=2)   # [B, S]
-    return {**batch,
-            "position_ids": tf.where(pair > 0, tf.range(seq_len)[tf.newaxis, :] - own_start, 0),
-            "next_sentence_positions": start,
-            "next_sentence_weights": tf.cast(present, tf.float32)}
+    own_start = tf.reduce_sum(tf.cast(in_pair, tf.int32) * start[:, tf.newaxis, :], axis=2)  # [B, S]
+    return {
+        **batch,
+        "position_ids": tf.where(pair > 0, tf.range(seq_len)[tf.newaxis, :] - own_start, 0),
+        "next_sentence_positions": start,
+        "next_sentence_weights": tf.cast(present, tf.float32),
+    }
 
 
 def _mask_drawer(data_dir, masked_lm_prob: float, max_predictions_per_seq: int, seed: int, rank: int):
@@ -84,17 +97,37 @@ def _mask_drawer(data_dir, masked_lm_prob: float, max_predictions_per_seq: int, 
     ids = SpecialIds.from_vocab(read_vocab(vocab_file))
 
     def draw(batch, index):
-        return dynamic_mask(batch, mask_seed(seed, rank, index), max_predictions_per_seq, masked_lm_prob, ids.cls,
-                            ids.sep, ids.mask, ids.vocab_size)
+        return dynamic_mask(
+            batch,
+            mask_seed(seed, rank, index),
+            max_predictions_per_seq,
+            masked_lm_prob,
+            ids.cls,
+            ids.sep,
+            ids.mask,
+            ids.vocab_size,
+        )
 
     return draw
 
 
-def pretraining_dataset(data_dir: str | os.PathLike, split: str, batch_size: int, max_seq_length: int,
-                        max_predictions_per_seq: int, rank: int = 0, world: int = 1, shuffle: bool = True,
-                        seed: int = 12345, repeat: bool = True, shuffle_buffer: int = 10000,
-                        skip_batches: int = 0, vocab: dict | None = None, checksums: bool = True,
-                        drop_remainder: bool = True):
+def pretraining_dataset(
+    data_dir: str | os.PathLike,
+    split: str,
+    batch_size: int,
+    max_seq_length: int,
+    max_predictions_per_seq: int,
+    rank: int = 0,
+    world: int = 1,
+    shuffle: bool = True,
+    seed: int = 12345,
+    repeat: bool = True,
+    shuffle_buffer: int = 10000,
+    skip_batches: int = 0,
+    vocab: dict | None = None,
+    checksums: bool = True,
+    drop_remainder: bool = True,
+):
     """A ``tf.data.Dataset`` of pretraining batches for one rank.
 
     Args:
@@ -128,8 +161,11 @@ def pretraining_dataset(data_dir: str | os.PathLike, split: str, batch_size: int
     files, manifest = shard_files(data_dir, split, max_seq_length, max_predictions_per_seq, vocab, checksums)
     layout = dataset_layout(manifest)
     pairs = layout["max_pairs_per_row"]
-    draw_masks = None if layout["masked"] else _mask_drawer(data_dir, layout["masked_lm_prob"],
-                                                            max_predictions_per_seq, seed, rank)
+    draw_masks = (
+        None
+        if layout["masked"]
+        else _mask_drawer(data_dir, layout["masked_lm_prob"], max_predictions_per_seq, seed, rank)
+    )
 
     def parse(index, serialized):
         batch = parse_pretraining_batch(serialized, max_seq_length, max_predictions_per_seq, pairs, layout["masked"])
@@ -146,14 +182,19 @@ def pretraining_dataset(data_dir: str | os.PathLike, split: str, batch_size: int
     if repeat:
         ds = ds.repeat()
     per_rank = -(-len(files) // world) if by_file else len(files)
-    ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(CYCLE_LENGTH, per_rank), block_length=1,
-                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.interleave(
+        tf.data.TFRecordDataset,
+        cycle_length=min(CYCLE_LENGTH, per_rank),
+        block_length=1,
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
     if not by_file:
         ds = ds.shard(world, rank)
     if shuffle:
         ds = ds.shuffle(shuffle_buffer, seed=seed + 1 + rank, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-    ds = ds.enumerate()          # the batch index seeds dynamic masks: fresh every epoch, repeated on resume
-    ds = ds.skip(skip_batches)   # even 0: a saved iterator state must fit the pipeline of any restart
+    ds = ds.enumerate()  # the batch index seeds dynamic masks: fresh every epoch, repeated on resume
+    ds = ds.skip(skip_batches)  # even 0: a saved iterator state must fit the pipeline of any restart
     ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)

@@ -38,8 +38,12 @@ _log = get_logger(__name__)
 #: bytes of extracted text (sentences.txt) per source byte, by (source format, bz2-compressed):
 #: the slice's bz2 dump and its XML; plain text passes through unchanged (sentences.txt as a text
 #: source gave the identical 2,846,169 bytes), a bz2 text file at the ratio bz2 -9 reaches on it (3.454)
-TEXT_PER_SOURCE_BYTE = {("wikipedia", True): 2_846_169 / 1_695_871, ("wikipedia", False): 2_846_169 / 6_089_746,
-                        ("text", True): 3.454, ("text", False): 1.0}
+TEXT_PER_SOURCE_BYTE = {
+    ("wikipedia", True): 2_846_169 / 1_695_871,
+    ("wikipedia", False): 2_846_169 / 6_089_746,
+    ("text", True): 3.454,
+    ("text", False): 1.0,
+}
 TEXT_BYTES_PER_TOKEN = 2_846_169 / 596_728  # 4.77 bytes of cleaned text per WordPiece token
 #: text per bz2 byte of the whole English Wikipedia dump: ~3.5e9 tokens from ~20e9 bytes (0.84, half the slice's)
 WHOLE_DUMP_TEXT_PER_BZ2_BYTE = 3.5e9 / 20e9 * TEXT_BYTES_PER_TOKEN
@@ -122,11 +126,17 @@ def _left(cfg: DataConfig, need: dict[str, int]) -> dict[str, int]:
 
     out, work = Path(cfg.output_dir), Path(cfg.work_dir or cfg.output_dir)
     corpus = work / ".corpus"
-    done = {"text": corpus / "extract.json", "corpus": corpus / "tokenize.json",
-            **{k: out / p.name / "manifest.json" for p in cfg.phases for k in (p.name, f"{p.name} instances")}}
-    have = {"text": _size([corpus / "sentences.txt"]), "corpus": _size(corpus / f for f in CORPUS_FILES),
-            **{p.name: _size((out / p.name).glob("*.tfrecord")) for p in cfg.phases},
-            **{f"{p.name} instances": _size((work / p.name).glob(".progress/*.npy")) for p in cfg.phases}}
+    done = {
+        "text": corpus / "extract.json",
+        "corpus": corpus / "tokenize.json",
+        **{k: out / p.name / "manifest.json" for p in cfg.phases for k in (p.name, f"{p.name} instances")},
+    }
+    have = {
+        "text": _size([corpus / "sentences.txt"]),
+        "corpus": _size(corpus / f for f in CORPUS_FILES),
+        **{p.name: _size((out / p.name).glob("*.tfrecord")) for p in cfg.phases},
+        **{f"{p.name} instances": _size((work / p.name).glob(".progress/*.npy")) for p in cfg.phases},
+    }
     return {k: 0 if done[k].is_file() else max(0, v - have[k]) for k, v in need.items()}
 
 
@@ -178,7 +188,9 @@ def check_disk(cfg: DataConfig, hosts: int = 1) -> dict | None:
         detail = ", ".join(f"{k} {gb(v)}" for k, v in entry["parts"].items())
         _log.info(f"preflight: {entry['location']} needs ~{gb(entry['need'])} ({detail}); {gb(free)} free")
         if entry["need"] > free:
-            raise ConfigError(f"{entry['location']}: not enough disk space: prepare-data needs "
-                              f"~{gb(entry['need'])} there ({detail}), {gb(free)} free")
+            raise ConfigError(
+                f"{entry['location']}: not enough disk space: prepare-data needs "
+                f"~{gb(entry['need'])} there ({detail}), {gb(free)} free"
+            )
         result[str(entry["location"])] = {"need": entry["need"], "free": free, "parts": entry["parts"]}
     return result

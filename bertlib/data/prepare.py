@@ -30,7 +30,6 @@ settings on an existing phase folder are refused (one line naming the folder and
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures as cf
 import hashlib
 import json
@@ -45,9 +44,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bertlib.files import remove_stale, temp_path, write_json
-from bertlib.config import DataConfig, load_config
+from bertlib.config import DataConfig, job_command, parse_job_args
 from bertlib.errors import ConfigError
+from bertlib.files import remove_stale, temp_path, write_json
 from bertlib.progress import quiet_or_bar
 
 EXTRACT_VERSION = 4  # bump when the cleaning/splitting rules change (invalidates .corpus caches)
@@ -121,8 +120,13 @@ def _group_task(task: dict) -> None:
     from bertlib.data.pretraining import deal, group_documents, group_instances
 
     split_docs = np.load(task["split_docs"])
-    instances = group_instances(_corpus(task), group_documents(split_docs, task["group"], task["num_groups"]),
-                                split_docs, seed=task["seed"], **task["instance_settings"])
+    instances = group_instances(
+        _corpus(task),
+        group_documents(split_docs, task["group"], task["num_groups"]),
+        split_docs,
+        seed=task["seed"],
+        **task["instance_settings"],
+    )
     _save_npy(Path(task["path"]), deal(instances, task["group"], task["num_groups"]))
 
 
@@ -137,13 +141,15 @@ def _shard_task(task: dict) -> dict:
     if vkey not in _WORKER_CACHE:
         _WORKER_CACHE[vkey] = SpecialIds.from_vocab(read_vocab(task["vocab_file"]))
     dealt = [np.load(path, mmap_mode="r") for path in task["groups"]]
-    instances = np.concatenate([rows[dealt_slice(len(rows), group, task["shard"], task["num_shards"])]
-                                for group, rows in enumerate(dealt)])
+    instances = np.concatenate(
+        [rows[dealt_slice(len(rows), group, task["shard"], task["num_shards"])] for group, rows in enumerate(dealt)]
+    )
     stats = {"examples": 0, "pairs": 0, "masked_tokens": 0, "real_tokens": 0, "random_next": 0}
 
     def records():
-        for batch in make_shard(_corpus(task), instances, ids=_WORKER_CACHE[vkey], seed=task["seed"],
-                                **task["example_settings"]):
+        for batch in make_shard(
+            _corpus(task), instances, ids=_WORKER_CACHE[vkey], seed=task["seed"], **task["example_settings"]
+        ):
             stats["examples"] += len(batch["input_ids"])
             stats["pairs"] += int(batch["input_mask"].max(axis=1).sum())  # input_mask = pair number 1..K
             if "masked_lm_weights" in batch:
@@ -154,8 +160,14 @@ def _shard_task(task: dict) -> dict:
 
     path = Path(task["path"])
     sha = write_tfrecord_file(path, records())
-    marker = {"key": task["key"], "file": path.name, "sha256": sha, "bytes": path.stat().st_size, **stats,
-              "settings": task["settings"]}
+    marker = {
+        "key": task["key"],
+        "file": path.name,
+        "sha256": sha,
+        "bytes": path.stat().st_size,
+        **stats,
+        "settings": task["settings"],
+    }
     write_json(Path(task["marker"]), marker)
     return marker
 
@@ -243,8 +255,10 @@ class _Preparer:
             raise ConfigError(f"phases: duplicate phase names {names}")
         for p in cfg.phases:
             if p.max_predictions_per_seq > p.max_seq_length - 3:
-                raise ConfigError(f"phases.{p.name}: max_predictions_per_seq={p.max_predictions_per_seq} "
-                                  f"exceeds max_seq_length - 3 = {p.max_seq_length - 3}")
+                raise ConfigError(
+                    f"phases.{p.name}: max_predictions_per_seq={p.max_predictions_per_seq} "
+                    f"exceeds max_seq_length - 3 = {p.max_seq_length - 3}"
+                )
         from bertlib.data.hosts import host_share
         from bertlib.data.preflight import check_disk
 
@@ -280,31 +294,48 @@ class _Preparer:
             self.vocab_spec = {"sha256": info["sha256"]}
         else:
             self.vocab_spec = {"trained": cfg.vocab_size}
-        self.extract_key = _key({"v": EXTRACT_VERSION, "sources": [(str(p.resolve()), p.stat().st_size)
-                                                                   for p in self.sources],
-                                 "format": cfg.source_format, "doc_mode": cfg.text_doc_mode,
-                                 "max_documents": cfg.max_documents})
+        self.extract_key = _key(
+            {
+                "v": EXTRACT_VERSION,
+                "sources": [(str(p.resolve()), p.stat().st_size) for p in self.sources],
+                "format": cfg.source_format,
+                "doc_mode": cfg.text_doc_mode,
+                "max_documents": cfg.max_documents,
+            }
+        )
         if cfg.max_documents is not None and cfg.max_documents < cfg.num_shards + cfg.validation_shards:
-            raise ConfigError(f"max_documents={cfg.max_documents} is fewer than num_shards + validation_shards = "
-                              f"{cfg.num_shards + cfg.validation_shards} (every shard needs a document)")
+            raise ConfigError(
+                f"max_documents={cfg.max_documents} is fewer than num_shards + validation_shards = "
+                f"{cfg.num_shards + cfg.validation_shards} (every shard needs a document)"
+            )
         for phase in cfg.phases:
             self._check_phase_dir(phase)
 
     def phase_settings(self, phase) -> dict:
         cfg = self.cfg
-        return {"phase": phase.name, "max_seq_length": phase.max_seq_length,
-                "max_predictions_per_seq": phase.max_predictions_per_seq, "sources": list(cfg.sources),
-                "source_format": cfg.source_format, "text_doc_mode": cfg.text_doc_mode,
-                "max_documents": cfg.max_documents, "vocab": self.vocab_spec,
-                "do_lower_case": cfg.do_lower_case, "strip_accents": cfg.strip_accents,
-                "num_shards": cfg.num_shards, "validation_shards": cfg.validation_shards,
-                "validation_fraction": cfg.validation_fraction, "dupe_factor": cfg.dupe_factor,
-                "short_seq_prob": cfg.short_seq_prob, "masked_lm_prob": cfg.masked_lm_prob,
-                "whole_word_masking": cfg.whole_word_masking, "seed": cfg.seed,
-                # only when on, so that the settings (and shard keys) of unpacked, static data stay as before
-                **({"pack_sequences": True, "max_pairs_per_row": cfg.pairs_per_row(phase)} if cfg.pack_sequences
-                   else {}),
-                **({"dynamic_masking": True} if cfg.dynamic_masking else {})}
+        return {
+            "phase": phase.name,
+            "max_seq_length": phase.max_seq_length,
+            "max_predictions_per_seq": phase.max_predictions_per_seq,
+            "sources": list(cfg.sources),
+            "source_format": cfg.source_format,
+            "text_doc_mode": cfg.text_doc_mode,
+            "max_documents": cfg.max_documents,
+            "vocab": self.vocab_spec,
+            "do_lower_case": cfg.do_lower_case,
+            "strip_accents": cfg.strip_accents,
+            "num_shards": cfg.num_shards,
+            "validation_shards": cfg.validation_shards,
+            "validation_fraction": cfg.validation_fraction,
+            "dupe_factor": cfg.dupe_factor,
+            "short_seq_prob": cfg.short_seq_prob,
+            "masked_lm_prob": cfg.masked_lm_prob,
+            "whole_word_masking": cfg.whole_word_masking,
+            "seed": cfg.seed,
+            # only when on, so that the settings (and shard keys) of unpacked, static data stay as before
+            **({"pack_sequences": True, "max_pairs_per_row": cfg.pairs_per_row(phase)} if cfg.pack_sequences else {}),
+            **({"dynamic_masking": True} if cfg.dynamic_masking else {}),
+        }
 
     def _check_phase_dir(self, phase) -> None:
         """Refuse to mix: an existing phase folder must have been made with the same settings."""
@@ -321,10 +352,12 @@ class _Preparer:
                     old, where = m["settings"], marker
                     break
         if old is not None and old != new:
-            changed = ", ".join(f"{k}: {old.get(k)!r} → {new.get(k)!r}" for k in {**new, **old}
-                                if old.get(k) != new.get(k))
-            raise ConfigError(f"{where}: {pdir} was prepared with other settings ({changed}); "
-                              f"use a new output_dir or delete {pdir}")
+            changed = ", ".join(
+                f"{k}: {old.get(k)!r} → {new.get(k)!r}" for k in {**new, **old} if old.get(k) != new.get(k)
+            )
+            raise ConfigError(
+                f"{where}: {pdir} was prepared with other settings ({changed}); use a new output_dir or delete {pdir}"
+            )
 
     # -- 1. extract --------------------------------------------------------------------------------
     def extract(self, pool, workers: int) -> dict:
@@ -353,8 +386,9 @@ class _Preparer:
         def tasks():
             nonlocal ranges
             for source in self.sources:
-                parts = stream_ranges(source, limit) if source_format(source, cfg.source_format) == "wikipedia" \
-                    else None
+                parts = (
+                    stream_ranges(source, limit) if source_format(source, cfg.source_format) == "wikipedia" else None
+                )
                 if parts:
                     ranges += len(parts)
                     yield from parts
@@ -365,15 +399,17 @@ class _Preparer:
         counts = {"raw_documents": 0, "documents": 0, "sentences": 0, "words": 0}
         tiling = TilingCheck()
         t_start, write_s = time.perf_counter(), 0.0
-        with open(tmp, "w", encoding="utf-8") as out, \
-                quiet_or_bar(self.progress, desc="extract", unit="doc", total=limit) as bar:
+        with (
+            open(tmp, "w", encoding="utf-8") as out,
+            quiet_or_bar(self.progress, desc="extract", unit="doc", total=limit) as bar,
+        ):
             for result in _ordered_map(pool, _extract_chunk, tasks(), 2 * workers + 1):
                 if "range" in result:
                     tiling(*result["range"])
                 for k, v in result["stats"].items():
                     stats[k] = stats.get(k, 0) + v
                 t = time.thread_time()
-                taken = result["sentences"][:None if limit is None else limit - counts["raw_documents"]]
+                taken = result["sentences"][: None if limit is None else limit - counts["raw_documents"]]
                 for sentences in taken:
                     counts["raw_documents"] += 1
                     if sentences:
@@ -396,16 +432,25 @@ class _Preparer:
             return round(n / seconds, 2) if seconds else None
 
         read_s, clean_s, split_s = (stats.get(k, 0.0) for k in ("read_s", "clean_s", "split_s"))
-        rates = {"workers": workers, "wall_s": round(time.perf_counter() - t_start, 3),
-                 "read_by": "workers" if not read_here else "main process" if not ranges else "both",
-                 "read": {"s": round(read_s, 3), "docs_per_s": rate(stats.get("documents", 0), read_s),
-                          "pages_per_s": rate(stats.get("pages", 0), read_s),
-                          "input_MB_per_s": rate(stats.get("input_bytes", 0) / 1e6, read_s),
-                          "xml_MB_per_s": rate(stats.get("xml_bytes", 0) / 1e6, read_s)},
-                 "clean": {"s": round(clean_s, 3), "docs_per_s": rate(stats["cleaned"], clean_s)},
-                 "split": {"s": round(split_s, 3), "docs_per_s": rate(stats["cleaned"], split_s),
-                           "sentences_per_s": rate(stats["sentences"], split_s)},
-                 "write": {"s": round(write_s, 3), "MB_per_s": rate(path.stat().st_size / 1e6, write_s)}}
+        rates = {
+            "workers": workers,
+            "wall_s": round(time.perf_counter() - t_start, 3),
+            "read_by": "workers" if not read_here else "main process" if not ranges else "both",
+            "read": {
+                "s": round(read_s, 3),
+                "docs_per_s": rate(stats.get("documents", 0), read_s),
+                "pages_per_s": rate(stats.get("pages", 0), read_s),
+                "input_MB_per_s": rate(stats.get("input_bytes", 0) / 1e6, read_s),
+                "xml_MB_per_s": rate(stats.get("xml_bytes", 0) / 1e6, read_s),
+            },
+            "clean": {"s": round(clean_s, 3), "docs_per_s": rate(stats["cleaned"], clean_s)},
+            "split": {
+                "s": round(split_s, 3),
+                "docs_per_s": rate(stats["cleaned"], split_s),
+                "sentences_per_s": rate(stats["sentences"], split_s),
+            },
+            "write": {"s": round(write_s, 3), "MB_per_s": rate(path.stat().st_size / 1e6, write_s)},
+        }
         done = {"key": self.extract_key, **counts, "rates": rates}
         write_json(marker, done)
         return done
@@ -419,14 +464,19 @@ class _Preparer:
             return Path(self.cfg.vocab_file).resolve()
         path = self.out / "vocab.txt"
         marker = self.corpus_dir / "vocab.json"
-        key = _key({"extract": self.extract_key, "size": self.cfg.vocab_size, "lower": self.lowercase,
-                    "strip": self.strip_accents})
+        key = _key(
+            {
+                "extract": self.extract_key,
+                "size": self.cfg.vocab_size,
+                "lower": self.lowercase,
+                "strip": self.strip_accents,
+            }
+        )
         done = _read_json(marker)
         if done and done.get("key") == key and path.is_file() and sha256_file(path) == done.get("sha256"):
             return path.resolve()
         lines = (line.rstrip("\n") for line in open(self.corpus_dir / "sentences.txt", encoding="utf-8"))
-        train_wordpiece((line for line in lines if line), self.cfg.vocab_size, self.lowercase,
-                        self.strip_accents, path)
+        train_wordpiece((line for line in lines if line), self.cfg.vocab_size, self.lowercase, self.strip_accents, path)
         write_json(marker, {"key": key, "sha256": sha256_file(path)})
         return path.resolve()
 
@@ -435,8 +485,15 @@ class _Preparer:
         from bertlib.data.pretraining import CORPUS_FILES
         from bertlib.tokenization import MAX_INPUT_CHARS_PER_WORD
 
-        key = _key({"extract": self.extract_key, "vocab": vocab_sha, "lower": self.lowercase,
-                    "strip": self.strip_accents, "max_chars": MAX_INPUT_CHARS_PER_WORD})
+        key = _key(
+            {
+                "extract": self.extract_key,
+                "vocab": vocab_sha,
+                "lower": self.lowercase,
+                "strip": self.strip_accents,
+                "max_chars": MAX_INPUT_CHARS_PER_WORD,
+            }
+        )
         marker = self.corpus_dir / "tokenize.json"
         done = _read_json(marker)
         if done and done.get("key") == key and all((self.corpus_dir / f).is_file() for f in CORPUS_FILES):
@@ -446,9 +503,10 @@ class _Preparer:
         tok_path = self.corpus_dir / CORPUS_FILES[0]
         tmp = temp_path(tok_path)
         sent_lens, doc_sents = [], []
-        args = ((str(vocab_file), self.lowercase, self.strip_accents, chunk)
-                for chunk in _chunks(_read_sentence_docs(self.corpus_dir / "sentences.txt"),
-                                     lambda d: sum(map(len, d))))
+        args = (
+            (str(vocab_file), self.lowercase, self.strip_accents, chunk)
+            for chunk in _chunks(_read_sentence_docs(self.corpus_dir / "sentences.txt"), lambda d: sum(map(len, d)))
+        )
         with open(tmp, "wb") as out, quiet_or_bar(self.progress, desc="tokenize", unit="doc") as bar:
             for tokens, lengths, per_doc in _ordered_map(pool, _tokenize_chunk, args, 2 * workers + 1):
                 out.write(np.ascontiguousarray(tokens, "<i4").tobytes())
@@ -463,8 +521,12 @@ class _Preparer:
             t = temp_path(p)
             arr.tofile(t)
             os.replace(t, p)
-        done = {"key": key, "documents": len(document_starts) - 1, "sentences": len(sentence_starts) - 1,
-                "tokens": int(sentence_starts[-1])}
+        done = {
+            "key": key,
+            "documents": len(document_starts) - 1,
+            "sentences": len(sentence_starts) - 1,
+            "tokens": int(sentence_starts[-1]),
+        }
         write_json(marker, done)
         return done
 
@@ -484,9 +546,11 @@ class _Preparer:
         shards = {"train": cfg.num_shards, "validation": cfg.validation_shards}
         for name, docs in splits.items():
             if len(docs) < shards[name]:
-                raise ConfigError(f"{', '.join(map(str, self.sources))}: {len(docs)} {name} documents for "
-                                  f"{shards[name]} {name} shards (every shard needs at least one document); "
-                                  f"lower num_shards/validation_shards or add data")
+                raise ConfigError(
+                    f"{', '.join(map(str, self.sources))}: {len(docs)} {name} documents for "
+                    f"{shards[name]} {name} shards (every shard needs at least one document); "
+                    f"lower num_shards/validation_shards or add data"
+                )
         paths = {}
         for name, docs in splits.items():
             paths[name] = self.corpus_dir / f"split-{name}.npy"
@@ -494,8 +558,9 @@ class _Preparer:
         return paths
 
     # -- 5. examples + manifests -------------------------------------------------------------------
-    def shard_tasks(self, corpus_key: str, vocab_file: Path, vocab_info: dict,
-                    split_paths: dict) -> tuple[list[dict], list[dict]]:
+    def shard_tasks(
+        self, corpus_key: str, vocab_file: Path, vocab_info: dict, split_paths: dict
+    ) -> tuple[list[dict], list[dict]]:
         """``(group tasks, shard tasks)`` of every phase × split: group g of n makes the instances of
         every n-th document (``<phase>/.progress/<split>-instances-0000g-of-0000n.<key>.npy``); shard
         k reads its share of all n group files (``task["groups"]``)."""
@@ -514,30 +579,50 @@ class _Preparer:
             common = {"corpus_dir": str(self.corpus_dir), "corpus_key": corpus_key}
             for split, docs_path in split_paths.items():
                 n = cfg.num_shards if split == "train" else cfg.validation_shards
-                group_paths = [str(wdir / f"{split}-instances-{g:05d}-of-{n:05d}.{key[:16]}.npy")
-                               for g in range(n)]
+                group_paths = [str(wdir / f"{split}-instances-{g:05d}-of-{n:05d}.{key[:16]}.npy") for g in range(n)]
                 for g, path in enumerate(group_paths):
-                    groups.append({
-                        **common, "group": g, "num_groups": n, "path": path, "split_docs": str(docs_path),
-                        "seed": derive_seed(cfg.seed, phase.name, split, "group", g),
-                        "instance_settings": {"max_seq_length": phase.max_seq_length,
-                                              "dupe_factor": cfg.dupe_factor,
-                                              "short_seq_prob": cfg.short_seq_prob}})
+                    groups.append(
+                        {
+                            **common,
+                            "group": g,
+                            "num_groups": n,
+                            "path": path,
+                            "split_docs": str(docs_path),
+                            "seed": derive_seed(cfg.seed, phase.name, split, "group", g),
+                            "instance_settings": {
+                                "max_seq_length": phase.max_seq_length,
+                                "dupe_factor": cfg.dupe_factor,
+                                "short_seq_prob": cfg.short_seq_prob,
+                            },
+                        }
+                    )
                 for k in range(n):
                     name = f"{split}-{k:05d}-of-{n:05d}.tfrecord"
-                    tasks.append({
-                        **common, "phase": phase.name, "split": split, "shard": k, "num_shards": n, "key": key,
-                        "settings": settings, "path": str(pdir / name),
-                        "marker": str(pdir / ".progress" / f"{name}.json"),
-                        "vocab_file": str(vocab_file), "groups": group_paths,
-                        "seed": derive_seed(cfg.seed, phase.name, split, k),
-                        "example_settings": {
-                            "max_seq_length": phase.max_seq_length,
-                            "max_predictions_per_seq": phase.max_predictions_per_seq,
-                            "masked_lm_prob": cfg.masked_lm_prob,
-                            "whole_word_masking": cfg.whole_word_masking,
-                            "pack_sequences": cfg.pack_sequences, "max_pairs_per_row": cfg.pairs_per_row(phase),
-                            "masked": not cfg.dynamic_masking}})
+                    tasks.append(
+                        {
+                            **common,
+                            "phase": phase.name,
+                            "split": split,
+                            "shard": k,
+                            "num_shards": n,
+                            "key": key,
+                            "settings": settings,
+                            "path": str(pdir / name),
+                            "marker": str(pdir / ".progress" / f"{name}.json"),
+                            "vocab_file": str(vocab_file),
+                            "groups": group_paths,
+                            "seed": derive_seed(cfg.seed, phase.name, split, k),
+                            "example_settings": {
+                                "max_seq_length": phase.max_seq_length,
+                                "max_predictions_per_seq": phase.max_predictions_per_seq,
+                                "masked_lm_prob": cfg.masked_lm_prob,
+                                "whole_word_masking": cfg.whole_word_masking,
+                                "pack_sequences": cfg.pack_sequences,
+                                "max_pairs_per_row": cfg.pairs_per_row(phase),
+                                "masked": not cfg.dynamic_masking,
+                            },
+                        }
+                    )
         return groups, tasks
 
     @staticmethod
@@ -554,8 +639,9 @@ class _Preparer:
             return None
         return marker
 
-    def write_manifests(self, markers: dict, tasks: list[dict], vocab_file: Path, vocab_info: dict,
-                        split_paths: dict) -> dict:
+    def write_manifests(
+        self, markers: dict, tasks: list[dict], vocab_file: Path, vocab_info: dict, split_paths: dict
+    ) -> dict:
         from bertlib.data.pretraining import TokenizedCorpus
         from bertlib.data.records import MANIFEST_FORMAT, shard_mix
 
@@ -565,9 +651,11 @@ class _Preparer:
             docs = np.load(p)
             ds = np.asarray(corpus.document_starts)
             ss = np.asarray(corpus.sentence_starts)
-            split_counts[split] = {"documents": int(len(docs)),
-                                   "sentences": int((ds[docs + 1] - ds[docs]).sum()),
-                                   "tokens": int((ss[ds[docs + 1]] - ss[ds[docs]]).sum())}
+            split_counts[split] = {
+                "documents": int(len(docs)),
+                "sentences": int((ds[docs + 1] - ds[docs]).sum()),
+                "tokens": int((ss[ds[docs + 1]] - ss[ds[docs]]).sum()),
+            }
         manifests = {}
         for phase in self.cfg.phases:
             pdir = self.out / phase.name
@@ -577,33 +665,48 @@ class _Preparer:
                 if task["phase"] != phase.name:
                     continue
                 m = markers[task["path"]]
-                shard = {k: m[k] for k in ("file", "sha256", "bytes", "examples", "masked_tokens", "real_tokens",
-                                           "random_next")}
+                shard = {
+                    k: m[k]
+                    for k in ("file", "sha256", "bytes", "examples", "masked_tokens", "real_tokens", "random_next")
+                }
                 shard["pairs"] = m.get("pairs", m["examples"])  # markers of unpacked shards made before packing
                 shards[task["split"]].append({**shard, **shard_mix(shard, phase.max_seq_length)})
                 for key in ("examples", "pairs", "masked_tokens"):
                     splits[task["split"]][key] += shard[key]
-            counts = {k: sum(s[k] for s in splits.values())
-                      for k in ("documents", "sentences", "tokens", "examples", "pairs", "masked_tokens")}
+            counts = {
+                k: sum(s[k] for s in splits.values())
+                for k in ("documents", "sentences", "tokens", "examples", "pairs", "masked_tokens")
+            }
             packing = None
             if self.cfg.pack_sequences:
                 real = sum(shard["real_tokens"] for split in shards.values() for shard in split)
-                packing = {"max_pairs_per_row": self.cfg.pairs_per_row(phase), "algorithm": "spfhp",
-                           "pairs": counts["pairs"], "rows": counts["examples"],
-                           "efficiency": real / max(counts["examples"] * phase.max_seq_length, 1)}
+                packing = {
+                    "max_pairs_per_row": self.cfg.pairs_per_row(phase),
+                    "algorithm": "spfhp",
+                    "pairs": counts["pairs"],
+                    "rows": counts["examples"],
+                    "efficiency": real / max(counts["examples"] * phase.max_seq_length, 1),
+                }
             vtmp = temp_path(pdir / "vocab.txt")
             shutil.copyfile(vocab_file, vtmp)
             os.replace(vtmp, pdir / "vocab.txt")
-            manifest = {"format": MANIFEST_FORMAT, "max_seq_length": phase.max_seq_length,
-                        "max_predictions_per_seq": phase.max_predictions_per_seq, "vocab": vocab_info,
-                        "settings": self.phase_settings(phase), "counts": counts, "splits": splits,
-                        "shards": shards, "packing": packing,
-                        "masking": "dynamic" if self.cfg.dynamic_masking else "static",
-                        "created_by": "bertlib prepare-data"}
+            manifest = {
+                "format": MANIFEST_FORMAT,
+                "max_seq_length": phase.max_seq_length,
+                "max_predictions_per_seq": phase.max_predictions_per_seq,
+                "vocab": vocab_info,
+                "settings": self.phase_settings(phase),
+                "counts": counts,
+                "splits": splits,
+                "shards": shards,
+                "packing": packing,
+                "masking": "dynamic" if self.cfg.dynamic_masking else "static",
+                "created_by": "bertlib prepare-data",
+            }
             write_json(pdir / "manifest.json", manifest)
             manifests[phase.name] = manifest
             for instances in (self.work / phase.name / ".progress").glob("*-instances-*.npy"):  # only needed to
-                instances.unlink(missing_ok=True)                                                  # (re)make shards
+                instances.unlink(missing_ok=True)  # (re)make shards
         return manifests
 
     def run(self) -> dict:
@@ -649,15 +752,17 @@ class _Preparer:
                     Path(task["marker"]).unlink(missing_ok=True)
                 needed = {path for task in todo for path in task["groups"]}
                 groups_todo = [g for g in groups if g["path"] in needed and not Path(g["path"]).is_file()]
-                with quiet_or_bar(self.progress and bool(groups_todo), desc="instances", unit="group",
-                                  total=len(groups_todo)) as bar:
+                with quiet_or_bar(
+                    self.progress and bool(groups_todo), desc="instances", unit="group", total=len(groups_todo)
+                ) as bar:
                     for fut in cf.as_completed([pool.submit(_group_task, g) for g in groups_todo]):
                         fut.result()
                         bar.update(1)
                 self.timings["instances_s"] = time.perf_counter() - t
                 t = time.perf_counter()
-                with quiet_or_bar(self.progress, desc="shards", unit="shard", total=len(mine),
-                                  initial=len(mine) - len(todo)) as bar:
+                with quiet_or_bar(
+                    self.progress, desc="shards", unit="shard", total=len(mine), initial=len(mine) - len(todo)
+                ) as bar:
                     futures = {pool.submit(_shard_task, {**task}): task for task in todo}
                     for fut in cf.as_completed(futures):
                         m = fut.result()
@@ -666,10 +771,11 @@ class _Preparer:
                 self.timings["shards_s"] = time.perf_counter() - t
                 self.timings["examples_s"] = self.timings["instances_s"] + self.timings["shards_s"]
             except BrokenProcessPool:
-                raise RuntimeError(f"{self.out}: a worker process died; finished shards are kept — rerun the "
-                                   f"same command to resume (calling prepare() from a script? workers are "
-                                   f"spawned and re-import it: put the call under if __name__ == '__main__')"
-                                   ) from None
+                raise RuntimeError(
+                    f"{self.out}: a worker process died; finished shards are kept — rerun the "
+                    f"same command to resume (calling prepare() from a script? workers are "
+                    f"spawned and re-import it: put the call under if __name__ == '__main__')"
+                ) from None
         written = {path: markers[path] for path in (task["path"] for task in todo)}
         every = dict(markers)
         if share.mpi:  # the other hosts' shards are on their disks: their markers come over MPI
@@ -684,29 +790,52 @@ class _Preparer:
         if not pending and (share.leader or not share.mpi):
             manifests = self.write_manifests(every, tasks, vocab_file, info, split_paths)
         self.timings["total_s"] = time.perf_counter() - t_start
-        return {"output_dir": str(self.out), "workers": workers, "vocab": info,
-                "host": {"index": share.index, "count": share.count, "mpi": share.mpi,
-                         "shards": len(mine), "pending_shards": pending,
-                         "manifests": "written" if manifests else "by host 0" if not pending else "pending"},
-                "corpus": {"raw_documents": extracted["raw_documents"], "words": extracted["words"],
-                           "documents": corpus["documents"], "sentences": corpus["sentences"],
-                           "tokens": corpus["tokens"]},
-                "phases": {name: {"dir": str(self.out / name), "counts": m["counts"], "splits": m["splits"],
-                                  "shards": {s: len(v) for s, v in m["shards"].items()},
-                                  "packing": m["packing"], "masking": m["masking"]}
-                           for name, m in manifests.items()},
-                "skipped_shards": len(mine) - len(todo), "written_shards": len(todo),
-                "timings": dict(self.timings),
-                "rates": stage_rates(self.timings, extracted, corpus, written, workers, self.reused)}
+        return {
+            "output_dir": str(self.out),
+            "workers": workers,
+            "vocab": info,
+            "host": {
+                "index": share.index,
+                "count": share.count,
+                "mpi": share.mpi,
+                "shards": len(mine),
+                "pending_shards": pending,
+                "manifests": "written" if manifests else "by host 0" if not pending else "pending",
+            },
+            "corpus": {
+                "raw_documents": extracted["raw_documents"],
+                "words": extracted["words"],
+                "documents": corpus["documents"],
+                "sentences": corpus["sentences"],
+                "tokens": corpus["tokens"],
+            },
+            "phases": {
+                name: {
+                    "dir": str(self.out / name),
+                    "counts": m["counts"],
+                    "splits": m["splits"],
+                    "shards": {s: len(v) for s, v in m["shards"].items()},
+                    "packing": m["packing"],
+                    "masking": m["masking"],
+                }
+                for name, m in manifests.items()
+            },
+            "skipped_shards": len(mine) - len(todo),
+            "written_shards": len(todo),
+            "timings": dict(self.timings),
+            "rates": stage_rates(self.timings, extracted, corpus, written, workers, self.reused),
+        }
 
 
-def stage_rates(timings: dict, extracted: dict, corpus: dict, written: dict, workers: int,
-                reused: set[str] = frozenset()) -> dict:
+def stage_rates(
+    timings: dict, extracted: dict, corpus: dict, written: dict, workers: int, reused: set[str] = frozenset()
+) -> dict:
     """Per stage of this run: wall seconds and throughput (per second of wall time with ``workers``
     processes, and per worker). ``extract``: raw documents (plus the per-step CPU rates of
     ``extract.json``); ``tokenize``: tokens; ``instances``: the training pairs of the shards written
     (each group makes its instances for every shard); ``shards``: records, pairs and bytes written.
     Stages that did nothing (``reused``, or no shard to write) are left out."""
+
     def rate(n, key):
         s = timings.get(key, 0.0)
         if key.removesuffix("_s") in reused or not n or s <= 0:
@@ -714,14 +843,22 @@ def stage_rates(timings: dict, extracted: dict, corpus: dict, written: dict, wor
         return {"s": round(s, 3), "per_s": round(n / s, 2), "per_worker_s": round(n / s / workers, 2)}
 
     pairs = sum(m.get("pairs", m["examples"]) for m in written.values())
-    rates = {"workers": workers,
-             "extract": {"unit": RATE_UNITS["extract"], **(rate(extracted["raw_documents"], "extract_s") or {}),
-                         "steps": extracted.get("rates")},
-             "tokenize": {"unit": RATE_UNITS["tokenize"], **(rate(corpus["tokens"], "tokenize_s") or {})},
-             "instances": {"unit": RATE_UNITS["instances"], **(rate(pairs, "instances_s") or {})},
-             "shards": {"unit": RATE_UNITS["shards"], **(rate(pairs, "shards_s") or {}),
-                        "records": sum(m["examples"] for m in written.values()),
-                        "bytes": sum(m["bytes"] for m in written.values())}}
+    rates = {
+        "workers": workers,
+        "extract": {
+            "unit": RATE_UNITS["extract"],
+            **(rate(extracted["raw_documents"], "extract_s") or {}),
+            "steps": extracted.get("rates"),
+        },
+        "tokenize": {"unit": RATE_UNITS["tokenize"], **(rate(corpus["tokens"], "tokenize_s") or {})},
+        "instances": {"unit": RATE_UNITS["instances"], **(rate(pairs, "instances_s") or {})},
+        "shards": {
+            "unit": RATE_UNITS["shards"],
+            **(rate(pairs, "shards_s") or {}),
+            "records": sum(m["examples"] for m in written.values()),
+            "bytes": sum(m["bytes"] for m in written.values()),
+        },
+    }
     return {k: v for k, v in rates.items() if not isinstance(v, dict) or "s" in v}
 
 
@@ -733,36 +870,52 @@ def prepare(cfg: DataConfig, progress: bool = True) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    """``bertlib prepare-data --config FILE [--key value ...]``."""
-    parser = argparse.ArgumentParser(
-        prog="bertlib prepare-data", description=__doc__.splitlines()[0], allow_abbrev=False,
-        epilog="Any DataConfig key can be given or overridden as --key value (e.g. --num_workers 4).")
-    parser.add_argument("--config", help="params YAML (DataConfig keys)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    args, rest = parser.parse_known_args(argv)
-    cfg = load_config("prepare-data", args.config, rest)
+    """``bertlib prepare-data --config FILE [--key value ...]`` (``--help``: every DataConfig key)."""
+    import click
+
+    cli = job_command(
+        "prepare-data",
+        help=__doc__.splitlines()[0] + " Give a --config FILE and/or any DataConfig "
+        "key as --key value (values are YAML).",
+        params=[click.Option(["--no_progress"], is_flag=True, help="no progress bars")],
+    )
+    cfg, args = parse_job_args("prepare-data", cli, argv)
+    if cfg is None:
+        return 0
     try:
-        summary = prepare(cfg, progress=not args.no_progress)
+        summary = prepare(cfg, progress=not args.extras["no_progress"])
     except RuntimeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     c = summary["corpus"]
-    print(f"[bertlib] prepare-data documents={c['documents']} sentences={c['sentences']} tokens={c['tokens']} "
-          f"shards_written={summary['written_shards']} shards_skipped={summary['skipped_shards']} "
-          f"seconds={summary['timings']['total_s']:.1f}")
+    print(
+        f"[bertlib] prepare-data documents={c['documents']} sentences={c['sentences']} tokens={c['tokens']} "
+        f"shards_written={summary['written_shards']} shards_skipped={summary['skipped_shards']} "
+        f"seconds={summary['timings']['total_s']:.1f}"
+    )
     host = summary["host"]
     if host["count"] > 1:
-        print(f"[bertlib] host={host['index']} hosts={host['count']} shards_of_host={host['shards']} "
-              f"pending_shards={host['pending_shards']} manifests={host['manifests'].replace(' ', '_')}")
+        print(
+            f"[bertlib] host={host['index']} hosts={host['count']} shards_of_host={host['shards']} "
+            f"pending_shards={host['pending_shards']} manifests={host['manifests'].replace(' ', '_')}"
+        )
     rates = summary["rates"]
-    print("[bertlib] rates workers=" + str(rates["workers"]) + "".join(
-        f" {stage}_{r['unit'].split()[-1]}_per_s={r['per_s']:g}" for stage, r in rates.items()
-        if isinstance(r, dict)))
+    print(
+        "[bertlib] rates workers="
+        + str(rates["workers"])
+        + "".join(
+            f" {stage}_{r['unit'].split()[-1]}_per_s={r['per_s']:g}"
+            for stage, r in rates.items()
+            if isinstance(r, dict)
+        )
+    )
     for name, ph in summary["phases"].items():
         pc = ph["counts"]
         packed = f" pairs={pc['pairs']} packing_efficiency={ph['packing']['efficiency']:.3f}" if ph["packing"] else ""
-        print(f"[bertlib] {name}: {ph['dir']} examples={pc['examples']}{packed} masked_tokens={pc['masked_tokens']} "
-              f"shards={ph['shards']}")
+        print(
+            f"[bertlib] {name}: {ph['dir']} examples={pc['examples']}{packed} masked_tokens={pc['masked_tokens']} "
+            f"shards={ph['shards']}"
+        )
     return 0
 
 

@@ -80,8 +80,7 @@ class TokenizedCorpus:
         d = Path(directory)
 
         def mm(name, dtype):
-            return np.memmap(d / name, dtype=dtype, mode="r") if (d / name).stat().st_size else \
-                np.zeros(0, dtype)
+            return np.memmap(d / name, dtype=dtype, mode="r") if (d / name).stat().st_size else np.zeros(0, dtype)
 
         return cls(mm(CORPUS_FILES[0], np.int32), mm(CORPUS_FILES[1], np.int64), mm(CORPUS_FILES[2], np.int64))
 
@@ -107,8 +106,9 @@ def derive_seed(*parts) -> int:
     return int(np.random.SeedSequence(words).generate_state(1, np.uint64)[0])
 
 
-def create_instances(corpus: TokenizedCorpus, doc_ids, pool: np.ndarray, max_seq_length: int,
-                     short_seq_prob: float, rng: random.Random) -> np.ndarray:
+def create_instances(
+    corpus: TokenizedCorpus, doc_ids, pool: np.ndarray, max_seq_length: int, short_seq_prob: float, rng: random.Random
+) -> np.ndarray:
     """Google's ``create_instances_from_document`` for each document of ``doc_ids``.
 
     ``pool`` holds the documents a random B may come from (the split's documents). Returns
@@ -141,7 +141,7 @@ def create_instances(corpus: TokenizedCorpus, doc_ids, pool: np.ndarray, max_seq
                     start = rng.randint(r0, r1 - 1)
                     # sentences from `start` until B reaches target_b tokens (at least one sentence)
                     need = int(ss[start]) + max(target_b, 1)
-                    end = min(int(np.searchsorted(ss[start + 1:r1 + 1], need)) + start + 1, r1)
+                    end = min(int(np.searchsorted(ss[start + 1 : r1 + 1], need)) + start + 1, r1)
                     b0, b1 = int(ss[start]), int(ss[end])
                     i = a_end - 1  # put the unused sentences back
                 else:
@@ -164,7 +164,7 @@ def truncate_seq_pair(a0: int, a1: int, b0: int, b1: int, max_num_tokens: int, r
         return a0, a1, b0, b1
     cut_a = min(excess, la - lb) if la > lb else 0  # the longer side alone, until lengths are equal
     cut_b = min(excess, lb - la) if lb > la else 0
-    rest = excess - cut_a - cut_b                    # then alternately, B first (ties go to B)
+    rest = excess - cut_a - cut_b  # then alternately, B first (ties go to B)
     cut_a += rest // 2
     cut_b += rest - rest // 2
     front_a = bin(rng.getrandbits(cut_a)).count("1") if cut_a else 0
@@ -192,9 +192,17 @@ class SpecialIds:
         return cls(index["[CLS]"], index["[SEP]"], index["[MASK]"], len(vocab), cont)
 
 
-def build_examples(tokens: np.ndarray, instances: np.ndarray, max_seq_length: int,
-                   max_predictions_per_seq: int, masked_lm_prob: float, whole_word_masking: bool,
-                   ids: SpecialIds, rng: np.random.Generator, masked: bool = True) -> dict[str, np.ndarray]:
+def build_examples(
+    tokens: np.ndarray,
+    instances: np.ndarray,
+    max_seq_length: int,
+    max_predictions_per_seq: int,
+    masked_lm_prob: float,
+    whole_word_masking: bool,
+    ids: SpecialIds,
+    rng: np.random.Generator,
+    masked: bool = True,
+) -> dict[str, np.ndarray]:
     """Instances [N, 5] → padded, masked feature arrays (the records' features, see records.py).
 
     Returns ``input_ids, input_mask, segment_ids`` [N, S] int64, ``masked_lm_positions,
@@ -203,7 +211,7 @@ def build_examples(tokens: np.ndarray, instances: np.ndarray, max_seq_length: in
     random numbers are drawn.
     """
     n, s, p = len(instances), max_seq_length, max_predictions_per_seq
-    a0, a1, b0, b1, rand_next = (instances[:, j:j + 1] for j in range(5))
+    a0, a1, b0, b1, rand_next = (instances[:, j : j + 1] for j in range(5))
     la, lb = a1 - a0, b1 - b0
     length = la + lb + 3
     pos = np.arange(s)[None, :]
@@ -218,8 +226,12 @@ def build_examples(tokens: np.ndarray, instances: np.ndarray, max_seq_length: in
     input_mask = (pos < length).astype(np.int64)
     segment_ids = ((pos >= la + 2) & (pos < length)).astype(np.int64)
     if not masked:
-        return {"input_ids": input_ids, "input_mask": input_mask, "segment_ids": segment_ids,
-                "next_sentence_labels": rand_next.astype(np.int64)}
+        return {
+            "input_ids": input_ids,
+            "input_mask": input_mask,
+            "segment_ids": segment_ids,
+            "next_sentence_labels": rand_next.astype(np.int64),
+        }
 
     # -- masked LM: candidates in random order, greedily taken up to num_to_predict ----------------
     cand = in_a | in_b
@@ -230,12 +242,12 @@ def build_examples(tokens: np.ndarray, instances: np.ndarray, max_seq_length: in
         starts = cand & ~(ids.continuation[input_ids] & prev_cand)
     else:
         starts = cand
-    unit = np.cumsum(starts, axis=1) - 1                                    # [N, S] word index
+    unit = np.cumsum(starts, axis=1) - 1  # [N, S] word index
     keys = np.where(starts, rng.random((n, s)), np.inf)
-    order = np.argsort(keys, axis=1, kind="stable")                         # starts first, random order
+    order = np.argsort(keys, axis=1, kind="stable")  # starts first, random order
     flat_unit = (rows[:, None] * s + unit)[cand]
-    unit_len = np.bincount(flat_unit, minlength=n * s).reshape(n, s)           # tokens per word
-    ranked_unit = unit[rows[:, None], order]                               # [N, S] word at each rank
+    unit_len = np.bincount(flat_unit, minlength=n * s).reshape(n, s)  # tokens per word
+    ranked_unit = unit[rows[:, None], order]  # [N, S] word at each rank
     n_units = starts.sum(axis=1)
     ranked_len = np.where(np.arange(s)[None, :] < n_units[:, None], unit_len[rows[:, None], ranked_unit], 0)
     if whole_word_masking:
@@ -257,21 +269,34 @@ def build_examples(tokens: np.ndarray, instances: np.ndarray, max_seq_length: in
     random_ids = rng.integers(0, ids.vocab_size, (n, s))
     replacement = np.where(u < 0.8, ids.mask, np.where(keep, input_ids, random_ids))
     n_masked = masked.sum(axis=1)
-    positions = np.argsort(~masked, axis=1, kind="stable")[:, :p]          # masked positions, ascending
+    positions = np.argsort(~masked, axis=1, kind="stable")[:, :p]  # masked positions, ascending
     weights = np.arange(p)[None, :] < n_masked[:, None]
     masked_lm_positions = np.where(weights, positions, 0)
     masked_lm_ids = np.where(weights, input_ids[rows[:, None], positions], 0)
     input_ids = np.where(masked, replacement, input_ids)
-    return {"input_ids": input_ids, "input_mask": input_mask, "segment_ids": segment_ids,
-            "masked_lm_positions": masked_lm_positions.astype(np.int64),
-            "masked_lm_ids": masked_lm_ids.astype(np.int64),
-            "masked_lm_weights": weights.astype(np.float32),
-            "next_sentence_labels": rand_next.astype(np.int64)}
+    return {
+        "input_ids": input_ids,
+        "input_mask": input_mask,
+        "segment_ids": segment_ids,
+        "masked_lm_positions": masked_lm_positions.astype(np.int64),
+        "masked_lm_ids": masked_lm_ids.astype(np.int64),
+        "masked_lm_weights": weights.astype(np.float32),
+        "next_sentence_labels": rand_next.astype(np.int64),
+    }
 
 
-def build_packed_examples(tokens: np.ndarray, instances: np.ndarray, rows: np.ndarray, max_seq_length: int,
-                          max_predictions_per_seq: int, masked_lm_prob: float, whole_word_masking: bool,
-                          ids: SpecialIds, rng: np.random.Generator, masked: bool = True) -> dict[str, np.ndarray]:
+def build_packed_examples(
+    tokens: np.ndarray,
+    instances: np.ndarray,
+    rows: np.ndarray,
+    max_seq_length: int,
+    max_predictions_per_seq: int,
+    masked_lm_prob: float,
+    whole_word_masking: bool,
+    ids: SpecialIds,
+    rng: np.random.Generator,
+    masked: bool = True,
+) -> dict[str, np.ndarray]:
     """Instances [N, 5] packed into rows [R, K] (pair indices in row order, -1 = no pair; see
     :func:`bertlib.data.packing.pack`) → packed feature arrays (records.py's packed layout).
 
@@ -279,10 +304,19 @@ def build_packed_examples(tokens: np.ndarray, instances: np.ndarray, rows: np.nd
     ``min(P, max(1, rint(L_j * masked_lm_prob)))`` predictions among its tokens), then the pairs of a
     row are placed back to back by :func:`bertlib.data.packing.place_pairs`.
     """
-    present = rows >= 0                                                     # [R, K]; pairs fill a prefix
-    pairs = build_examples(tokens, instances[rows[present]], max_seq_length, max_predictions_per_seq,
-                           masked_lm_prob, whole_word_masking, ids, rng, masked)  # [M, ...] in row-major order
-    pair_of = np.full(rows.shape, -1, np.int64)                             # [R, K] row of `pairs` per slot
+    present = rows >= 0  # [R, K]; pairs fill a prefix
+    pairs = build_examples(
+        tokens,
+        instances[rows[present]],
+        max_seq_length,
+        max_predictions_per_seq,
+        masked_lm_prob,
+        whole_word_masking,
+        ids,
+        rng,
+        masked,
+    )  # [M, ...] in row-major order
+    pair_of = np.full(rows.shape, -1, np.int64)  # [R, K] row of `pairs` per slot
     pair_of[present] = np.arange(present.sum())
     return place_pairs(pairs, pair_of, max_seq_length, max_predictions_per_seq)
 
@@ -292,18 +326,39 @@ def group_documents(doc_ids: np.ndarray, group: int, num_groups: int) -> np.ndar
     return doc_ids[group::num_groups]
 
 
-def group_instances(corpus: TokenizedCorpus, group_docs: np.ndarray, pool: np.ndarray, *, max_seq_length: int,
-                    dupe_factor: int, short_seq_prob: float, seed: int) -> np.ndarray:
+def group_instances(
+    corpus: TokenizedCorpus,
+    group_docs: np.ndarray,
+    pool: np.ndarray,
+    *,
+    max_seq_length: int,
+    dupe_factor: int,
+    short_seq_prob: float,
+    seed: int,
+) -> np.ndarray:
     """All instances of one document group, in a seeded random order: ``dupe_factor`` passes of
     :func:`create_instances` over ``group_docs``, each with its own random stream.
 
     Returns ``[N, 5]`` int64 rows (see :func:`create_instances`), to be dealt to the shards with
     :func:`deal`.
     """
-    instances = np.concatenate([
-        create_instances(corpus, group_docs, pool, max_seq_length, short_seq_prob,
-                         random.Random(derive_seed(seed, "instances", dupe)))
-        for dupe in range(dupe_factor)]) if len(group_docs) else np.zeros((0, 5), np.int64)
+    instances = (
+        np.concatenate(
+            [
+                create_instances(
+                    corpus,
+                    group_docs,
+                    pool,
+                    max_seq_length,
+                    short_seq_prob,
+                    random.Random(derive_seed(seed, "instances", dupe)),
+                )
+                for dupe in range(dupe_factor)
+            ]
+        )
+        if len(group_docs)
+        else np.zeros((0, 5), np.int64)
+    )
     return instances[np.random.default_rng(derive_seed(seed, "deal")).permutation(len(instances))]
 
 
@@ -316,7 +371,7 @@ def deal(instances: np.ndarray, group: int, num_shards: int) -> np.ndarray:
     ``(j + group) % num_shards`` (so the remainders land on different shards), and every shard gets an
     equal share of every document group, whatever the documents' lengths or target draws.
     """
-    return np.concatenate([instances[(k - group) % num_shards::num_shards] for k in range(num_shards)])
+    return np.concatenate([instances[(k - group) % num_shards :: num_shards] for k in range(num_shards)])
 
 
 def dealt_slice(num_rows: int, group: int, shard: int, num_shards: int) -> slice:
@@ -327,10 +382,21 @@ def dealt_slice(num_rows: int, group: int, shard: int, num_shards: int) -> slice
     return slice(start, start + int(counts[shard]))
 
 
-def make_shard(corpus: TokenizedCorpus, instances: np.ndarray, *, max_seq_length: int, max_predictions_per_seq: int,
-               masked_lm_prob: float, whole_word_masking: bool, ids: SpecialIds, seed: int,
-               batch_size: int = 1024, pack_sequences: bool = False, max_pairs_per_row: int = 1,
-               masked: bool = True):
+def make_shard(
+    corpus: TokenizedCorpus,
+    instances: np.ndarray,
+    *,
+    max_seq_length: int,
+    max_predictions_per_seq: int,
+    masked_lm_prob: float,
+    whole_word_masking: bool,
+    ids: SpecialIds,
+    seed: int,
+    batch_size: int = 1024,
+    pack_sequences: bool = False,
+    max_pairs_per_row: int = 1,
+    masked: bool = True,
+):
     """All examples of one shard from its instances ``[N, 5]`` (its :func:`dealt_slice` of every
     group): shuffled, masked (unless not ``masked``: dynamic masking).
 
@@ -344,9 +410,9 @@ def make_shard(corpus: TokenizedCorpus, instances: np.ndarray, *, max_seq_length
     settings = (max_seq_length, max_predictions_per_seq, masked_lm_prob, whole_word_masking, ids, rng, masked)
     if not pack_sequences:
         for start in range(0, len(instances), batch_size):
-            yield build_examples(corpus.tokens, instances[start:start + batch_size], *settings)
+            yield build_examples(corpus.tokens, instances[start : start + batch_size], *settings)
         return
     lengths = instances[:, 1] - instances[:, 0] + instances[:, 3] - instances[:, 2] + 3
     rows = pack(lengths, max_seq_length, max_pairs_per_row, rng)
     for start in range(0, len(rows), batch_size):
-        yield build_packed_examples(corpus.tokens, instances, rows[start:start + batch_size], *settings)
+        yield build_packed_examples(corpus.tokens, instances, rows[start : start + batch_size], *settings)

@@ -32,26 +32,38 @@ import os
 import re
 import struct
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
+from bertlib.errors import ConfigError, DataError
 from bertlib.files import temp_path
 
-from bertlib.errors import ConfigError, DataError
-
-INT_FEATURES = ("input_ids", "input_mask", "segment_ids", "masked_lm_positions", "masked_lm_ids",
-                "next_sentence_labels")
-FEATURE_NAMES = ("input_ids", "input_mask", "segment_ids", "masked_lm_positions", "masked_lm_ids",
-                 "masked_lm_weights", "next_sentence_labels")
+INT_FEATURES = (
+    "input_ids",
+    "input_mask",
+    "segment_ids",
+    "masked_lm_positions",
+    "masked_lm_ids",
+    "next_sentence_labels",
+)
+FEATURE_NAMES = (
+    "input_ids",
+    "input_mask",
+    "segment_ids",
+    "masked_lm_positions",
+    "masked_lm_ids",
+    "masked_lm_weights",
+    "next_sentence_labels",
+)
 #: features that unmasked records (``masking: "dynamic"``) leave out
 MASKED_LM_FEATURES = ("masked_lm_positions", "masked_lm_ids", "masked_lm_weights")
 #: ``manifest.json["format"]`` of a prepared dataset folder (see :func:`validate_dataset`)
 MANIFEST_FORMAT = "bertlib-pretraining/1"
 
 
-def feature_spec(max_seq_length: int, max_predictions_per_seq: int, max_pairs_per_row: int = 1,
-                 masked: bool = True) -> dict:
+def feature_spec(
+    max_seq_length: int, max_predictions_per_seq: int, max_pairs_per_row: int = 1, masked: bool = True
+) -> dict:
     """``tf.io.parse_example`` spec for records of length S=max_seq_length, P=max_predictions.
 
     ``max_pairs_per_row`` K > 1 = packed records (``next_sentence_labels`` [K]); ``masked=False`` =
@@ -86,24 +98,16 @@ def dataset_layout(manifest: dict, where: str = "manifest.json") -> dict:
     masking = manifest.get("masking", "static")
     if masking not in ("static", "dynamic"):
         raise DataError(f"{where}: masking {masking!r} is not 'static' or 'dynamic'")
-    return {"max_pairs_per_row": int(packing["max_pairs_per_row"]) if packing else 1,
-            "masked": masking == "static",
-            "masked_lm_prob": float(manifest.get("settings", {}).get("masked_lm_prob", 0.15))}
+    return {
+        "max_pairs_per_row": int(packing["max_pairs_per_row"]) if packing else 1,
+        "masked": masking == "static",
+        "masked_lm_prob": float(manifest.get("settings", {}).get("masked_lm_prob", 0.15)),
+    }
 
 
-def serialize_pretraining_example(input_ids: Sequence[int], input_mask: Sequence[int],
-                                  segment_ids: Sequence[int], masked_lm_positions: Sequence[int],
-                                  masked_lm_ids: Sequence[int], masked_lm_weights: Sequence[float],
-                                  next_sentence_label: int) -> bytes:
-    """One already padded example → serialized ``tf.train.Example`` bytes (see :func:`encode_examples`)."""
-    return encode_examples({
-        "input_ids": [input_ids], "input_mask": [input_mask], "segment_ids": [segment_ids],
-        "masked_lm_positions": [masked_lm_positions], "masked_lm_ids": [masked_lm_ids],
-        "masked_lm_weights": [masked_lm_weights], "next_sentence_labels": [[next_sentence_label]]})[0]
-
-
-def parse_pretraining_batch(serialized, max_seq_length: int, max_predictions_per_seq: int,
-                            max_pairs_per_row: int = 1, masked: bool = True) -> dict:
+def parse_pretraining_batch(
+    serialized, max_seq_length: int, max_predictions_per_seq: int, max_pairs_per_row: int = 1, masked: bool = True
+) -> dict:
     """Batch of serialized examples [B] → dict of int32/float32 tensors ([B, S], [B, P], [B, K]).
 
     Layout arguments as :func:`feature_spec` (unmasked records give no ``masked_lm_*`` tensors).
@@ -111,8 +115,9 @@ def parse_pretraining_batch(serialized, max_seq_length: int, max_predictions_per
     """
     import tensorflow as tf
 
-    parsed = tf.io.parse_example(serialized, feature_spec(max_seq_length, max_predictions_per_seq,
-                                                          max_pairs_per_row, masked))
+    parsed = tf.io.parse_example(
+        serialized, feature_spec(max_seq_length, max_predictions_per_seq, max_pairs_per_row, masked)
+    )
     return {k: (tf.cast(v, tf.int32) if v.dtype == tf.int64 else v) for k, v in parsed.items()}
 
 
@@ -121,6 +126,7 @@ def parse_pretraining_batch(serialized, max_seq_length: int, max_predictions_per
 # batches of fixed-shape examples at once) and TFRecord framing with CRC32C, so that data-prep
 # worker processes never import TensorFlow. Reading stays with TensorFlow (an independent decoder).
 # ---------------------------------------------------------------------------------------------------
+
 
 def _varint(n: int) -> bytes:
     out = bytearray()
@@ -160,9 +166,9 @@ def _feature_prefix(name: str, kind: int, payload_len: int) -> bytes:
     ``kind`` is the Feature oneof field number: 2 = float_list, 3 = int64_list.
     """
     key = name.encode()
-    lst_hdr = b"\x0a" + _varint(payload_len)                        # {Float,Int64}List.value, packed
+    lst_hdr = b"\x0a" + _varint(payload_len)  # {Float,Int64}List.value, packed
     lst_len = len(lst_hdr) + payload_len
-    feat_hdr = bytes([(kind << 3) | 2]) + _varint(lst_len)            # Feature.{float,int64}_list
+    feat_hdr = bytes([(kind << 3) | 2]) + _varint(lst_len)  # Feature.{float,int64}_list
     feat_len = len(feat_hdr) + lst_len
     entry_hdr = b"\x0a" + _varint(len(key)) + key + b"\x12" + _varint(feat_len)  # map key, value
     return b"\x0a" + _varint(len(entry_hdr) + feat_len) + entry_hdr + feat_hdr + lst_hdr
@@ -193,7 +199,7 @@ def encode_examples(features: dict[str, np.ndarray]) -> list[bytes]:
     for i in range(n):
         parts = []
         for name, kind, buf, offs in columns:
-            payload = buf[offs[i]:offs[i + 1]]
+            payload = buf[offs[i] : offs[i + 1]]
             key = (name, len(payload))
             if key not in prefix_cache:
                 prefix_cache[key] = _feature_prefix(name, kind, len(payload))
@@ -237,14 +243,17 @@ def write_tfrecord_file(path: str | os.PathLike, records) -> str:
 # Reading a prepared dataset folder back: manifest + validation before any training starts.
 # ---------------------------------------------------------------------------------------------------
 
+
 def shard_mix(shard: dict, max_seq_length: int) -> dict:
     """What one shard's examples are made of, from the counts of its ``manifest.json`` entry
     (``examples`` = records, ``pairs`` (= ``examples`` when absent, i.e. unpacked), ``random_next``,
     ``real_tokens``): ``{random_next_fraction, padding_fraction}``, the share of pairs with a random B
     and of the ``[examples, max_seq_length]`` positions that are padding."""
     n = shard["examples"]
-    return {"random_next_fraction": shard["random_next"] / shard.get("pairs", n),
-            "padding_fraction": 1 - shard["real_tokens"] / (n * max_seq_length)}
+    return {
+        "random_next_fraction": shard["random_next"] / shard.get("pairs", n),
+        "padding_fraction": 1 - shard["real_tokens"] / (n * max_seq_length),
+    }
 
 
 def read_manifest(data_dir: str | os.PathLike) -> dict:
@@ -289,8 +298,14 @@ def first_example(path: Path):
         raise DataError(f"{path}: first record is not a tf.train.Example ({e})") from None
 
 
-def check_example_layout(example, where: str, max_seq_length: int, max_predictions_per_seq: int,
-                         max_pairs_per_row: int = 1, masked: bool = True) -> None:
+def check_example_layout(
+    example,
+    where: str,
+    max_seq_length: int,
+    max_predictions_per_seq: int,
+    max_pairs_per_row: int = 1,
+    masked: bool = True,
+) -> None:
     """DataError (one line starting with ``where``, naming the feature) unless the ``tf.train.Example``
     has exactly the features of :func:`feature_spec` for this layout, each of its dtype and of length
     S / P / K (``max_pairs_per_row``; ``masked=False``: no ``masked_lm_*`` features)."""
@@ -304,8 +319,9 @@ def check_example_layout(example, where: str, max_seq_length: int, max_predictio
     missing = [name for name in names if name not in feats]
     if foreign or missing:
         if foreign:
-            problem = f"feature {foreign[0]!r} is " + ("not in unmasked records" if foreign[0] in FEATURE_NAMES
-                                                       else "not a pretraining feature")
+            problem = f"feature {foreign[0]!r} is " + (
+                "not in unmasked records" if foreign[0] in FEATURE_NAMES else "not a pretraining feature"
+            )
         else:
             problem = f"feature {missing[0]!r} is missing"
         raise DataError(f"{where}: {problem} ({layout}: {', '.join(names)})")
@@ -316,14 +332,20 @@ def check_example_layout(example, where: str, max_seq_length: int, max_predictio
             raise DataError(f"{where}: feature {name!r} is {feats[name].WhichOneof('kind')}, expected {kind}")
         got = len(getattr(feats[name], kind).value)
         if got != length:
-            raise DataError(f"{where}: feature {name!r} has length {got}, expected {length} "
-                            f"(max_seq_length={max_seq_length}, max_predictions_per_seq={max_predictions_per_seq}"
-                            + (f", max_pairs_per_row={max_pairs_per_row})" if max_pairs_per_row > 1 else ")"))
+            raise DataError(
+                f"{where}: feature {name!r} has length {got}, expected {length} "
+                f"(max_seq_length={max_seq_length}, max_predictions_per_seq={max_predictions_per_seq}"
+                + (f", max_pairs_per_row={max_pairs_per_row})" if max_pairs_per_row > 1 else ")")
+            )
 
 
-def validate_dataset(data_dir: str | os.PathLike, max_seq_length: int | None = None,
-                     max_predictions_per_seq: int | None = None, vocab: dict | None = None,
-                     checksums: bool = True) -> dict:
+def validate_dataset(
+    data_dir: str | os.PathLike,
+    max_seq_length: int | None = None,
+    max_predictions_per_seq: int | None = None,
+    vocab: dict | None = None,
+    checksums: bool = True,
+) -> dict:
     """Check a prepared dataset folder before training; return its manifest.
 
     Checks, each failure a :class:`DataError` naming the file: the manifest is readable; its
@@ -344,8 +366,7 @@ def validate_dataset(data_dir: str | os.PathLike, max_seq_length: int | None = N
     if max_seq_length is not None and s != max_seq_length:
         raise DataError(f"{mpath}: data has max_seq_length={s} but the run expects {max_seq_length}")
     if max_predictions_per_seq is not None and p != max_predictions_per_seq:
-        raise DataError(f"{mpath}: data has max_predictions_per_seq={p} but the run expects "
-                        f"{max_predictions_per_seq}")
+        raise DataError(f"{mpath}: data has max_predictions_per_seq={p} but the run expects {max_predictions_per_seq}")
     if vocab is not None:
         try:
             check_vocab_compatible(vocab, manifest["vocab"], "the model vocab", f"{mpath}: data")
@@ -359,16 +380,24 @@ def validate_dataset(data_dir: str | os.PathLike, max_seq_length: int | None = N
             if shard.get("examples", 1) == 0:
                 raise DataError(f"{path}: {split} shard holds no examples")
             if "bytes" in shard and path.stat().st_size != shard["bytes"]:
-                raise DataError(f"{path}: size {path.stat().st_size} bytes, manifest.json says "
-                                f"{shard['bytes']} (truncated or corrupt; rerun prepare-data)")
+                raise DataError(
+                    f"{path}: size {path.stat().st_size} bytes, manifest.json says "
+                    f"{shard['bytes']} (truncated or corrupt; rerun prepare-data)"
+                )
             if checksums and sha256_file(path) != shard["sha256"]:
                 raise DataError(f"{path}: sha256 does not match manifest.json (corrupt; rerun prepare-data)")
             check_example_layout(first_example(path), str(path), s, p, layout["max_pairs_per_row"], layout["masked"])
     return manifest
 
 
-def read_records(path: str | os.PathLike, max_seq_length: int, max_predictions_per_seq: int,
-                 limit: int | None = None, max_pairs_per_row: int = 1, masked: bool = True) -> dict[str, np.ndarray]:
+def read_records(
+    path: str | os.PathLike,
+    max_seq_length: int,
+    max_predictions_per_seq: int,
+    limit: int | None = None,
+    max_pairs_per_row: int = 1,
+    masked: bool = True,
+) -> dict[str, np.ndarray]:
     """All (or the first ``limit``) records of one shard, parsed by TensorFlow → numpy arrays
     (``[N, S]`` / ``[N, P]`` / ``[N, K]``, dtypes as :func:`parse_pretraining_batch`; layout arguments
     as :func:`feature_spec`, e.g. from :func:`dataset_layout`)."""
@@ -377,10 +406,18 @@ def read_records(path: str | os.PathLike, max_seq_length: int, max_predictions_p
     ds = tf.data.TFRecordDataset(str(path))
     if limit is not None:
         ds = ds.take(limit)
-    parts = [{k: v.numpy() for k, v in parse_pretraining_batch(b, max_seq_length, max_predictions_per_seq,
-                                                                  max_pairs_per_row, masked).items()}
-             for b in ds.batch(4096)]
+    parts = [
+        {
+            k: v.numpy()
+            for k, v in parse_pretraining_batch(
+                b, max_seq_length, max_predictions_per_seq, max_pairs_per_row, masked
+            ).items()
+        }
+        for b in ds.batch(4096)
+    ]
     if not parts:
-        return {k: np.zeros((0,) + tuple(v.shape), v.dtype.as_numpy_dtype)
-                for k, v in feature_spec(max_seq_length, max_predictions_per_seq, max_pairs_per_row, masked).items()}
+        return {
+            k: np.zeros((0,) + tuple(v.shape), v.dtype.as_numpy_dtype)
+            for k, v in feature_spec(max_seq_length, max_predictions_per_seq, max_pairs_per_row, masked).items()
+        }
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}

@@ -32,16 +32,24 @@ def counts_table(output_dir: str | os.PathLike):
             examples = sum(sh["examples"] for sh in shards)
             pairs = sum(sh.get("pairs", sh["examples"]) for sh in shards)
             real = sum(sh["real_tokens"] for sh in shards)
-            rows.append({"phase": manifest_path.parent.name, "split": split,
-                         "max_seq_length": m["max_seq_length"],
-                         "max_predictions_per_seq": m["max_predictions_per_seq"],
-                         **{k: c.get(k) for k in ("documents", "sentences", "tokens", "examples")},
-                         "pairs": pairs, "pairs_per_row": round(pairs / max(examples, 1), 3),
-                         "efficiency": round(real / max(examples * m["max_seq_length"], 1), 4),
-                         "masked_tokens": c.get("masked_tokens"), "shards": len(shards),
-                         "max_pairs_per_row": layout["max_pairs_per_row"],
-                         "masking": "static" if layout["masked"] else "dynamic",
-                         "lowercase": m["vocab"]["lowercase"], "vocab_size": m["vocab"]["size"]})
+            rows.append(
+                {
+                    "phase": manifest_path.parent.name,
+                    "split": split,
+                    "max_seq_length": m["max_seq_length"],
+                    "max_predictions_per_seq": m["max_predictions_per_seq"],
+                    **{k: c.get(k) for k in ("documents", "sentences", "tokens", "examples")},
+                    "pairs": pairs,
+                    "pairs_per_row": round(pairs / max(examples, 1), 3),
+                    "efficiency": round(real / max(examples * m["max_seq_length"], 1), 4),
+                    "masked_tokens": c.get("masked_tokens"),
+                    "shards": len(shards),
+                    "max_pairs_per_row": layout["max_pairs_per_row"],
+                    "masking": "static" if layout["masked"] else "dynamic",
+                    "lowercase": m["vocab"]["lowercase"],
+                    "vocab_size": m["vocab"]["size"],
+                }
+            )
     return pd.DataFrame(rows).set_index(["phase", "split"]) if rows else pd.DataFrame()
 
 
@@ -59,11 +67,17 @@ def shard_table(output_dir: str | os.PathLike):
         for split, shards in m["shards"].items():
             for shard in shards:
                 mix = shard_mix(shard, m["max_seq_length"])
-                rows.append({"phase": manifest_path.parent.name, "split": split, "shard": shard["file"],
-                             "examples": shard["examples"],
-                             "pairs_per_row": round(shard.get("pairs", shard["examples"]) / shard["examples"], 3),
-                             "random_next": round(mix["random_next_fraction"], 3),
-                             "padding": round(mix["padding_fraction"], 3)})
+                rows.append(
+                    {
+                        "phase": manifest_path.parent.name,
+                        "split": split,
+                        "shard": shard["file"],
+                        "examples": shard["examples"],
+                        "pairs_per_row": round(shard.get("pairs", shard["examples"]) / shard["examples"], 3),
+                        "random_next": round(mix["random_next_fraction"], 3),
+                        "padding": round(mix["padding_fraction"], 3),
+                    }
+                )
     return pd.DataFrame(rows).set_index(["phase", "split", "shard"]) if rows else pd.DataFrame()
 
 
@@ -76,8 +90,14 @@ def input_masks(phase_dir: str | os.PathLike, split: str = "train", limit: int |
     for shard in m["shards"][split]:
         if left is not None and left <= 0:
             break
-        r = read_records(Path(phase_dir) / shard["file"], m["max_seq_length"], m["max_predictions_per_seq"], left,
-                         layout["max_pairs_per_row"], layout["masked"])
+        r = read_records(
+            Path(phase_dir) / shard["file"],
+            m["max_seq_length"],
+            m["max_predictions_per_seq"],
+            left,
+            layout["max_pairs_per_row"],
+            layout["masked"],
+        )
         masks.append(r["input_mask"])
         if left is not None:
             left -= len(r["input_mask"])

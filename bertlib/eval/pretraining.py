@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+
 @dataclass(frozen=True)
 class ValidationSource:
     """The held-out shards of a run: a prepared dataset folder and the split to read."""
@@ -43,8 +44,9 @@ class ValidationSource:
         return f"{self.data_dir} ({self.split} split, {self.examples} examples)"
 
 
-def validation_source(cfg, data_dir: str | os.PathLike, vocab: dict | None,
-                      checksums: bool = True) -> ValidationSource | None:
+def validation_source(
+    cfg, data_dir: str | os.PathLike, vocab: dict | None, checksums: bool = True
+) -> ValidationSource | None:
     """Where ``cfg`` (a PretrainConfig) evaluates, after ``data_dir`` was validated; None when
     ``validation_frequency`` is 0 or there are no held-out shards.
 
@@ -60,8 +62,9 @@ def validation_source(cfg, data_dir: str | os.PathLike, vocab: dict | None,
         return None
     if cfg.validation_dir:
         folder = Path(cfg.validation_dir)
-        manifest = validate_dataset(folder, cfg.max_seq_length, cfg.max_predictions_per_seq, vocab=vocab,
-                                    checksums=checksums)
+        manifest = validate_dataset(
+            folder, cfg.max_seq_length, cfg.max_predictions_per_seq, vocab=vocab, checksums=checksums
+        )
         split = "validation" if manifest["shards"].get("validation") else "train"
         if not manifest["shards"].get(split):
             raise DataError(f"{folder / 'manifest.json'}: validation_dir lists no shards")
@@ -87,8 +90,14 @@ class PretrainingEvaluator:
       jit_compile: XLA-compile the forward pass.
     """
 
-    def __init__(self, model, dataset, max_batches: int | None = None,
-                 allreduce_sum: Callable | None = None, jit_compile: bool = False):
+    def __init__(
+        self,
+        model,
+        dataset,
+        max_batches: int | None = None,
+        allreduce_sum: Callable | None = None,
+        jit_compile: bool = False,
+    ):
         import tensorflow as tf
 
         from bertlib.model.heads import pretraining_sums
@@ -97,9 +106,12 @@ class PretrainingEvaluator:
         self.model = model
         self.dataset = dataset if max_batches is None else dataset.take(max_batches)
         self.allreduce_sum = allreduce_sum or distributed.allreduce_sum
-        self.time_s = 0.0   # spent in evaluation so far (all calls)
-        self._sums = tf.function(lambda batch: pretraining_sums(self.model(batch, training=False), batch),
-                                 jit_compile=jit_compile, reduce_retracing=True)
+        self.time_s = 0.0  # spent in evaluation so far (all calls)
+        self._sums = tf.function(
+            lambda batch: pretraining_sums(self.model(batch, training=False), batch),
+            jit_compile=jit_compile,
+            reduce_retracing=True,
+        )
 
     def __call__(self) -> dict:
         import time
@@ -112,7 +124,7 @@ class PretrainingEvaluator:
         t0 = time.perf_counter()
         local = np.zeros(len(PRETRAINING_SUMS), np.float64)
         for batch in self.dataset:
-            local += self._sums(batch).numpy()           # float32 per batch, float64 across batches
+            local += self._sums(batch).numpy()  # float32 per batch, float64 across batches
         total = np.asarray(self.allreduce_sum(tf.constant(local, tf.float64)), np.float64)
         s = dict(zip(PRETRAINING_SUMS, total.tolist()))
 
@@ -120,8 +132,13 @@ class PretrainingEvaluator:
             return s[numerator] / s[denominator] if s[denominator] > 0 else float("nan")
 
         mlm_loss, nsp_loss = ratio("mlm_ce_sum", "mlm_weight_sum"), ratio("nsp_ce_sum", "examples")
-        out = {"val_loss": mlm_loss + nsp_loss, "val_mlm_loss": mlm_loss,
-               "val_mlm_acc": ratio("mlm_correct_sum", "mlm_weight_sum"), "val_nsp_loss": nsp_loss,
-               "val_nsp_acc": ratio("nsp_correct_sum", "examples"), "val_examples": int(round(s["examples"]))}
+        out = {
+            "val_loss": mlm_loss + nsp_loss,
+            "val_mlm_loss": mlm_loss,
+            "val_mlm_acc": ratio("mlm_correct_sum", "mlm_weight_sum"),
+            "val_nsp_loss": nsp_loss,
+            "val_nsp_acc": ratio("nsp_correct_sum", "examples"),
+            "val_examples": int(round(s["examples"])),
+        }
         self.time_s += time.perf_counter() - t0
         return out

@@ -33,7 +33,6 @@ split has no prediction), the split here covers the scored questions only.
 
 from __future__ import annotations
 
-import argparse
 import collections
 import json
 import re
@@ -163,8 +162,7 @@ def apply_no_answer_threshold(scores: dict, na_probs: dict, has_ans: dict, thres
 
 def _split(exact: dict, f1: dict, qids: list[str]) -> dict:
     n = len(qids)
-    return {"exact": 100.0 * sum(exact[q] for q in qids) / n,
-            "f1": 100.0 * sum(f1[q] for q in qids) / n, "total": n}
+    return {"exact": 100.0 * sum(exact[q] for q in qids) / n, "f1": 100.0 * sum(f1[q] for q in qids) / n, "total": n}
 
 
 def best_threshold(predictions: dict, scores: dict, na_probs: dict, has_ans: dict) -> tuple[float, float]:
@@ -189,8 +187,13 @@ def best_threshold(predictions: dict, scores: dict, na_probs: dict, has_ans: dic
     return 100.0 * best / len(scores), thresh
 
 
-def evaluate_v2(dataset_json: dict, predictions: dict[str, str], na_probs: dict[str, float] | None = None,
-                na_prob_thresh: float = 1.0, source: str = "dataset") -> dict:
+def evaluate_v2(
+    dataset_json: dict,
+    predictions: dict[str, str],
+    na_probs: dict[str, float] | None = None,
+    na_prob_thresh: float = 1.0,
+    source: str = "dataset",
+) -> dict:
     """Official v2.0 rules → ordered dict (see the module docstring for the keys)."""
     exact_raw, f1_raw, has_ans = raw_scores_v2(dataset_json, predictions, source)
     if not exact_raw:
@@ -212,8 +215,13 @@ def evaluate_v2(dataset_json: dict, predictions: dict[str, str], na_probs: dict[
     return out
 
 
-def evaluate(dataset_json: dict, predictions: dict[str, str], na_probs: dict[str, float] | None = None,
-             na_prob_thresh: float = 1.0, source: str = "dataset") -> dict:
+def evaluate(
+    dataset_json: dict,
+    predictions: dict[str, str],
+    na_probs: dict[str, float] | None = None,
+    na_prob_thresh: float = 1.0,
+    source: str = "dataset",
+) -> dict:
     """Evaluate ``predictions`` (qid → answer text) against a SQuAD JSON, by its ``version``.
 
     ``na_probs`` / ``na_prob_thresh`` apply to v2.0 only (as in the official scripts).
@@ -249,18 +257,49 @@ def format_result(result: dict, version: str) -> str:
     return json.dumps(result) if version == "1.1" else json.dumps(result, indent=2)
 
 
+def _eval_schema():
+    """The arguments of ``bertlib squad-eval`` (its ``--help`` is generated from them); the options are
+    the official scripts' (``--na-prob-file/-n``, ``--na-prob-thresh/-t``)."""
+    from pydantic import BaseModel, ConfigDict, Field
+
+    class SquadEvalArgs(BaseModel):
+        """Official SQuAD v1.1 / v2.0 evaluation."""
+
+        model_config = ConfigDict(extra="forbid")
+        data_file: str = Field(
+            ...,
+            description="SQuAD dataset JSON (its 'version' picks v1.1 or v2.0 rules)",
+            json_schema_extra={"cli": {"argument": True}},
+        )
+        pred_file: str = Field(
+            ...,
+            description="predictions JSON: {question id: answer text}",
+            json_schema_extra={"cli": {"argument": True}},
+        )
+        na_prob_file: str | None = Field(
+            None,
+            description="v2.0: {question id: probability of no answer}",
+            json_schema_extra={"cli": {"aliases": ["-n"]}},
+        )
+        na_prob_thresh: float = Field(
+            1.0,
+            description="v2.0: predict no answer when na_prob > this",
+            json_schema_extra={"cli": {"aliases": ["-t"]}},
+        )
+
+    return SquadEvalArgs
+
+
 def main(argv: list[str]) -> int:
     """``bertlib squad-eval DATASET.json PREDICTIONS.json [--na-prob-file F] [--na-prob-thresh T]``."""
-    parser = argparse.ArgumentParser(prog="bertlib squad-eval", description=__doc__.splitlines()[0])
-    parser.add_argument("data_file", help="SQuAD dataset JSON (its 'version' picks v1.1 or v2.0 rules)")
-    parser.add_argument("pred_file", help="predictions JSON: {question id: answer text}")
-    parser.add_argument("--na-prob-file", "-n", help="v2.0: {question id: probability of no answer}")
-    parser.add_argument("--na-prob-thresh", "-t", type=float, default=1.0,
-                        help="v2.0: predict no answer when na_prob > this (default 1.0)")
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as e:  # argparse already printed its usage line
-        return int(e.code or 0)
+    from bertlib.cli_schema import command, parse
+    from bertlib.config import build_config
+
+    schema = _eval_schema()
+    parsed = parse(command("bertlib squad-eval", schema, help=__doc__.splitlines()[0]), argv)
+    if parsed is None:
+        return 0
+    args = build_config(schema, parsed.values, "command line")
     dataset = read_json(args.data_file, "SQuAD dataset")
     preds = read_json(args.pred_file, "predictions file")
     _check_mapping(preds, (str,), args.pred_file, "prediction")

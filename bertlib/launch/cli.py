@@ -2,7 +2,7 @@
 
 ``JOB`` is ``pretrain``, ``squad`` or ``prepare-data``. ``FILE`` is a run config (bertlib.config schema) or a notebook
 params file (``params/*/*.yaml``: ``experiment`` key, ``auto`` values, ``${VAR}`` references), which is
-resolved exactly as the notebooks resolve it (:func:`bertlib.notebook.parameters`); a SQuAD params
+resolved exactly as the notebooks resolve it (:func:`bertlib.params.load_configs`); a SQuAD params
 file launches each of its ``squad_versions``. ``backend: local`` runs under horovodrun on this
 machine (:func:`bertlib.launch.local.run`; ``prepare-data`` runs here with every core);
 ``backend: sagemaker`` starts a training job
@@ -14,36 +14,57 @@ from __future__ import annotations
 import json
 import sys
 
-from bertlib.config import build_config, parse_overrides, read_yaml
 from bertlib.errors import ConfigError
 
 USAGE = "usage: bertlib launch {pretrain,squad,prepare-data} --config FILE.yaml [--key value ...]"
 
 
 def load_configs(job: str, path: str, overrides: dict) -> dict:
-    """``{name: config}`` for ``job`` from a run config or a notebook params file plus overrides."""
-    from bertlib.config import NOTEBOOK_KEYS
+    """``{name: config}`` for ``job`` from a run config or a notebook params file plus overrides
+    (:func:`bertlib.params.load_configs`, the path of every params file and notebook cell)."""
+    from bertlib.params import load_configs as load
 
-    values = {**read_yaml(path), **overrides}
-    if any(k in values for k in NOTEBOOK_KEYS):
-        from bertlib.notebook import parameters
+    return load(job, path, overrides)
 
-        step = {"squad": "squad", "prepare-data": "data"}.get(job) or values.get("phase", "phase1")
-        return parameters(step, values).configs
-    return {job: build_config(job, values, f"{path} (with overrides)" if overrides else path)}
+
+def command():
+    """``bertlib launch``'s command line: one subcommand per job, generated from the job's schema (its
+    launch settings included) plus the notebook params keys; ``--config`` is required."""
+    import click
+
+    from bertlib.cli_schema import YamlValue, group
+    from bertlib.config import JOBS, NOTEBOOK_KEYS, job_command
+
+    notebook = [
+        click.Option([f"--{k}"], type=YamlValue(), default=None, help="notebook params files only (see bertlib.params)")
+        for k in NOTEBOOK_KEYS
+    ]
+    jobs = {
+        job: job_command(
+            job,
+            name=job,
+            params=notebook,
+            help=f"Run {job} where its backend says (local / sagemaker), with --config FILE (a "
+            f"{JOBS[job].__name__} run config or a notebook params file) and --key value "
+            "overrides (values are YAML).",
+            short_help=f"{JOBS[job].__name__} keys, locally or on SageMaker",
+        )
+        for job in ("pretrain", "squad", "prepare-data")
+    }
+    return group("bertlib launch", jobs, help=__doc__.split("\n\n")[0].replace("``", ""))
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] in ("-h", "--help"):
-        print(USAGE)
-        return 0 if argv else 2
-    job, rest = argv[0], argv[1:]
-    if job not in ("pretrain", "squad", "prepare-data"):
-        raise ConfigError(f"launch: unknown job {job!r} ({USAGE})")
-    overrides = parse_overrides(rest)
-    path = overrides.pop("config", None)
+    """``bertlib launch JOB --config FILE [--key value ...]`` (``--help``: every key of the job)."""
+    from bertlib.cli_schema import parse
+
+    args = parse(command(), argv)
+    if args is None:
+        return 0
+    job, path = args.command, args.config
     if not path:
         raise ConfigError(f"launch: --config FILE is required ({USAGE})")
+    overrides = {**args.values, **{k: v for k, v in args.extras.items() if k in args.given}}
     configs = load_configs(job, str(path), overrides)
     for name, cfg in configs.items():
         if cfg.backend == "local" and job == "prepare-data":

@@ -16,24 +16,30 @@ Wall time = FLOPs / (devices × peak × utilization); ``peak`` is the dense fp16
 of the GPU (:mod:`bertlib.launch.instances`). The default utilization, 20 %, is what the reference
 run implies (BERT-base on 64 V100: 5 h 33 min for phase 1, see tests/launch/test_estimate.py).
 Cost = hours × instances × on-demand USD/hour; a local run has no cost and uses this machine's
-measured ~130 GFLOP/s (DESIGN.md) as its peak.
+measured ~130 GFLOP/s (a large fp32 matmul) as its peak.
 
 Padding costs the same matmuls as a real token, so the estimate also counts the REAL tokens a run
 trains on: rows × S × the dataset's real-token fraction (``manifest.json``'s per-shard ``real_tokens``
 over ``examples × S``; near 1 for packed rows, ~0.5 for unpacked rows of length 512 on full Wikipedia
 per Krell et al. 2021), and the FLOPs spent per real token — the number packing lowers.
+
+A ``prepare-data`` config (it has ``sources``) gets the data-preparation projection instead: hours
+per stage on 1, 2, 4, 8 and ``instance_count`` CPU instances of ``instance_type``, the cost, the disk
+per host and the bounding stage (:mod:`bertlib.data.projection`, from rates measured on this machine).
 """
 
 from __future__ import annotations
 
 import sys
 
-from bertlib.config import NOTEBOOK_KEYS, ConfigError, build_config, parse_overrides, read_yaml
+from bertlib.config import DataConfig, build_config
+from bertlib.data.projection import DEFAULT_DISK_MBPS, DEFAULT_DOWNLOAD_MBPS, STAGES, project
+from bertlib.errors import ConfigError
 from bertlib.launch.instances import instance
 
 DEFAULT_UTILIZATION = 0.20
 DEFAULT_VOCAB_SIZE = 30522  # bert-base-uncased
-LOCAL_PEAK_TFLOPS = 0.13  # this 2-core CPU on a large fp32 matmul (DESIGN.md)
+LOCAL_PEAK_TFLOPS = 0.13  # this 2-core CPU on a large fp32 matmul (measured)
 
 
 def model_dims(model_size: str) -> tuple[int, int, int]:
@@ -44,8 +50,14 @@ def model_dims(model_size: str) -> tuple[int, int, int]:
     return layers, hidden, 4 * hidden
 
 
-def forward_flops(layers: int, hidden: int, intermediate: int, seq_len: int, predictions: int | None,
-                  vocab_size: int = DEFAULT_VOCAB_SIZE) -> dict[str, float]:
+def forward_flops(
+    layers: int,
+    hidden: int,
+    intermediate: int,
+    seq_len: int,
+    predictions: int | None,
+    vocab_size: int = DEFAULT_VOCAB_SIZE,
+) -> dict[str, float]:
     """Forward FLOPs of one sequence, by part (see the module docstring); ``predictions=None``
     means a SQuAD span head instead of the MLM + NSP heads."""
     L, H, I, S = layers, hidden, intermediate, seq_len
@@ -62,7 +74,8 @@ def real_token_fraction(data_dir) -> float | None:
     dataset's ``manifest.json`` (None if ``data_dir`` is not a readable local dataset, e.g. an S3 URI)."""
     from pathlib import Path
 
-    from bertlib.data.records import DataError, read_manifest
+    from bertlib.data.records import read_manifest
+    from bertlib.errors import DataError
 
     if not data_dir or "://" in str(data_dir) or not (Path(data_dir) / "manifest.json").is_file():
         return None
@@ -77,8 +90,12 @@ def real_token_fraction(data_dir) -> float | None:
     return sum(s["real_tokens"] for s in shards) / (rows * manifest["max_seq_length"])
 
 
-def estimate(cfg, utilization: float = DEFAULT_UTILIZATION, vocab_size: int = DEFAULT_VOCAB_SIZE,
-             real_fraction: float | None = None) -> dict:
+def estimate(
+    cfg,
+    utilization: float = DEFAULT_UTILIZATION,
+    vocab_size: int = DEFAULT_VOCAB_SIZE,
+    real_fraction: float | None = None,
+) -> dict:
     """FLOPs / wall time / cost of the run ``cfg`` (a PretrainConfig or SquadConfig).
 
     ``real_fraction``: the share of row positions that are real tokens (:func:`real_token_fraction`);
@@ -99,6 +116,8 @@ def estimate(cfg, utilization: float = DEFAULT_UTILIZATION, vocab_size: int = DE
     flops = per_seq * sequences
     if cfg.backend == "sagemaker":
         inst = instance(cfg.instance_type)
+        if not inst.gpus:
+            raise ConfigError(f"instance_type {cfg.instance_type!r} has no GPU (a CPU instance for prepare-data)")
         devices, peak, usd_per_hour = cfg.world_size, inst.peak_tflops_per_gpu, inst.usd_per_hour
         where, count = cfg.instance_type, cfg.instance_count
     else:
@@ -126,54 +145,164 @@ def estimate(cfg, utilization: float = DEFAULT_UTILIZATION, vocab_size: int = DE
     }
 
 
-def implied_utilization(cfg, hours: float, vocab_size: int = DEFAULT_VOCAB_SIZE) -> float:
-    """The utilization at which :func:`estimate` gives ``hours`` (e.g. a measured wall time)."""
-    return estimate(cfg, 1.0, vocab_size)["hours"] / hours
-
-
 def format_hours(hours: float) -> str:
     minutes = round(hours * 60)
     return f"{minutes // 60}h{minutes % 60:02d}m"
 
 
 def configs_from_file(path: str, overrides: dict) -> dict:
-    """``{name: config}`` from a run-config or params YAML; a SQuAD params file with per-version
-    blocks (``squadv1: {...}``) gives one config per version. Unresolved ``auto`` / ``${VAR}`` path
-    values are irrelevant to the estimate and stay as they are."""
-    values = {k: v for k, v in read_yaml(path).items() if k not in NOTEBOOK_KEYS}
-    values.update(overrides)
-    blocks = {k: values.pop(k) for k in ("squadv1", "squadv2") if isinstance(values.get(k), dict)}
-    job = "squad" if blocks or "train_file" in values or "squad_version" in values else "pretrain"
-    if not blocks:
-        return {values.get("phase", job) if job == "pretrain" else values.get("squad_version", job):
-                build_config(job, values, path)}
-    return {v: build_config(job, {**values, **block, "squad_version": v}, f"{path} ({v})") for v, block in blocks.items()}
+    """``{name: config}`` from a run-config or params YAML (:func:`bertlib.params.load_configs`, the job
+    taken from its keys): a SQuAD params file gives one config per version, a data-prep file
+    (``sources``) one ``"data"`` config. ``auto`` / ``${VAR}`` / ``asset:`` values are irrelevant to the
+    estimate and stay as they are (no registry, environment or download needed)."""
+    from bertlib.params import load_configs
+
+    return load_configs(None, path, overrides, resolve=False)
+
+
+def data_lines(p: dict, volume_gb: int | None = None) -> list[str]:
+    """The printed data-prep projection (:func:`bertlib.data.projection.project`'s result): a header,
+    one line per stage (hours on each instance count, the stage's work and what bounds it) and the
+    total line (hours, USD, disk per host and the bounding stage per instance count; with
+    ``volume_gb``, a host volume smaller than the disk it needs is named)."""
+    from bertlib.data.preflight import gb
+
+    w, runs = p["work"], p["runs"]
+    counts = sorted(runs)
+    pairs = sum(w["pairs"].values())
+    origins = ", ".join(dict.fromkeys(origin for _, origin in p["sizes"].values()))
+    lines = [
+        f"data: {gb(w['source_bytes'])} of sources ({origins}) → {gb(w['text_bytes'])} of text, "
+        f"{w['tokens']:.3g} tokens, {pairs:.3g} pairs ("
+        + ", ".join(f"{k} {v:.3g}" for k, v in w["pairs"].items())
+        + f"), {w['shards']} shards; {p['instance_type']}: {p['vcpus']} vCPUs (each taken to run a worker like a "
+        f"core of this machine), ${p['usd_per_hour']:g}/h on demand; disk writes at {p['disk_MBps']:.0f} MB/s "
+        "(--disk_MBps)" + "".join(f"; {note}" for note in p["notes"])
+    ]
+    what = {
+        "download": f"{gb(w['download_bytes'])} at {p['download_MBps']:g} MB/s (assumed; --download_MBps), every host",
+        "extract": f"{gb(w['source_bytes'])} → {gb(w['text_bytes'])} of text, every host",
+        "vocab": "every host",
+        "tokenize": f"{w['tokens']:.3g} tokens, every host",
+        "instances": f"{pairs:.3g} pairs, every host",
+        "shards": f"{pairs:.3g} pairs, divided among the hosts",
+    }
+    for stage in STAGES:
+        hours = " | ".join(f"{n}× {format_hours(runs[n]['stages'][stage]['s'] / 3600):>6}" for n in counts)
+        bounds = [runs[n]["stages"][stage]["bound"] for n in counts]
+        bound = bounds[0] if len(set(bounds)) == 1 else ", ".join(f"{b} on {n}" for n, b in zip(counts, bounds))
+        lines.append(f"  {stage:<10} {hours}   {what[stage]}; bound by {bound}")
+    totals = []
+    for n, r in runs.items():
+        short = volume_gb is not None and r["disk_bytes"] > volume_gb * 1e9
+        totals.append(
+            f"{n} × {format_hours(r['hours'])} ${r['usd']:,.0f}, {gb(r['disk_bytes'])} disk per host"
+            + (f" (> volume_size_gb {volume_gb})" if short else "")
+            + f", bound by {r['bound']} (then {r['next']})"
+            + (" [instance_count]" if n == p["instance_count"] else "")
+        )
+    lines.append("  total: " + " | ".join(totals))
+    return lines
+
+
+def _estimate_schema():
+    """The assumptions of ``bertlib estimate`` (its ``--help`` is generated from them); the run itself is
+    the ``--config`` file's, with ``--key value`` overrides of its keys."""
+    from pydantic import BaseModel, ConfigDict, Field
+
+    class EstimateArgs(BaseModel):
+        """What the estimate assumes beyond the run config."""
+
+        model_config = ConfigDict(extra="forbid")
+        utilization: float = Field(
+            DEFAULT_UTILIZATION, description="share of the GPUs' peak FLOP/s reached (the reference run's 20 %)"
+        )
+        vocab_size: int = Field(DEFAULT_VOCAB_SIZE, description="vocabulary size of the MLM head")
+        real_token_fraction: float | None = Field(
+            None, description="share of the row positions that are real tokens; default: the local dataset's"
+        )
+        source_bytes: float | None = Field(
+            None, description="prepare-data: bytes of the sources; default: their known / local sizes"
+        )
+        download_MBps: float = Field(
+            DEFAULT_DOWNLOAD_MBPS,
+            description="prepare-data: download rate per host",
+            json_schema_extra={"cli": {"aliases": ["--download_mbps"]}},
+        )
+        disk_MBps: float = Field(
+            DEFAULT_DISK_MBPS,
+            description="prepare-data: disk write rate per host",
+            json_schema_extra={"cli": {"aliases": ["--disk_mbps"]}},
+        )
+        instance_counts: str | int | list[int] = Field(
+            "1,2,4,8", description="prepare-data: instance counts to project (comma-separated or a list)"
+        )
+
+    return EstimateArgs
 
 
 def main(argv: list[str]) -> int:
     """``bertlib estimate --config FILE [--utilization 0.2] [--vocab_size N] [--real_token_fraction F]
-    [--key value ...]`` (the fraction defaults to the local dataset's, see :func:`real_token_fraction`)."""
-    overrides = parse_overrides(argv)
-    path = overrides.pop("config", None)
+    [--key value ...]`` (the fraction defaults to the local dataset's, see :func:`real_token_fraction`).
+    A data-prep config also takes ``[--source_bytes N] [--download_MBps 5] [--disk_MBps 262]
+    [--instance_counts 1,2,4,8]`` (:mod:`bertlib.data.projection`). ``--help`` lists them all."""
+    import click
+
+    from bertlib.cli_schema import YamlValue, command, parse
+    from bertlib.config import JOBS
+
+    schema = _estimate_schema()
+    # --key value overrides of the config's keys (any job's; the config's own schema validates them)
+    keys = dict.fromkeys(k for cls in JOBS.values() for k in cls.model_fields if k not in schema.model_fields)
+    overridable = [
+        click.Option([f"--{k}"], type=YamlValue(), default=None, hidden=True) for k in [*keys, "squadv1", "squadv2"]
+    ]
+    cli = command(
+        "bertlib estimate",
+        schema,
+        params=overridable,
+        config="run config or notebook params file (required); its keys can be overridden as --key "
+        "value, as for `bertlib pretrain`, `bertlib squad` or `bertlib prepare-data` (see their --help)",
+        help=__doc__.splitlines()[0] + " The run is the --config file's; the options below are the "
+        "estimate's assumptions.",
+    )
+    args = parse(cli, argv)
+    if args is None:
+        return 0
+    path = args.config
     if not path:
         raise ConfigError("estimate: --config FILE is required")
-    utilization = float(overrides.pop("utilization", DEFAULT_UTILIZATION))
-    vocab_size = int(overrides.pop("vocab_size", DEFAULT_VOCAB_SIZE))
-    fraction = overrides.pop("real_token_fraction", None)
+    opts = build_config(schema, args.values, "command line")
+    overrides = {k: v for k, v in args.extras.items() if k in args.given}
+    utilization, vocab_size, fraction = opts.utilization, opts.vocab_size, opts.real_token_fraction
+    source_bytes, download_MBps, disk_MBps = opts.source_bytes, opts.download_MBps, opts.disk_MBps
+    counts = opts.instance_counts
+    counts = [
+        int(c)
+        for c in (counts.split(",") if isinstance(counts, str) else [counts] if isinstance(counts, int) else counts)
+    ]
     for name, cfg in configs_from_file(path, overrides).items():
+        if isinstance(cfg, DataConfig):
+            p = project(cfg, None if source_bytes is None else int(source_bytes), download_MBps, disk_MBps, counts)
+            print("\n".join(data_lines(p, cfg.volume_size_gb if cfg.backend == "sagemaker" else None)))
+            continue
         real = float(fraction) if fraction is not None else real_token_fraction(getattr(cfg, "data_dir", None))
         e = estimate(cfg, utilization, vocab_size, real)
         cost = f", ${e['usd']:,.0f} on demand" if e["usd"] is not None else ""
         if "real_tokens" in e:
-            cost += (f"; {e['real_tokens']:.3g} real tokens ({e['real_fraction']:.1%} of the row positions), "
-                     f"{e['flops_per_real_token']:.3g} FLOP per real token")
-        print(f"{name}: BERT-{e['model_size']}, {e['sequences']:,} sequences × {e['flops_per_sequence']:.3g} FLOP "
-              f"= {e['flops']:.3g} FLOP; {e['devices']} × {e['peak_tflops']:g} TFLOP/s peak at "
-              f"{e['utilization']:.0%} → {e['wall_time']} on {e['instance_count']} × {e['instance_type']}{cost}")
+            cost += (
+                f"; {e['real_tokens']:.3g} real tokens ({e['real_fraction']:.1%} of the row positions), "
+                f"{e['flops_per_real_token']:.3g} FLOP per real token"
+            )
+        print(
+            f"{name}: BERT-{e['model_size']}, {e['sequences']:,} sequences × {e['flops_per_sequence']:.3g} FLOP "
+            f"= {e['flops']:.3g} FLOP; {e['devices']} × {e['peak_tflops']:g} TFLOP/s peak at "
+            f"{e['utilization']:.0%} → {e['wall_time']} on {e['instance_count']} × {e['instance_type']}{cost}"
+        )
     return 0
 
 
 if __name__ == "__main__":
-    from bertlib.cli import run_guarded
+    from bertlib.errors import run_guarded
 
     sys.exit(run_guarded(main, sys.argv[1:]))

@@ -39,8 +39,10 @@ def horovodrun_path() -> str:
     candidate = Path(sys.executable).parent / "horovodrun"
     found = str(candidate) if candidate.exists() else shutil.which("horovodrun")
     if not found:
-        raise ConfigError("num_processes > 1 needs horovodrun (Horovod): run `make setup` "
-                          "(container/install_horovod.sh) or set num_processes: 1")
+        raise ConfigError(
+            "num_processes > 1 needs horovodrun (Horovod): run `make setup` "
+            "(container/install_horovod.sh) or set num_processes: 1"
+        )
     return found
 
 
@@ -63,8 +65,11 @@ def environment(cfg, run_dir: Path, job: str, env: dict | None = None, sagemaker
         n = str(cfg.threads_per_process)
         out.update(TF_NUM_INTRAOP_THREADS=n, TF_NUM_INTEROP_THREADS=n, OMP_NUM_THREADS=n)
     if sagemaker_env:
-        out.update(SM_MODEL_DIR=str(run_dir / "export"), SM_OUTPUT_DATA_DIR=str(run_dir),
-                   BERTLIB_CHECKPOINT_DIR=str(run_dir / "checkpoints"))
+        out.update(
+            SM_MODEL_DIR=str(run_dir / "export"),
+            SM_OUTPUT_DATA_DIR=str(run_dir),
+            BERTLIB_CHECKPOINT_DIR=str(run_dir / "checkpoints"),
+        )
         if job == "pretrain":
             out["SM_CHANNEL_TRAIN"] = str(Path(cfg.data_dir).resolve())
     out.update(env or {})
@@ -85,8 +90,16 @@ def _stop(proc: subprocess.Popen) -> None:
             continue
 
 
-def run(job: str, cfg, num_processes: int | None = None, env: dict | None = None, stream: bool = True,
-        sagemaker_env: bool = False, progress: bool | None = None, tail_lines: int = 40) -> Path:
+def run(
+    job: str,
+    cfg,
+    num_processes: int | None = None,
+    env: dict | None = None,
+    stream: bool = True,
+    sagemaker_env: bool = False,
+    progress: bool | None = None,
+    tail_lines: int = 40,
+) -> Path:
     """Run ``job`` ("pretrain" | "squad") locally as configured by ``cfg``; return the run directory.
 
     Args:
@@ -99,8 +112,9 @@ def run(job: str, cfg, num_processes: int | None = None, env: dict | None = None
     if job not in JOBS:
         raise ConfigError(f"job {job!r}: expected one of {', '.join(JOBS)}")
     if num_processes and num_processes != cfg.num_processes:  # revalidated: the global batch may change
-        cfg = build_config(type(cfg), {**cfg.model_dump(), "num_processes": num_processes},
-                           f"num_processes={num_processes}")
+        cfg = build_config(
+            type(cfg), {**cfg.model_dump(), "num_processes": num_processes}, f"num_processes={num_processes}"
+        )
     n = cfg.num_processes
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -115,8 +129,15 @@ def run(job: str, cfg, num_processes: int | None = None, env: dict | None = None
 
         bar = progress_bar(cfg.total_steps, f"{job} ×{n}")
     tail: collections.deque[str] = collections.deque(maxlen=tail_lines)
-    proc = subprocess.Popen(argv, env=child_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            bufsize=1, start_new_session=True)
+    proc = subprocess.Popen(
+        argv,
+        env=child_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        bufsize=1,
+        start_new_session=True,
+    )
     try:
         for line in proc.stdout:
             line = line.rstrip("\n")

@@ -99,18 +99,21 @@ def fetch_run(uri_or_dir: str | os.PathLike, cache_dir: str | os.PathLike | None
     bucket, key = _split(text)
     prefix = key.rstrip("/") + "/" if key.strip("/") else ""
     s3 = boto3.client("s3")
-    keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-            for o in page.get("Contents", []) if not o["Key"].endswith("/")]
+    keys = [
+        o["Key"]
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        for o in page.get("Contents", [])
+        if not o["Key"].endswith("/")
+    ]
     if prefix + "output/output.tar.gz" in keys:  # a SageMaker job's prefix
         return fetch_run(f"s3://{bucket}/{prefix}output/output.tar.gz", cache_dir)
-    if not any(k[len(prefix):] in RUN_FILES for k in keys):
-        raise ConfigError(f"{text}: no bertlib run there (neither {' nor '.join(RUN_FILES)} "
-                          "nor output/output.tar.gz)")
+    if not any(k[len(prefix) :] in RUN_FILES for k in keys):
+        raise ConfigError(f"{text}: no bertlib run there (neither {' nor '.join(RUN_FILES)} nor output/output.tar.gz)")
     dest = root / "prefixes" / hashlib.sha256(text.rstrip("/").encode()).hexdigest()[:16]
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".run-", dir=dest.parent))
     for k in keys:
-        target = (tmp / k[len(prefix):]).resolve()
+        target = (tmp / k[len(prefix) :]).resolve()
         if not target.is_relative_to(tmp.resolve()):
             raise ConfigError(f"s3://{bucket}/{k}: key escapes the run directory")
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,11 @@ job ships a copy of this ``bertlib`` package as its code channel and runs
 hyperparameters (the same parser as a local run reads them). The image (``container/Dockerfile``)
 holds TensorFlow, Horovod and the requirements.
 
+This module resolves and checks everything without the SDK (:func:`resolve` → :class:`JobSpec`:
+channels, hyperparameters, environment; staging of local files and URLs to S3);
+:mod:`bertlib.launch.sagemaker_sdk` is the only code that calls the SDK (the trainer, sessions, the
+request of a dry run, starting a job, the verified driver version).
+
 Container contract (what the entry points see):
 
 ==========================  ===========================================================
@@ -40,7 +45,6 @@ from committed files. The names the reference's users export (``SAGEMAKER_ROLE``
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -54,6 +58,7 @@ import yaml
 
 from bertlib.config import build_config, launch_keys
 from bertlib.errors import ConfigError
+from bertlib.launch import sagemaker_sdk
 from bertlib.launch.instances import gpus_per_instance
 
 CHANNEL_ROOT = "/opt/ml/input/data"
@@ -84,13 +89,6 @@ _ENV_ALIASES = {
     "fsx_file_system_id": "SAGEMAKER_FSX_ID",
     "fsx_mount_name": "SAGEMAKER_FSX_MOUNT_NAME",
 }
-#: sagemaker-train releases whose container MPI driver (uploaded from the launching machine as the
-#: ``sm_drivers`` channel) has been read and run with bertlib: it passes ``process_count_per_node`` to
-#: ``mpirun -np``, i.e. takes it as the WORLD size, which is what :func:`build_trainer` gives it
-VERIFIED_SDK_DRIVERS = ("1.27.0",)
-#: set in every container by the SDK's ``sm_training.env``; forwarded to the ranks on other hosts with
-#: ``mpirun -x`` (Open MPI starts those over ssh, where only ``-x`` variables dependably arrive)
-CONTAINER_CONTRACT_ENV = ("SM_MODEL_DIR", "SM_OUTPUT_DATA_DIR")
 
 
 #: what a dry run puts in the request for account settings that are not set, so that the request and
@@ -132,7 +130,7 @@ class JobSpec:
     hyperparameters: dict[str, Any]
     environment: dict[str, str]
     mpi_options: list[str] = field(default_factory=list)
-    placeholders: list[str] = field(default_factory=list)   # dry run: unset settings shown as placeholders
+    placeholders: list[str] = field(default_factory=list)  # dry run: unset settings shown as placeholders
 
 
 # ----------------------------------------------------------------------------- resolution
@@ -162,8 +160,9 @@ def _job_name(job: str, cfg) -> str:
     else:
         name = f"bertlib-{job}-{cfg.phase if job == 'pretrain' else cfg.squad_version}"
     if not re.fullmatch(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,40}", name):
-        raise ConfigError(f"job_name {name!r}: use letters, digits and '-' (at most 41 characters; "
-                          "SageMaker appends a timestamp)")
+        raise ConfigError(
+            f"job_name {name!r}: use letters, digits and '-' (at most 41 characters; SageMaker appends a timestamp)"
+        )
     return name
 
 
@@ -182,15 +181,21 @@ def _channel(name: str, source: str, fsx: tuple[str | None, str | None], what: s
     fsx_id, mount = fsx
     if source.startswith("/") and fsx_id:
         if not mount:
-            raise ConfigError(f"{what} {source!r}: an FSx for Lustre path is /<MountName>/<path>; set "
-                              f"fsx_mount_name (or {_env_names('fsx_mount_name')}) to the MountName of {fsx_id} "
-                              "(aws fsx describe-file-systems: LustreConfiguration.MountName)")
+            raise ConfigError(
+                f"{what} {source!r}: an FSx for Lustre path is /<MountName>/<path>; set "
+                f"fsx_mount_name (or {_env_names('fsx_mount_name')}) to the MountName of {fsx_id} "
+                "(aws fsx describe-file-systems: LustreConfiguration.MountName)"
+            )
         if not source.startswith(f"/{mount.strip('/')}/"):
-            raise ConfigError(f"{what} {source!r}: not on FSx file system {fsx_id}, whose paths start with "
-                              f"/{mount.strip('/')}/ (its MountName)")
+            raise ConfigError(
+                f"{what} {source!r}: not on FSx file system {fsx_id}, whose paths start with "
+                f"/{mount.strip('/')}/ (its MountName)"
+            )
         return Channel(name, source, True, f"{CHANNEL_ROOT}/{name}")
-    raise ConfigError(f"{what} {source!r}: on SageMaker this must be an s3:// URI or, with "
-                      f"fsx_file_system_id (or {_env_names('fsx_file_system_id')}), an FSx path /<MountName>/...")
+    raise ConfigError(
+        f"{what} {source!r}: on SageMaker this must be an s3:// URI or, with "
+        f"fsx_file_system_id (or {_env_names('fsx_file_system_id')}), an FSx path /<MountName>/..."
+    )
 
 
 def resolve(job: str, cfg) -> JobSpec:
@@ -200,10 +205,13 @@ def resolve(job: str, cfg) -> JobSpec:
     """
     if job not in JOBS:
         raise ConfigError(f"job {job!r}: expected one of {', '.join(JOBS)}")
-    settings = {"role": _from_env(cfg, "role"), "image_uri": _from_env(cfg, "image_uri"),
-                "region": cfg.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")}
+    settings = {
+        "role": _from_env(cfg, "role"),
+        "image_uri": _from_env(cfg, "image_uri"),
+        "region": cfg.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"),
+    }
     placeholders = []
-    if cfg.dry_run:   # show the request anyway, with placeholders that say what to set
+    if cfg.dry_run:  # show the request anyway, with placeholders that say what to set
         for name, var in (("role", _ENV["role"]), ("image_uri", _ENV["image_uri"]), ("region", "AWS_DEFAULT_REGION")):
             if not settings[name]:
                 settings[name] = DRY_RUN_PLACEHOLDERS[var]
@@ -212,19 +220,25 @@ def resolve(job: str, cfg) -> JobSpec:
     if not role:
         raise ConfigError(f"SageMaker launch: no IAM role — set role or {_env_names('role')}")
     if not image:
-        raise ConfigError(f"SageMaker launch: no training image — set image_uri or {_env_names('image_uri')} "
-                          "(build it with container/build_and_push.sh)")
+        raise ConfigError(
+            f"SageMaker launch: no training image — set image_uri or {_env_names('image_uri')} "
+            "(build it with container/build_and_push.sh)"
+        )
     subnets, sgs = _from_env(cfg, "subnets"), _from_env(cfg, "security_group_ids")
     fsx_id = _from_env(cfg, "fsx_file_system_id")
     fsx = (fsx_id, _from_env(cfg, "fsx_mount_name"))
     if bool(subnets) != bool(sgs):
-        raise ConfigError("SageMaker launch: a VPC needs both subnets and security_group_ids "
-                          f"({_env_names('subnets')}, {_env_names('security_group_ids')})")
+        raise ConfigError(
+            "SageMaker launch: a VPC needs both subnets and security_group_ids "
+            f"({_env_names('subnets')}, {_env_names('security_group_ids')})"
+        )
     per_host = 1 if job == "prepare-data" else cfg.processes_per_host or gpus_per_instance(cfg.instance_type)
     if cfg.use_spot:
         if cfg.max_wait_seconds is not None and cfg.max_wait_seconds < cfg.max_run_seconds:
-            raise ConfigError(f"max_wait_seconds ({cfg.max_wait_seconds}) must be >= max_run_seconds "
-                              f"({cfg.max_run_seconds}) for spot training")
+            raise ConfigError(
+                f"max_wait_seconds ({cfg.max_wait_seconds}) must be >= max_run_seconds "
+                f"({cfg.max_run_seconds}) for spot training"
+            )
     elif cfg.max_wait_seconds is not None:
         raise ConfigError("max_wait_seconds only applies to spot training (use_spot: true)")
 
@@ -235,12 +249,19 @@ def resolve(job: str, cfg) -> JobSpec:
     elif job == "pretrain":
         if cfg.fsx_directory_path:
             if not fsx_id:
-                raise ConfigError("fsx_directory_path needs fsx_file_system_id "
-                                  f"(or {_env_names('fsx_file_system_id')})")
+                raise ConfigError(
+                    f"fsx_directory_path needs fsx_file_system_id (or {_env_names('fsx_file_system_id')})"
+                )
             channels.append(_channel("train", cfg.fsx_directory_path, fsx, "fsx_directory_path"))
         else:
-            channels.append(_channel("train", cfg.s3_data_uri or cfg.data_dir, (None, None),
-                                     "s3_data_uri" if cfg.s3_data_uri else "data_dir"))
+            channels.append(
+                _channel(
+                    "train",
+                    cfg.s3_data_uri or cfg.data_dir,
+                    (None, None),
+                    "s3_data_uri" if cfg.s3_data_uri else "data_dir",
+                )
+            )
         if cfg.validation_dir:
             channels.append(_channel("validation", cfg.validation_dir, fsx, "validation_dir"))
     else:
@@ -250,22 +271,39 @@ def resolve(job: str, cfg) -> JobSpec:
     if getattr(cfg, "load_from", None) == "checkpoint":
         channels.append(_channel("init", cfg.checkpoint_path, fsx, "checkpoint_path"))
     if any(c.fsx for c in channels) and not subnets:
-        raise ConfigError("FSx for Lustre input needs a VPC: set subnets and security_group_ids "
-                          f"({_env_names('subnets')}, {_env_names('security_group_ids')})")
-    key_of = {"train": "data_dir", "validation": "validation_dir", "init": "checkpoint_path",
-              "squad_train": "train_file", "squad_predict": "predict_file"}
+        raise ConfigError(
+            "FSx for Lustre input needs a VPC: set subnets and security_group_ids "
+            f"({_env_names('subnets')}, {_env_names('security_group_ids')})"
+        )
+    key_of = {
+        "train": "data_dir",
+        "validation": "validation_dir",
+        "init": "checkpoint_path",
+        "squad_train": "train_file",
+        "squad_predict": "predict_file",
+    }
     for c in channels:
         if c.name in key_of:
             hp[key_of[c.name]] = c.container_path
 
     environment = {"BERTLIB_JOB": job, "BERTLIB_CHECKPOINT_DIR": CHECKPOINT_LOCAL_PATH, **cfg.environment}
     return JobSpec(
-        job=job, base_job_name=_job_name(job, cfg), role=role, image_uri=image,
-        region=region, placeholders=placeholders,
-        processes_per_host=per_host, world_size=per_host * cfg.instance_count,
-        subnets=subnets, security_group_ids=sgs, fsx_file_system_id=fsx_id, channels=channels,
+        job=job,
+        base_job_name=_job_name(job, cfg),
+        role=role,
+        image_uri=image,
+        region=region,
+        placeholders=placeholders,
+        processes_per_host=per_host,
+        world_size=per_host * cfg.instance_count,
+        subnets=subnets,
+        security_group_ids=sgs,
+        fsx_file_system_id=fsx_id,
+        channels=channels,
         hyperparameters={k: hyperparameter_value(v) for k, v in hp.items() if v is not None},
-        environment=environment, mpi_options=list(cfg.mpi_options))
+        environment=environment,
+        mpi_options=list(cfg.mpi_options),
+    )
 
 
 def _prepare_data_channels(cfg, hp: dict) -> list[Channel]:
@@ -273,11 +311,14 @@ def _prepare_data_channels(cfg, hp: dict) -> list[Channel]:
     sources → ``source<i>``, an ``s3://`` vocab file → ``vocab``; the dataset goes to ``s3_data_uri``
     through the checkpoint folder. Local files must have been staged (:func:`stage_data_files`)."""
     if not cfg.s3_data_uri or not cfg.s3_data_uri.startswith("s3://"):
-        raise ConfigError(f"s3_data_uri {cfg.s3_data_uri!r}: a SageMaker prepare-data job writes the dataset to an "
-                          "s3:// prefix (its phases become <s3_data_uri>/<phase>)")
+        raise ConfigError(
+            f"s3_data_uri {cfg.s3_data_uri!r}: a SageMaker prepare-data job writes the dataset to an "
+            "s3:// prefix (its phases become <s3_data_uri>/<phase>)"
+        )
     if cfg.num_hosts is not None or cfg.host_index is not None:
-        raise ConfigError("num_hosts / host_index: a SageMaker job's hosts are its instance_count MPI ranks; "
-                          "leave them unset")
+        raise ConfigError(
+            "num_hosts / host_index: a SageMaker job's hosts are its instance_count MPI ranks; leave them unset"
+        )
     channels, sources, sha = [], [], dict(cfg.source_sha256)
     for i, source in enumerate(cfg.sources):
         if source.startswith("s3://"):
@@ -290,18 +331,27 @@ def _prepare_data_channels(cfg, hp: dict) -> list[Channel]:
         elif source.startswith(("http://", "https://")):
             sources.append(source)
         else:
-            raise ConfigError(f"sources[{i}] {source!r}: on SageMaker a source is an s3:// object or an http(s) URL "
-                              "(local files are staged to S3 by bertlib launch)")
+            raise ConfigError(
+                f"sources[{i}] {source!r}: on SageMaker a source is an s3:// object or an http(s) URL "
+                "(local files are staged to S3 by bertlib launch)"
+            )
     if cfg.vocab_file:
         if not cfg.vocab_file.startswith("s3://"):
-            raise ConfigError(f"vocab_file {cfg.vocab_file!r}: on SageMaker an s3:// object (bertlib launch stages a "
-                              "local vocab file to S3)")
+            raise ConfigError(
+                f"vocab_file {cfg.vocab_file!r}: on SageMaker an s3:// object (bertlib launch stages a "
+                "local vocab file to S3)"
+            )
         c = _channel("vocab", cfg.vocab_file, (None, None), "vocab_file")
         c.container_path = f"{CHANNEL_ROOT}/vocab/{cfg.vocab_file.rsplit('/', 1)[-1]}"
         channels.append(c)
         hp["vocab_file"] = c.container_path
-    hp.update(sources=sources, source_sha256=sha, output_dir=CHECKPOINT_LOCAL_PATH, work_dir=PREPARE_WORK_DIR,
-              cache_dir=f"{PREPARE_WORK_DIR}/cache")
+    hp.update(
+        sources=sources,
+        source_sha256=sha,
+        output_dir=CHECKPOINT_LOCAL_PATH,
+        work_dir=PREPARE_WORK_DIR,
+        cache_dir=f"{PREPARE_WORK_DIR}/cache",
+    )
     return channels
 
 
@@ -344,57 +394,17 @@ def metric_definitions(job: str = "pretrain") -> list[dict[str, str]]:
     return [{"name": key, "regex": rf"\b{key}=([-+0-9.eEinfa]+)"} for key in keys]
 
 
-# ----------------------------------------------------------------------------- SDK objects
+# ----------------------------------------------------------------------------- staging and launching
 
 
 def _stage_code() -> tempfile.TemporaryDirectory:
     """A temporary folder holding a copy of the bertlib package (the job's ``code`` channel)."""
     tmp = tempfile.TemporaryDirectory(prefix="bertlib-code-")
     package = Path(__file__).resolve().parents[1]
-    shutil.copytree(package, Path(tmp.name) / "bertlib",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".ipynb_checkpoints"))
+    shutil.copytree(
+        package, Path(tmp.name) / "bertlib", ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".ipynb_checkpoints")
+    )
     return tmp
-
-
-def _dry_run_session_class():
-    from sagemaker.core.helper.session_helper import Session
-
-    class DryRunSession(Session):
-        """A Session that never writes: uploads return the URI they would write to, and the default
-        bucket is taken as given. Its boto session refuses to send any request (see ``_refuse``)."""
-
-        def default_bucket(self):
-            return self._default_bucket_name_override or f"sagemaker-{self.boto_region_name}-ACCOUNT"
-
-        def upload_data(self, path, bucket=None, key_prefix="data", callback=None, extra_args=None):
-            bucket = bucket or self.default_bucket()
-            suffix = "" if os.path.isdir(path) else "/" + os.path.basename(path)
-            return f"s3://{bucket}/{key_prefix}{suffix}"
-
-    return DryRunSession
-
-
-class DryRunRequestBlocked(RuntimeError):
-    """An AWS request was attempted during a dry run."""
-
-
-def _refuse(request=None, **_):
-    raise DryRunRequestBlocked(f"dry run: refused to send {getattr(request, 'url', 'a request')}")
-
-
-@contextlib.contextmanager
-def _environ(**values: str):
-    """Set environment variables for the duration of a block (restoring the previous values)."""
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def _bucket_of(uri: str | None) -> str | None:
@@ -402,47 +412,22 @@ def _bucket_of(uri: str | None) -> str | None:
 
 
 def _session(spec: JobSpec, cfg, session, dry_run: bool):
-    import boto3
-
+    """The SageMaker session of a launch: the caller's ``session``, else one in the spec's region. A
+    dry run always gets a session that sends nothing (:func:`bertlib.launch.sagemaker_sdk.make_session`)."""
     if session is not None and not dry_run:
         return session
     region = spec.region or (session.boto_region_name if session is not None else None)
     if not region:
         raise ConfigError("SageMaker launch: no AWS region — set region, $AWS_REGION or $AWS_DEFAULT_REGION")
     if dry_run:
-        boto = boto3.Session(region_name=region)
-        boto.events.register("before-send", _refuse)
-        bucket = (session.default_bucket() if session is not None
-                  else _bucket_of(cfg.output_s3_uri) or _bucket_of(cfg.checkpoint_s3_uri))
-        return _dry_run_session_class()(boto_session=boto, default_bucket=bucket)
-    from sagemaker.core.helper.session_helper import Session
-
+        bucket = (
+            session.default_bucket()
+            if session is not None
+            else _bucket_of(cfg.output_s3_uri) or _bucket_of(cfg.checkpoint_s3_uri)
+        )
+        return sagemaker_sdk.make_session(region, bucket, dry_run=True)
     # code and drivers are staged next to the outputs when an output bucket is given
-    return Session(boto_session=boto3.Session(region_name=region), default_bucket=_bucket_of(cfg.output_s3_uri))
-
-
-def _installed_version(distribution: str) -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(distribution)
-    except PackageNotFoundError:
-        return None
-
-
-def check_sdk_driver() -> None:
-    """Refuse an SDK whose container MPI driver bertlib has not been verified with (one line).
-
-    The driver scripts are uploaded from this machine's SDK; bertlib passes the world size as
-    ``process_count_per_node`` because sagemaker-train 1.27's driver runs ``mpirun -np`` with it. A
-    driver that read it per node would start (hosts ×) too many ranks.
-    """
-    found = _installed_version("sagemaker-train")
-    if found not in VERIFIED_SDK_DRIVERS:
-        raise ConfigError(f"sagemaker-train {found or '(not installed)'}: bertlib's MPI settings are verified with "
-                          f"the container driver of sagemaker-train {' / '.join(VERIFIED_SDK_DRIVERS)} only (it "
-                          "takes process_count_per_node as the world size); install sagemaker-train=="
-                          f"{VERIFIED_SDK_DRIVERS[-1]} as pinned in requirements.txt")
+    return sagemaker_sdk.make_session(region, _bucket_of(cfg.output_s3_uri), dry_run=False)
 
 
 def _stage(source: str, digest: str | None, base: str, session, dry_run: bool) -> tuple[str, str | None]:
@@ -527,63 +512,29 @@ def stage_data_files(cfg, session, dry_run: bool = False):
 def build_trainer(job: str, cfg, session=None, dry_run: bool = False):
     """(ModelTrainer, input channels, staged code dir, JobSpec) for ``cfg``; validates first.
 
-    A SQuAD config's http(s) files are staged to S3 first (:func:`stage_squad_files`).
+    A SQuAD config's http(s) files and a prepare-data config's local files are staged to S3 first
+    (:func:`stage_squad_files`, :func:`stage_data_files`); the SDK objects are made by
+    :func:`bertlib.launch.sagemaker_sdk.model_trainer`.
     """
-    check_sdk_driver()
+    sagemaker_sdk.check_sdk_driver()
     staged = {"squad": stage_squad_files, "prepare-data": stage_data_files}.get(job)
     spec = resolve(job, staged(cfg, None, dry_run=True) if staged else cfg)  # every check before any upload
     sm_session = _session(spec, cfg, session, dry_run)
     if staged:
         cfg = staged(cfg, sm_session, dry_run)
         spec = resolve(job, cfg)
-    from sagemaker.core.training.configs import (
-        CheckpointConfig, Compute, FileSystemDataSource, InputData, MetricDefinition, Networking,
-        OutputDataConfig, SourceCode, StoppingCondition, Tag)
-    from sagemaker.train import ModelTrainer
-    from sagemaker.train.distributed import MPI
-
     code = _stage_code()
-    # SDK 3.27's MPI driver runs `mpirun -np <process_count_per_node>` with every host listed as
-    # host:<process_count_per_node> slots, i.e. process_count_per_node is the TOTAL rank count.
-    # Ask for the world size and place processes_per_host ranks on each node explicitly.
-    # Ranks on the other hosts are started over ssh, where the job's environment arrives only
-    # through `-x` (the driver's /etc/environment reaches them only if sshd's PAM stack reads it).
-    forwarded = [arg for name in sorted({*spec.environment, *CONTAINER_CONTRACT_ENV}) for arg in ("-x", name)]
-    mpi = MPI(process_count_per_node=spec.world_size,
-              mpi_additional_options=["--map-by", f"ppr:{spec.processes_per_host}:node",
-                                      "--bind-to", "none", *forwarded, *spec.mpi_options])
-    networking = (Networking(subnets=spec.subnets, security_group_ids=spec.security_group_ids)
-                  if spec.subnets else None)
-    max_wait = (cfg.max_wait_seconds or 2 * cfg.max_run_seconds) if cfg.use_spot else None
-    # A dry run skips the SDK's client-side IAM role check (read-only IAM calls); SageMaker still
-    # checks the role when a real job is created.
-    with _environ(SAGEMAKER_VALIDATE_ROLE="false") if dry_run else contextlib.nullcontext():
-        trainer = ModelTrainer(
-            sagemaker_session=sm_session,
-            role=spec.role,
-            training_image=spec.image_uri,
-            base_job_name=spec.base_job_name,
-            source_code=SourceCode(source_dir=code.name, entry_script=ENTRY_SCRIPT),
-            distributed=mpi,
-            compute=Compute(instance_type=cfg.instance_type, instance_count=cfg.instance_count,
-                            volume_size_in_gb=cfg.volume_size_gb, enable_managed_spot_training=cfg.use_spot),
-            networking=networking,
-            stopping_condition=StoppingCondition(max_runtime_in_seconds=cfg.max_run_seconds,
-                                                 max_wait_time_in_seconds=max_wait),
-            output_data_config=OutputDataConfig(s3_output_path=cfg.output_s3_uri) if cfg.output_s3_uri else None,
-            checkpoint_config=CheckpointConfig(s3_uri=cfg.s3_data_uri if job == "prepare-data" else cfg.checkpoint_s3_uri,
-                                               local_path=CHECKPOINT_LOCAL_PATH),
-            environment=spec.environment,
-            hyperparameters=spec.hyperparameters,
-            tags=[Tag(key=k, value=v) for k, v in cfg.tags.items()] or None,
-        )
-    trainer.with_metric_definitions([MetricDefinition(**m) for m in metric_definitions(job)])
-    inputs = []
-    for c in spec.channels:
-        source = (FileSystemDataSource(file_system_id=spec.fsx_file_system_id, file_system_type="FSxLustre",
-                                       directory_path=c.source, file_system_access_mode="ro")
-                  if c.fsx else c.source)
-        inputs.append(InputData(channel_name=c.name, data_source=source))
+    trainer, inputs = sagemaker_sdk.model_trainer(
+        spec,
+        cfg,
+        sm_session,
+        code.name,
+        ENTRY_SCRIPT,
+        checkpoint_s3_uri=cfg.s3_data_uri if job == "prepare-data" else cfg.checkpoint_s3_uri,
+        checkpoint_local_path=CHECKPOINT_LOCAL_PATH,
+        metric_definitions=metric_definitions(job),
+        dry_run=dry_run,
+    )
     return trainer, inputs, code, spec
 
 
@@ -597,8 +548,7 @@ def output_data_uri(output_s3_uri: str, job_name: str) -> str:
     return f"{output_s3_uri.rstrip('/')}/{job_name}/output/output.tar.gz"
 
 
-def launch(job: str, cfg, dry_run: bool | None = None, session=None, wait: bool = False,
-           logs: bool = True) -> dict:
+def launch(job: str, cfg, dry_run: bool | None = None, session=None, wait: bool = False, logs: bool = True) -> dict:
     """Start ``job`` ("pretrain" | "squad") on SageMaker as described by ``cfg``.
 
     Returns ``{"job_name", "status", "model_artifacts", "output_data", "checkpoint_s3_uri",
@@ -613,58 +563,22 @@ def launch(job: str, cfg, dry_run: bool | None = None, session=None, wait: bool 
     trainer, inputs, code, spec = build_trainer(job, cfg, session=session, dry_run=dry_run)
     with code:
         if dry_run:
-            request = trainer._create_training_job_args(input_data_config=inputs, boto3=True)
+            request = sagemaker_sdk.dry_run_request(trainer, inputs)
             name, status = request["TrainingJobName"], "DryRun"
             output, checkpoint = request["OutputDataConfig"]["S3OutputPath"], request["CheckpointConfig"]["S3Uri"]
         else:
-            with _captured_create_request(trainer.sagemaker_session.boto_session) as request:
-                trainer.train(input_data_config=inputs, wait=False, logs=False)
-            training_job = trainer._latest_training_job
-            if wait:
-                training_job.wait(logs=logs)
-            name, status = training_job.training_job_name, training_job.training_job_status
-            output = training_job.output_data_config.s3_output_path
-            checkpoint = training_job.checkpoint_config.s3_uri
-    info = {"job_name": name, "status": status, "model_artifacts": model_artifacts_uri(output, name),
-            "output_data": output_data_uri(output, name), "checkpoint_s3_uri": checkpoint, "request": request,
-            "placeholders": spec.placeholders}
+            request, started = sagemaker_sdk.start_job(trainer, inputs, wait=wait, logs=logs)
+            name, status = started.name, started.status
+            output, checkpoint = started.s3_output_path, started.checkpoint_s3_uri
+    info = {
+        "job_name": name,
+        "status": status,
+        "model_artifacts": model_artifacts_uri(output, name),
+        "output_data": output_data_uri(output, name),
+        "checkpoint_s3_uri": checkpoint,
+        "request": request,
+        "placeholders": spec.placeholders,
+    }
     if job == "prepare-data":  # the phases' datasets, where 02_phase1 / 03_phase2 read them
         info["datasets"] = {p.name: f"{checkpoint.rstrip('/')}/{p.name}" for p in cfg.phases}
     return info
-
-
-@contextlib.contextmanager
-def _captured_create_request(boto_session):
-    """Yield a dict that receives the CreateTrainingJob parameters sent through ``boto_session``.
-
-    The SDK sends through a client it caches per boto session (``Base.get_sagemaker_client``),
-    whose event hooks were copied when it was made: the hook goes on that client.
-    """
-    from sagemaker.core.resources import Base
-
-    client = Base.get_sagemaker_client(session=boto_session, region_name=None, service_name="sagemaker")
-    captured: dict = {}
-    event = "provide-client-params.sagemaker.CreateTrainingJob"
-    client.meta.events.register(event, _copy_into(captured), unique_id="bertlib-capture")
-    try:
-        yield captured
-    finally:
-        client.meta.events.unregister(event, unique_id="bertlib-capture")
-
-
-def _copy_into(target: dict):
-    def handler(params, **_):
-        target.update(json.loads(json.dumps(params, default=str)))
-
-    return handler
-
-
-def chain(previous: dict, cfg):
-    """``cfg`` set to start from the previous job's export (phase 1 → phase 2 → SQuAD).
-
-    ``previous`` is what :func:`launch` returned (its ``model_artifacts`` S3 URI), or a dict with
-    ``checkpoint_path`` naming an FSx folder or S3 prefix that holds the export.
-    """
-    path = previous.get("checkpoint_path") or previous["model_artifacts"]
-    update = {"load_from": "checkpoint", "checkpoint_path": path, "load_optimizer_state": False}
-    return build_config(type(cfg), {**cfg.model_dump(), **update}, f"checkpoint_path={path}")

@@ -8,12 +8,18 @@
 import importlib
 
 _EXPORTS = {
-    "PRESETS": "bertlib.model.config", "BertConfig": "bertlib.model.config", "BertEncoder": "bertlib.model.bert",
+    "PRESETS": "bertlib.model.config",
+    "BertConfig": "bertlib.model.config",
+    "BertEncoder": "bertlib.model.bert",
     "dummy_inputs": "bertlib.model.bert",
-    "BertPretrainer": "bertlib.model.heads", "BertQA": "bertlib.model.heads",
-    "pretraining_losses": "bertlib.model.heads", "pretraining_sums": "bertlib.model.heads",
-    "load_pretrained": "bertlib.model.checkpoints", "load_weights": "bertlib.model.checkpoints",
-    "export_model": "bertlib.model.checkpoints", "resolve_pretrained": "bertlib.model.checkpoints",
+    "BertPretrainer": "bertlib.model.heads",
+    "BertQA": "bertlib.model.heads",
+    "pretraining_losses": "bertlib.model.heads",
+    "pretraining_sums": "bertlib.model.heads",
+    "load_pretrained": "bertlib.model.checkpoints",
+    "load_weights": "bertlib.model.checkpoints",
+    "export_model": "bertlib.model.checkpoints",
+    "resolve_pretrained": "bertlib.model.checkpoints",
 }
 
 __all__ = sorted(_EXPORTS)

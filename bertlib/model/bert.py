@@ -56,8 +56,7 @@ def scope(path: str):
 def dense(units: int, config: BertConfig, path: str, in_dim: int, activation=None) -> keras.layers.Dense:
     """A Dense layer built at once with weights ``{path}/kernel`` [in_dim, units] and ``{path}/bias``."""
     parent, _, name = path.rpartition("/")
-    layer = keras.layers.Dense(units, activation=activation, kernel_initializer=_initializer(config),
-                               name=name)
+    layer = keras.layers.Dense(units, activation=activation, kernel_initializer=_initializer(config), name=name)
     with scope(parent):
         layer.build((None, in_dim))
     return layer
@@ -107,8 +106,9 @@ def pair_attention_bias(input_mask: tf.Tensor) -> tf.Tensor:
     q's pair (``input_mask[b, q] == input_mask[b, k] > 0``), else -10000. A padding query (pair 0)
     has every key masked (a uniform softmax that no real token reads)."""
     pair = tf.cast(input_mask, tf.int32)
-    same = tf.logical_and(tf.equal(pair[:, :, tf.newaxis], pair[:, tf.newaxis, :]),
-                          (pair > 0)[:, tf.newaxis, :])                            # [B, S(q), S(k)]
+    same = tf.logical_and(
+        tf.equal(pair[:, :, tf.newaxis], pair[:, tf.newaxis, :]), (pair > 0)[:, tf.newaxis, :]
+    )  # [B, S(q), S(k)]
     return (1.0 - tf.cast(same, tf.float32))[:, tf.newaxis, :, :] * -10000.0
 
 
@@ -123,9 +123,14 @@ class BertEmbeddings(keras.layers.Layer):
     def __init__(self, config: BertConfig, prefix: str = "bert/embeddings", **kwargs):
         super().__init__(name=kwargs.pop("name", "embeddings"), **kwargs)
         init, h = _initializer(config), config.hidden_size
-        self.tables = weights(prefix, {"word_embeddings": ((config.vocab_size, h), init),
-                                       "position_embeddings": ((config.max_position_embeddings, h), init),
-                                       "token_type_embeddings": ((config.type_vocab_size, h), init)})
+        self.tables = weights(
+            prefix,
+            {
+                "word_embeddings": ((config.vocab_size, h), init),
+                "position_embeddings": ((config.max_position_embeddings, h), init),
+                "token_type_embeddings": ((config.type_vocab_size, h), init),
+            },
+        )
         self.layer_norm = layer_norm(f"{prefix}/LayerNorm", h)
         self.dropout = keras.layers.Dropout(config.hidden_dropout_prob)
         self.built = True
@@ -136,10 +141,10 @@ class BertEmbeddings(keras.layers.Layer):
         x = tf.gather(self.tables.word_embeddings, input_ids)
         x += tf.gather(self.tables.token_type_embeddings, segment_ids)
         if position_ids is None:
-            x += self.tables.position_embeddings[tf.newaxis, :tf.shape(input_ids)[1], :]
+            x += self.tables.position_embeddings[tf.newaxis, : tf.shape(input_ids)[1], :]
         else:
             x += tf.gather(self.tables.position_embeddings, position_ids)
-        x = self.layer_norm(x)                                   # float32
+        x = self.layer_norm(x)  # float32
         x = self.dropout(x, training=training)
         return tf.cast(x, self.compute_dtype)
 
@@ -176,10 +181,10 @@ class BertSelfAttention(keras.layers.Layer):
         q = self._split_heads(self.query(x), batch, seq_len)
         k = self._split_heads(self.key(x), batch, seq_len)
         v = self._split_heads(self.value(x), batch, seq_len)
-        scores = tf.matmul(q, k, transpose_b=True) * tf.cast(self.head_size ** -0.5, q.dtype)  # [B,N,S,S]
+        scores = tf.matmul(q, k, transpose_b=True) * tf.cast(self.head_size**-0.5, q.dtype)  # [B,N,S,S]
         probs = tf.nn.softmax(tf.cast(scores, tf.float32) + tf.cast(bias, tf.float32), axis=-1)  # float32
         probs = self.probs_dropout(tf.cast(probs, v.dtype), training=training)
-        context = tf.transpose(tf.matmul(probs, v), [0, 2, 1, 3])                            # [B,S,N,D]
+        context = tf.transpose(tf.matmul(probs, v), [0, 2, 1, 3])  # [B,S,N,D]
         context = tf.reshape(context, [batch, seq_len, self.num_heads * self.head_size])
         out = self.output_dropout(self.output_dense(context), training=training)
         return tf.cast(self.output_layer_norm(out + x), self.compute_dtype)
@@ -194,8 +199,9 @@ class BertLayer(keras.layers.Layer):
         super().__init__(name=kwargs.pop("name", prefix.rpartition("/")[2]), **kwargs)
         h, i = config.hidden_size, config.intermediate_size
         self.attention = BertSelfAttention(config, f"{prefix}/attention")
-        self.intermediate = dense(i, config, f"{prefix}/intermediate/dense", h,
-                                  activation=activation(config.hidden_act))
+        self.intermediate = dense(
+            i, config, f"{prefix}/intermediate/dense", h, activation=activation(config.hidden_act)
+        )
         self.output_dense = dense(h, config, f"{prefix}/output/dense", i)
         self.output_layer_norm = layer_norm(f"{prefix}/output/LayerNorm", h)
         self.dropout = keras.layers.Dropout(config.hidden_dropout_prob)
@@ -227,10 +233,8 @@ class BertEncoder(keras.Model):
         super().__init__(name=kwargs.pop("name", "bert"), **kwargs)
         self.config = config
         self.embeddings = BertEmbeddings(config)
-        self.encoder_layers = [BertLayer(config, f"bert/encoder/layer_{i}")
-                               for i in range(config.num_hidden_layers)]
-        self.pooler = dense(config.hidden_size, config, "bert/pooler/dense", config.hidden_size,
-                            activation="tanh")
+        self.encoder_layers = [BertLayer(config, f"bert/encoder/layer_{i}") for i in range(config.num_hidden_layers)]
+        self.pooler = dense(config.hidden_size, config, "bert/pooler/dense", config.hidden_size, activation="tanh")
         self.built = True
 
     def call(self, inputs, training=False):

@@ -43,7 +43,6 @@ from typing import Iterable
 
 import numpy as np
 
-from bertlib.config import parse_overrides
 from bertlib.errors import ConfigError
 from bertlib.files import write_json
 
@@ -85,20 +84,19 @@ def hf_to_google_name(name: str) -> tuple[str, bool] | None:
     tensors that are not weights of the Google model (``position_ids``, the tied decoder, and the task
     heads of finetuned HF models — ``qa_outputs.*``, ``classifier.*`` — so that the encoder of a
     BertForQuestionAnswering / BertForSequenceClassification file loads too)."""
-    n = name[len("bert."):] if name.startswith("bert.") else name
+    n = name[len("bert.") :] if name.startswith("bert.") else name
     if n.endswith("position_ids") or n.startswith(("cls.predictions.decoder", "qa_outputs.", "classifier.")):
         return None
     if n == "cls.predictions.bias":
         return "cls/predictions/output_bias", False
     if n == "cls.seq_relationship.weight":
-        return "cls/seq_relationship/output_weights", False     # [2, H] in both layouts
+        return "cls/seq_relationship/output_weights", False  # [2, H] in both layouts
     if n == "cls.seq_relationship.bias":
         return "cls/seq_relationship/output_bias", False
     parts = n.split(".")
     leaf, module = parts[-1], parts[:-1]
-    module = [f"layer_{p}" if prev == "layer" and p.isdigit() else p
-              for prev, p in zip([""] + module[:-1], module)]
-    module = [p for p in module if p != "layer"]           # encoder.layer.3 → encoder/layer_3
+    module = [f"layer_{p}" if prev == "layer" and p.isdigit() else p for prev, p in zip([""] + module[:-1], module)]
+    module = [p for p in module if p != "layer"]  # encoder.layer.3 → encoder/layer_3
     scope = "/".join(module)
     if not n.startswith("cls."):
         scope = "bert/" + scope
@@ -151,8 +149,9 @@ def read_hf_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
     return out
 
 
-def assign_weights(model, tensors: dict[str, np.ndarray], source: str,
-                   allow_missing: Iterable[str] = ("cls/",)) -> list[str]:
+def assign_weights(
+    model, tensors: dict[str, np.ndarray], source: str, allow_missing: Iterable[str] = ("cls/",)
+) -> list[str]:
     """Assign ``tensors`` (Google names) to ``model``'s weights; returns the names loaded.
 
     A model weight absent from ``tensors`` is an error unless its name starts with one of
@@ -168,17 +167,12 @@ def assign_weights(model, tensors: dict[str, np.ndarray], source: str,
             raise ConfigError(f"{source}: no tensor {name!r} in the checkpoint")
         value = tensors[name]
         if tuple(value.shape) != tuple(var.shape):
-            raise ConfigError(f"{source}: {name} has shape {list(value.shape)} in the checkpoint, "
-                              f"the model expects {list(var.shape)}")
+            raise ConfigError(
+                f"{source}: {name} has shape {list(value.shape)} in the checkpoint, the model expects {list(var.shape)}"
+            )
         var.assign(value.astype(np.float32))
         loaded.append(name)
     return loaded
-
-
-def load_google_checkpoint(model, prefix: str | os.PathLike, allow_missing=("cls/",)) -> list[str]:
-    """Load a TF1 name-based checkpoint (Google's or a bertlib export) into ``model``; see
-    :func:`assign_weights`."""
-    return assign_weights(model, read_google_checkpoint(prefix), str(prefix), allow_missing)
 
 
 # --------------------------------------------------------------------------- writing
@@ -195,10 +189,13 @@ def save_google_checkpoint(model, prefix: str | os.PathLike) -> Path:
     tmp_dir = Path(tempfile.mkdtemp(dir=prefix.parent, prefix=f".{prefix.name}."))
     try:
         tmp_prefix = tmp_dir / prefix.name
-        tf.raw_ops.SaveV2(prefix=str(tmp_prefix), tensor_names=list(names),
-                          shape_and_slices=[""] * len(names),
-                          tensors=[tf.convert_to_tensor(v) for v in values])
-        files = sorted(tmp_dir.iterdir(), key=lambda p: p.suffix == ".index")   # index last
+        tf.raw_ops.SaveV2(
+            prefix=str(tmp_prefix),
+            tensor_names=list(names),
+            shape_and_slices=[""] * len(names),
+            tensors=[tf.convert_to_tensor(v) for v in values],
+        )
+        files = sorted(tmp_dir.iterdir(), key=lambda p: p.suffix == ".index")  # index last
         for f in files:
             os.replace(f, prefix.parent / f.name)
     finally:
@@ -222,11 +219,23 @@ def _atomic_copy(src: Path, dst: Path) -> None:
     publish(tmp, dst)
 
 
-def export_model(model, config, vocab_file: str | os.PathLike | None, out_dir: str | os.PathLike,
-                 do_lower_case: bool | None = None, strip_accents: bool | None = None) -> Path:
+def export_model(
+    model,
+    config,
+    vocab_file: str | os.PathLike | None,
+    out_dir: str | os.PathLike,
+    do_lower_case: bool | None = None,
+    strip_accents: bool | None = None,
+    vocab_info: dict | None = None,
+) -> Path:
     """Write a bertlib export dir: ``bert_model.ckpt.*`` (all of ``model``'s weights, Google names),
-    ``bert_config.json``, ``vocab.txt`` (copied from ``vocab_file``) and, if ``do_lower_case`` is
-    given, ``vocab_info.json``. Each file is written through a temp name. Returns ``out_dir``."""
+    ``bert_config.json``, ``vocab.txt`` (copied from ``vocab_file``) and, if the casing is known,
+    ``vocab_info.json``. Each file is written through a temp name. Returns ``out_dir``.
+
+    ``vocab_info``: the identity of ``vocab_file`` (:func:`bertlib.tokenization.vocab_info`), computed by
+    the caller, so that this model module does not depend on the tokenizer. ``do_lower_case`` /
+    ``strip_accents`` instead of it: computed here (the ``convert-checkpoint`` command's way).
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if vocab_file is not None:
@@ -235,10 +244,12 @@ def export_model(model, config, vocab_file: str | os.PathLike | None, out_dir: s
             raise FileNotFoundError(f"{vocab}: vocab file not found")
         if vocab.resolve() != (out / VOCAB_NAME).resolve():
             _atomic_copy(vocab, out / VOCAB_NAME)
-        if do_lower_case is not None:
-            from bertlib.tokenization import vocab_info
+        if vocab_info is None and do_lower_case is not None:
+            from bertlib.tokenization import vocab_info as identify  # convert-checkpoint's main() only
 
-            write_json(out / VOCAB_INFO_NAME, vocab_info(vocab, do_lower_case, strip_accents), sort_keys=True)
+            vocab_info = identify(vocab, do_lower_case, strip_accents)
+        if vocab_info is not None:
+            write_json(out / VOCAB_INFO_NAME, vocab_info, sort_keys=True)
     save_google_checkpoint(model, out / CKPT_NAME)
     config.to_json_file(out / CONFIG_NAME)
     return out
@@ -251,12 +262,12 @@ def export_model(model, config, vocab_file: str | os.PathLike | None, out_dir: s
 class Pretrained:
     """What :func:`resolve_pretrained` found at a path."""
 
-    kind: str                          # "google" (Google ckpt or bertlib export) | "hf"
-    weights: Path                      # checkpoint prefix or model.safetensors
-    config: object                     # BertConfig
-    vocab_file: Path | None            # vocab.txt next to the weights, if any
-    do_lower_case: bool | None         # from vocab_info.json / tokenizer_config.json / the name
-    vocab_info: dict | None            # vocab_info.json of a bertlib export
+    kind: str  # "google" (Google ckpt or bertlib export) | "hf"
+    weights: Path  # checkpoint prefix or model.safetensors
+    config: object  # BertConfig
+    vocab_file: Path | None  # vocab.txt next to the weights, if any
+    do_lower_case: bool | None  # from vocab_info.json / tokenizer_config.json / the name
+    vocab_info: dict | None  # vocab_info.json of a bertlib export
 
 
 def _casing_from_name(path: Path) -> bool | None:
@@ -296,8 +307,9 @@ def resolve_pretrained(path: str | os.PathLike, config_file: str | os.PathLike |
     elif p.is_dir():
         prefix = _find_prefix(p)
         if prefix is None:
-            raise ConfigError(f"{p}: no BERT checkpoint here (expected {CKPT_NAME}.index, "
-                              f"a 'checkpoint' file, or model.safetensors)")
+            raise ConfigError(
+                f"{p}: no BERT checkpoint here (expected {CKPT_NAME}.index, a 'checkpoint' file, or model.safetensors)"
+            )
         kind, weights, directory = "google", prefix, p
     elif Path(f"{p}.index").is_file():
         kind, weights, directory = "google", p, p.parent
@@ -319,8 +331,10 @@ def resolve_pretrained(path: str | os.PathLike, config_file: str | os.PathLike |
         values = json.loads(cfg_path.read_text())
         eps = values.get("layer_norm_eps", 1e-12)
         if values.get("position_embedding_type", "absolute") != "absolute" or abs(eps - 1e-12) > 1e-15:
-            raise ConfigError(f"{cfg_path}: only BERT with absolute positions and LayerNorm eps 1e-12 is "
-                              f"supported (got {values.get('position_embedding_type')}, {eps})")
+            raise ConfigError(
+                f"{cfg_path}: only BERT with absolute positions and LayerNorm eps 1e-12 is "
+                f"supported (got {values.get('position_embedding_type')}, {eps})"
+            )
 
     do_lower_case = None
     if (directory / VOCAB_INFO_NAME).is_file():
@@ -362,26 +376,34 @@ def load_pretrained(path: str | os.PathLike, config_file: str | os.PathLike | No
 # --------------------------------------------------------------------------- CLI
 
 
-USAGE = ("usage: bertlib convert-checkpoint --input PATH --output DIR [--vocab_file F] "
-         "[--do_lower_case true|false] [--config_file F]")
+def _convert_schema():
+    """The keys of ``bertlib convert-checkpoint`` (its ``--help`` is generated from them)."""
+    from pydantic import BaseModel, ConfigDict, Field
+
+    class ConvertConfig(BaseModel):
+        """Google TF1 / HF safetensors / export dir -> a bertlib export dir."""
+
+        model_config = ConfigDict(extra="forbid")
+        input: str = Field(..., description="checkpoint prefix, export dir, or safetensors file / dir")
+        output: str = Field(..., description="export dir to write")
+        vocab_file: str | None = Field(None, description="default: the vocab.txt next to the checkpoint")
+        do_lower_case: bool | None = Field(None, description="default: the checkpoint's casing")
+        config_file: str | None = Field(None, description="bert_config.json / config.json; default: next to it")
+
+    return ConvertConfig
 
 
 def main(argv: list[str]) -> int:
     """``bertlib convert-checkpoint``: Google TF1 / HF safetensors / export dir → a bertlib export dir
     holding the encoder and any pretraining heads the input has."""
-    if argv and argv[0] in ("-h", "--help"):
-        print(USAGE)
+    from bertlib.cli_schema import command, parse
+    from bertlib.config import build_config
+
+    schema = _convert_schema()
+    parsed = parse(command("bertlib convert-checkpoint", schema, help=main.__doc__.replace("``", "")), argv)
+    if parsed is None:
         return 0
-    args = parse_overrides(argv)
-    known = {"input", "output", "vocab_file", "do_lower_case", "config_file"}
-    unknown = sorted(set(args) - known)
-    if unknown:
-        raise ConfigError(f"command line: unknown option --{unknown[0]} ({USAGE})")
-    for key in ("input", "output"):
-        if not args.get(key):
-            raise ConfigError(f"command line: --{key} is required ({USAGE})")
-    if args.get("do_lower_case") not in (None, True, False):
-        raise ConfigError("command line: --do_lower_case must be true or false")
+    args = build_config(schema, parsed.values, "command line").model_dump(exclude_unset=True)
     info = resolve_pretrained(str(args["input"]), args.get("config_file"))
     vocab = Path(args["vocab_file"]) if args.get("vocab_file") else info.vocab_file
     if vocab is None:
@@ -401,11 +423,13 @@ def main(argv: list[str]) -> int:
     model = BertPretrainer(info.config)
     loaded = assign_weights(model, tensors, str(info.weights), allow_missing=("cls/",))
     heads = any(n.startswith("cls/") for n in loaded)
-    if not heads:                                   # encoder-only input: do not export random heads
+    if not heads:  # encoder-only input: do not export random heads
         model = model.encoder
     out = export_model(model, info.config, vocab, args["output"], do_lower_case=lower)
-    print(f"converted {info.kind} checkpoint {info.weights} ({len(loaded)} tensors"
-          f"{', with pretraining heads' if heads else ', encoder only'}) -> {out}")
+    print(
+        f"converted {info.kind} checkpoint {info.weights} ({len(loaded)} tensors"
+        f"{', with pretraining heads' if heads else ', encoder only'}) -> {out}"
+    )
     return 0
 
 

@@ -38,8 +38,9 @@ class BertConfig:
 
     def __post_init__(self):
         if self.hidden_size % self.num_attention_heads:
-            raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of "
-                             f"num_attention_heads {self.num_attention_heads}")
+            raise ValueError(
+                f"hidden_size {self.hidden_size} is not a multiple of num_attention_heads {self.num_attention_heads}"
+            )
         if self.hidden_act not in ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu"):
             raise ValueError(f"hidden_act {self.hidden_act!r} is not supported (gelu, gelu_new, relu)")
 
@@ -49,8 +50,13 @@ class BertConfig:
         if size not in PRESETS:
             raise ValueError(f"unknown model size {size!r} (choose from {', '.join(PRESETS)})")
         layers, hidden, heads = PRESETS[size]
-        values = dict(vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers,
-                      num_attention_heads=heads, intermediate_size=4 * hidden)
+        values = dict(
+            vocab_size=vocab_size,
+            hidden_size=hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            intermediate_size=4 * hidden,
+        )
         values.update(overrides)
         return cls(**values)
 

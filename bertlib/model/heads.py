@@ -52,28 +52,32 @@ class BertPretrainer(keras.Model):
         self.encoder = _encoder(config_or_encoder)
         config = self.config = self.encoder.config
         h = config.hidden_size
-        self.transform = dense(h, config, "cls/predictions/transform/dense", h,
-                               activation=activation(config.hidden_act))
+        self.transform = dense(
+            h, config, "cls/predictions/transform/dense", h, activation=activation(config.hidden_act)
+        )
         self.transform_layer_norm = layer_norm("cls/predictions/transform/LayerNorm", h)
         self.predictions = weights("cls/predictions", {"output_bias": ((config.vocab_size,), "zeros")})
-        self.seq_relationship = weights("cls/seq_relationship", {
-            "output_weights": ((2, h), keras.initializers.TruncatedNormal(stddev=config.initializer_range)),
-            "output_bias": ((2,), "zeros")})
+        self.seq_relationship = weights(
+            "cls/seq_relationship",
+            {
+                "output_weights": ((2, h), keras.initializers.TruncatedNormal(stddev=config.initializer_range)),
+                "output_bias": ((2,), "zeros"),
+            },
+        )
         self.built = True
 
     def call(self, features, training=False):
         out = self.encoder(features, training=training)
-        x = gather_positions(out["sequence_output"], features["masked_lm_positions"])   # [B, P, H]
-        x = self.transform_layer_norm(self.transform(x))                                # float32
+        x = gather_positions(out["sequence_output"], features["masked_lm_positions"])  # [B, P, H]
+        x = self.transform_layer_norm(self.transform(x))  # float32
         mlm_logits = tf.matmul(x, tf.cast(self.encoder.word_embeddings, tf.float32), transpose_b=True)
-        mlm_logits = mlm_logits + tf.cast(self.predictions.output_bias, tf.float32)    # [B, P, V]
+        mlm_logits = mlm_logits + tf.cast(self.predictions.output_bias, tf.float32)  # [B, P, V]
         if "next_sentence_positions" in features:
-            cls = gather_positions(out["sequence_output"], features["next_sentence_positions"])   # [B, K, H]
-            pooled = tf.cast(self.encoder.pooler(cls), tf.float32)                              # [B, K, H]
+            cls = gather_positions(out["sequence_output"], features["next_sentence_positions"])  # [B, K, H]
+            pooled = tf.cast(self.encoder.pooler(cls), tf.float32)  # [B, K, H]
         else:
-            pooled = tf.cast(out["pooled_output"], tf.float32)                                  # [B, H]
-        nsp_logits = tf.matmul(pooled, tf.cast(self.seq_relationship.output_weights, tf.float32),
-                               transpose_b=True)
+            pooled = tf.cast(out["pooled_output"], tf.float32)  # [B, H]
+        nsp_logits = tf.matmul(pooled, tf.cast(self.seq_relationship.output_weights, tf.float32), transpose_b=True)
         nsp_logits = nsp_logits + tf.cast(self.seq_relationship.output_bias, tf.float32)  # [B, (K,) 2]
         return {"mlm_logits": mlm_logits, "nsp_logits": nsp_logits}
 
@@ -89,7 +93,7 @@ def _pretraining_terms(outputs: dict, features: dict) -> dict[str, tf.Tensor]:
     mlm_logits = tf.cast(outputs["mlm_logits"], tf.float32)
     ids = tf.cast(features["masked_lm_ids"], tf.int32)
     weights = tf.cast(features["masked_lm_weights"], tf.float32)
-    ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=ids, logits=mlm_logits)   # [B, P]
+    ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=ids, logits=mlm_logits)  # [B, P]
     mlm_correct = tf.cast(tf.equal(tf.argmax(mlm_logits, axis=-1, output_type=tf.int32), ids), tf.float32)
     nsp_logits = tf.cast(outputs["nsp_logits"], tf.float32)
     labels = tf.reshape(tf.cast(features["next_sentence_labels"], tf.int32), tf.shape(nsp_logits)[:-1])
@@ -98,8 +102,14 @@ def _pretraining_terms(outputs: dict, features: dict) -> dict[str, tf.Tensor]:
     nsp_weights = features.get("next_sentence_weights")
     if nsp_weights is not None:
         nsp_weights = tf.cast(nsp_weights, tf.float32)
-    return {"mlm_weights": weights, "mlm_ce": ce, "mlm_correct": mlm_correct, "nsp_ce": nsp_ce,
-            "nsp_correct": nsp_correct, "nsp_weights": nsp_weights}
+    return {
+        "mlm_weights": weights,
+        "mlm_ce": ce,
+        "mlm_correct": mlm_correct,
+        "nsp_ce": nsp_ce,
+        "nsp_correct": nsp_correct,
+        "nsp_weights": nsp_weights,
+    }
 
 
 def pretraining_losses(outputs: dict, features: dict) -> dict[str, tf.Tensor]:
@@ -125,8 +135,13 @@ def pretraining_losses(outputs: dict, features: dict) -> dict[str, tf.Tensor]:
         pair_count = tf.reduce_sum(pairs)
         nsp_loss = tf.math.divide_no_nan(tf.reduce_sum(pairs * t["nsp_ce"]), pair_count)
         nsp_acc = tf.math.divide_no_nan(tf.reduce_sum(pairs * t["nsp_correct"]), pair_count)
-    return {"loss": mlm_loss + nsp_loss, "mlm_loss": mlm_loss, "mlm_acc": mlm_acc,
-            "nsp_loss": nsp_loss, "nsp_acc": nsp_acc}
+    return {
+        "loss": mlm_loss + nsp_loss,
+        "mlm_loss": mlm_loss,
+        "mlm_acc": mlm_acc,
+        "nsp_loss": nsp_loss,
+        "nsp_acc": nsp_acc,
+    }
 
 
 #: the entries of :func:`pretraining_sums`, in order
@@ -144,9 +159,16 @@ def pretraining_sums(outputs: dict, features: dict) -> tf.Tensor:
     t = _pretraining_terms(outputs, features)
     w = t["mlm_weights"]
     pairs = tf.ones_like(t["nsp_ce"]) if t["nsp_weights"] is None else t["nsp_weights"]
-    return tf.stack([tf.reduce_sum(w * t["mlm_ce"]), tf.reduce_sum(w * t["mlm_correct"]), tf.reduce_sum(w),
-                     tf.reduce_sum(pairs * t["nsp_ce"]), tf.reduce_sum(pairs * t["nsp_correct"]),
-                     tf.reduce_sum(pairs)])
+    return tf.stack(
+        [
+            tf.reduce_sum(w * t["mlm_ce"]),
+            tf.reduce_sum(w * t["mlm_correct"]),
+            tf.reduce_sum(w),
+            tf.reduce_sum(pairs * t["nsp_ce"]),
+            tf.reduce_sum(pairs * t["nsp_correct"]),
+            tf.reduce_sum(pairs),
+        ]
+    )
 
 
 class BertQA(keras.Model):
@@ -161,14 +183,20 @@ class BertQA(keras.Model):
         super().__init__(name=kwargs.pop("name", "bert_qa"), **kwargs)
         self.encoder = _encoder(config_or_encoder)
         config = self.config = self.encoder.config
-        self.squad = weights("cls/squad", {
-            "output_weights": ((2, config.hidden_size),
-                               keras.initializers.TruncatedNormal(stddev=config.initializer_range)),
-            "output_bias": ((2,), "zeros")})
+        self.squad = weights(
+            "cls/squad",
+            {
+                "output_weights": (
+                    (2, config.hidden_size),
+                    keras.initializers.TruncatedNormal(stddev=config.initializer_range),
+                ),
+                "output_bias": ((2,), "zeros"),
+            },
+        )
         self.built = True
 
     def call(self, features, training=False):
         seq = tf.cast(self.encoder(features, training=training)["sequence_output"], tf.float32)
         logits = tf.einsum("bsh,kh->bsk", seq, tf.cast(self.squad.output_weights, tf.float32))
-        logits = logits + tf.cast(self.squad.output_bias, tf.float32)                            # [B, S, 2]
+        logits = logits + tf.cast(self.squad.output_bias, tf.float32)  # [B, S, 2]
         return {"start_logits": logits[..., 0], "end_logits": logits[..., 1]}

@@ -12,8 +12,9 @@ from bertlib.optim.schedules import PolynomialWarmup
 def make_schedule(cfg) -> PolynomialWarmup:
     """``PolynomialWarmup`` from a config's ``learning_rate``, ``end_learning_rate``,
     ``warmup_steps``, ``total_steps``, ``learning_rate_decay_power``."""
-    return PolynomialWarmup(cfg.learning_rate, cfg.end_learning_rate, cfg.warmup_steps, cfg.total_steps,
-                            cfg.learning_rate_decay_power)
+    return PolynomialWarmup(
+        cfg.learning_rate, cfg.end_learning_rate, cfg.warmup_steps, cfg.total_steps, cfg.learning_rate_decay_power
+    )
 
 
 def make_optimizer(cfg) -> AdamW:

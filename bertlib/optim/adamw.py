@@ -74,10 +74,18 @@ class AdamW(tf.Module):
       schedule: optional ``step -> lr`` callable used when ``apply_gradients`` gets no learning rate.
     """
 
-    def __init__(self, weight_decay: float = 0.01, beta_1: float = 0.9, beta_2: float = 0.999,
-                 epsilon: float = 1e-6, exclude_from_weight_decay: Sequence[str] = DEFAULT_EXCLUDE,
-                 bias_correction: bool = False, epsilon_hat: bool = False, schedule=None,
-                 name: str | None = None):
+    def __init__(
+        self,
+        weight_decay: float = 0.01,
+        beta_1: float = 0.9,
+        beta_2: float = 0.999,
+        epsilon: float = 1e-6,
+        exclude_from_weight_decay: Sequence[str] = DEFAULT_EXCLUDE,
+        bias_correction: bool = False,
+        epsilon_hat: bool = False,
+        schedule=None,
+        name: str | None = None,
+    ):
         if epsilon_hat and not bias_correction:
             raise ValueError("epsilon_hat applies to the bias-corrected update (bias_correction=True)")
         super().__init__(name=name or type(self).__name__.lower())

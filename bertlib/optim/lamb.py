@@ -29,15 +29,30 @@ class Lamb(AdamW):
     (regexes; default = ``exclude_from_weight_decay``) naming variables whose trust ratio is 1.
     """
 
-    def __init__(self, weight_decay: float = 0.01, beta_1: float = 0.9, beta_2: float = 0.999,
-                 epsilon: float = 1e-6, exclude_from_weight_decay: Sequence[str] = DEFAULT_EXCLUDE,
-                 exclude_from_layer_adaptation: Sequence[str] | None = None, schedule=None,
-                 name: str | None = None):
-        super().__init__(weight_decay, beta_1, beta_2, epsilon, exclude_from_weight_decay,
-                         bias_correction=True, schedule=schedule, name=name)
+    def __init__(
+        self,
+        weight_decay: float = 0.01,
+        beta_1: float = 0.9,
+        beta_2: float = 0.999,
+        epsilon: float = 1e-6,
+        exclude_from_weight_decay: Sequence[str] = DEFAULT_EXCLUDE,
+        exclude_from_layer_adaptation: Sequence[str] | None = None,
+        schedule=None,
+        name: str | None = None,
+    ):
+        super().__init__(
+            weight_decay,
+            beta_1,
+            beta_2,
+            epsilon,
+            exclude_from_weight_decay,
+            bias_correction=True,
+            schedule=schedule,
+            name=name,
+        )
         self.exclude_from_layer_adaptation = tuple(
-            self.exclude_from_weight_decay if exclude_from_layer_adaptation is None
-            else exclude_from_layer_adaptation)
+            self.exclude_from_weight_decay if exclude_from_layer_adaptation is None else exclude_from_layer_adaptation
+        )
 
     def _scale(self, var, update) -> tf.Tensor:
         if matches_any(variable_name(var), self.exclude_from_layer_adaptation):

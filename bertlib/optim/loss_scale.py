@@ -43,11 +43,15 @@ class DynamicLossScale(tf.Module):
     def update(self, grads_finite: tf.Tensor) -> None:
         """Adjust S after a step whose gradients were (``grads_finite``, bool scalar) finite or not."""
         grow = tf.logical_and(grads_finite, self.good_steps + 1 >= self.growth_interval)
-        new_scale = tf.where(grads_finite, tf.where(grow, self.scale * self.factor, self.scale),
-                             self.scale / self.factor)
+        new_scale = tf.where(
+            grads_finite, tf.where(grow, self.scale * self.factor, self.scale), self.scale / self.factor
+        )
         self.scale.assign(new_scale)
-        self.good_steps.assign(tf.where(tf.logical_and(grads_finite, tf.logical_not(grow)),
-                                        self.good_steps + 1, tf.zeros_like(self.good_steps)))
+        self.good_steps.assign(
+            tf.where(
+                tf.logical_and(grads_finite, tf.logical_not(grow)), self.good_steps + 1, tf.zeros_like(self.good_steps)
+            )
+        )
 
     def variables_to_sync(self) -> list[tf.Variable]:
         return [self.scale, self.good_steps]
@@ -81,4 +85,5 @@ def check_scale(loss_scale, step: int) -> None:
     if loss_scale.dynamic and float(loss_scale.scale.numpy()) < 1.0:
         raise LossScaleCollapsed(
             f"fp16 loss scale fell below 1 at step {step}: the gradients are inf/nan even unscaled, so "
-            "training has diverged. Lower learning_rate, check the data, or use precision fp32/mixed_bfloat16.")
+            "training has diverged. Lower learning_rate, check the data, or use precision fp32/mixed_bfloat16."
+        )

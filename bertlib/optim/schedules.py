@@ -39,8 +39,7 @@ class PolynomialWarmup:
         return tf.where(step < self.warmup, warmup_lr, decay_lr)
 
     def get_config(self) -> dict:
-        return {"lr": self.lr, "end_lr": self.end_lr, "warmup": self.warmup, "total": self.total,
-                "power": self.power}
+        return {"lr": self.lr, "end_lr": self.end_lr, "warmup": self.warmup, "total": self.total, "power": self.power}
 
     def __repr__(self) -> str:
         return "PolynomialWarmup(" + ", ".join(f"{k}={v}" for k, v in self.get_config().items()) + ")"

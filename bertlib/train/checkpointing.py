@@ -72,11 +72,13 @@ class TrainingCheckpoints:
             try:
                 self.checkpoint.restore(prefix).assert_existing_objects_matched()
                 return prefix
-            except tf.errors.OpError as e:   # unreadable (truncated, missing shard, bad table)
+            except tf.errors.OpError as e:  # unreadable (truncated, missing shard, bad table)
                 errors.append(f"{prefix}: {type(e).__name__}")
             except AssertionError as e:
-                raise ConfigError(f"{prefix}: checkpoint does not match this run's model/optimizer "
-                                  f"({str(e).splitlines()[0][:200]}); use a fresh run_dir") from None
+                raise ConfigError(
+                    f"{prefix}: checkpoint does not match this run's model/optimizer "
+                    f"({str(e).splitlines()[0][:200]}); use a fresh run_dir"
+                ) from None
         if errors:
             raise ConfigError(f"{self.directory}: no readable checkpoint ({'; '.join(errors)})")
         return None
@@ -127,12 +129,12 @@ class InputCheckpoints:
         final = self.prefix(step)
         tmp = self.directory / f".{final.name}.tmp{os.getpid()}"
         tf.train.Checkpoint(iterator=iterator).write(str(tmp))
-        written = sorted(self.directory.glob(tmp.name + ".*"), key=lambda p: p.suffix == ".index")   # index last
+        written = sorted(self.directory.glob(tmp.name + ".*"), key=lambda p: p.suffix == ".index")  # index last
         for part in written:
-            os.replace(part, final.with_name(final.name + part.name[len(tmp.name):]))
+            os.replace(part, final.with_name(final.name + part.name[len(tmp.name) :]))
         steps = sorted((int(p.name[5:-6]) for p in self.directory.glob("ckpt-*.index")), reverse=True)
-        for old in steps[self.keep:]:
-            (self.directory / f"ckpt-{old}.index").unlink(missing_ok=True)   # first: no index without data
+        for old in steps[self.keep :]:
+            (self.directory / f"ckpt-{old}.index").unlink(missing_ok=True)  # first: no index without data
             for part in self.directory.glob(f"ckpt-{old}.data-*"):
                 part.unlink(missing_ok=True)
         return final
@@ -168,8 +170,10 @@ def init_from_checkpoint(model, path: str | os.PathLike, optimizer=None) -> str:
         tf.train.Checkpoint(**objects).restore(prefix).expect_partial().assert_existing_objects_matched()
         return prefix
     if optimizer is not None:
-        raise ConfigError(f"{path}: load_optimizer_state needs a bertlib training checkpoint folder "
-                          "(a run's checkpoints/), this one holds weights only")
+        raise ConfigError(
+            f"{path}: load_optimizer_state needs a bertlib training checkpoint folder "
+            "(a run's checkpoints/), this one holds weights only"
+        )
     from bertlib.model.checkpoints import load_weights
 
     load_weights(model, path)

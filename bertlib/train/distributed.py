@@ -1,6 +1,6 @@
 """Data-parallel plumbing: Horovod when present, a plain single process otherwise.
 
-Facts this module is built around (Keras 3 + Horovod 0.28.1, see DESIGN.md):
+Facts this module is built around (Keras 3 + Horovod 0.28.1, measured with both):
 
 * ``hvd.DistributedGradientTape`` / ``hvd.broadcast_variables(model.variables)`` fail on Keras 3
   variables, so gradients are averaged with ``hvd.grouped_allreduce(grads, op=hvd.Average)`` and
@@ -54,8 +54,10 @@ def check_world_size(num_processes: int = 1, env: dict | None = None) -> int:
     """
     launched = launcher_world_size(env)
     if launched == 1 and num_processes > 1:
-        raise ConfigError(f"num_processes={num_processes} but this process was started alone: run it with "
-                          f"`horovodrun -np {num_processes} ...` or `bertlib launch` (backend: local)")
+        raise ConfigError(
+            f"num_processes={num_processes} but this process was started alone: run it with "
+            f"`horovodrun -np {num_processes} ...` or `bertlib launch` (backend: local)"
+        )
     if launched > 1 and num_processes > 1 and launched != num_processes:
         raise ConfigError(f"num_processes={num_processes} but the launcher started {launched} processes")
     return launched
@@ -82,8 +84,10 @@ def pin_gpu(env: dict | None = None) -> str | None:
     if visible is not None and len(visible) == 1:
         return None
     if visible is not None and local >= len(visible):
-        raise ConfigError(f"local rank {local} but CUDA_VISIBLE_DEVICES lists {len(visible)} GPUs: "
-                          "lower processes_per_host (or num_processes)")
+        raise ConfigError(
+            f"local rank {local} but CUDA_VISIBLE_DEVICES lists {len(visible)} GPUs: "
+            "lower processes_per_host (or num_processes)"
+        )
     env["CUDA_VISIBLE_DEVICES"] = visible[local] if visible is not None else str(local)
     return env["CUDA_VISIBLE_DEVICES"]
 
@@ -92,7 +96,7 @@ def prepare_process(num_processes: int = 1, threads_per_process: int = 0) -> int
     """What an entry point does before TensorFlow is imported: check the world size against the
     launcher, set TF's thread counts, pin one GPU per process. Returns the world size."""
     world = check_world_size(num_processes)
-    if "tensorflow" not in sys.modules:   # in-process callers (tests, notebooks) get init()'s warning instead
+    if "tensorflow" not in sys.modules:  # in-process callers (tests, notebooks) get init()'s warning instead
         configure_threads(threads_per_process)
     pin_gpu()
     return world
@@ -114,8 +118,10 @@ def configure_threads(threads: int) -> None:
         return
     import tensorflow as tf
 
-    if (tf.config.threading.get_intra_op_parallelism_threads() == threads
-            and tf.config.threading.get_inter_op_parallelism_threads() == threads):
+    if (
+        tf.config.threading.get_intra_op_parallelism_threads() == threads
+        and tf.config.threading.get_inter_op_parallelism_threads() == threads
+    ):
         return
     try:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
@@ -139,19 +145,26 @@ def init(threads_per_process: int = 0, num_processes: int = 1) -> tuple[int, int
         import horovod.tensorflow as hvd
     except ImportError as e:
         if want > 1:
-            raise ConfigError(f"{want} processes requested but Horovod is not importable ({e}); install it with "
-                              "container/install_horovod.sh or run a single process") from None
+            raise ConfigError(
+                f"{want} processes requested but Horovod is not importable ({e}); install it with "
+                "container/install_horovod.sh or run a single process"
+            ) from None
         hvd = None
     if hvd is not None:
         hvd.init()
         if want > 1 and hvd.size() != want:
-            raise ConfigError(f"the launcher started {want} processes but Horovod sees {hvd.size()} "
-                              "(was it built with Gloo/MPI support? check `horovodrun --check-build`)")
-        _state.update(hvd=hvd if hvd.size() > 1 else None, rank=hvd.rank(), size=hvd.size(),
-                      local_rank=hvd.local_rank())
+            raise ConfigError(
+                f"the launcher started {want} processes but Horovod sees {hvd.size()} "
+                "(was it built with Gloo/MPI support? check `horovodrun --check-build`)"
+            )
+        _state.update(
+            hvd=hvd if hvd.size() > 1 else None, rank=hvd.rank(), size=hvd.size(), local_rank=hvd.local_rank()
+        )
         if hvd.size() > 1 and hvd.rank() == 0:
-            _log.info(f"horovod: {hvd.size()} ranks on {hvd.cross_size()} host(s), "
-                      f"controller {'mpi' if hvd.mpi_enabled() else 'gloo'}")
+            _log.info(
+                f"horovod: {hvd.size()} ranks on {hvd.cross_size()} host(s), "
+                f"controller {'mpi' if hvd.mpi_enabled() else 'gloo'}"
+            )
     _state["initialized"] = True
     return _state["rank"], _state["size"], _state["local_rank"]
 
@@ -198,4 +211,3 @@ def broadcast_variables(variables, root_rank: int = 0) -> None:
 
     for i, v in enumerate(variables):
         v.assign(hvd.broadcast(tf.convert_to_tensor(v), root_rank, name=f"bertlib_bcast_{i}"))
-

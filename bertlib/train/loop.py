@@ -45,11 +45,11 @@ from typing import Callable, Iterable, Iterator
 
 import tensorflow as tf
 
+from bertlib.log import get_logger
 from bertlib.optim.loss_scale import NoLossScale, check_scale
 from bertlib.train import distributed
 from bertlib.train.checkpointing import InputCheckpoints, TrainingCheckpoints, model_state
 from bertlib.train.metrics import MetricsWriter
-from bertlib.log import get_logger
 
 _log = get_logger(__name__)
 
@@ -105,20 +105,44 @@ class Trainer:
             tmp = paths.config_file.with_name(f".config.yaml.tmp{os.getpid()}")
             tmp.write_text(to_yaml(cfg))
             os.replace(tmp, paths.config_file)
-        return cls(model, loss_fn, make_optimizer(cfg), make_schedule(cfg), total_steps=cfg.total_steps,
-                   accumulation_steps=cfg.gradient_accumulation_steps, max_grad_norm=cfg.max_grad_norm,
-                   loss_scale=make_loss_scale(cfg.precision, cfg.initial_loss_scale),
-                   jit_compile=not cfg.skip_xla, checkpoint_dir=paths.checkpoint_dir,
-                   checkpoint_frequency=cfg.checkpoint_frequency, keep_checkpoints=cfg.keep_checkpoints,
-                   log_frequency=cfg.log_frequency,
-                   metrics=MetricsWriter(paths.output_dir, phase, cfg.total_steps, enabled=chief),
-                   global_batch_size=cfg.per_gpu_batch_size * world * cfg.gradient_accumulation_steps)
+        return cls(
+            model,
+            loss_fn,
+            make_optimizer(cfg),
+            make_schedule(cfg),
+            total_steps=cfg.total_steps,
+            accumulation_steps=cfg.gradient_accumulation_steps,
+            max_grad_norm=cfg.max_grad_norm,
+            loss_scale=make_loss_scale(cfg.precision, cfg.initial_loss_scale),
+            jit_compile=not cfg.skip_xla,
+            checkpoint_dir=paths.checkpoint_dir,
+            checkpoint_frequency=cfg.checkpoint_frequency,
+            keep_checkpoints=cfg.keep_checkpoints,
+            log_frequency=cfg.log_frequency,
+            metrics=MetricsWriter(paths.output_dir, phase, cfg.total_steps, enabled=chief),
+            global_batch_size=cfg.global_batch_for(world),
+        )
 
-    def __init__(self, model, loss_fn: Callable, optimizer, schedule: Callable, *, total_steps: int,
-                 accumulation_steps: int = 1, max_grad_norm: float = 1.0, loss_scale=None, jit_compile: bool = True,
-                 checkpoint_dir: str | os.PathLike | None = None, checkpoint_frequency: int = 1000,
-                 keep_checkpoints: int = 3, log_frequency: int = 10, metrics: MetricsWriter | None = None,
-                 global_batch_size: int | None = None, allreduce: Callable[[list], list] | None = None):
+    def __init__(
+        self,
+        model,
+        loss_fn: Callable,
+        optimizer,
+        schedule: Callable,
+        *,
+        total_steps: int,
+        accumulation_steps: int = 1,
+        max_grad_norm: float = 1.0,
+        loss_scale=None,
+        jit_compile: bool = True,
+        checkpoint_dir: str | os.PathLike | None = None,
+        checkpoint_frequency: int = 1000,
+        keep_checkpoints: int = 3,
+        log_frequency: int = 10,
+        metrics: MetricsWriter | None = None,
+        global_batch_size: int | None = None,
+        allreduce: Callable[[list], list] | None = None,
+    ):
         self.model = model
         self.loss_fn = loss_fn
         self.optimizer = optimizer
@@ -138,17 +162,24 @@ class Trainer:
         self.rank, self.world = distributed.rank(), distributed.size()
         # the dropout SeedGenerators' ``state`` variables ([2] int64: layer seed, counter)
         self._seed_states = [v for v in model_state(model)["model_rng"] if v.path.endswith("seed_generator_state")]
-        self._grad_index: list[int] | None = None   # variables that receive a gradient (set when traced)
+        self._grad_index: list[int] | None = None  # variables that receive a gradient (set when traced)
         self._compute = tf.function(self._compute_grads, jit_compile=jit_compile, reduce_retracing=True)
         self._apply = tf.function(self._apply_grads)
         build = getattr(optimizer, "build", None)
-        if callable(build):   # create optimizer slots now: restore and broadcast need them to exist
+        if callable(build):  # create optimizer slots now: restore and broadcast need them to exist
             build(self.variables)
         self.checkpoints = self.inputs = None
         if checkpoint_dir is not None:
             self.checkpoints = TrainingCheckpoints(
-                checkpoint_dir, keep=keep_checkpoints, writer=distributed.is_chief(), **model_state(model),
-                optimizer=optimizer, step=self.step, data_position=self.data_position, loss_scale=self.loss_scale)
+                checkpoint_dir,
+                keep=keep_checkpoints,
+                writer=distributed.is_chief(),
+                **model_state(model),
+                optimizer=optimizer,
+                step=self.step,
+                data_position=self.data_position,
+                loss_scale=self.loss_scale,
+            )
             self.inputs = InputCheckpoints(checkpoint_dir, self.rank, self.world, keep=keep_checkpoints)
         self.restored_from: str | None = None
 
@@ -159,8 +190,12 @@ class Trainer:
         slots, counters."""
         opt_vars = getattr(self.optimizer, "variables", [])
         opt_vars = opt_vars() if callable(opt_vars) else opt_vars
-        return (list(self.model.variables) + list(opt_vars) + [self.step, self.data_position]
-                + self.loss_scale.variables_to_sync())
+        return (
+            list(self.model.variables)
+            + list(opt_vars)
+            + [self.step, self.data_position]
+            + self.loss_scale.variables_to_sync()
+        )
 
     def restore_or_initialize(self, init_fn: Callable[[], str] | None = None) -> int:
         """Resume from the newest checkpoint, else call ``init_fn`` (e.g. load pretrained weights),
@@ -218,7 +253,7 @@ class Trainer:
             self.optimizer.apply_gradients(zip(grads, variables), lr)
             return tf.constant(True)
 
-        def skip():   # as TF's LossScaleOptimizer: the skipped step still counts for bias correction
+        def skip():  # as TF's LossScaleOptimizer: the skipped step still counts for bias correction
             self.optimizer.iterations.assign_add(1)
             return tf.constant(False)
 
@@ -234,17 +269,22 @@ class Trainer:
         for i in range(self.k):
             acc = self._compute(next(micro_batches), tf.constant(i, tf.int64), acc)
         grads, losses = acc
-        names = list(losses)            # the loss_fn's order: the same on every rank
+        names = list(losses)  # the loss_fn's order: the same on every rank
         reduced = self.allreduce(list(grads) + [losses[n] / self.k for n in names])
-        grads, values = reduced[:len(grads)], reduced[len(grads):]
+        grads, values = reduced[: len(grads)], reduced[len(grads) :]
         finite, grad_norm, lr, scale = self._apply(grads)
         out = dict(zip(names, values))
         out.update(finite=finite, grad_norm=grad_norm, learning_rate=lr, loss_scale=scale)
         return out
 
     # ---- the loop ----------------------------------------------------------------------------------------
-    def fit(self, data_fn: Callable[[int], Iterable], init_fn: Callable[[], str] | None = None,
-            evaluate: Callable[[], dict] | None = None, evaluate_frequency: int = 0) -> dict:
+    def fit(
+        self,
+        data_fn: Callable[[int], Iterable],
+        init_fn: Callable[[], str] | None = None,
+        evaluate: Callable[[], dict] | None = None,
+        evaluate_frequency: int = 0,
+    ) -> dict:
         """Train until ``total_steps``.
 
         Args:
@@ -280,8 +320,9 @@ class Trainer:
                 now = time.perf_counter()
                 last = self._summarize(step, window, now - t_last, now - t_start)
                 window, t_last = [], now
-            if evaluate is not None and (step == self.total_steps
-                                         or (evaluate_frequency and step % evaluate_frequency == 0)):
+            if evaluate is not None and (
+                step == self.total_steps or (evaluate_frequency and step % evaluate_frequency == 0)
+            ):
                 t_eval = time.perf_counter()
                 held_out = evaluate()
                 t_last += time.perf_counter() - t_eval
@@ -313,8 +354,10 @@ class Trainer:
                 if why is None:
                     self._message(f"input restored at data position {position} from {self.inputs.prefix(step)}")
                     return it
-                _log.info(f"rank {self.rank}: {why}: skipping {position} micro-batches to the data "
-                          "position (reads every consumed record)")
+                _log.info(
+                    f"rank {self.rank}: {why}: skipping {position} micro-batches to the data "
+                    "position (reads every consumed record)"
+                )
         ds = data_fn(position)
         return iter(ds.with_options(_KEEP_SKIP) if isinstance(ds, tf.data.Dataset) else ds)
 

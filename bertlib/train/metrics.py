@@ -20,11 +20,23 @@ import os
 import sys
 from pathlib import Path
 from typing import Any, Mapping
+
 from bertlib.files import plain
 
 #: keys of a pretraining metrics line, in log-line order
-METRIC_KEYS = ("step", "loss", "mlm_loss", "mlm_acc", "nsp_loss", "nsp_acc", "learning_rate", "loss_scale",
-               "grad_norm", "seq_per_sec", "elapsed_s")
+METRIC_KEYS = (
+    "step",
+    "loss",
+    "mlm_loss",
+    "mlm_acc",
+    "nsp_loss",
+    "nsp_acc",
+    "learning_rate",
+    "loss_scale",
+    "grad_norm",
+    "seq_per_sec",
+    "elapsed_s",
+)
 #: keys of the held-out evaluation of pretraining (bertlib.eval.pretraining), at its steps only
 VALIDATION_METRIC_KEYS = ("val_loss", "val_mlm_loss", "val_mlm_acc", "val_nsp_loss", "val_nsp_acc", "val_examples")
 #: keys of a SQuAD finetuning metrics line
@@ -71,8 +83,16 @@ class MetricsWriter:
       tensorboard: write TensorBoard events (imports TensorFlow).
     """
 
-    def __init__(self, output_dir: str | os.PathLike, phase: str, total_steps: int, initial_step: int = 0,
-                 enabled: bool = True, tensorboard: bool = True, stream=None):
+    def __init__(
+        self,
+        output_dir: str | os.PathLike,
+        phase: str,
+        total_steps: int,
+        initial_step: int = 0,
+        enabled: bool = True,
+        tensorboard: bool = True,
+        stream=None,
+    ):
         self.enabled = enabled
         self.phase = phase
         self.stream = stream or sys.stdout

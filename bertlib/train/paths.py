@@ -65,13 +65,21 @@ def run_paths(cfg, env: dict | None = None) -> RunPaths:
         if channel and (not data or data == "SM_CHANNEL_TRAIN" or not os.path.isabs(data)):
             data = os.path.join(channel, data) if data and data != "SM_CHANNEL_TRAIN" else channel
         output = Path(env.get("SM_OUTPUT_DATA_DIR") or "/opt/ml/output/data")
-        return RunPaths(run_dir=output, output_dir=output,
-                        checkpoint_dir=Path(env.get("BERTLIB_CHECKPOINT_DIR") or "/opt/ml/checkpoints"),
-                        export_dir=Path(env["SM_MODEL_DIR"]),
-                        data_dir=Path(data) if data else None)
+        return RunPaths(
+            run_dir=output,
+            output_dir=output,
+            checkpoint_dir=Path(env.get("BERTLIB_CHECKPOINT_DIR") or "/opt/ml/checkpoints"),
+            export_dir=Path(env["SM_MODEL_DIR"]),
+            data_dir=Path(data) if data else None,
+        )
     run_dir = Path(cfg.run_dir)
-    return RunPaths(run_dir=run_dir, output_dir=run_dir, checkpoint_dir=run_dir / "checkpoints",
-                    export_dir=run_dir / "export", data_dir=Path(data) if data else None)
+    return RunPaths(
+        run_dir=run_dir,
+        output_dir=run_dir,
+        checkpoint_dir=run_dir / "checkpoints",
+        export_dir=run_dir / "export",
+        data_dir=Path(data) if data else None,
+    )
 
 
 def is_training_checkpoint_dir(path: str | os.PathLike) -> bool:

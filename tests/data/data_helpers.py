@@ -23,8 +23,14 @@ def raw_pages(dump: Path) -> list[dict]:
             if el.tag.rsplit("}", 1)[-1] != "page":
                 continue
             get = {c.tag.rsplit("}", 1)[-1]: c for c in el.iter()}
-            pages.append({"title": get["title"].text, "ns": get["ns"].text, "redirect": "redirect" in get,
-                          "text": get["text"].text or ""})
+            pages.append(
+                {
+                    "title": get["title"].text,
+                    "ns": get["ns"].text,
+                    "redirect": "redirect" in get,
+                    "text": get["text"].text or "",
+                }
+            )
             el.clear()
     return pages
 
@@ -47,6 +53,7 @@ def wordpieces_to_words(pieces: list[str]) -> list[str]:
 
 # -- BERT's tokenization rules (google-research/bert tokenization.py), restated ----------------------
 
+
 def _is_punct(ch: str) -> bool:
     cp = ord(ch)
     if 33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126:
@@ -57,9 +64,11 @@ def _is_punct(ch: str) -> bool:
 def reference_wordpiece(text: str, vocab: set[str], lowercase: bool = True) -> list[str]:
     """Basic tokenizer (clean, lowercase + strip accents, split whitespace/punctuation) + greedy
     longest-match-first WordPiece, as in BERT's FullTokenizer (CJK handling omitted: ASCII-ish text)."""
-    text = "".join(" " if ch.isspace() else ch for ch in text
-                   if not (ord(ch) in (0, 0xFFFD) or (unicodedata.category(ch).startswith("C")
-                                                      and ch not in "\t\n\r")))
+    text = "".join(
+        " " if ch.isspace() else ch
+        for ch in text
+        if not (ord(ch) in (0, 0xFFFD) or (unicodedata.category(ch).startswith("C") and ch not in "\t\n\r"))
+    )
     out = []
     for word in text.split():
         if lowercase:
@@ -99,8 +108,10 @@ def reference_wordpiece(text: str, vocab: set[str], lowercase: bool = True) -> l
 
 # -- the official create_instances_from_document loop (segment logic), restated ------------------------
 
-def reference_instances(docs: list[list[int]], di: int, max_seq_length: int, short_seq_prob: float,
-                        rng: random.Random) -> list[tuple[int, int, bool]]:
+
+def reference_instances(
+    docs: list[list[int]], di: int, max_seq_length: int, short_seq_prob: float, rng: random.Random
+) -> list[tuple[int, int, bool]]:
     """(len A, len B, is_random_next) before truncation; ``docs`` = sentence lengths per document."""
     document = docs[di]
     target = max_seq_length - 3
@@ -139,12 +150,17 @@ def run_prepare(config: dict, tmp: Path, env: dict, *extra: str, timeout: float 
 
     path = tmp / f"cfg-{abs(hash(str(sorted(config.items())))) % 10**8}.yaml"
     path.write_text(yaml.safe_dump(config))
-    return subprocess.run([sys.executable, "-m", "bertlib", "prepare-data", "--config", str(path),
-                           "--no-progress", *extra], env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "bertlib", "prepare-data", "--config", str(path), "--no-progress", *extra],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def example_parts(ids: np.ndarray, length: int, cls: int, sep: int) -> tuple[np.ndarray, np.ndarray]:
     """Split one ``[CLS] A [SEP] B [SEP]`` row (real part of length ``length``) into A, B."""
     assert ids[0] == cls and ids[length - 1] == sep
     seps = np.flatnonzero(ids[:length] == sep)
-    return ids[1:seps[0]], ids[seps[0] + 1:length - 1]
+    return ids[1 : seps[0]], ids[seps[0] + 1 : length - 1]

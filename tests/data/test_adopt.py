@@ -19,8 +19,9 @@ CLS, SEP, MASK = 2, 3, 4
 
 
 def write_vocab(path):
-    path.write_text("".join(t + "\n" for t in ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-                            + [f"tok{i}" for i in range(V - 5)]))
+    path.write_text(
+        "".join(t + "\n" for t in ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"tok{i}" for i in range(V - 5)])
+    )
     return path
 
 
@@ -39,11 +40,17 @@ def google_instances(n: int, seed: int, s: int = S, p: int = P) -> list[dict]:
         for i in positions:
             tokens[i] = MASK
         pad = s - length
-        out.append({"input_ids": tokens + [0] * pad, "input_mask": [1] * length + [0] * pad,
-                    "segment_ids": segment + [0] * pad,
-                    "masked_lm_positions": [int(i) for i in positions] + [0] * (p - k),
-                    "masked_lm_ids": labels + [0] * (p - k), "masked_lm_weights": [1.0] * k + [0.0] * (p - k),
-                    "next_sentence_labels": [int(rng.integers(0, 2))]})
+        out.append(
+            {
+                "input_ids": tokens + [0] * pad,
+                "input_mask": [1] * length + [0] * pad,
+                "segment_ids": segment + [0] * pad,
+                "masked_lm_positions": [int(i) for i in positions] + [0] * (p - k),
+                "masked_lm_ids": labels + [0] * (p - k),
+                "masked_lm_weights": [1.0] * k + [0.0] * (p - k),
+                "next_sentence_labels": [int(rng.integers(0, 2))],
+            }
+        )
     return out
 
 
@@ -64,8 +71,11 @@ def write_google_records(path, instances, float_features=("masked_lm_weights",),
     return path
 
 
-FILES = {"training/wiki_training_0.tfrecord": (10, 1), "training/wiki_training_1.tfrecord": (9, 2),
-         "test/wiki_test_0.tfrecord": (6, 3)}
+FILES = {
+    "training/wiki_training_0.tfrecord": (10, 1),
+    "training/wiki_training_1.tfrecord": (9, 2),
+    "test/wiki_test_0.tfrecord": (6, 3),
+}
 
 
 @pytest.fixture
@@ -91,8 +101,12 @@ def test_adopted_folder_has_the_inferred_manifest_and_pretrain_trains_on_it(nvid
     m = json.loads((root / "manifest.json").read_text())
     assert (m["max_seq_length"], m["max_predictions_per_seq"]) == (S, P)
     assert m["created_by"] == "bertlib adopt-data"
-    assert m["vocab"] == {"sha256": hashlib.sha256(vocab.read_bytes()).hexdigest(), "size": V, "lowercase": True,
-                          "strip_accents": True}
+    assert m["vocab"] == {
+        "sha256": hashlib.sha256(vocab.read_bytes()).hexdigest(),
+        "size": V,
+        "lowercase": True,
+        "strip_accents": True,
+    }
     assert (root / "vocab.txt").read_bytes() == vocab.read_bytes()
     assert [sh["file"] for sh in m["shards"]["train"]] == list(FILES)[:2]
     assert [sh["file"] for sh in m["shards"]["validation"]] == list(FILES)[2:]
@@ -123,9 +137,20 @@ def test_adopted_folder_has_the_inferred_manifest_and_pretrain_trains_on_it(nvid
     from bertlib.train.pretrain import main as pretrain
 
     run = tmp_path / "run"
-    cfg = dict(model_size="tiny", data_dir=str(root), run_dir=str(run), max_seq_length=S, max_predictions_per_seq=P,
-               per_gpu_batch_size=4, learning_rate=1e-3, total_steps=2, log_frequency=1, skip_xla=True,
-               threads_per_process=1, shuffle_buffer=8)
+    cfg = dict(
+        model_size="tiny",
+        data_dir=str(root),
+        run_dir=str(run),
+        max_seq_length=S,
+        max_predictions_per_seq=P,
+        per_gpu_batch_size=4,
+        learning_rate=1e-3,
+        total_steps=2,
+        log_frequency=1,
+        skip_xla=True,
+        threads_per_process=1,
+        shuffle_buffer=8,
+    )
     (tmp_path / "phase1.yaml").write_text(yaml.safe_dump(cfg))
     assert pretrain(["--config", str(tmp_path / "phase1.yaml")]) == 0
     steps = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
@@ -140,8 +165,10 @@ def test_casing_and_a_manifest_of_prepare_data_replaced_only_when_forced(nvidia_
     (root / "manifest.json").write_text(json.dumps({"created_by": "bertlib prepare-data"}))
     assert cli(adopt_args(root, vocab, "--train_files", "**/*.tfrecord", "--validation_shards", "1")) == 2
     assert "written by bertlib prepare-data" in capsys.readouterr().err
-    assert cli(adopt_args(root, vocab, "--train_files", "**/*.tfrecord", "--validation_shards", "1",
-                          "--force", "true")) == 0
+    assert (
+        cli(adopt_args(root, vocab, "--train_files", "**/*.tfrecord", "--validation_shards", "1", "--force", "true"))
+        == 0
+    )
     m = json.loads((root / "manifest.json").read_text())
     assert [sh["file"] for sh in m["shards"]["validation"]] == ["training/wiki_training_1.tfrecord"]
 
@@ -150,8 +177,21 @@ def _rename(inst, old, new):
     inst[new] = inst.pop(old)
 
 
-@pytest.mark.parametrize("case", ["foreign_name", "extra_feature", "wrong_dtype", "other_lengths", "id_too_large",
-                                  "not_cls", "segment_two", "corrupt", "gzip", "not_records"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "foreign_name",
+        "extra_feature",
+        "wrong_dtype",
+        "other_lengths",
+        "id_too_large",
+        "not_cls",
+        "segment_two",
+        "corrupt",
+        "gzip",
+        "not_records",
+    ],
+)
 def test_records_not_in_googles_layout_are_refused_with_one_line(tmp_path, capsys, case):
     root = tmp_path / "data"
     vocab = write_vocab(tmp_path / "vocab.txt")
@@ -159,35 +199,35 @@ def test_records_not_in_googles_layout_are_refused_with_one_line(tmp_path, capsy
     second = google_instances(8, seed=2)
     bad = root / "part-00001-of-00002"
     floats = ("masked_lm_weights",)
-    if case == "foreign_name":        # the HF / ELECTRA name of segment_ids, in the middle of the file
+    if case == "foreign_name":  # the HF / ELECTRA name of segment_ids, in the middle of the file
         _rename(second[5], "segment_ids", "token_type_ids")
         expected = r"part-00001-of-00002: record 5: feature 'token_type_ids' is not a pretraining feature"
-    elif case == "extra_feature":     # ALBERT's token_boundary: tf.io.parse_example alone would not notice it
+    elif case == "extra_feature":  # ALBERT's token_boundary: tf.io.parse_example alone would not notice it
         second[7]["token_boundary"] = [1] * S
         expected = r"part-00001-of-00002: record 7: feature 'token_boundary' is not a pretraining feature"
     elif case == "wrong_dtype":
         floats = ()
         expected = r"part-00001-of-00002: record 0: feature 'masked_lm_weights' is int64_list, expected float_list"
         second = [dict(i, masked_lm_weights=[int(w) for w in i["masked_lm_weights"]]) for i in second]
-    elif case == "other_lengths":     # a phase-2 file among phase-1 files
+    elif case == "other_lengths":  # a phase-2 file among phase-1 files
         second = google_instances(8, seed=2, s=2 * S)
         expected = r"part-00001-of-00002: record 0: feature 'input_ids' has length 32, expected 16"
     elif case == "id_too_large":
         second[3]["masked_lm_ids"][0] = V
         expected = rf"part-00001-of-00002: record 3: feature 'masked_lm_ids' token id {V} outside the vocab \(size {V}"
-    elif case == "not_cls":           # ids from a vocab whose [CLS] is elsewhere
+    elif case == "not_cls":  # ids from a vocab whose [CLS] is elsewhere
         second[2]["input_ids"][0] = 7
         expected = r"part-00001-of-00002: record 2: feature 'input_ids' first token 7 is not \[CLS\] \(id 2 in "
     elif case == "segment_two":
         second[4]["segment_ids"][1] = 2
         expected = r"part-00001-of-00002: record 4: feature 'segment_ids' value 2 is not 0 or 1$"
-    elif case == "gzip":              # Model Garden's --gzip_compress
+    elif case == "gzip":  # Model Garden's --gzip_compress
         expected = r"part-00001-of-00002: GZIP-compressed TFRecords"
-    elif case == "not_records":       # a stray text file that train_files ('*') also matches
+    elif case == "not_records":  # a stray text file that train_files ('*') also matches
         (root / "NOTES").write_text("how these records were made\n" * 4)
         expected = r"NOTES: not a readable TFRecord file \(corrupted record at 0 \(Is this even a TFRecord file\?\)\)$"
     write_google_records(bad, second, floats, compression="GZIP" if case == "gzip" else None)
-    if case == "corrupt":             # one flipped byte inside a record's data (its CRC no longer matches)
+    if case == "corrupt":  # one flipped byte inside a record's data (its CRC no longer matches)
         data = bytearray(bad.read_bytes())
         data[len(data) // 2] ^= 0xFF
         bad.write_bytes(bytes(data))

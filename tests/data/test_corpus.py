@@ -8,14 +8,15 @@ import re
 import threading
 
 import pytest
-
-from bertlib.errors import ConfigError
-from bertlib.data.corpus import (document_sentences, iter_raw_documents, iter_text, resolve_source,
-                                 source_format)
 from data_helpers import raw_pages
 
-MARKUP = re.compile(r"\[\[|\]\]|\{\{|\}\}|\{\||\|\}|<ref|</ref|&lt;|&gt;|&amp;|&quot;|'''|''|"
-                    r"\bthumb\||Category:|File:|Image:|^==|==$|<!--|__TOC__")
+from bertlib.data.corpus import document_sentences, iter_raw_documents, iter_text, resolve_source, source_format
+from bertlib.errors import ConfigError
+
+MARKUP = re.compile(
+    r"\[\[|\]\]|\{\{|\}\}|\{\||\|\}|<ref|</ref|&lt;|&gt;|&amp;|&quot;|'''|''|"
+    r"\bthumb\||Category:|File:|Image:|^==|==$|<!--|__TOC__"
+)
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +38,12 @@ def test_article_count_matches_raw_dump(pages, docs):
     assert len([p for p in redirects if p["ns"] == "0"]) == 99 and len(non_articles) == 1
     candidates = [p for p in pages if p["ns"] == "0" and not p["redirect"]]
     assert len(candidates) == 106  # DESIGN.md's count, before dropping disambiguation pages
-    disamb = [p for p in candidates if "(disambiguation)" in p["title"]
-              or re.search(r"\{\{\s*(disambiguation|disambig|geodis)\s*[|}]", p["text"], re.I)]
+    disamb = [
+        p
+        for p in candidates
+        if "(disambiguation)" in p["title"]
+        or re.search(r"\{\{\s*(disambiguation|disambig|geodis)\s*[|}]", p["text"], re.I)
+    ]
     assert len(disamb) == 8
     expected = [p["title"] for p in candidates if p not in disamb]
     assert [d.title for d in docs] == expected
@@ -61,10 +66,11 @@ def test_markup_removed_and_prose_kept(docs, pages):
         assert sentences[0].split()[0].strip("'\"(").lower() in raw[doc.title].lower()
     assert total_words > 100_000
     anarchism = document_sentences(docs[0])
-    assert anarchism[0] == ("Anarchism is a political philosophy that advocates self-governed societies "
-                            "based on voluntary institutions.")
+    assert anarchism[0] == (
+        "Anarchism is a political philosophy that advocates self-governed societies based on voluntary institutions."
+    )
     # references/templates inside a sentence are gone, the prose around them is kept
-    assert ("Anarchism considers the state to be undesirable, unnecessary, and harmful." in anarchism)
+    assert "Anarchism considers the state to be undesirable, unnecessary, and harmful." in anarchism
 
 
 def test_text_sources_blank_line_and_file_modes_and_several_inputs(tmp_path):
@@ -76,8 +82,11 @@ def test_text_sources_blank_line_and_file_modes_and_several_inputs(tmp_path):
     assert source_format(a) == "text" and source_format(b) == "text"
     docs = list(iter_raw_documents([a, b], "auto", "blank_line"))
     assert [document_sentences(d) for d in docs] == [
-        ["First doc line one.", "Still one.", "Second line."], ["Second doc."], ["Third doc here."],
-        ["Fourth doc."]]
+        ["First doc line one.", "Still one.", "Second line."],
+        ["Second doc."],
+        ["Third doc here."],
+        ["Fourth doc."],
+    ]
     whole = list(iter_text(a, "file"))
     assert len(whole) == 1 and document_sentences(whole[0])[-1] == "Second doc."
     assert len(list(iter_raw_documents([a, b], max_documents=3))) == 3
@@ -91,8 +100,8 @@ def test_broken_dump_names_the_file(tmp_path):
 
 
 def test_url_source_downloaded_once_with_checksum(tmp_path, wiki_slice):
-    from bertlib.files import sha256_file
     from bertlib.errors import AssetError
+    from bertlib.files import sha256_file
 
     served = tmp_path / "srv"
     served.mkdir()
@@ -111,7 +120,7 @@ def test_url_source_downloaded_once_with_checksum(tmp_path, wiki_slice):
         path = resolve_source(url, good, cache_dir=str(tmp_path / "cache"))
         assert sha256_file(path) == good and source_format(path) == "wikipedia"
         assert resolve_source(url, good, cache_dir=str(tmp_path / "cache")) == path
-        assert requests == ["/slice.xml.bz2"]                 # the second call read the cache
+        assert requests == ["/slice.xml.bz2"]  # the second call read the cache
         with pytest.raises(AssetError, match="does not match"):
             resolve_source(url + "?x", "0" * 64, cache_dir=str(tmp_path / "cache2"))
     finally:
@@ -125,8 +134,8 @@ def test_s3_source_downloaded_once_with_checksum(tmp_path, wiki_slice, aws_env):
     reachable here): downloaded into the cache, checksum-verified, read from the cache afterwards."""
     import boto3
 
-    from bertlib.files import sha256_file
     from bertlib.errors import AssetError
+    from bertlib.files import sha256_file
 
     s3 = boto3.client("s3")
     s3.upload_file(str(wiki_slice), aws_env["bucket"], "corpora/slice.xml.bz2")
@@ -134,7 +143,7 @@ def test_s3_source_downloaded_once_with_checksum(tmp_path, wiki_slice, aws_env):
     path = resolve_source(uri, good, cache_dir=str(tmp_path / "cache"))
     assert sha256_file(path) == good and source_format(path) == "wikipedia"
     s3.delete_object(Bucket=aws_env["bucket"], Key="corpora/slice.xml.bz2")
-    assert resolve_source(uri, good, cache_dir=str(tmp_path / "cache")) == path   # no second download
+    assert resolve_source(uri, good, cache_dir=str(tmp_path / "cache")) == path  # no second download
     s3.upload_file(str(wiki_slice), aws_env["bucket"], "corpora/other.xml.bz2")
     with pytest.raises(AssetError, match="does not match"):
         resolve_source(f"s3://{aws_env['bucket']}/corpora/other.xml.bz2", "0" * 64, cache_dir=str(tmp_path / "c2"))

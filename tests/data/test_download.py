@@ -27,6 +27,7 @@ DUMP = "enwiki-latest-pages-articles.xml.bz2"
 @dataclass
 class Served:
     """One served file: its bytes and ETag."""
+
     body: bytes
     etag: str
 
@@ -57,8 +58,13 @@ def _handler(state: ServerState):
 
         def do_GET(self):
             name = self.path.lstrip("/")
-            entry = {"path": name, "range": self.headers.get("Range"), "if_range": self.headers.get("If-Range"),
-                     "status": None, "sent": 0}
+            entry = {
+                "path": name,
+                "range": self.headers.get("Range"),
+                "if_range": self.headers.get("If-Range"),
+                "status": None,
+                "sent": 0,
+            }
             state.log.append(entry)
             f = state.files.get(name)
             if f is None:
@@ -139,8 +145,7 @@ def test_dropped_connections_resume_from_the_partial_offset(server, tmp_path):
     body = payload(3_000_000, 1)
     server.files[DUMP] = Served(body, '"v1"')
     server.drops = [700_000, 900_000]
-    dest = download_http(f"{server.base}/{DUMP}", tmp_path / DUMP, sha256=sha256(body), progress=False,
-                         backoff=0.01)
+    dest = download_http(f"{server.base}/{DUMP}", tmp_path / DUMP, sha256=sha256(body), progress=False, backoff=0.01)
     assert dest.read_bytes() == body
     gets = dump_gets(server)
     assert [g["range"] for g in gets] == [None, "bytes=700000-", "bytes=1600000-"]
@@ -171,8 +176,7 @@ def test_a_server_that_ignores_range_restarts_cleanly(server, tmp_path):
     server.files[DUMP] = Served(body, '"v1"')
     server.ranges = False
     server.drops = [600_000]
-    dest = download_http(f"{server.base}/{DUMP}", tmp_path / DUMP, sha256=sha256(body), progress=False,
-                         backoff=0.01)
+    dest = download_http(f"{server.base}/{DUMP}", tmp_path / DUMP, sha256=sha256(body), progress=False, backoff=0.01)
     assert dest.read_bytes() == body  # not the 600000 kept bytes + the whole file again
     gets = dump_gets(server)
     assert [g["range"] for g in gets] == [None, "bytes=600000-"]

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from bertlib.config import build_config
-from bertlib.errors import ConfigError
 from bertlib.data import multistream
 from bertlib.data.multistream import RangeReader, stream_ranges
 from bertlib.data.prepare import _Preparer, _worker_init, prepare
+from bertlib.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("make_multistream", REPO / "bench" / "make_multistream.py")
@@ -43,10 +43,21 @@ def pools():
 
 def _config(source, out, bert_vocab, workers, max_documents=None, **extra):
     sources = source if isinstance(source, list) else [source]
-    return build_config("prepare-data", {
-        "sources": [str(s) for s in sources], "output_dir": str(out), "vocab_file": str(bert_vocab), "do_lower_case": True,
-        "num_workers": workers, "max_documents": max_documents, "num_shards": 1, "validation_shards": 0,
-        "phases": [{"name": "phase1", "max_seq_length": 64, "max_predictions_per_seq": 10}], **extra})
+    return build_config(
+        "prepare-data",
+        {
+            "sources": [str(s) for s in sources],
+            "output_dir": str(out),
+            "vocab_file": str(bert_vocab),
+            "do_lower_case": True,
+            "num_workers": workers,
+            "max_documents": max_documents,
+            "num_shards": 1,
+            "validation_shards": 0,
+            "phases": [{"name": "phase1", "max_seq_length": 64, "max_predictions_per_seq": 10}],
+            **extra,
+        },
+    )
 
 
 def extract(source, out, bert_vocab, pools, workers, max_documents=None) -> tuple[bytes, dict]:
@@ -89,7 +100,7 @@ def test_single_stream_and_block_split_files_are_read_serially(wiki_slice, dumps
     assert stream_ranges(wiki_slice) is None and stream_ranges(dumps["single"]) is None
     xml = bz2.decompress(dumps["single"].read_bytes())
     cut = tmp_path / "pbzip2-like.xml.bz2"
-    cut.write_bytes(b"".join(bz2.compress(xml[i:i + 900_000]) for i in range(0, len(xml), 900_000)))
+    cut.write_bytes(b"".join(bz2.compress(xml[i : i + 900_000]) for i in range(0, len(xml), 900_000)))
     assert stream_ranges(cut) is None
 
 
@@ -98,36 +109,43 @@ def test_streams_cutting_pages_are_refused(dumps, tmp_path):
     not hold whole pages is refused with its offset, not misread."""
     xml = bz2.decompress(dumps["single"].read_bytes())
     header_end = xml.index(b"<page>")
-    streams = [bz2.compress(xml[:header_end])] + [bz2.compress(xml[i:i + 200_000])
-                                                  for i in range(header_end, len(xml), 200_000)]
+    streams = [bz2.compress(xml[:header_end])] + [
+        bz2.compress(xml[i : i + 200_000]) for i in range(header_end, len(xml), 200_000)
+    ]
     bad = tmp_path / "cut-multistream.xml.bz2"
     bad.write_bytes(b"".join(streams))
     ranges = stream_ranges(bad)
     assert ranges is not None
-    with pytest.raises(ConfigError, match=rf"{bad}: the bz2 stream at byte offset {len(streams[0])} does not "
-                                          r"hold whole <page> elements"):
+    with pytest.raises(
+        ConfigError,
+        match=rf"{bad}: the bz2 stream at byte offset {len(streams[0])} does not "
+        r"hold whole <page> elements",
+    ):
         for task in ranges:
             list(RangeReader(task, {}))
 
 
 @pytest.mark.parametrize("range_bytes", [65536, 1 << 20])
 @pytest.mark.parametrize("workers", [1, 2])
-def test_same_sentences_as_the_serial_reader(dumps, serial, bert_vocab, pools, tmp_path, monkeypatch, workers,
-                                             range_bytes):
+def test_same_sentences_as_the_serial_reader(
+    dumps, serial, bert_vocab, pools, tmp_path, monkeypatch, workers, range_bytes
+):
     monkeypatch.setattr(multistream, "RANGE_BYTES", range_bytes)  # 30 ranges (some empty) / 2 ranges
     text, info = extract(dumps["multistream"], tmp_path / "out", bert_vocab, pools, workers)
     ref_text, ref_info = serial[None]
     assert text == ref_text
-    assert {k: info[k] for k in ("raw_documents", "documents", "sentences", "words")} == \
-           {k: ref_info[k] for k in ("raw_documents", "documents", "sentences", "words")} and info["documents"] == 98
+    assert {k: info[k] for k in ("raw_documents", "documents", "sentences", "words")} == {
+        k: ref_info[k] for k in ("raw_documents", "documents", "sentences", "words")
+    } and info["documents"] == 98
     assert info["rates"]["read_by"] == "workers" and ref_info["rates"]["read_by"] == "main process"
     read = info["rates"]["read"]
     assert read["pages_per_s"] > 0 and read["input_MB_per_s"] > 0 and info["rates"]["clean"]["docs_per_s"] > 0
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_max_documents_cut_where_the_serial_reader_cuts(dumps, serial, bert_vocab, pools, tmp_path, monkeypatch,
-                                                       workers):
+def test_max_documents_cut_where_the_serial_reader_cuts(
+    dumps, serial, bert_vocab, pools, tmp_path, monkeypatch, workers
+):
     monkeypatch.setattr(multistream, "RANGE_BYTES", 65536)
     text, info = extract(dumps["multistream"], tmp_path / "out", bert_vocab, pools, workers, 37)
     assert text == serial[37][0] and info["raw_documents"] == 37
@@ -155,13 +173,17 @@ def test_without_the_index_file(dumps, serial, bert_vocab, pools, tmp_path, monk
     assert extract(alone, tmp_path / "out", bert_vocab, pools, 2)[0] == serial[None][0]
 
 
-@pytest.mark.parametrize("damage,range_bytes", [
-    ("corrupt", 4096),      # the damaged stream opens its range: found as a gap by the main process
-    ("corrupt", 1 << 22),   # one range: found mid-chain by the worker
-    ("truncated", 65536),   # the file ends inside the last page stream
-])
-def test_damaged_stream_is_one_line_naming_file_and_offset(dumps, bert_vocab, pools, tmp_path, monkeypatch, damage,
-                                                          range_bytes):
+@pytest.mark.parametrize(
+    "damage,range_bytes",
+    [
+        ("corrupt", 4096),  # the damaged stream opens its range: found as a gap by the main process
+        ("corrupt", 1 << 22),  # one range: found mid-chain by the worker
+        ("truncated", 65536),  # the file ends inside the last page stream
+    ],
+)
+def test_damaged_stream_is_one_line_naming_file_and_offset(
+    dumps, bert_vocab, pools, tmp_path, monkeypatch, damage, range_bytes
+):
     monkeypatch.setattr(multistream, "RANGE_BYTES", range_bytes)
     data = bytearray(dumps["multistream"].read_bytes())
     streams = dumps["streams"]
@@ -170,9 +192,9 @@ def test_damaged_stream_is_one_line_naming_file_and_offset(dumps, bert_vocab, po
     bad = tmp_path / "damaged-multistream.xml.bz2"
     if damage == "corrupt":
         middle = (streams[k] + streams[k + 1]) // 2
-        data[middle:middle + 64] = bytes(64)
+        data[middle : middle + 64] = bytes(64)
     else:
-        del data[(streams[k] + streams[k + 1]) // 2:]
+        del data[(streams[k] + streams[k + 1]) // 2 :]
     bad.write_bytes(bytes(data))
     with pytest.raises(ConfigError) as err:
         extract(bad, tmp_path / "out", bert_vocab, pools, 2)
@@ -185,8 +207,17 @@ def test_all_later_stages_identical(dumps, bert_vocab, tmp_path):
     dump are the bytes of those made from the single-stream file."""
     shards = {}
     for name in ("single", "multistream"):
-        cfg = _config(dumps[name], tmp_path / name, bert_vocab, 2, 30, dupe_factor=1, num_shards=2,
-                      validation_shards=1, validation_fraction=0.1)
+        cfg = _config(
+            dumps[name],
+            tmp_path / name,
+            bert_vocab,
+            2,
+            30,
+            dupe_factor=1,
+            num_shards=2,
+            validation_shards=1,
+            validation_fraction=0.1,
+        )
         summary = prepare(cfg, progress=False)
         assert summary["corpus"]["raw_documents"] == 30
         shards[name] = {p.name: p.read_bytes() for p in sorted((tmp_path / name / "phase1").glob("*.tfrecord"))}

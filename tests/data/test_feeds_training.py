@@ -18,8 +18,13 @@ def test_pipeline_reads_records_and_refuses_other_casing(prepared_dataset, bert_
     from bertlib.data.pipeline import pretraining_dataset
 
     phase = prepared_dataset / "phase1"
-    batch = next(iter(pretraining_dataset(phase, "train", 8, 64, 10, shuffle=False, repeat=False,
-                                          vocab=vocab_info(bert_vocab, lowercase=True))))
+    batch = next(
+        iter(
+            pretraining_dataset(
+                phase, "train", 8, 64, 10, shuffle=False, repeat=False, vocab=vocab_info(bert_vocab, lowercase=True)
+            )
+        )
+    )
     assert batch["input_ids"].shape == (8, 64) and batch["masked_lm_weights"].shape == (8, 10)
     assert batch["next_sentence_labels"].shape == (8, 1)
     with pytest.raises(DataError, match="lowercase=True but the model vocab expects lowercase=False"):
@@ -29,15 +34,32 @@ def test_pipeline_reads_records_and_refuses_other_casing(prepared_dataset, bert_
 @pytest.mark.slow
 def test_tiny_model_trains_on_prepared_records(prepared_dataset, tmp_path, subprocess_env, bert_vocab):
     run = tmp_path / "run"
-    cfg = {"data_dir": str(prepared_dataset / "phase1"), "run_dir": str(run), "model_size": "tiny",
-           "per_gpu_batch_size": 16, "max_seq_length": 64, "max_predictions_per_seq": 10,
-           "learning_rate": 1e-3, "warmup_steps": 0, "total_steps": 6, "log_frequency": 3,
-           "checkpoint_frequency": 6, "skip_xla": True, "threads_per_process": 1, "shuffle_buffer": 100}
+    cfg = {
+        "data_dir": str(prepared_dataset / "phase1"),
+        "run_dir": str(run),
+        "model_size": "tiny",
+        "per_gpu_batch_size": 16,
+        "max_seq_length": 64,
+        "max_predictions_per_seq": 10,
+        "learning_rate": 1e-3,
+        "warmup_steps": 0,
+        "total_steps": 6,
+        "log_frequency": 3,
+        "checkpoint_frequency": 6,
+        "skip_xla": True,
+        "threads_per_process": 1,
+        "shuffle_buffer": 100,
+    }
     path = tmp_path / "pretrain.yaml"
     path.write_text(yaml.safe_dump(cfg))
     env = dict(subprocess_env, TF_CPP_MIN_LOG_LEVEL="3", BERTLIB_PROGRESS="0")
-    proc = subprocess.run([sys.executable, "-m", "bertlib", "pretrain", "--config", str(path)], env=env,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bertlib", "pretrain", "--config", str(path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [d["step"] for d in lines] == [3, 6]

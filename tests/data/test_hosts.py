@@ -10,38 +10,64 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_prepare import shard_hashes, small_config, wiki_text  # noqa: F401  (wiki_text: a fixture)
 
-from bertlib.files import is_stale, remove_stale, temp_path
 from bertlib.config import build_config
-from bertlib.errors import ConfigError
 from bertlib.data.hosts import HostShare, host_share, share_lock
 from bertlib.data.prepare import prepare
-from test_prepare import shard_hashes, small_config, wiki_text  # noqa: F401  (wiki_text: a fixture)
+from bertlib.errors import ConfigError
+from bertlib.files import is_stale, remove_stale, temp_path
 
 
 def dataset_files(folder: Path) -> dict[str, bytes]:
     """Every file of a dataset folder a user keeps (no hidden markers, locks or temp files)."""
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)}
+    return {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    }
 
 
 def test_two_hosts_on_shared_storage_write_one_machines_bytes(tmp_path, wiki_text, bert_vocab):  # noqa: F811
-    phases = [{"name": "p64", "max_seq_length": 64, "max_predictions_per_seq": 11},
-              {"name": "p128", "max_seq_length": 128, "max_predictions_per_seq": 20, "max_pairs_per_row": 2}]
+    phases = [
+        {"name": "p64", "max_seq_length": 64, "max_predictions_per_seq": 11},
+        {"name": "p128", "max_seq_length": 128, "max_predictions_per_seq": 20, "max_pairs_per_row": 2},
+    ]
     common = dict(phases=phases, pack_sequences=True, max_pairs_per_row=3)
-    one = prepare(build_config("prepare-data", small_config(tmp_path / "one", wiki_text, bert_vocab, **common)),
-                  progress=False)
+    one = prepare(
+        build_config("prepare-data", small_config(tmp_path / "one", wiki_text, bert_vocab, **common)), progress=False
+    )
     shared = tmp_path / "shared"
-    cfg = {h: build_config("prepare-data", small_config(shared, wiki_text, bert_vocab, num_hosts=2, host_index=h,
-                                                        work_dir=str(tmp_path / f"scratch{h}"), **common))
-           for h in (0, 1)}
+    cfg = {
+        h: build_config(
+            "prepare-data",
+            small_config(
+                shared,
+                wiki_text,
+                bert_vocab,
+                num_hosts=2,
+                host_index=h,
+                work_dir=str(tmp_path / f"scratch{h}"),
+                **common,
+            ),
+        )
+        for h in (0, 1)
+    }
     first = prepare(cfg[1], progress=False)
     # host 1 wrote every second shard (tasks 1, 3, ... of 8) and no manifest: host 0's shards are missing
     assert first["written_shards"] == 4 and first["host"] == {
-        "index": 1, "count": 2, "mpi": False, "shards": 4, "pending_shards": 4, "manifests": "pending"}
+        "index": 1,
+        "count": 2,
+        "mpi": False,
+        "shards": 4,
+        "pending_shards": 4,
+        "manifests": "pending",
+    }
     assert not list(shared.rglob("manifest.json")) and first["phases"] == {}
     assert sorted(p.name for p in (shared / "p64").glob("*.tfrecord")) == [
-        "train-00001-of-00003.tfrecord", "validation-00000-of-00001.tfrecord"]
+        "train-00001-of-00003.tfrecord",
+        "validation-00000-of-00001.tfrecord",
+    ]
     second = prepare(cfg[0], progress=False)
     assert second["written_shards"] == 4 and second["host"]["manifests"] == "written"
     assert second["phases"]["p128"]["counts"] == one["phases"]["p128"]["counts"]
@@ -80,7 +106,7 @@ def test_host_share_from_settings_and_mpi(monkeypatch):
         host_share(3, 3)
     with pytest.raises(ConfigError, match="needs num_hosts"):
         host_share(None, 1)
-    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "4")   # what Open MPI's mpirun sets in every rank
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "4")  # what Open MPI's mpirun sets in every rank
     monkeypatch.setenv("OMPI_COMM_WORLD_RANK", "2")
     assert host_share(None, None) == HostShare(2, 4, True)
     with pytest.raises(ConfigError, match="under MPI the hosts are the ranks"):
@@ -94,28 +120,46 @@ def test_only_this_machines_dead_writers_leave_stale_temp_files(tmp_path):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead_pid = int(dead.stdout)
     host = mine.name.split(".tmp-")[1].rsplit("-", 1)[0]
-    files = {"mine": mine, "dead": tmp_path / f".{target.name}.tmp-{host}-{dead_pid}",
-             "dead_npy": tmp_path / f".x.npy.tmp-{host}-{dead_pid}.npy",
-             "other_host": tmp_path / f".{target.name}.tmp-algo_2-{dead_pid}",
-             "alive": tmp_path / f".{target.name}.tmp-{host}-{os.getppid()}"}
+    files = {
+        "mine": mine,
+        "dead": tmp_path / f".{target.name}.tmp-{host}-{dead_pid}",
+        "dead_npy": tmp_path / f".x.npy.tmp-{host}-{dead_pid}.npy",
+        "other_host": tmp_path / f".{target.name}.tmp-algo_2-{dead_pid}",
+        "alive": tmp_path / f".{target.name}.tmp-{host}-{os.getppid()}",
+    }
     for f in files.values():
         f.write_bytes(b"partial")
     assert {k: is_stale(f) for k, f in files.items()} == {
-        "mine": False, "dead": True, "dead_npy": True, "other_host": False, "alive": False}
+        "mine": False,
+        "dead": True,
+        "dead_npy": True,
+        "other_host": False,
+        "alive": False,
+    }
     assert remove_stale(tmp_path) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        f.name for k, f in files.items() if k not in ("dead", "dead_npy"))
+        f.name for k, f in files.items() if k not in ("dead", "dead_npy")
+    )
     assert socket.gethostname().split(".")[0].replace("-", "_") == host
 
 
 def test_prepare_data_prints_rates_and_the_host_share(tmp_path, wiki_text, bert_vocab, subprocess_env):  # noqa: F811
     cfg = tmp_path / "data.yaml"
     cfg.write_text(json.dumps(small_config(tmp_path / "out", wiki_text, bert_vocab, num_hosts=2, host_index=0)))
-    out = subprocess.run([sys.executable, "-m", "bertlib", "prepare-data", "--config", str(cfg), "--no-progress"],
-                         capture_output=True, text=True, env=subprocess_env, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-m", "bertlib", "prepare-data", "--config", str(cfg), "--no-progress"],
+        capture_output=True,
+        text=True,
+        env=subprocess_env,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     lines = {line.split()[1]: line for line in out.stdout.splitlines() if line.startswith("[bertlib]")}
     assert "host=0 hosts=2 shards_of_host=2 pending_shards=2 manifests=pending" in lines["host=0"]
     rates = dict(kv.split("=") for kv in lines["rates"].split()[3:])
-    assert set(rates) == {"extract_documents_per_s", "tokenize_tokens_per_s", "instances_pairs_per_s",
-                          "shards_pairs_per_s"} and all(float(v) > 0 for v in rates.values())
+    assert set(rates) == {
+        "extract_documents_per_s",
+        "tokenize_tokens_per_s",
+        "instances_pairs_per_s",
+        "shards_pairs_per_s",
+    } and all(float(v) > 0 for v in rates.values())

@@ -99,20 +99,20 @@ def check_google_rule(batch, out):
     for row in range(b):
         w = out["masked_lm_weights"][row]
         n = int(w.sum())
-        np.testing.assert_array_equal(w, np.arange(P) < n)                        # weights 1…1 0…0
+        np.testing.assert_array_equal(w, np.arange(P) < n)  # weights 1…1 0…0
         pos, orig = predictions(out, row)
         assert np.all(out["masked_lm_positions"][row][n:] == 0) and np.all(out["masked_lm_ids"][row][n:] == 0)
-        assert np.all(np.diff(pos) > 0)                                              # ascending, no repeats
-        assert np.all(mask[row, pos] > 0)                                            # not padding
-        assert not np.isin(ids[row, pos], [CLS, SEP]).any()                          # not [CLS]/[SEP]
-        np.testing.assert_array_equal(orig, ids[row, pos])                           # original tokens
+        assert np.all(np.diff(pos) > 0)  # ascending, no repeats
+        assert np.all(mask[row, pos] > 0)  # not padding
+        assert not np.isin(ids[row, pos], [CLS, SEP]).any()  # not [CLS]/[SEP]
+        np.testing.assert_array_equal(orig, ids[row, pos])  # original tokens
         untouched = np.ones(S, bool)
         untouched[pos] = False
         np.testing.assert_array_equal(out["input_ids"][row, untouched], ids[row, untouched])
         pairs = [v for v in np.unique(mask[row]) if v > 0]
         n_cand = {v: int(((mask[row] == v) & ~np.isin(ids[row], [CLS, SEP])).sum()) for v in pairs}
         expected = {v: min(google_num_to_predict(int((mask[row] == v).sum())), n_cand[v]) for v in pairs}
-        assert sum(expected.values()) <= P                                           # no truncation here
+        assert sum(expected.values()) <= P  # no truncation here
         assert {v: int((mask[row, pos] == v).sum()) for v in pairs} == expected
 
 
@@ -136,8 +136,10 @@ def test_count_rule_for_every_length(prob):
     rows = make_batch(rng, [(length,) for length in range(5, S + 1)], packed=False)
     out = run(rows, max_predictions=100, masked_lm_prob=prob)
     # all candidates (L - 3 of them) when there are fewer than num_to_predict (e.g. 4 for L = 5, prob = 0.7)
-    np.testing.assert_array_equal(out["masked_lm_weights"].sum(axis=1), [
-        min(google_num_to_predict(length, 100, prob), length - 3) for length in range(5, S + 1)])
+    np.testing.assert_array_equal(
+        out["masked_lm_weights"].sum(axis=1),
+        [min(google_num_to_predict(length, 100, prob), length - 3) for length in range(5, S + 1)],
+    )
 
 
 def test_choice_is_uniform_within_each_pair():
@@ -223,13 +225,13 @@ def test_in_dataset_map_with_enumerate(batch):
     epoch1, epoch2, rank1 = masked_batches(0), masked_batches(0), masked_batches(1)
     assert len(epoch1) == 4
     for i, (x, y, z) in enumerate(zip(epoch1, epoch2, rank1)):
-        eager = run({k: v[32 * i:32 * (i + 1)] for k, v in batch.items()}, mask_seed(11, 0, i))
+        eager = run({k: v[32 * i : 32 * (i + 1)] for k, v in batch.items()}, mask_seed(11, 0, i))
         for key in x:
-            np.testing.assert_array_equal(x[key], y[key])          # resume / rerun repeats the masks
-            np.testing.assert_array_equal(x[key], eager[key])      # graph == eager
+            np.testing.assert_array_equal(x[key], y[key])  # resume / rerun repeats the masks
+            np.testing.assert_array_equal(x[key], eager[key])  # graph == eager
         assert differing(x, z) > 0.5
     first = epoch1[0]["masked_lm_positions"]
-    assert (epoch1[1]["masked_lm_positions"] != first).any()       # not one mask for every batch
+    assert (epoch1[1]["masked_lm_positions"] != first).any()  # not one mask for every batch
 
 
 def test_compiles_with_xla(batch):
@@ -250,7 +252,7 @@ def test_counts_equal_static_build_examples():
     n = 400
     la = rng.integers(1, S - 4, n)
     lb = np.maximum(1, (rng.random(n) * (S - 3 - la)).astype(np.int64))
-    la[:4], lb[:4] = [1, 3, 13, 33], [1, 4, 14, 34]                             # lengths 5, 10, 30, 70
+    la[:4], lb[:4] = [1, 3, 13, 33], [1, 4, 14, 34]  # lengths 5, 10, 30, 70
     a0 = rng.integers(0, len(tokens) - S, n)
     b0 = rng.integers(0, len(tokens) - S, n)
     instances = np.stack([a0, a0 + la, b0, b0 + lb, rng.integers(0, 2, n)], axis=1)
@@ -259,11 +261,16 @@ def test_counts_equal_static_build_examples():
     unmasked = static["input_ids"].copy()
     rows, cols = np.nonzero(static["masked_lm_weights"] > 0)
     unmasked[rows, static["masked_lm_positions"][rows, cols]] = static["masked_lm_ids"][rows, cols]
-    features = {"input_ids": unmasked, "input_mask": static["input_mask"], "segment_ids": static["segment_ids"],
-                "next_sentence_labels": static["next_sentence_labels"]}
+    features = {
+        "input_ids": unmasked,
+        "input_mask": static["input_mask"],
+        "segment_ids": static["segment_ids"],
+        "next_sentence_labels": static["next_sentence_labels"],
+    }
     out = run({k: v.astype(np.int32) for k, v in features.items()}, mask_seed(3, 0, 0))
     np.testing.assert_array_equal(out["masked_lm_weights"].sum(axis=1), static["masked_lm_weights"].sum(axis=1))
     lengths = static["input_mask"].sum(axis=1)
-    np.testing.assert_array_equal(out["masked_lm_weights"].sum(axis=1),
-                                  [google_num_to_predict(int(x)) for x in lengths])
+    np.testing.assert_array_equal(
+        out["masked_lm_weights"].sum(axis=1), [google_num_to_predict(int(x)) for x in lengths]
+    )
     np.testing.assert_array_equal(np.unique(lengths[:4]), [5, 10, 30, 70])

@@ -13,11 +13,19 @@ import pytest
 
 import bertlib.data.pretraining as pt
 from bertlib.config import build_config
-from bertlib.errors import ConfigError
 from bertlib.data.packing import pack, spfhp
 from bertlib.data.prepare import prepare
-from bertlib.data.records import (check_example_layout, dataset_layout, encode_examples, first_example, read_manifest, read_records, validate_dataset, write_tfrecord_file)
-from bertlib.errors import DataError
+from bertlib.data.records import (
+    check_example_layout,
+    dataset_layout,
+    encode_examples,
+    first_example,
+    read_manifest,
+    read_records,
+    validate_dataset,
+    write_tfrecord_file,
+)
+from bertlib.errors import ConfigError, DataError
 from bertlib.tokenization import read_vocab
 
 S, P, K, PROB = 128, 20, 3, 0.15
@@ -52,8 +60,12 @@ def check_rows(rows, lengths, s, k):
 def prepared_lengths(prepared_dataset):
     """Real pair lengths: tokens per example of the session dataset's phase-2 records (S=128)."""
     m = read_manifest(prepared_dataset / "phase2")
-    return np.concatenate([read_records(prepared_dataset / "phase2" / sh["file"], 128, 20)["input_mask"].sum(axis=1)
-                           for sh in m["shards"]["train"]])
+    return np.concatenate(
+        [
+            read_records(prepared_dataset / "phase2" / sh["file"], 128, 20)["input_mask"].sum(axis=1)
+            for sh in m["shards"]["train"]
+        ]
+    )
 
 
 @pytest.mark.parametrize("dist", ["real", "uniform", "google_like", "short"])
@@ -61,11 +73,13 @@ def prepared_lengths(prepared_dataset):
 def test_spfhp_uses_every_pair_once_and_packs_as_well_as_ffd(dist, k, prepared_lengths):
     rng = np.random.default_rng(len(dist) * 10 + k)
     s = S
-    lengths = {"real": prepared_lengths,
-               "uniform": rng.integers(5, s + 1, 3000),
-               # Google's: most chunks reach the target length, short_seq_prob / document ends give the rest
-               "google_like": np.where(rng.random(3000) < 0.7, s, rng.integers(5, s, 3000)),
-               "short": rng.integers(5, 40, 3000)}[dist]
+    lengths = {
+        "real": prepared_lengths,
+        "uniform": rng.integers(5, s + 1, 3000),
+        # Google's: most chunks reach the target length, short_seq_prob / document ends give the rest
+        "google_like": np.where(rng.random(3000) < 0.7, s, rng.integers(5, s, 3000)),
+        "short": rng.integers(5, 40, 3000),
+    }[dist]
     rows = pack(lengths, s, k, np.random.default_rng(0))
     check_rows(rows, lengths, s, k)
     n_rows = len(rows)
@@ -129,13 +143,20 @@ def tf_parse(path, s, p, k, masked):
     """Parse a shard with TensorFlow and a spec written here (not records.feature_spec)."""
     import tensorflow as tf
 
-    spec = {"input_ids": tf.io.FixedLenFeature([s], tf.int64), "input_mask": tf.io.FixedLenFeature([s], tf.int64),
-            "segment_ids": tf.io.FixedLenFeature([s], tf.int64),
-            "next_sentence_labels": tf.io.FixedLenFeature([k], tf.int64)}
+    spec = {
+        "input_ids": tf.io.FixedLenFeature([s], tf.int64),
+        "input_mask": tf.io.FixedLenFeature([s], tf.int64),
+        "segment_ids": tf.io.FixedLenFeature([s], tf.int64),
+        "next_sentence_labels": tf.io.FixedLenFeature([k], tf.int64),
+    }
     if masked:
-        spec.update({"masked_lm_positions": tf.io.FixedLenFeature([p], tf.int64),
-                     "masked_lm_ids": tf.io.FixedLenFeature([p], tf.int64),
-                     "masked_lm_weights": tf.io.FixedLenFeature([p], tf.float32)})
+        spec.update(
+            {
+                "masked_lm_positions": tf.io.FixedLenFeature([p], tf.int64),
+                "masked_lm_ids": tf.io.FixedLenFeature([p], tf.int64),
+                "masked_lm_weights": tf.io.FixedLenFeature([p], tf.float32),
+            }
+        )
     raw = [r.numpy() for r in tf.data.TFRecordDataset(str(path))]
     return {key: v.numpy() for key, v in tf.io.parse_example(raw, spec).items()}
 
@@ -159,10 +180,10 @@ def test_packed_records_decode_into_their_pairs(packed, corpus, ids, instances):
         mask, ids_, seg = r["input_mask"][row], r["input_ids"][row], r["segment_ids"][row]
         positions = r["masked_lm_positions"][row][r["masked_lm_weights"][row] > 0]
         assert (np.diff(positions) > 0).all()  # ascending
-        assert (r["masked_lm_weights"][row][len(positions):] == 0).all()
-        assert (r["masked_lm_positions"][row][len(positions):] == 0).all()
+        assert (r["masked_lm_weights"][row][len(positions) :] == 0).all()
+        assert (r["masked_lm_positions"][row][len(positions) :] == 0).all()
         original = ids_.copy()
-        original[positions] = r["masked_lm_ids"][row][:len(positions)]
+        original[positions] = r["masked_lm_ids"][row][: len(positions)]
         start = 0
         pairs = [int(x) for x in rows[row] if x >= 0]
         for j, pair in enumerate(pairs):
@@ -179,7 +200,7 @@ def test_packed_records_decode_into_their_pairs(packed, corpus, ids, instances):
             counts.append(len(in_pair))
             start += len(tokens)
         assert (mask[start:] == 0).all() and (ids_[start:] == 0).all() and (seg[start:] == 0).all()
-        assert (r["next_sentence_labels"][row, len(pairs):] == 0).all()
+        assert (r["next_sentence_labels"][row, len(pairs) :] == 0).all()
     assert sum(counts) == r["masked_lm_weights"].sum()
 
 
@@ -190,9 +211,11 @@ def test_packed_masking_is_80_10_10(packed, ids, vocab):
     orig = r["masked_lm_ids"][rows_, cols]
     n = len(at)
     v = len(vocab)
-    for observed, p in (((at == ids.mask).sum(), 0.8 + 0.1 / v),
-                        (((at == orig) & (at != ids.mask)).sum(), 0.1 + 0.1 / v),
-                        (((at != orig) & (at != ids.mask)).sum(), 0.1 * (1 - 2 / v))):
+    for observed, p in (
+        ((at == ids.mask).sum(), 0.8 + 0.1 / v),
+        (((at == orig) & (at != ids.mask)).sum(), 0.1 + 0.1 / v),
+        (((at != orig) & (at != ids.mask)).sum(), 0.1 * (1 - 2 / v)),
+    ):
         assert abs(observed - n * p) < 4.5 * math.sqrt(n * p * (1 - p)), (observed, n, p)
 
 
@@ -202,34 +225,46 @@ def test_packed_rows_equal_the_pairs_built_unpacked(whole_word_masking, corpus, 
     # the pairs' records with padding cut, laid back to back, masked positions shifted
     lengths = instances[:, 1] - instances[:, 0] + instances[:, 3] - instances[:, 2] + 3
     rows = pack(lengths, S, K, np.random.default_rng(5))[:300]
-    r = pt.build_packed_examples(corpus.tokens, instances, rows, S, P, PROB, whole_word_masking, ids,
-                                 np.random.default_rng(6))
+    r = pt.build_packed_examples(
+        corpus.tokens, instances, rows, S, P, PROB, whole_word_masking, ids, np.random.default_rng(6)
+    )
     present = rows >= 0
-    single = pt.build_examples(corpus.tokens, instances[rows[present]], S, P, PROB, whole_word_masking, ids,
-                               np.random.default_rng(6))
+    single = pt.build_examples(
+        corpus.tokens, instances[rows[present]], S, P, PROB, whole_word_masking, ids, np.random.default_rng(6)
+    )
     m = 0
     for row in range(len(rows)):
         start, pos, ids_of = 0, [], []
         for _ in range(present[row].sum()):
             length = single["input_mask"][m].sum()
-            assert np.array_equal(r["input_ids"][row, start:start + length], single["input_ids"][m, :length])
+            assert np.array_equal(r["input_ids"][row, start : start + length], single["input_ids"][m, :length])
             w = single["masked_lm_weights"][m] > 0
             pos += (single["masked_lm_positions"][m][w] + start).tolist()
             ids_of += single["masked_lm_ids"][m][w].tolist()
             start += length
             m += 1
-        assert r["masked_lm_positions"][row, :len(pos)].tolist() == pos
-        assert r["masked_lm_ids"][row, :len(pos)].tolist() == ids_of
+        assert r["masked_lm_positions"][row, : len(pos)].tolist() == pos
+        assert r["masked_lm_ids"][row, : len(pos)].tolist() == ids_of
         assert r["masked_lm_weights"][row].sum() == len(pos)
 
 
 def test_unmasked_records(tmp_path, corpus, ids, instances):
     lengths = instances[:, 1] - instances[:, 0] + instances[:, 3] - instances[:, 2] + 3
     rows = pack(lengths, S, K, np.random.default_rng(5))[:50]
-    for k, feats in ((K, pt.build_packed_examples(corpus.tokens, instances, rows, S, P, PROB, False, ids,
-                                                   np.random.default_rng(6), masked=False)),
-                     (1, pt.build_examples(corpus.tokens, instances[:50], S, P, PROB, False, ids,
-                                           np.random.default_rng(6), masked=False))):
+    for k, feats in (
+        (
+            K,
+            pt.build_packed_examples(
+                corpus.tokens, instances, rows, S, P, PROB, False, ids, np.random.default_rng(6), masked=False
+            ),
+        ),
+        (
+            1,
+            pt.build_examples(
+                corpus.tokens, instances[:50], S, P, PROB, False, ids, np.random.default_rng(6), masked=False
+            ),
+        ),
+    ):
         assert sorted(feats) == ["input_ids", "input_mask", "next_sentence_labels", "segment_ids"]
         path = tmp_path / f"k{k}.tfrecord"
         write_tfrecord_file(path, encode_examples(feats))
@@ -242,8 +277,8 @@ def test_unmasked_records(tmp_path, corpus, ids, instances):
         row_pairs = rows if k > 1 else np.arange(50)[:, None]
         for row in range(len(row_pairs)):
             tokens = np.concatenate([reference_pair(corpus, ids, instances[i])[0] for i in row_pairs[row] if i >= 0])
-            assert np.array_equal(r["input_ids"][row, :len(tokens)], tokens)  # the original tokens
-            assert (r["input_ids"][row, len(tokens):] == 0).all()
+            assert np.array_equal(r["input_ids"][row, : len(tokens)], tokens)  # the original tokens
+            assert (r["input_ids"][row, len(tokens) :] == 0).all()
 
 
 def test_check_example_layout_and_dataset_layout(packed):
@@ -252,21 +287,28 @@ def test_check_example_layout_and_dataset_layout(packed):
     check_example_layout(example, "p", S, P, max_pairs_per_row=K)
     with pytest.raises(DataError, match=r"^p: feature 'next_sentence_labels' has length 3, expected 1 "):
         check_example_layout(example, "p", S, P)
-    with pytest.raises(DataError, match=r"^p: feature 'masked_lm_ids' is not in unmasked records "
-                                        r"\(unmasked layout \(dynamic masking\): input_ids, input_mask, "):
+    with pytest.raises(
+        DataError,
+        match=r"^p: feature 'masked_lm_ids' is not in unmasked records "
+        r"\(unmasked layout \(dynamic masking\): input_ids, input_mask, ",
+    ):
         check_example_layout(example, "p", S, P, max_pairs_per_row=K, masked=False)
+
     def layout(manifest):
         return {k: dataset_layout(manifest)[k] for k in ("max_pairs_per_row", "masked")}
 
     assert layout({}) == {"max_pairs_per_row": 1, "masked": True}  # manifests from before packing
     assert layout({"packing": None, "masking": "static"}) == {"max_pairs_per_row": 1, "masked": True}
-    assert layout({"packing": {"max_pairs_per_row": 4}, "masking": "dynamic"}) == {"max_pairs_per_row": 4,
-                                                                                    "masked": False}
+    assert layout({"packing": {"max_pairs_per_row": 4}, "masking": "dynamic"}) == {
+        "max_pairs_per_row": 4,
+        "masked": False,
+    }
     with pytest.raises(DataError, match=r"^m.json: masking 'sometimes' is not 'static' or 'dynamic'"):
         dataset_layout({"masking": "sometimes"}, "m.json")
 
 
 # -- prepare-data end to end -------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def runs(prepared_dataset, bert_vocab, tmp_path_factory):
@@ -276,22 +318,40 @@ def runs(prepared_dataset, bert_vocab, tmp_path_factory):
     text = root / "wiki.txt"
     shutil.copyfile(prepared_dataset / ".corpus" / "sentences.txt", text)
     out = {}
-    for name, kw in (("packed", {"pack_sequences": True}),
-                     ("packed_dynamic", {"pack_sequences": True, "dynamic_masking": True}),
-                     ("dynamic", {"dynamic_masking": True})):
-        values = {"sources": [str(text)], "output_dir": str(root / name), "vocab_file": str(bert_vocab),
-                  "max_documents": 12, "num_shards": 2, "validation_shards": 1, "validation_fraction": 0.1,
-                  "dupe_factor": 2, "short_seq_prob": 0.3, "num_workers": 1, "seed": 7, "max_pairs_per_row": K,
-                  "phases": [{"name": "p", "max_seq_length": S, "max_predictions_per_seq": P}], **kw}
+    for name, kw in (
+        ("packed", {"pack_sequences": True}),
+        ("packed_dynamic", {"pack_sequences": True, "dynamic_masking": True}),
+        ("dynamic", {"dynamic_masking": True}),
+    ):
+        values = {
+            "sources": [str(text)],
+            "output_dir": str(root / name),
+            "vocab_file": str(bert_vocab),
+            "max_documents": 12,
+            "num_shards": 2,
+            "validation_shards": 1,
+            "validation_fraction": 0.1,
+            "dupe_factor": 2,
+            "short_seq_prob": 0.3,
+            "num_workers": 1,
+            "seed": 7,
+            "max_pairs_per_row": K,
+            "phases": [{"name": "p", "max_seq_length": S, "max_predictions_per_seq": P}],
+            **kw,
+        }
         out[name] = (prepare(build_config("prepare-data", values), progress=False), root / name / "p")
     return out
 
 
 def read_all(phase_dir):
     m = read_manifest(phase_dir)
-    return m, {sh["file"]: tf_parse(phase_dir / sh["file"], S, P, dataset_layout(m)["max_pairs_per_row"],
-                                    dataset_layout(m)["masked"])
-               for split in m["shards"] for sh in m["shards"][split]}
+    return m, {
+        sh["file"]: tf_parse(
+            phase_dir / sh["file"], S, P, dataset_layout(m)["max_pairs_per_row"], dataset_layout(m)["masked"]
+        )
+        for split in m["shards"]
+        for sh in m["shards"][split]
+    }
 
 
 def pair_token_tuples(r):
@@ -300,8 +360,13 @@ def pair_token_tuples(r):
     for row in range(len(r["input_ids"])):
         for j in range(1, r["input_mask"][row].max() + 1):
             at = r["input_mask"][row] == j
-            out.append((tuple(r["input_ids"][row][at]), tuple(r["segment_ids"][row][at]),
-                        int(r["next_sentence_labels"][row, j - 1])))
+            out.append(
+                (
+                    tuple(r["input_ids"][row][at]),
+                    tuple(r["segment_ids"][row][at]),
+                    int(r["next_sentence_labels"][row, j - 1]),
+                )
+            )
     return sorted(out)
 
 
@@ -329,8 +394,11 @@ def test_prepare_packed_manifest_matches_records(runs):
     _, unpacked = read_all(runs["dynamic"][1])
     for file, r in recs.items():
         u = unpacked[file]
-        lengths = sorted((int((r["input_mask"][i] == j).sum()), int(r["next_sentence_labels"][i, j - 1]))
-                         for i in range(len(r["input_mask"])) for j in range(1, r["input_mask"][i].max() + 1))
+        lengths = sorted(
+            (int((r["input_mask"][i] == j).sum()), int(r["next_sentence_labels"][i, j - 1]))
+            for i in range(len(r["input_mask"]))
+            for j in range(1, r["input_mask"][i].max() + 1)
+        )
         assert lengths == sorted(zip(u["input_mask"].sum(axis=1).tolist(), u["next_sentence_labels"][:, 0].tolist()))
 
 
@@ -364,25 +432,52 @@ def test_packing_settings_are_part_of_the_phase_settings(runs, tmp_path):
     assert settings["pack_sequences"] is True and settings["max_pairs_per_row"] == K
     assert "dynamic_masking" not in settings
     # an existing phase folder made packed is refused for unpacked data
-    values = {**{k: settings[k] for k in ("sources", "max_documents", "num_shards", "validation_shards",
-                                          "validation_fraction", "dupe_factor", "short_seq_prob", "seed")},
-              "output_dir": str(d.parent), "vocab_file": str(d / "vocab.txt"), "num_workers": 1,
-              "phases": [{"name": "p", "max_seq_length": S, "max_predictions_per_seq": P}]}
+    values = {
+        **{
+            k: settings[k]
+            for k in (
+                "sources",
+                "max_documents",
+                "num_shards",
+                "validation_shards",
+                "validation_fraction",
+                "dupe_factor",
+                "short_seq_prob",
+                "seed",
+            )
+        },
+        "output_dir": str(d.parent),
+        "vocab_file": str(d / "vocab.txt"),
+        "num_workers": 1,
+        "phases": [{"name": "p", "max_seq_length": S, "max_predictions_per_seq": P}],
+    }
     with pytest.raises(ConfigError, match=r"was prepared with other settings \(pack_sequences: True → None"):
         prepare(build_config("prepare-data", values), progress=False)
 
 
 def test_config_validation_lines():
-    base = {"sources": ["x"], "output_dir": "y",
-            "phases": [{"name": "phase1", "max_seq_length": 128, "max_predictions_per_seq": 19}]}
-    with pytest.raises(ConfigError, match=r"^params: key '\(file\)': Value error, phases.phase1: pack_sequences "
-                                          r"with max_pairs_per_row=3 needs max_predictions_per_seq >= 20 "):
+    base = {
+        "sources": ["x"],
+        "output_dir": "y",
+        "phases": [{"name": "phase1", "max_seq_length": 128, "max_predictions_per_seq": 19}],
+    }
+    with pytest.raises(
+        ConfigError,
+        match=r"^params: key '\(file\)': Value error, phases.phase1: pack_sequences "
+        r"with max_pairs_per_row=3 needs max_predictions_per_seq >= 20 ",
+    ):
         build_config("prepare-data", {**base, "pack_sequences": True})
     build_config("prepare-data", {**base, "pack_sequences": False})
     with pytest.raises(ConfigError, match=r"dynamic_masking draws token-level masks only"):
         build_config("prepare-data", {**base, "dynamic_masking": True, "whole_word_masking": True})
-    cfg = build_config("prepare-data", {**base, "phases": [{"name": "phase1", "max_seq_length": 128,
-                                                            "max_predictions_per_seq": 20}], "pack_sequences": True})
+    cfg = build_config(
+        "prepare-data",
+        {
+            **base,
+            "phases": [{"name": "phase1", "max_seq_length": 128, "max_predictions_per_seq": 20}],
+            "pack_sequences": True,
+        },
+    )
     assert cfg.max_pairs_per_row == 3 and not cfg.dynamic_masking
 
 

@@ -12,14 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from data_helpers import run_prepare
 
 from bertlib.config import build_config
-from bertlib.errors import ConfigError
 from bertlib.data.prepare import prepare
 from bertlib.data.records import read_manifest, read_records, validate_dataset
-from bertlib.errors import DataError
+from bertlib.errors import ConfigError, DataError
 from bertlib.tokenization import vocab_info
-from data_helpers import run_prepare
 
 
 @pytest.fixture(scope="module")
@@ -33,10 +32,19 @@ def wiki_text(prepared_dataset, tmp_path_factory) -> Path:
 
 
 def small_config(out, wiki_text, bert_vocab, **kw):
-    values = {"sources": [str(wiki_text)], "output_dir": str(out), "vocab_file": str(bert_vocab),
-              "max_documents": 12, "num_shards": 3, "validation_shards": 1, "validation_fraction": 0.1,
-              "dupe_factor": 2, "num_workers": 1, "seed": 7,
-              "phases": [{"name": "p64", "max_seq_length": 64, "max_predictions_per_seq": 10}]}
+    values = {
+        "sources": [str(wiki_text)],
+        "output_dir": str(out),
+        "vocab_file": str(bert_vocab),
+        "max_documents": 12,
+        "num_shards": 3,
+        "validation_shards": 1,
+        "validation_fraction": 0.1,
+        "dupe_factor": 2,
+        "num_workers": 1,
+        "seed": 7,
+        "phases": [{"name": "p64", "max_seq_length": 64, "max_predictions_per_seq": 10}],
+    }
     values.update(kw)
     return values
 
@@ -50,10 +58,10 @@ def shard_hashes(phase_dir: Path) -> dict:
 
 def test_same_seed_same_bytes_any_worker_count_other_seed_differs(tmp_path, wiki_text, bert_vocab):
     a = prepare(build_config("prepare-data", small_config(tmp_path / "a", wiki_text, bert_vocab)), progress=False)
-    prepare(build_config("prepare-data", small_config(tmp_path / "b", wiki_text, bert_vocab, num_workers=2)),
-            progress=False)
-    prepare(build_config("prepare-data", small_config(tmp_path / "c", wiki_text, bert_vocab, seed=8)),
-            progress=False)
+    prepare(
+        build_config("prepare-data", small_config(tmp_path / "b", wiki_text, bert_vocab, num_workers=2)), progress=False
+    )
+    prepare(build_config("prepare-data", small_config(tmp_path / "c", wiki_text, bert_vocab, seed=8)), progress=False)
     ha, hb, hc = (shard_hashes(tmp_path / x / "p64") for x in "abc")
     assert len(ha) == 4 and ha == hb
     assert all(ha[f] != hc[f] for f in ha)
@@ -85,10 +93,16 @@ def _workers_of(pid: int) -> list[int]:
 @pytest.mark.slow
 def test_killed_worker_then_rerun_gives_identical_shards(tmp_path, wiki_text, bert_vocab, subprocess_env):
     reference = tmp_path / "ref"
-    prepare(build_config("prepare-data", small_config(reference, wiki_text, bert_vocab, num_shards=8,
-                                                      dupe_factor=3, max_documents=24)), progress=False)
-    cfg = small_config(tmp_path / "run", wiki_text, bert_vocab, num_shards=8, dupe_factor=3, max_documents=24,
-                       num_workers=2)
+    prepare(
+        build_config(
+            "prepare-data",
+            small_config(reference, wiki_text, bert_vocab, num_shards=8, dupe_factor=3, max_documents=24),
+        ),
+        progress=False,
+    )
+    cfg = small_config(
+        tmp_path / "run", wiki_text, bert_vocab, num_shards=8, dupe_factor=3, max_documents=24, num_workers=2
+    )
     import yaml
 
     cfg_path = tmp_path / "run.yaml"
@@ -126,8 +140,10 @@ def test_killed_worker_then_rerun_gives_identical_shards(tmp_path, wiki_text, be
 
 
 def test_rerun_skips_finished_shards_and_rewrites_a_corrupted_one(tmp_path, wiki_text, bert_vocab):
-    cfg = build_config("prepare-data", small_config(tmp_path / "d", wiki_text, bert_vocab, max_documents=6,
-                                                    num_shards=2, dupe_factor=1))
+    cfg = build_config(
+        "prepare-data",
+        small_config(tmp_path / "d", wiki_text, bert_vocab, max_documents=6, num_shards=2, dupe_factor=1),
+    )
     first = prepare(cfg, progress=False)
     phase = tmp_path / "d" / "p64"
     before = shard_hashes(phase)
@@ -149,8 +165,11 @@ def test_changed_settings_are_refused(tmp_path, wiki_text, bert_vocab):
     prepare(build_config("prepare-data", values), progress=False)
     changed = build_config("prepare-data", dict(values, dupe_factor=2))
     t = time.perf_counter()
-    with pytest.raises(ConfigError, match=r"p64/manifest.json: .*p64 was prepared with other settings "
-                                          r"\(dupe_factor: 1 → 2\); use a new output_dir or delete"):
+    with pytest.raises(
+        ConfigError,
+        match=r"p64/manifest.json: .*p64 was prepared with other settings "
+        r"\(dupe_factor: 1 → 2\); use a new output_dir or delete",
+    ):
         prepare(changed, progress=False)
     assert time.perf_counter() - t < 5  # refused before any heavy work
 
@@ -173,10 +192,18 @@ def test_bad_input_is_one_line_before_heavy_work(tmp_path, wiki_text, bert_vocab
 
 
 def test_trained_vocab_path(tmp_path, wiki_text):
-    values = {"sources": [str(wiki_text)], "output_dir": str(tmp_path / "g"), "vocab_size": 3000,
-              "do_lower_case": True, "max_documents": 8, "num_shards": 2, "validation_shards": 0,
-              "dupe_factor": 1, "num_workers": 1,
-              "phases": [{"name": "phase1", "max_seq_length": 128, "max_predictions_per_seq": 20}]}
+    values = {
+        "sources": [str(wiki_text)],
+        "output_dir": str(tmp_path / "g"),
+        "vocab_size": 3000,
+        "do_lower_case": True,
+        "max_documents": 8,
+        "num_shards": 2,
+        "validation_shards": 0,
+        "dupe_factor": 1,
+        "num_workers": 1,
+        "phases": [{"name": "phase1", "max_seq_length": 128, "max_predictions_per_seq": 20}],
+    }
     summary = prepare(build_config("prepare-data", values), progress=False)
     phase = tmp_path / "g" / "phase1"
     vocab = (phase / "vocab.txt").read_text().splitlines()
@@ -204,8 +231,11 @@ def test_validate_dataset_names_the_problem(dataset_copy, bert_vocab):
         validate_dataset(d, max_seq_length=128)
     with pytest.raises(DataError, match=r"max_predictions_per_seq=10 but the run expects 20"):
         validate_dataset(d, 64, 20)
-    with pytest.raises(DataError, match=r"phase1/manifest.json: data was tokenized with lowercase=True but the "
-                                        r"model vocab expects lowercase=False"):
+    with pytest.raises(
+        DataError,
+        match=r"phase1/manifest.json: data was tokenized with lowercase=True but the "
+        r"model vocab expects lowercase=False",
+    ):
         validate_dataset(d, vocab=vocab_info(bert_vocab, lowercase=False))
     # truncated shard
     saved = train0.read_bytes()
@@ -213,8 +243,8 @@ def test_validate_dataset_names_the_problem(dataset_copy, bert_vocab):
     with pytest.raises(DataError, match=rf"{train0.name}: size \d+ bytes, manifest.json says \d+"):
         validate_dataset(d)
     # a shard with another feature set (manifest updated to match, so only the content is wrong)
-    from bertlib.files import sha256_file
     from bertlib.data.records import encode_examples, write_tfrecord_file
+    from bertlib.files import sha256_file
 
     feats = read_records(d / manifest["shards"]["validation"][0]["file"], 64, 10, limit=3)
     bad = {k: v for k, v in feats.items()}

@@ -6,11 +6,11 @@ import random
 
 import numpy as np
 import pytest
+from data_helpers import alnum, raw_pages, reference_instances, wordpieces_to_words
 
 import bertlib.data.pretraining as pt
 from bertlib.data.records import read_manifest, read_records
 from bertlib.tokenization import read_vocab
-from data_helpers import alnum, raw_pages, reference_instances, wordpieces_to_words
 
 PHASES = [("phase1", 64, 10), ("phase2", 128, 20)]
 
@@ -48,7 +48,7 @@ def test_segments_follow_the_official_loop(corpus, monkeypatch):
     # with truncation switched off, the same random stream gives exactly the official loop's A/B/labels
     monkeypatch.setattr(pt, "truncate_seq_pair", lambda a0, a1, b0, b1, m, rng: (a0, a1, b0, b1))
     ss, ds = np.asarray(corpus.sentence_starts), np.asarray(corpus.document_starts)
-    docs = [list(np.diff(ss[ds[d]:ds[d + 1] + 1])) for d in range(corpus.num_documents)]
+    docs = [list(np.diff(ss[ds[d] : ds[d + 1] + 1])) for d in range(corpus.num_documents)]
     pool = np.arange(corpus.num_documents)
     for seq, short in ((64, 0.1), (128, 0.5)):
         for d in range(corpus.num_documents):
@@ -88,7 +88,7 @@ def test_every_example_is_cls_a_sep_b_sep(records, vocab, name, seq, preds):
         seps = np.flatnonzero(ids[i, :n] == sep)
         assert ids[i, 0] == cls and (ids[i, 1:n] != cls).all()
         assert len(seps) == 2 and seps[1] == n - 1 and 2 <= seps[0] <= n - 3  # A and B non-empty
-        assert (seg[i, :seps[0] + 1] == 0).all() and (seg[i, seps[0] + 1:n] == 1).all()
+        assert (seg[i, : seps[0] + 1] == 0).all() and (seg[i, seps[0] + 1 : n] == 1).all()
 
 
 @pytest.mark.parametrize("name,seq,preds", PHASES)
@@ -105,11 +105,11 @@ def test_masking_statistics(records, vocab, name, seq, preds):
     assert set(np.unique(w)) <= {0.0, 1.0} and ((w > 0) == (np.arange(preds) < n_masked[:, None])).all()
     pos, mids = r["masked_lm_positions"], r["masked_lm_ids"]
     for i in range(len(ids)):
-        p = pos[i, :n_masked[i]]
+        p = pos[i, : n_masked[i]]
         assert (np.diff(p) > 0).all() and p.min() >= 1 and p.max() < lengths[i] - 1
-        assert (orig[i, p] == mids[i, :n_masked[i]]).all()
+        assert (orig[i, p] == mids[i, : n_masked[i]]).all()
         assert not np.isin(orig[i, p], [cls, sep]).any()
-        assert (pos[i, n_masked[i]:] == 0).all() and (mids[i, n_masked[i]:] == 0).all()
+        assert (pos[i, n_masked[i] :] == 0).all() and (mids[i, n_masked[i] :] == 0).all()
         unmasked_pos = np.setdiff1d(np.arange(lengths[i]), p)
         assert (ids[i, unmasked_pos] == orig[i, unmasked_pos]).all()  # only masked positions change
     rows, cols = np.nonzero(w > 0)
@@ -151,7 +151,11 @@ def test_whole_word_masking_masks_whole_words(corpus, vocab):
         assert n <= min(20, max(1, int(round(lengths[i] * 0.15))))
         for q in masked:  # a masked piece's whole word is masked: neighbours that are ## pieces too
             j = q + 1
-            while j < lengths[i] and vocab[orig[i, j]].startswith("##") and ex["segment_ids"][i, j] == ex["segment_ids"][i, q]:
+            while (
+                j < lengths[i]
+                and vocab[orig[i, j]].startswith("##")
+                and ex["segment_ids"][i, j] == ex["segment_ids"][i, q]
+            ):
                 assert j in masked
                 j += 1
             if vocab[orig[i, q]].startswith("##") and orig[i, q - 1] not in (ids.cls, ids.sep):
@@ -170,8 +174,11 @@ def test_decoded_records_come_from_the_source_articles(records, vocab, wiki_slic
 
     def windows(piece_ids):
         words = wordpieces_to_words([vocab[t] for t in piece_ids])
-        return [alnum("".join(words[j:j + 6])) for j in range(0, max(len(words) - 5, 1), 6)
-                if "[UNK]" not in words[j:j + 6]]
+        return [
+            alnum("".join(words[j : j + 6]))
+            for j in range(0, max(len(words) - 5, 1), 6)
+            if "[UNK]" not in words[j : j + 6]
+        ]
 
     def page_of(w):
         """Index of the only page holding ``w`` (None if absent or ambiguous)."""
@@ -183,8 +190,8 @@ def test_decoded_records_come_from_the_source_articles(records, vocab, wiki_slic
     found = total = 0
     same = {0: [], 1: []}
     for i in range(0, len(ids), 2):
-        a = ids[i, 1:lengths[i]][seg[i, 1:lengths[i]] == 0][:-1]
-        b = ids[i, 1:lengths[i]][seg[i, 1:lengths[i]] == 1][:-1]
+        a = ids[i, 1 : lengths[i]][seg[i, 1 : lengths[i]] == 0][:-1]
+        b = ids[i, 1 : lengths[i]][seg[i, 1 : lengths[i]] == 1][:-1]
         wa, wb = windows(a), windows(b)
         for w in wa:
             total += 1

@@ -2,9 +2,8 @@
 
 import numpy as np
 
+from bertlib.data.records import encode_examples, feature_spec, read_records, write_tfrecord_file
 from bertlib.files import sha256_file
-from bertlib.data.records import (encode_examples, feature_spec, read_records, serialize_pretraining_example,
-                                  write_tfrecord_file)
 
 
 def test_encoded_records_parse_identically_with_tensorflow(tmp_path):
@@ -12,11 +11,15 @@ def test_encoded_records_parse_identically_with_tensorflow(tmp_path):
 
     rng = np.random.default_rng(0)
     n, s, p = 37, 48, 7
-    feats = {"input_ids": rng.integers(0, 30522, (n, s)), "input_mask": rng.integers(0, 2, (n, s)),
-             "segment_ids": rng.integers(0, 2, (n, s)), "masked_lm_positions": rng.integers(0, s, (n, p)),
-             "masked_lm_ids": rng.integers(0, 2**40, (n, p)),
-             "masked_lm_weights": rng.random((n, p)).astype(np.float32),
-             "next_sentence_labels": rng.integers(0, 2, (n, 1))}
+    feats = {
+        "input_ids": rng.integers(0, 30522, (n, s)),
+        "input_mask": rng.integers(0, 2, (n, s)),
+        "segment_ids": rng.integers(0, 2, (n, s)),
+        "masked_lm_positions": rng.integers(0, s, (n, p)),
+        "masked_lm_ids": rng.integers(0, 2**40, (n, p)),
+        "masked_lm_weights": rng.random((n, p)).astype(np.float32),
+        "next_sentence_labels": rng.integers(0, 2, (n, 1)),
+    }
     feats["masked_lm_ids"][0, :3] = [-1, 2**63 - 1, 0]  # negative and extreme int64 values
     path = tmp_path / "x.tfrecord"
     sha = write_tfrecord_file(path, encode_examples(feats))
@@ -26,9 +29,7 @@ def test_encoded_records_parse_identically_with_tensorflow(tmp_path):
     parsed = tf.io.parse_example(raw, feature_spec(s, p))
     for k, v in feats.items():
         assert np.array_equal(parsed[k].numpy(), v), k
-    one = tf.train.Example.FromString(serialize_pretraining_example(
-        feats["input_ids"][5], feats["input_mask"][5], feats["segment_ids"][5], feats["masked_lm_positions"][5],
-        feats["masked_lm_ids"][5], feats["masked_lm_weights"][5], int(feats["next_sentence_labels"][5, 0])))
+    one = tf.train.Example.FromString(encode_examples({k: v[5:6] for k, v in feats.items()})[0])
     assert list(one.features.feature["input_ids"].int64_list.value) == feats["input_ids"][5].tolist()
     assert np.allclose(one.features.feature["masked_lm_weights"].float_list.value, feats["masked_lm_weights"][5])
     back = read_records(path, s, p, limit=4)
@@ -40,8 +41,12 @@ def test_packed_and_unmasked_layouts_parse_with_tensorflow(tmp_path):
 
     rng = np.random.default_rng(1)
     n, s, p, k = 9, 32, 5, 3
-    feats = {"input_ids": rng.integers(0, 30522, (n, s)), "input_mask": rng.integers(0, k + 1, (n, s)),
-             "segment_ids": rng.integers(0, 2, (n, s)), "next_sentence_labels": rng.integers(0, 2, (n, k))}
+    feats = {
+        "input_ids": rng.integers(0, 30522, (n, s)),
+        "input_mask": rng.integers(0, k + 1, (n, s)),
+        "segment_ids": rng.integers(0, 2, (n, s)),
+        "next_sentence_labels": rng.integers(0, 2, (n, k)),
+    }
     path = tmp_path / "unmasked.tfrecord"
     write_tfrecord_file(path, encode_examples(feats))
     raw = list(tf.data.TFRecordDataset(str(path)).batch(100))[0]

@@ -42,7 +42,7 @@ def skewed_corpus(sentences_txt, out):
     short, i = [], 0
     while i < len(rest):
         size = 1 + len(short) % 3
-        short.append(rest[i:i + size])
+        short.append(rest[i : i + size])
         i += size
     out.write_text("\n\n".join("\n".join(d) for d in [long_doc, *short]) + "\n", encoding="utf-8")
     return len(long_doc), len(short)
@@ -66,11 +66,24 @@ def test_shards_are_the_same_mix_and_the_manifest_says_so(prepared_dataset, bert
     n_long, n_short = skewed_corpus(prepared_dataset / ".corpus" / "sentences.txt", tmp_path / "skewed.txt")
     assert n_long > 900 and n_short > 400
     seq = 64
-    prepare(build_config("prepare-data", {
-        "sources": [str(tmp_path / "skewed.txt")], "source_format": "text", "output_dir": str(tmp_path / "out"),
-        "vocab_file": str(bert_vocab), "num_shards": num_shards, "validation_shards": 0, "dupe_factor": 2,
-        "num_workers": 1, "seed": 3,
-        "phases": [{"name": "p64", "max_seq_length": seq, "max_predictions_per_seq": 10}]}), progress=False)
+    prepare(
+        build_config(
+            "prepare-data",
+            {
+                "sources": [str(tmp_path / "skewed.txt")],
+                "source_format": "text",
+                "output_dir": str(tmp_path / "out"),
+                "vocab_file": str(bert_vocab),
+                "num_shards": num_shards,
+                "validation_shards": 0,
+                "dupe_factor": 2,
+                "num_workers": 1,
+                "seed": 3,
+                "phases": [{"name": "p64", "max_seq_length": seq, "max_predictions_per_seq": 10}],
+            },
+        ),
+        progress=False,
+    )
     phase = tmp_path / "out" / "p64"
     manifest = read_manifest(phase)
     shards = manifest["shards"]["train"]

@@ -1,12 +1,18 @@
 """WordPiece against BERT's published tokenization rules; vocab identity and compatibility checks."""
 
 import pytest
-
-from bertlib.errors import ConfigError
-from bertlib.data.corpus import document_sentences, iter_raw_documents
-from bertlib.tokenization import (check_vocab_casing, check_vocab_compatible, load_wordpiece, read_vocab,
-                                  train_wordpiece, vocab_info)
 from data_helpers import reference_wordpiece
+
+from bertlib.data.corpus import document_sentences, iter_raw_documents
+from bertlib.errors import ConfigError
+from bertlib.tokenization import (
+    check_vocab_casing,
+    check_vocab_compatible,
+    load_wordpiece,
+    read_vocab,
+    train_wordpiece,
+    vocab_info,
+)
 
 
 def test_wordpiece_matches_bert_rules_on_real_sentences(wiki_slice, bert_vocab):
@@ -50,17 +56,25 @@ def test_lowercase_false_keeps_case_and_accents(bert_vocab):
 
 def test_vocab_info_and_compatibility(bert_vocab, tmp_path):
     info = vocab_info(bert_vocab, lowercase=True)
-    assert info == {"sha256": "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
-                    "size": 30522, "lowercase": True, "strip_accents": True}
+    assert info == {
+        "sha256": "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
+        "size": 30522,
+        "lowercase": True,
+        "strip_accents": True,
+    }
     check_vocab_compatible(info, dict(info), "the model vocab", "data")
     with pytest.raises(ConfigError) as e:
         check_vocab_compatible(info, dict(info, lowercase=False), "the model vocab", "phase1/manifest.json: data")
-    assert str(e.value) == ("phase1/manifest.json: data was tokenized with lowercase=False but the model vocab "
-                            "expects lowercase=True")
+    assert str(e.value) == (
+        "phase1/manifest.json: data was tokenized with lowercase=False but the model vocab expects lowercase=True"
+    )
     other = tmp_path / "vocab.txt"
     other.write_text("".join(t + "\n" for t in read_vocab(bert_vocab)[:-1]))
-    with pytest.raises(ConfigError, match=r"data uses vocab sha256 .*30521 entries.* but the model vocab has "
-                                          r"sha256 07eced375cec.*30522 entries"):
+    with pytest.raises(
+        ConfigError,
+        match=r"data uses vocab sha256 .*30521 entries.* but the model vocab has "
+        r"sha256 07eced375cec.*30522 entries",
+    ):
         check_vocab_compatible(info, vocab_info(other, True), "the model vocab", "data")
     with pytest.raises(FileNotFoundError, match="missing.txt"):
         vocab_info(tmp_path / "missing.txt", True)

@@ -26,7 +26,6 @@ def image() -> str:
 @pytest.fixture()
 def runner(image, aws_env, tmp_path_factory):
     import boto3
-
     from runner import SageMakerRunner
 
     work = tmp_path_factory.mktemp("sagemaker")

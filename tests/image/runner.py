@@ -52,15 +52,15 @@ CHANNEL_ROOT = "/opt/ml/input/data"
 @dataclass
 class JobResult:
     name: str
-    status: str                      # Completed | Failed | Stopped
+    status: str  # Completed | Failed | Stopped
     failure_reason: str | None
     exit_codes: dict[str, int | None]
-    logs: dict[str, str]             # host → its container's stdout+stderr
-    model_artifacts: str | None      # s3://.../output/model.tar.gz (uploaded after a completed job)
-    output_data: str | None          # s3://.../output/output.tar.gz
+    logs: dict[str, str]  # host → its container's stdout+stderr
+    model_artifacts: str | None  # s3://.../output/model.tar.gz (uploaded after a completed job)
+    output_data: str | None  # s3://.../output/output.tar.gz
     metrics: list[tuple[str, float]] = field(default_factory=list)
     seconds: float = 0.0
-    host_dirs: dict[str, Path] = field(default_factory=dict)   # host → its /opt/ml
+    host_dirs: dict[str, Path] = field(default_factory=dict)  # host → its /opt/ml
 
     @property
     def log(self) -> str:
@@ -80,8 +80,8 @@ def _split(uri: str) -> tuple[str, str]:
 class JobView:
     """What a ``stop_when`` callback sees of a running job."""
 
-    containers: dict[str, str]          # host → container name
-    checkpoint_dirs: dict[str, Path]    # host → the folder mounted at CheckpointConfig.LocalPath
+    containers: dict[str, str]  # host → container name
+    checkpoint_dirs: dict[str, Path]  # host → the folder mounted at CheckpointConfig.LocalPath
 
     def kill_process(self, host: str, pattern: str) -> int:
         """SIGKILL the first process of ``host`` whose command line contains ``pattern``; its host PID."""
@@ -113,7 +113,7 @@ class SageMakerRunner:
                 key = obj["Key"]
                 if key.endswith("/"):
                     continue
-                rel = key[len(prefix):].lstrip("/") or key.rsplit("/", 1)[-1]
+                rel = key[len(prefix) :].lstrip("/") or key.rsplit("/", 1)[-1]
                 target = dest / rel
                 target.parent.mkdir(parents=True, exist_ok=True)
                 self.s3.download_file(bucket, key, str(target))
@@ -133,7 +133,7 @@ class SageMakerRunner:
                 if seen is not None and seen.get(path) == stamp:
                     continue
                 self.s3.upload_file(str(path), bucket, f"{prefix}/{path.relative_to(src)}")
-            except FileNotFoundError:   # removed meanwhile (a temp file, an older checkpoint)
+            except FileNotFoundError:  # removed meanwhile (a temp file, an older checkpoint)
                 continue
             if seen is not None:
                 seen[path] = stamp
@@ -155,15 +155,33 @@ class SageMakerRunner:
         for d in (config, opt / "input" / "data", opt / "model", opt / "output" / "data"):
             d.mkdir(parents=True, exist_ok=True)
         instance_type = request["ResourceConfig"]["InstanceType"]
-        (config / "resourceconfig.json").write_text(json.dumps({
-            "current_host": host, "current_instance_type": instance_type, "current_group_name": "homogeneousCluster",
-            "hosts": hosts, "network_interface_name": "eth0",
-            "instance_groups": [{"instance_group_name": "homogeneousCluster", "instance_type": instance_type,
-                                 "hosts": hosts}]}))
+        (config / "resourceconfig.json").write_text(
+            json.dumps(
+                {
+                    "current_host": host,
+                    "current_instance_type": instance_type,
+                    "current_group_name": "homogeneousCluster",
+                    "hosts": hosts,
+                    "network_interface_name": "eth0",
+                    "instance_groups": [
+                        {"instance_group_name": "homogeneousCluster", "instance_type": instance_type, "hosts": hosts}
+                    ],
+                }
+            )
+        )
         (config / "hyperparameters.json").write_text(json.dumps(request.get("HyperParameters", {})))
-        (config / "inputdataconfig.json").write_text(json.dumps({
-            c["ChannelName"]: {"TrainingInputMode": "File", "S3DistributionType": "FullyReplicated",
-                               "RecordWrapperType": "None"} for c in request.get("InputDataConfig", [])}))
+        (config / "inputdataconfig.json").write_text(
+            json.dumps(
+                {
+                    c["ChannelName"]: {
+                        "TrainingInputMode": "File",
+                        "S3DistributionType": "FullyReplicated",
+                        "RecordWrapperType": "None",
+                    }
+                    for c in request.get("InputDataConfig", [])
+                }
+            )
+        )
         mounts: list[str] = []
         for c in request.get("InputDataConfig", []):
             dest = opt / "input" / "data" / c["ChannelName"]
@@ -172,8 +190,10 @@ class SageMakerRunner:
                 uri = source["S3DataSource"]["S3Uri"]
                 dest.mkdir(parents=True, exist_ok=True)
                 if self._download_prefix(uri, dest) == 0:
-                    raise ChannelError(f"ClientError: No S3 objects found under S3 URL \"{uri}\" given in input "
-                                       f"data source (channel {c['ChannelName']})")
+                    raise ChannelError(
+                        f'ClientError: No S3 objects found under S3 URL "{uri}" given in input '
+                        f"data source (channel {c['ChannelName']})"
+                    )
             else:
                 fsx = source["FileSystemDataSource"]
                 path = fsx["DirectoryPath"]
@@ -195,8 +215,9 @@ class SageMakerRunner:
     def _checkpoint_dir(root: Path, host: str) -> Path:
         return root / f"{host}-checkpoints"
 
-    def run(self, request: dict, stop_when: Callable[[JobView], bool] | None = None,
-            timeout: float | None = None) -> JobResult:
+    def run(
+        self, request: dict, stop_when: Callable[[JobView], bool] | None = None, timeout: float | None = None
+    ) -> JobResult:
         """Run ``request``. ``stop_when(JobView)`` is polled while the job runs; when it returns True every
         container is killed, as in a spot interruption, and the job ends ``Stopped``."""
         name = request["TrainingJobName"]
@@ -212,8 +233,17 @@ class SageMakerRunner:
             for host in hosts:
                 host_dirs[host], mounts[host] = self._prepare_host(request, host, hosts, root)
         except ChannelError as e:
-            return JobResult(name, "Failed", str(e), {h: None for h in hosts}, {}, None, None,
-                             seconds=time.time() - started, host_dirs=host_dirs)
+            return JobResult(
+                name,
+                "Failed",
+                str(e),
+                {h: None for h in hosts},
+                {},
+                None,
+                None,
+                seconds=time.time() - started,
+                host_dirs=host_dirs,
+            )
 
         network = f"bertlib-sm-{tag}"
         containers = {host: f"{network}-{host}" for host in hosts}
@@ -232,17 +262,34 @@ class SageMakerRunner:
 
         algo = request["AlgorithmSpecification"]
         entrypoint = algo.get("ContainerEntrypoint") or []
-        env = {**request.get("Environment", {}), "TRAINING_JOB_NAME": name,
-               "TRAINING_JOB_ARN": f"arn:aws:sagemaker:us-east-1:000000000000:training-job/{name}"}
+        env = {
+            **request.get("Environment", {}),
+            "TRAINING_JOB_NAME": name,
+            "TRAINING_JOB_ARN": f"arn:aws:sagemaker:us-east-1:000000000000:training-job/{name}",
+        }
         exit_codes: dict[str, int | None] = {h: None for h in hosts}
         status, reason = "Completed", None
         syncer = threading.Thread(target=sync_loop, daemon=True) if checkpoint else None
         _docker("network", "create", "--internal", network)
         try:
             for host in hosts:
-                args = ["run", "-d", "--name", containers[host], "--hostname", host, "--network", network,
-                        "--network-alias", host, "--shm-size", "1g", "-v", f"{host_dirs[host]}:/opt/ml",
-                        *mounts[host]]
+                args = [
+                    "run",
+                    "-d",
+                    "--name",
+                    containers[host],
+                    "--hostname",
+                    host,
+                    "--network",
+                    network,
+                    "--network-alias",
+                    host,
+                    "--shm-size",
+                    "1g",
+                    "-v",
+                    f"{host_dirs[host]}:/opt/ml",
+                    *mounts[host],
+                ]
                 for key, value in env.items():
                     args += ["-e", f"{key}={value}"]
                 if entrypoint:
@@ -255,8 +302,9 @@ class SageMakerRunner:
             while True:
                 for host in hosts:
                     if exit_codes[host] is None:
-                        state = _docker("inspect", "-f", "{{.State.Running}} {{.State.ExitCode}}",
-                                        containers[host]).stdout.split()
+                        state = _docker(
+                            "inspect", "-f", "{{.State.Running}} {{.State.ExitCode}}", containers[host]
+                        ).stdout.split()
                         if state[0] == "false":
                             exit_codes[host] = int(state[1])
                 failed = [h for h, code in exit_codes.items() if code not in (None, 0)]
@@ -271,7 +319,7 @@ class SageMakerRunner:
                     status, reason = "Failed", f"runner timeout after {timeout or self.timeout:.0f} s"
                     break
                 time.sleep(0.05 if stop_when is not None else 0.5)
-            for host in hosts:   # the platform stops the remaining hosts
+            for host in hosts:  # the platform stops the remaining hosts
                 if exit_codes[host] is None:
                     _docker("kill", containers[host], check=False)
             for host in hosts:
@@ -306,5 +354,15 @@ class SageMakerRunner:
                 m = regex.search(line)
                 if m:
                     metrics.append((definition["Name"], float(m.group(1))))
-        return JobResult(name, status, reason, exit_codes, logs, model_uri, output_uri, metrics,
-                         seconds=time.time() - started, host_dirs=host_dirs)
+        return JobResult(
+            name,
+            status,
+            reason,
+            exit_codes,
+            logs,
+            model_uri,
+            output_uri,
+            metrics,
+            seconds=time.time() - started,
+            host_dirs=host_dirs,
+        )

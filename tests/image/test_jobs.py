@@ -29,7 +29,8 @@ import yaml
 
 from bertlib.files import sha256_file
 from bertlib.launch import sagemaker as sm
-from bertlib.notebook import _record_sagemaker, parameters
+from bertlib.notebook import _record_sagemaker
+from bertlib.params import parameters
 
 BUCKET = "bertlib-launch-test"
 PREFIX = f"s3://{BUCKET}/image-tests"
@@ -59,21 +60,45 @@ def datasets(account, prepared_dataset):
     for phase in ("phase1", "phase2"):
         for path in sorted((prepared_dataset / phase).rglob("*")):
             if path.is_file():
-                s3.upload_file(str(path), BUCKET, f"image-tests/data/{phase}/{path.relative_to(prepared_dataset / phase)}")
+                s3.upload_file(
+                    str(path), BUCKET, f"image-tests/data/{phase}/{path.relative_to(prepared_dataset / phase)}"
+                )
     return {phase: f"{PREFIX}/data/{phase}" for phase in ("phase1", "phase2")}
 
 
 def phase1_values(runs_root, **overrides) -> dict:
     """Notebook parameters (as in params/sagemaker/phase1.yaml) for a tiny 2-host × 1-rank CPU job."""
-    return {"experiment": EXPERIMENT, "runs_root": str(runs_root), "backend": "sagemaker",
-            "instance_type": "ml.m5.xlarge", "instance_count": 2, "processes_per_host": 1,
-            "phase": "phase1", "model_size": "tiny", "data_dir": f"{PREFIX}/data/phase1",
-            "checkpoint_s3_uri": f"{PREFIX}/checkpoints/phase1", "output_s3_uri": f"{PREFIX}/output",
-            "run_dir": "auto", "per_gpu_batch_size": 8, "max_seq_length": 64, "max_predictions_per_seq": 10,
-            "optimizer": "lamb", "learning_rate": 0.005, "end_learning_rate": 0.0003, "warmup_steps": 5,
-            "total_steps": 40, "log_frequency": 5, "checkpoint_frequency": 10, "precision": "fp32",
-            "skip_xla": True, "seed": 42, "deterministic_ops": True, "environment": THREADS,
-            "max_run_seconds": 3600, **overrides}
+    return {
+        "experiment": EXPERIMENT,
+        "runs_root": str(runs_root),
+        "backend": "sagemaker",
+        "instance_type": "ml.m5.xlarge",
+        "instance_count": 2,
+        "processes_per_host": 1,
+        "phase": "phase1",
+        "model_size": "tiny",
+        "data_dir": f"{PREFIX}/data/phase1",
+        "checkpoint_s3_uri": f"{PREFIX}/checkpoints/phase1",
+        "output_s3_uri": f"{PREFIX}/output",
+        "run_dir": "auto",
+        "per_gpu_batch_size": 8,
+        "max_seq_length": 64,
+        "max_predictions_per_seq": 10,
+        "optimizer": "lamb",
+        "learning_rate": 0.005,
+        "end_learning_rate": 0.0003,
+        "warmup_steps": 5,
+        "total_steps": 40,
+        "log_frequency": 5,
+        "checkpoint_frequency": 10,
+        "precision": "fp32",
+        "skip_xla": True,
+        "seed": 42,
+        "deterministic_ops": True,
+        "environment": THREADS,
+        "max_run_seconds": 3600,
+        **overrides,
+    }
 
 
 def show(result) -> str:
@@ -98,8 +123,11 @@ def export_weights(model_uri: str, tmp: Path) -> dict[str, np.ndarray]:
         (tmp / name).write_bytes(data)
     index = next(tmp.rglob("*.index"))
     reader = tf.train.load_checkpoint(str(index)[: -len(".index")])
-    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
-            if not name.startswith("_CHECKPOINTABLE_OBJECT_GRAPH")}
+    return {
+        name: reader.get_tensor(name)
+        for name in reader.get_variable_to_shape_map()
+        if not name.startswith("_CHECKPOINTABLE_OBJECT_GRAPH")
+    }
 
 
 def mpirun_command(log: str) -> str:
@@ -138,23 +166,37 @@ def test_a_phase1_two_hosts_over_mpi(account, datasets, sm_session, runner, runs
         for got, record in zip(seen, records):
             assert math.isclose(got, record[key], rel_tol=1e-5), (key, got, record[key])
 
-    entry = _record_sagemaker(p, "phase1", p.cfg, info)   # what notebooks/02_phase1 records
+    entry = _record_sagemaker(p, "phase1", p.cfg, info)  # what notebooks/02_phase1 records
     assert entry["export_dir"] == result.model_artifacts and entry["steps"] == 40
     STATE["phase1"] = {"request": request, "result": result, "values": phase1_values(runs_root)}
 
 
 def test_b_phase2_launched_by_the_cli_loads_phase1(account, datasets, runner, runs_root, tmp_path):
     assert "phase1" in STATE, "case (a) did not complete"
-    values = phase1_values(runs_root, phase="phase2", data_dir=f"{PREFIX}/data/phase2",
-                           checkpoint_s3_uri=f"{PREFIX}/checkpoints/phase2", load_from="checkpoint",
-                           checkpoint_path="auto", max_seq_length=128, max_predictions_per_seq=20,
-                           total_steps=10, warmup_steps=2, checkpoint_frequency=100)
+    values = phase1_values(
+        runs_root,
+        phase="phase2",
+        data_dir=f"{PREFIX}/data/phase2",
+        checkpoint_s3_uri=f"{PREFIX}/checkpoints/phase2",
+        load_from="checkpoint",
+        checkpoint_path="auto",
+        max_seq_length=128,
+        max_predictions_per_seq=20,
+        total_steps=10,
+        warmup_steps=2,
+        checkpoint_frequency=100,
+    )
     params = tmp_path / "phase2.yaml"
     params.write_text(yaml.safe_dump(values))
-    cli = subprocess.run([sys.executable, "-m", "bertlib.cli", "launch", "pretrain", "--config", str(params)],
-                         capture_output=True, text=True, timeout=300, env=dict(os.environ))
+    cli = subprocess.run(
+        [sys.executable, "-m", "bertlib.cli", "launch", "pretrain", "--config", str(params)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ),
+    )
     assert cli.returncode == 0, cli.stderr[-3000:]
-    info = json.loads(cli.stdout[cli.stdout.index('{\n "phase2"'):])["phase2"]
+    info = json.loads(cli.stdout[cli.stdout.index('{\n "phase2"') :])["phase2"]
     request = info["request"]
     phase1_model = STATE["phase1"]["result"].model_artifacts
     init = next(c for c in request["InputDataConfig"] if c["ChannelName"] == "init")
@@ -185,19 +227,44 @@ def squad_url(squad_fixture):
 def test_c_squad_from_phase2_with_staged_files(account, runner, runs_root, squad_url, squad_fixture, sm_session):
     assert "phase2" in STATE, "case (b) did not complete"
     digest = sha256_file(squad_fixture)
-    values = {"experiment": EXPERIMENT, "runs_root": str(runs_root), "backend": "sagemaker",
-              "instance_type": "ml.m5.xlarge", "instance_count": 1, "processes_per_host": 2, "model_size": "tiny",
-              "load_from": "checkpoint", "checkpoint_path": "auto", "checkpoint_s3_uri": f"{PREFIX}/checkpoints/squad",
-              "output_s3_uri": f"{PREFIX}/output", "run_dir": "auto", "per_gpu_batch_size": 4,
-              "max_seq_length": 128, "doc_stride": 64, "max_query_length": 32, "optimizer": "adamw",
-              "precision": "fp32", "skip_xla": True, "log_frequency": 2, "checkpoint_frequency": 1000, "seed": 42,
-              "environment": THREADS, "squad_versions": ["squadv1"],
-              "squadv1": {"train_file": squad_url, "predict_file": squad_url, "train_file_sha256": digest,
-                          "predict_file_sha256": digest, "total_steps": 4, "learning_rate": 1e-3,
-                          "warmup_steps": 1}}
+    values = {
+        "experiment": EXPERIMENT,
+        "runs_root": str(runs_root),
+        "backend": "sagemaker",
+        "instance_type": "ml.m5.xlarge",
+        "instance_count": 1,
+        "processes_per_host": 2,
+        "model_size": "tiny",
+        "load_from": "checkpoint",
+        "checkpoint_path": "auto",
+        "checkpoint_s3_uri": f"{PREFIX}/checkpoints/squad",
+        "output_s3_uri": f"{PREFIX}/output",
+        "run_dir": "auto",
+        "per_gpu_batch_size": 4,
+        "max_seq_length": 128,
+        "doc_stride": 64,
+        "max_query_length": 32,
+        "optimizer": "adamw",
+        "precision": "fp32",
+        "skip_xla": True,
+        "log_frequency": 2,
+        "checkpoint_frequency": 1000,
+        "seed": 42,
+        "environment": THREADS,
+        "squad_versions": ["squadv1"],
+        "squadv1": {
+            "train_file": squad_url,
+            "predict_file": squad_url,
+            "train_file_sha256": digest,
+            "predict_file_sha256": digest,
+            "total_steps": 4,
+            "learning_rate": 1e-3,
+            "warmup_steps": 1,
+        },
+    }
     p = parameters("squad", values)
     cfg = p.configs["squadv1"]
-    assert cfg.checkpoint_path == STATE["phase2"]["result"].model_artifacts   # "auto": phase 2's export
+    assert cfg.checkpoint_path == STATE["phase2"]["result"].model_artifacts  # "auto": phase 2's export
     info = sm.launch("squad", cfg, session=sm_session)
     request = info["request"]
 
@@ -215,7 +282,7 @@ def test_c_squad_from_phase2_with_staged_files(account, runner, runs_root, squad
     assert result.status == "Completed", show(result)
     assert "[bertlib] horovod: 2 ranks on 1 host(s), controller mpi" in result.log
     summary = json.loads(s3_tar(result.output_data)["summary.json"])
-    logged = dict(result.metrics)   # the eval line, through the job's metric regexes
+    logged = dict(result.metrics)  # the eval line, through the job's metric regexes
     assert math.isclose(logged["f1"], summary["f1"], rel_tol=1e-5)
     assert math.isclose(logged["exact_match"], summary["exact_match"], rel_tol=1e-5)
     assert 0 <= summary["exact_match"] <= summary["f1"] <= 100
@@ -238,8 +305,12 @@ def test_c_squad_from_phase2_with_staged_files(account, runner, runs_root, squad
 
 def test_d_spot_interruption_resumes_to_the_same_weights(account, datasets, sm_session, runner, runs_root, tmp_path):
     assert "phase1" in STATE, "case (a) did not complete"
-    values = {**STATE["phase1"]["values"], "checkpoint_s3_uri": f"{PREFIX}/checkpoints/phase1-spot",
-              "use_spot": True, "max_wait_seconds": 7200}
+    values = {
+        **STATE["phase1"]["values"],
+        "checkpoint_s3_uri": f"{PREFIX}/checkpoints/phase1-spot",
+        "use_spot": True,
+        "max_wait_seconds": 7200,
+    }
     p = parameters("phase1", values)
     request = sm.launch("pretrain", p.cfg, session=sm_session)["request"]
     assert request["EnableManagedSpotTraining"] is True
@@ -250,7 +321,7 @@ def test_d_spot_interruption_resumes_to_the_same_weights(account, datasets, sm_s
     synced = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])]
     assert any(k.endswith("/checkpoint") for k in synced), synced
 
-    second = runner.run(request)   # SageMaker restarts the job: /opt/ml/checkpoints restored from S3
+    second = runner.run(request)  # SageMaker restarts the job: /opt/ml/checkpoints restored from S3
     assert second.status == "Completed", show(second)
     resumed = re.search(r"resumed from .* at step (\d+)", second.log)
     assert resumed and 0 < int(resumed.group(1)) < 40, show(second)
@@ -283,7 +354,9 @@ def test_e_failures_end_the_job_quickly_with_one_clear_line(account, runner):
     result = runner.run(request, timeout=300)
     assert result.status == "Failed" and result.exit_codes["algo-1"] != 0, show(result)
     lines = rank_error_lines(result.log)
-    assert len(lines) == 2 and all("error: /opt/ml/input/data/train: data_dir not found" in l for l in lines), show(result)
+    assert len(lines) == 2 and all("error: /opt/ml/input/data/train: data_dir not found" in l for l in lines), show(
+        result
+    )
 
     # an S3 channel with no objects fails on the platform side, before any container starts
     request = failing_request("emptys3")
@@ -306,7 +379,7 @@ def test_e_failures_end_the_job_quickly_with_one_clear_line(account, runner):
     killed: list[int] = []
 
     def kill_rank_on_algo2(job) -> bool:
-        if not killed and (job.checkpoint_dirs["algo-1"] / "checkpoint").is_file():   # training is under way
+        if not killed and (job.checkpoint_dirs["algo-1"] / "checkpoint").is_file():  # training is under way
             killed.append(job.kill_process("algo-2", "sm_entry.py"))
         return False
 
@@ -318,26 +391,49 @@ def test_e_failures_end_the_job_quickly_with_one_clear_line(account, runner):
 
 def dataset_files(folder: Path) -> dict[str, bytes]:
     """The files of a prepared dataset (shards, manifests, vocab), without the done-markers and locks."""
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)}
+    return {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    }
 
 
-def test_f_prepare_data_on_two_hosts_writes_one_machines_bytes(account, sm_session, runner, runs_root, wiki_slice,
-                                                                bert_vocab, tmp_path):
+def test_f_prepare_data_on_two_hosts_writes_one_machines_bytes(
+    account, sm_session, runner, runs_root, wiki_slice, bert_vocab, tmp_path
+):
     """``prepare-data`` as a SageMaker job on 2 instances (one MPI rank each, each writing its share of
     the shards into its checkpoint folder, synced to one S3 prefix; host 0 writes the manifests after
     an allgather of the markers): the dataset in S3 is the one a local run writes, byte for byte."""
     from bertlib.data.prepare import prepare
 
-    values = {"experiment": EXPERIMENT, "runs_root": str(runs_root), "backend": "sagemaker",
-              "instance_type": "ml.m5.xlarge", "instance_count": 2, "s3_data_uri": f"{PREFIX}/prepared",
-              "output_s3_uri": f"{PREFIX}/output", "max_run_seconds": 3600, "squad_smoke": False,
-              "sources": [str(wiki_slice)], "source_format": "wikipedia", "vocab_file": str(bert_vocab),
-              "max_documents": 30, "output_dir": "auto", "num_shards": 3, "validation_shards": 1,
-              "validation_fraction": 0.05, "num_workers": 1, "dupe_factor": 2, "seed": 11,
-              "pack_sequences": True, "max_pairs_per_row": 2,
-              "phases": [{"name": "phase1", "max_seq_length": 64, "max_predictions_per_seq": 11},
-                         {"name": "phase2", "max_seq_length": 128, "max_predictions_per_seq": 21}]}
+    values = {
+        "experiment": EXPERIMENT,
+        "runs_root": str(runs_root),
+        "backend": "sagemaker",
+        "instance_type": "ml.m5.xlarge",
+        "instance_count": 2,
+        "s3_data_uri": f"{PREFIX}/prepared",
+        "output_s3_uri": f"{PREFIX}/output",
+        "max_run_seconds": 3600,
+        "squad_smoke": False,
+        "sources": [str(wiki_slice)],
+        "source_format": "wikipedia",
+        "vocab_file": str(bert_vocab),
+        "max_documents": 30,
+        "output_dir": "auto",
+        "num_shards": 3,
+        "validation_shards": 1,
+        "validation_fraction": 0.05,
+        "num_workers": 1,
+        "dupe_factor": 2,
+        "seed": 11,
+        "pack_sequences": True,
+        "max_pairs_per_row": 2,
+        "phases": [
+            {"name": "phase1", "max_seq_length": 64, "max_predictions_per_seq": 11},
+            {"name": "phase2", "max_seq_length": 128, "max_predictions_per_seq": 21},
+        ],
+    }
     p = parameters("data", values)
     info = sm.launch("prepare-data", p.cfg, session=sm_session)
     result = runner.run(info["request"])
@@ -353,12 +449,17 @@ def test_f_prepare_data_on_two_hosts_writes_one_machines_bytes(account, sm_sessi
         assert ("manifests=written" if index == 0 else "manifests=by_host_0") in line
     # the job's metric regexes read the rates line of algo-1's log
     assert {name for name, value in result.metrics if value > 0} == {
-        "extract_documents_per_s", "tokenize_tokens_per_s", "instances_pairs_per_s", "shards_pairs_per_s"}
+        "extract_documents_per_s",
+        "tokenize_tokens_per_s",
+        "instances_pairs_per_s",
+        "shards_pairs_per_s",
+    }
 
     in_s3 = tmp_path / "s3"
     runner._download_prefix(f"{PREFIX}/prepared/", in_s3)
-    local = prepare(p.cfg.model_copy(update={"backend": "local", "output_dir": str(tmp_path / "local")}),
-                    progress=False)
+    local = prepare(
+        p.cfg.model_copy(update={"backend": "local", "output_dir": str(tmp_path / "local")}), progress=False
+    )
     assert local["written_shards"] == 8
     got, want = dataset_files(in_s3), dataset_files(tmp_path / "local")
     assert sorted(got) == sorted(want) and len(got) == 2 * (4 + 2)
@@ -376,5 +477,7 @@ def test_f_prepare_data_on_two_hosts_writes_one_machines_bytes(account, sm_sessi
 
     fetched = fetch_manifests(info["datasets"], tmp_path / "manifests")
     assert (fetched / "phase2" / "vocab.txt").read_bytes() == bert_vocab.read_bytes()
-    assert json.loads((fetched / "phase1" / "manifest.json").read_bytes())["counts"] == \
-        json.loads(want["phase1/manifest.json"])["counts"]
+    assert (
+        json.loads((fetched / "phase1" / "manifest.json").read_bytes())["counts"]
+        == json.loads(want["phase1/manifest.json"])["counts"]
+    )

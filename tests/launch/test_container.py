@@ -39,14 +39,17 @@ def test_base_image_is_the_tf_2_21_sagemaker_training_image(dockerfile):
     froms = [a for kind, a in dockerfile if kind == "FROM"]
     assert froms == ["${BASE_IMAGE}"]
     base = args["BASE_IMAGE"].replace("${REGION}", args["REGION"])
-    assert re.fullmatch(r"763104351884\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com/tensorflow-training:"
-                        r"2\.21(\.0)?-gpu-py3\d+-cu\d+-[a-z0-9.]+-sagemaker", base), base
+    assert re.fullmatch(
+        r"763104351884\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com/tensorflow-training:"
+        r"2\.21(\.0)?-gpu-py3\d+-cu\d+-[a-z0-9.]+-sagemaker",
+        base,
+    ), base
 
 
 def test_horovod_is_built_by_the_script_the_makefile_runs(dockerfile, repo_root):
     runs = [a for kind, a in dockerfile if kind == "RUN"]
     hvd = [r for r in runs if "install_horovod.sh" in r]
-    assert len(hvd) == 1 and ("ARG", "HOROVOD_GPU_OPERATIONS=NCCL") in dockerfile   # NCCL unless told otherwise
+    assert len(hvd) == 1 and ("ARG", "HOROVOD_GPU_OPERATIONS=NCCL") in dockerfile  # NCCL unless told otherwise
     script_in_image = next(w for w in shlex.split(hvd[0]) if w.endswith("install_horovod.sh"))
     copies = {shlex.split(a)[-1]: shlex.split(a)[:-1] for kind, a in dockerfile if kind == "COPY"}
     assert copies[script_in_image] == ["container/install_horovod.sh"]
@@ -96,6 +99,12 @@ def test_build_context_holds_every_copied_file(dockerfile, repo_root, tmp_path):
     assert not list(tmp_path.rglob("__pycache__"))
     script = (repo_root / "container" / "build_and_push.sh").read_text()
     subprocess.run(["bash", "-n", str(repo_root / "container" / "build_and_push.sh")], check=True)
-    for step in ("context.sh", "aws ecr get-login-password", "aws ecr create-repository", "docker build",
-                 "docker tag", "docker push"):
+    for step in (
+        "context.sh",
+        "aws ecr get-login-password",
+        "aws ecr create-repository",
+        "docker build",
+        "docker tag",
+        "docker push",
+    ):
         assert step in script

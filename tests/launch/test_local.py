@@ -27,20 +27,41 @@ from bertlib.launch import sagemaker as sm
 
 
 def tiny_config(run_dir, data_dir, **overrides):
-    return build_config("pretrain", {
-        "backend": "local", "num_processes": 2, "threads_per_process": 1, "model_size": "tiny",
-        "data_dir": data_dir, "run_dir": str(run_dir), "per_gpu_batch_size": 4, "max_seq_length": 64,
-        "max_predictions_per_seq": 10, "learning_rate": 1e-3, "warmup_steps": 1, "total_steps": 2,
-        "log_frequency": 1, "checkpoint_frequency": 2, "skip_xla": True, "precision": "fp32",
-        "global_batch_size_check": 8, **overrides})
+    return build_config(
+        "pretrain",
+        {
+            "backend": "local",
+            "num_processes": 2,
+            "threads_per_process": 1,
+            "model_size": "tiny",
+            "data_dir": data_dir,
+            "run_dir": str(run_dir),
+            "per_gpu_batch_size": 4,
+            "max_seq_length": 64,
+            "max_predictions_per_seq": 10,
+            "learning_rate": 1e-3,
+            "warmup_steps": 1,
+            "total_steps": 2,
+            "log_frequency": 1,
+            "checkpoint_frequency": 2,
+            "skip_xla": True,
+            "precision": "fp32",
+            "global_batch_size_check": 8,
+            **overrides,
+        },
+    )
 
 
 @pytest.fixture(scope="module")
 def sagemaker_style_run(prepared_dataset, tmp_path_factory):
     """Two launches of the same 2-rank job in SageMaker-contract folders: 2 steps, then to step 4."""
     root = tmp_path_factory.mktemp("sm")
-    sm_env = {"SM_CHANNEL_TRAIN": str(prepared_dataset / "phase1"), "SM_MODEL_DIR": str(root / "model"),
-              "SM_OUTPUT_DATA_DIR": str(root / "output"), "BERTLIB_CHECKPOINT_DIR": str(root / "checkpoints")}
+    sm_env = {
+        "SM_CHANNEL_TRAIN": str(prepared_dataset / "phase1"),
+        "SM_MODEL_DIR": str(root / "model"),
+        "SM_OUTPUT_DATA_DIR": str(root / "output"),
+        "BERTLIB_CHECKPOINT_DIR": str(root / "checkpoints"),
+    }
     # data_dir "SM_CHANNEL_TRAIN": the entry point must take the data from the train channel
     cfg = tiny_config(root / "run", "SM_CHANNEL_TRAIN")
     logs = []
@@ -82,8 +103,7 @@ def test_metric_regexes_on_the_streamed_log(sagemaker_style_run):
 
 
 def test_failure_raises_with_the_last_lines(tmp_path):
-    cfg = tiny_config(tmp_path / "run", str(tmp_path / "no-such-data"), num_processes=1,
-                      global_batch_size_check=None)
+    cfg = tiny_config(tmp_path / "run", str(tmp_path / "no-such-data"), num_processes=1, global_batch_size_check=None)
     with pytest.raises(local.LaunchError, match=r"(?s)exited with code 2.*no-such-data: data_dir not found"):
         local.run("pretrain", cfg, stream=False)
 
@@ -120,8 +140,9 @@ def test_report_from_s3_equals_report_from_the_local_folder(sagemaker_style_run,
     pd.testing.assert_frame_equal(here.metrics, there.metrics)
     assert (here.summary, here.config) == (there.summary, there.config)
     pd.testing.assert_frame_equal(report.results_table({"phase1": here}), report.results_table({"phase1": there}))
-    assert report.figure_png(report.plot_run(here, title="phase1")) == \
-        report.figure_png(report.plot_run(there, title="phase1"))
+    assert report.figure_png(report.plot_run(here, title="phase1")) == report.figure_png(
+        report.plot_run(there, title="phase1")
+    )
 
     with pytest.raises(ConfigError, match="no bertlib run there"):
         results.fetch_run(f"s3://{bucket}/nothing-here/", cache_dir=cache)
@@ -129,16 +150,24 @@ def test_report_from_s3_equals_report_from_the_local_folder(sagemaker_style_run,
     # the notebooks' registry: a completed SageMaker job gets the same summary values (times, and for
     # SQuAD EM/F1) as the local run; a later dry run of the same step does not replace that entry
     from bertlib import notebook as nb
+    from bertlib.params import Params, _NotebookKeys
     from bertlib.registry import Registry
 
-    params = nb.Params(step="phase1", keys=nb._NotebookKeys(), registry=Registry(tmp_path / "registry.json"))
-    info = {"job_name": "bertlib-pretrain-phase1-2026-11-25-05-00-00-000", "status": "Completed",
-            "output_data": f"{job_prefix}/output/output.tar.gz", "model_artifacts": f"{job_prefix}/output/model.tar.gz",
-            "checkpoint_s3_uri": None}
+    params = Params(step="phase1", keys=_NotebookKeys(), registry=Registry(tmp_path / "registry.json"))
+    info = {
+        "job_name": "bertlib-pretrain-phase1-2026-11-25-05-00-00-000",
+        "status": "Completed",
+        "output_data": f"{job_prefix}/output/output.tar.gz",
+        "model_artifacts": f"{job_prefix}/output/model.tar.gz",
+        "checkpoint_s3_uri": None,
+    }
     entry = nb._record_sagemaker(params, "phase1", cfg, info)
     summary = json.loads((out / "summary.json").read_text())
     assert (entry["wall_time_s"], entry["steps_run"], entry["final"]) == (
-        summary["wall_time_s"], summary["steps_run"], summary["final"])
+        summary["wall_time_s"],
+        summary["steps_run"],
+        summary["final"],
+    )
     assert entry["export_dir"] == info["model_artifacts"] and entry["run_dir"] == info["output_data"]
     nb._record_sagemaker(params, "phase1", cfg.model_copy(update={"dry_run": True}), {**info, "status": "DryRun"})
     assert params.registry.get("phase1")["wall_time_s"] == summary["wall_time_s"]
@@ -162,8 +191,7 @@ def test_command_and_environment(tmp_path, monkeypatch):
     assert "SM_MODEL_DIR" not in local.environment(cfg, tmp_path / "run", "pretrain")
 
 
-def test_launched_request_runs_in_a_simulated_container(prepared_dataset, aws_env, sm_session, tmp_path,
-                                                       monkeypatch):
+def test_launched_request_runs_in_a_simulated_container(prepared_dataset, aws_env, sm_session, tmp_path, monkeypatch):
     """A request built by ``sagemaker.launch`` (on moto) runs as SageMaker would run it on one GPU host:
     the uploaded code channel's ``sm_entry.py`` with the driver's command line from the
     hyperparameters and the request's environment, channels mounted under a temp /opt/ml."""
@@ -173,15 +201,25 @@ def test_launched_request_runs_in_a_simulated_container(prepared_dataset, aws_en
     monkeypatch.setattr(sm, "CHANNEL_ROOT", str(opt_ml / "input" / "data"))
     (opt_ml / "input" / "data").mkdir(parents=True)
     (opt_ml / "input" / "data" / "train").symlink_to(prepared_dataset / "phase1")  # the channel's download
-    for key, value in {"BERTLIB_SAGEMAKER_ROLE": "arn:aws:iam::123456789012:role/r",
-                       "BERTLIB_IMAGE_URI": "123456789012.dkr.ecr.us-east-1.amazonaws.com/b:1"}.items():
+    for key, value in {
+        "BERTLIB_SAGEMAKER_ROLE": "arn:aws:iam::123456789012:role/r",
+        "BERTLIB_IMAGE_URI": "123456789012.dkr.ecr.us-east-1.amazonaws.com/b:1",
+    }.items():
         monkeypatch.setenv(key, value)
-    cfg = tiny_config("runs/ignored", "unused", backend="sagemaker", instance_type="ml.g5.2xlarge",
-                      num_processes=1, global_batch_size_check=4, s3_data_uri=f"s3://{aws_env['bucket']}/data/p1",
-                      output_s3_uri=f"s3://{aws_env['bucket']}/sim")
+    cfg = tiny_config(
+        "runs/ignored",
+        "unused",
+        backend="sagemaker",
+        instance_type="ml.g5.2xlarge",
+        num_processes=1,
+        global_batch_size_check=4,
+        s3_data_uri=f"s3://{aws_env['bucket']}/data/p1",
+        output_s3_uri=f"s3://{aws_env['bucket']}/sim",
+    )
     sent = []
-    sm_session.boto_session.events.register("provide-client-params.sagemaker.CreateTrainingJob",
-                                            lambda params, **_: sent.append(params))
+    sm_session.boto_session.events.register(
+        "provide-client-params.sagemaker.CreateTrainingJob", lambda params, **_: sent.append(params)
+    )
     sm.launch("pretrain", cfg, session=sm_session)
     req = sent[0]
 
@@ -190,22 +228,34 @@ def test_launched_request_runs_in_a_simulated_container(prepared_dataset, aws_en
     s3 = boto3.client("s3")
     code = opt_ml / "input" / "data" / "code"
     for obj in s3.list_objects_v2(Bucket=bucket, Prefix=prefix + "/")["Contents"]:
-        target = code / obj["Key"][len(prefix) + 1:]
+        target = code / obj["Key"][len(prefix) + 1 :]
         target.parent.mkdir(parents=True, exist_ok=True)
         s3.download_file(bucket, obj["Key"], str(target))
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("BERTLIB_")}
     env.pop("PYTHONPATH", None)
     env.update(req["Environment"])
-    env.update(SM_MODEL_DIR=str(opt_ml / "model"), SM_OUTPUT_DATA_DIR=str(opt_ml / "output" / "data"),
-               SM_CHANNEL_TRAIN=str(opt_ml / "input" / "data" / "train"),
-               BERTLIB_CHECKPOINT_DIR=str(opt_ml / "checkpoints"),  # the request's /opt/ml/checkpoints
-               TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1")
+    env.update(
+        SM_MODEL_DIR=str(opt_ml / "model"),
+        SM_OUTPUT_DATA_DIR=str(opt_ml / "output" / "data"),
+        SM_CHANNEL_TRAIN=str(opt_ml / "input" / "data" / "train"),
+        BERTLIB_CHECKPOINT_DIR=str(opt_ml / "checkpoints"),  # the request's /opt/ml/checkpoints
+        TF_NUM_INTRAOP_THREADS="1",
+        TF_NUM_INTEROP_THREADS="1",
+    )
     argv = hyperparameters_to_cli_args(json.loads(json.dumps(req["HyperParameters"])))
-    out = subprocess.run([sys.executable, "bertlib/launch/sm_entry.py", *argv], cwd=code, env=env,
-                         capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [sys.executable, "bertlib/launch/sm_entry.py", *argv],
+        cwd=code,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert (opt_ml / "model" / "bert_config.json").is_file()
-    steps = [json.loads(line)["step"] for line in (opt_ml / "output" / "data" / "metrics.jsonl").read_text().splitlines()]
+    steps = [
+        json.loads(line)["step"] for line in (opt_ml / "output" / "data" / "metrics.jsonl").read_text().splitlines()
+    ]
     assert steps == [1, 2]
     assert any((opt_ml / "checkpoints").iterdir())

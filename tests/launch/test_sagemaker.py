@@ -23,6 +23,7 @@ import yaml
 from bertlib.config import launch_keys, load_config
 from bertlib.errors import ConfigError
 from bertlib.launch import sagemaker as sm
+from bertlib.launch import sagemaker_sdk
 from bertlib.train.metrics import METRIC_KEYS, VALIDATION_METRIC_KEYS, format_eval_line, format_log_line
 
 ROLE = "arn:aws:iam::123456789012:role/bertlib-training"
@@ -30,14 +31,24 @@ IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/bertlib-training:tf2.21"
 SUBNETS = ["subnet-0123456789abcdef0", "subnet-0fedcba9876543210"]
 SGS = ["sg-0123456789abcdef0"]
 FSX = "fs-0123456789abcdef0"
-MOUNT = "x7dkbbmv"   # FSx for Lustre generates the mount name of current file systems
+MOUNT = "x7dkbbmv"  # FSx for Lustre generates the mount name of current file systems
 
 PARAMS = Path(__file__).resolve().parents[2] / "params" / "sagemaker"
 PREFIX = "s3://bertlib-launch-test/bertlib"
 # DESIGN.md reference schedule, phase 1 (BERT-base, TF 2.1, 8 × p3dn.24xlarge = 64 V100)
-REFERENCE_PHASE1 = dict(per_gpu_batch_size=128, gradient_accumulation_steps=4, max_seq_length=128,
-                        max_predictions_per_seq=20, optimizer="lamb", learning_rate=0.005, end_learning_rate=0.0003,
-                        warmup_steps=2812, learning_rate_decay_power=0.5, total_steps=14064, hidden_dropout_prob=0.1)
+REFERENCE_PHASE1 = dict(
+    per_gpu_batch_size=128,
+    gradient_accumulation_steps=4,
+    max_seq_length=128,
+    max_predictions_per_seq=20,
+    optimizer="lamb",
+    learning_rate=0.005,
+    end_learning_rate=0.0003,
+    warmup_steps=2812,
+    learning_rate_decay_power=0.5,
+    total_steps=14064,
+    hidden_dropout_prob=0.1,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -50,10 +61,10 @@ def params_env(monkeypatch, tmp_path):
 def reference(step: str, name: str | None = None, **overrides):
     """The config of ``params/sagemaker/<step>.yaml`` as notebooks/0N resolves it, plus overrides.
 
-    ``checkpoint_path: auto`` (a registry lookup in the notebooks) is a placeholder here that
-    :func:`bertlib.launch.sagemaker.chain` replaces.
+    ``checkpoint_path: auto`` (a registry lookup in the notebooks) is a placeholder here; a test
+    that chains jobs overrides it with the previous job's export.
     """
-    from bertlib.notebook import parameters
+    from bertlib.params import parameters
 
     values = yaml.safe_load((PARAMS / f"{step}.yaml").read_text())
     if values.get("checkpoint_path") == "auto":
@@ -62,9 +73,16 @@ def reference(step: str, name: str | None = None, **overrides):
     return type(cfg).model_validate({**cfg.model_dump(), **overrides})
 
 
+def from_export(path: str) -> dict:
+    """The settings that start a job from a previous job's export (an S3 ``model.tar.gz`` or folder,
+    or an FSx folder): the next phase's config, as the notebooks build it."""
+    return {"load_from": "checkpoint", "checkpoint_path": path, "load_optimizer_state": False}
+
+
 def phase1_config(**overrides):
-    return reference("phase1", **{"fsx_directory_path": f"/{MOUNT}/bertlib/phase1", "max_run_seconds": 12 * 3600,
-                                  **overrides})
+    return reference(
+        "phase1", **{"fsx_directory_path": f"/{MOUNT}/bertlib/phase1", "max_run_seconds": 12 * 3600, **overrides}
+    )
 
 
 @pytest.fixture()
@@ -80,8 +98,9 @@ def account_env(aws_env, monkeypatch):
 def capture_create(session) -> list:
     """Requests sent as CreateTrainingJob through ``session`` (deep copies, in order)."""
     seen = []
-    session.boto_session.events.register("provide-client-params.sagemaker.CreateTrainingJob",
-                                         lambda params, **_: seen.append(copy.deepcopy(params)))
+    session.boto_session.events.register(
+        "provide-client-params.sagemaker.CreateTrainingJob", lambda params, **_: seen.append(copy.deepcopy(params))
+    )
     return seen
 
 
@@ -118,8 +137,11 @@ def test_phase1_request_matches_reference(account_env, sm_session, aws_env):
     assert req["ResourceConfig"]["InstanceCount"] == 8
     assert req["VpcConfig"] == {"SecurityGroupIds": SGS, "Subnets": SUBNETS}
     assert channel(req, "train")["DataSource"]["FileSystemDataSource"] == {
-        "FileSystemId": FSX, "FileSystemType": "FSxLustre", "DirectoryPath": f"/{MOUNT}/bertlib/phase1",
-        "FileSystemAccessMode": "ro"}
+        "FileSystemId": FSX,
+        "FileSystemType": "FSxLustre",
+        "DirectoryPath": f"/{MOUNT}/bertlib/phase1",
+        "FileSystemAccessMode": "ro",
+    }
     assert req["CheckpointConfig"]["LocalPath"] == "/opt/ml/checkpoints"
     assert req["CheckpointConfig"]["S3Uri"].startswith("s3://")
     assert req["StoppingCondition"] == {"MaxRuntimeInSeconds": 12 * 3600}
@@ -128,8 +150,9 @@ def test_phase1_request_matches_reference(account_env, sm_session, aws_env):
     assert req["Environment"]["BERTLIB_CHECKPOINT_DIR"] == "/opt/ml/checkpoints"
     assert req["Environment"]["NCCL_DEBUG"] == "WARN"
     assert {"Key": "project", "Value": "bertlib"} in req["Tags"]
-    assert ([m["Name"] for m in req["AlgorithmSpecification"]["MetricDefinitions"]]
-            == list(METRIC_KEYS + VALIDATION_METRIC_KEYS))
+    assert [m["Name"] for m in req["AlgorithmSpecification"]["MetricDefinitions"]] == list(
+        METRIC_KEYS + VALIDATION_METRIC_KEYS
+    )
 
     # MPI: 64 ranks, 8 per p3dn host (the SDK's driver reads distributed.json from the sm_drivers channel)
     drivers = channel(req, "sm_drivers")["DataSource"]["S3DataSource"]["S3Uri"].rstrip("/")
@@ -145,23 +168,34 @@ def test_phase1_request_matches_reference(account_env, sm_session, aws_env):
     # hyperparameters: what the container's command line carries parses back to the same config
     argv = container_argv(req["HyperParameters"])
     parsed = load_config("pretrain", None, argv)
-    expected = {**cfg.model_dump(exclude=launch_keys() | {"global_batch_size_check"}),
-                "data_dir": "/opt/ml/input/data/train"}  # the FSx channel, where the container mounts it
+    expected = {
+        **cfg.model_dump(exclude=launch_keys() | {"global_batch_size_check"}),
+        "data_dir": "/opt/ml/input/data/train",
+    }  # the FSx channel, where the container mounts it
     assert parsed.model_dump(exclude=launch_keys() | {"global_batch_size_check"}) == expected
     assert not set(req["HyperParameters"]) & launch_keys()
 
     # the job exists on the (moto) service side with the same name
     described = sm_session.sagemaker_client.describe_training_job(TrainingJobName=req["TrainingJobName"])
     assert described["ResourceConfig"]["InstanceCount"] == 8
-    assert info["model_artifacts"] == f"{req['OutputDataConfig']['S3OutputPath'].rstrip('/')}/" \
-                                      f"{req['TrainingJobName']}/output/model.tar.gz"
+    assert (
+        info["model_artifacts"] == f"{req['OutputDataConfig']['S3OutputPath'].rstrip('/')}/"
+        f"{req['TrainingJobName']}/output/model.tar.gz"
+    )
 
 
 def test_spot_and_s3_channel(account_env, sm_session, aws_env):
     # the params file as it is: data_dir is the S3 prefix of the uploaded dataset
-    cfg = reference("phase1", use_spot=True, max_wait_seconds=24 * 3600, max_run_seconds=12 * 3600,
-                    processes_per_host=4, instance_count=2, global_batch_size_check=None,
-                    validation_dir=f"{PREFIX}/data/heldout")
+    cfg = reference(
+        "phase1",
+        use_spot=True,
+        max_wait_seconds=24 * 3600,
+        max_run_seconds=12 * 3600,
+        processes_per_host=4,
+        instance_count=2,
+        global_batch_size_check=None,
+        validation_dir=f"{PREFIX}/data/heldout",
+    )
     sent = capture_create(sm_session)
     sm.launch("pretrain", cfg, session=sm_session)
     req = sent[0]
@@ -182,9 +216,19 @@ def test_spot_and_s3_channel(account_env, sm_session, aws_env):
 
 
 def test_metric_regexes_parse_real_log_lines():
-    values = dict(step=1200, loss=7.123456789, mlm_loss=6.5e-05, mlm_acc=0.25, nsp_loss=-1.5e-7,
-                  nsp_acc=1.0, learning_rate=0.0049999, loss_scale=32768.0, grad_norm=float("inf"),
-                  seq_per_sec=12345.678, elapsed_s=3.25)
+    values = dict(
+        step=1200,
+        loss=7.123456789,
+        mlm_loss=6.5e-05,
+        mlm_acc=0.25,
+        nsp_loss=-1.5e-7,
+        nsp_acc=1.0,
+        learning_rate=0.0049999,
+        loss_scale=32768.0,
+        grad_norm=float("inf"),
+        seq_per_sec=12345.678,
+        elapsed_s=3.25,
+    )
     line = format_log_line("phase1", values)
     regexes = {m["name"]: m["regex"] for m in sm.metric_definitions()}
     assert set(regexes) == set(METRIC_KEYS + VALIDATION_METRIC_KEYS)
@@ -199,8 +243,18 @@ def test_metric_regexes_parse_real_log_lines():
     assert re.findall(regexes["loss"], line) == [re.search(r" loss=(\S+)", line).group(1)]
     assert re.search(regexes["loss"], format_eval_line("squadv1", {"exact_match": 80.1, "f1": 87.6})) is None
     # a step with a held-out evaluation: each training key still finds its own value, not the val_ one
-    held_out = format_log_line("phase1", {**values, "val_loss": 6.5, "val_mlm_loss": 6.0, "val_mlm_acc": 0.125,
-                                          "val_nsp_loss": 0.5, "val_nsp_acc": 0.75, "val_examples": 366})
+    held_out = format_log_line(
+        "phase1",
+        {
+            **values,
+            "val_loss": 6.5,
+            "val_mlm_loss": 6.0,
+            "val_mlm_acc": 0.125,
+            "val_nsp_loss": 0.5,
+            "val_nsp_acc": 0.75,
+            "val_examples": 366,
+        },
+    )
     for key in ("loss", "mlm_loss", "mlm_acc", "nsp_loss", "nsp_acc"):
         assert [float(v) for v in re.findall(regexes[key], held_out)] == pytest.approx([values[key]], rel=1e-5)
     assert float(re.search(regexes["val_mlm_acc"], held_out).group(1)) == 0.125
@@ -215,8 +269,13 @@ def test_metric_regexes_parse_real_log_lines():
 
 
 def test_missing_role_or_image_fails_before_any_aws_call(monkeypatch):
-    for key in ("BERTLIB_SAGEMAKER_ROLE", "BERTLIB_IMAGE_URI", "BERTLIB_FSX_ID", "BERTLIB_FSX_MOUNT_NAME",
-                *REFERENCE_ENV):
+    for key in (
+        "BERTLIB_SAGEMAKER_ROLE",
+        "BERTLIB_IMAGE_URI",
+        "BERTLIB_FSX_ID",
+        "BERTLIB_FSX_MOUNT_NAME",
+        *REFERENCE_ENV,
+    ):
         monkeypatch.delenv(key, raising=False)
 
     def no_aws(*args, **kwargs):
@@ -238,18 +297,30 @@ def test_missing_role_or_image_fails_before_any_aws_call(monkeypatch):
     with pytest.raises(ConfigError, match=r"is /<MountName>/<path>; set fsx_mount_name .*BERTLIB_FSX_MOUNT_NAME"):
         sm.launch("pretrain", phase1_config())
     monkeypatch.setenv("BERTLIB_FSX_MOUNT_NAME", MOUNT)
-    with pytest.raises(ConfigError, match=f"'/fsx/bertlib/phase1': not on FSx file system {FSX}, whose paths "
-                                          f"start with /{MOUNT}/"):
+    with pytest.raises(
+        ConfigError, match=f"'/fsx/bertlib/phase1': not on FSx file system {FSX}, whose paths start with /{MOUNT}/"
+    ):
         sm.launch("pretrain", phase1_config(fsx_directory_path="/fsx/bertlib/phase1"))
 
 
 # the names the reference's users export (aws-samples/deep-learning-models models/nlp/common/arguments.py:196-203,
 # bert/README.md:45-49); SAGEMAKER_IMAGE_NAME holds the full image URI there (README: =${IMAGE}, an ECR URI)
-REFERENCE_ENV = {"SAGEMAKER_ROLE": ROLE, "SAGEMAKER_IMAGE_NAME": IMAGE, "SAGEMAKER_SUBNET_IDS": "subnet-1, subnet-2",
-                 "SAGEMAKER_SECURITY_GROUP_IDS": "sg-1,sg-2", "SAGEMAKER_FSX_ID": FSX,
-                 "SAGEMAKER_FSX_MOUNT_NAME": MOUNT}
-BERTLIB_ENV_NAMES = ("BERTLIB_SAGEMAKER_ROLE", "BERTLIB_IMAGE_URI", "BERTLIB_SUBNETS", "BERTLIB_SECURITY_GROUP_IDS",
-                     "BERTLIB_FSX_ID", "BERTLIB_FSX_MOUNT_NAME")
+REFERENCE_ENV = {
+    "SAGEMAKER_ROLE": ROLE,
+    "SAGEMAKER_IMAGE_NAME": IMAGE,
+    "SAGEMAKER_SUBNET_IDS": "subnet-1, subnet-2",
+    "SAGEMAKER_SECURITY_GROUP_IDS": "sg-1,sg-2",
+    "SAGEMAKER_FSX_ID": FSX,
+    "SAGEMAKER_FSX_MOUNT_NAME": MOUNT,
+}
+BERTLIB_ENV_NAMES = (
+    "BERTLIB_SAGEMAKER_ROLE",
+    "BERTLIB_IMAGE_URI",
+    "BERTLIB_SUBNETS",
+    "BERTLIB_SECURITY_GROUP_IDS",
+    "BERTLIB_FSX_ID",
+    "BERTLIB_FSX_MOUNT_NAME",
+)
 
 
 def test_reference_env_names_are_aliases_and_bertlib_names_win(monkeypatch):
@@ -260,13 +331,18 @@ def test_reference_env_names_are_aliases_and_bertlib_names_win(monkeypatch):
         monkeypatch.delenv(key, raising=False)
     for key, value in REFERENCE_ENV.items():
         monkeypatch.setenv(key, value)
-    spec = sm.resolve("pretrain", phase1_config())      # the FSx channel needs the mount name: from the alias
+    spec = sm.resolve("pretrain", phase1_config())  # the FSx channel needs the mount name: from the alias
     assert account(spec) == (ROLE, IMAGE, ["subnet-1", "subnet-2"], ["sg-1", "sg-2"], FSX)
     assert [(c.name, c.fsx, c.source) for c in spec.channels] == [("train", True, f"/{MOUNT}/bertlib/phase1")]
 
     # both set: the BERTLIB_* name wins (the aliases now hold values that would fail or differ)
-    mine = ("arn:aws:iam::123456789012:role/mine", "123456789012.dkr.ecr.us-west-2.amazonaws.com/mine:1",
-            ["subnet-mine"], ["sg-mine"], "fs-mine")
+    mine = (
+        "arn:aws:iam::123456789012:role/mine",
+        "123456789012.dkr.ecr.us-west-2.amazonaws.com/mine:1",
+        ["subnet-mine"],
+        ["sg-mine"],
+        "fs-mine",
+    )
     for key, value in zip(BERTLIB_ENV_NAMES, [*mine[:2], "subnet-mine", "sg-mine", "fs-mine", MOUNT]):
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("SAGEMAKER_FSX_MOUNT_NAME", "notmine")
@@ -297,33 +373,47 @@ def test_dry_run_builds_the_same_request_and_creates_nothing(account_env, sm_ses
     sm.launch("pretrain", cfg, session=sm_session)
     real = sent[0]
     req = dry["request"]
-    for key in ("AlgorithmSpecification", "HyperParameters", "ResourceConfig", "VpcConfig", "StoppingCondition",
-                "Environment", "RoleArn", "OutputDataConfig"):
+    for key in (
+        "AlgorithmSpecification",
+        "HyperParameters",
+        "ResourceConfig",
+        "VpcConfig",
+        "StoppingCondition",
+        "Environment",
+        "RoleArn",
+        "OutputDataConfig",
+    ):
         assert req[key] == real[key], key
     assert channel(req, "train") == channel(real, "train")
     # staged code/driver channels point where a launch would upload them (job names differ by timestamp)
     strip = lambda uri: re.sub(r"bertlib-pretrain-phase1-[0-9-]+", "JOB", uri)  # noqa: E731
     for name in ("code", "sm_drivers"):
-        assert strip(channel(req, name)["DataSource"]["S3DataSource"]["S3Uri"]).rstrip("/") == \
-            strip(channel(real, name)["DataSource"]["S3DataSource"]["S3Uri"]).rstrip("/")
+        assert strip(channel(req, name)["DataSource"]["S3DataSource"]["S3Uri"]).rstrip("/") == strip(
+            channel(real, name)["DataSource"]["S3DataSource"]["S3Uri"]
+        ).rstrip("/")
 
 
 def test_phase_chaining_and_checkpoint_unpacking(account_env, sm_session, aws_env, tmp_path):
     out = f"s3://{aws_env['bucket']}/chain"
     sent = capture_create(sm_session)
     p1 = sm.launch("pretrain", phase1_config(output_s3_uri=out), session=sm_session)
-    phase2 = reference("phase2", fsx_directory_path=f"/{MOUNT}/bertlib/phase2", output_s3_uri=out)
-    p2 = sm.launch("pretrain", sm.chain(p1, phase2), session=sm_session)
+    phase2 = dict(fsx_directory_path=f"/{MOUNT}/bertlib/phase2", output_s3_uri=out)
+    p2 = sm.launch("pretrain", reference("phase2", **phase2, **from_export(p1["model_artifacts"])), session=sm_session)
     req2 = sent[-1]
     assert channel(req2, "init")["DataSource"]["S3DataSource"]["S3Uri"] == p1["model_artifacts"]
     assert req2["HyperParameters"]["checkpoint_path"] == "/opt/ml/input/data/init/model.tar.gz"
     assert req2["HyperParameters"]["load_from"] == "checkpoint"
     assert req2["HyperParameters"]["load_optimizer_state"] == "false"
 
-    squad = reference("squad", "squadv1", output_s3_uri=out,
-                      train_file=f"s3://{aws_env['bucket']}/squad/train-v1.1.json",
-                      predict_file=f"s3://{aws_env['bucket']}/squad/dev-v1.1.json")
-    sm.launch("squad", sm.chain(p2, squad), session=sm_session)
+    squad = reference(
+        "squad",
+        "squadv1",
+        output_s3_uri=out,
+        train_file=f"s3://{aws_env['bucket']}/squad/train-v1.1.json",
+        predict_file=f"s3://{aws_env['bucket']}/squad/dev-v1.1.json",
+        **from_export(p2["model_artifacts"]),
+    )
+    sm.launch("squad", squad, session=sm_session)
     req3 = sent[-1]
     assert channel(req3, "init")["DataSource"]["S3DataSource"]["S3Uri"] == p2["model_artifacts"]
     assert req3["HyperParameters"]["train_file"] == "/opt/ml/input/data/squad_train/train-v1.1.json"
@@ -332,7 +422,7 @@ def test_phase_chaining_and_checkpoint_unpacking(account_env, sm_session, aws_en
     assert load_config("squad", None, container_argv(req3["HyperParameters"])).learning_rate == 5e-5
 
     # FSx chaining: an export folder on the same Lustre file system
-    p2_fsx = sm.chain({"checkpoint_path": f"/{MOUNT}/bertlib/runs/phase1/export"}, phase2)
+    p2_fsx = reference("phase2", **phase2, **from_export(f"/{MOUNT}/bertlib/runs/phase1/export"))
     sm.launch("pretrain", p2_fsx, session=sm_session)
     init = channel(sent[-1], "init")["DataSource"]["FileSystemDataSource"]
     assert init["DirectoryPath"] == f"/{MOUNT}/bertlib/runs/phase1/export" and init["FileSystemId"] == FSX
@@ -375,28 +465,37 @@ def test_hyperparameters_survive_the_container_env_file(tmp_path, monkeypatch):
     sent = {f"k{i}": sm.hyperparameter_value(text) for i, text in enumerate(HP_TEXTS)}
     assert all(isinstance(v, str) and "'" not in v for v in sent.values()), sent
     env_file = tmp_path / "sm_training.env"
-    resource = {"current_host": "algo-1", "current_instance_type": "ml.m5.xlarge", "hosts": ["algo-1"],
-                "network_interface_name": "eth0"}
-    monkeypatch.setenv("TRAINING_JOB_NAME", "bertlib-pretrain-phase1-2026-12-01")   # set by SageMaker
+    resource = {
+        "current_host": "algo-1",
+        "current_instance_type": "ml.m5.xlarge",
+        "hosts": ["algo-1"],
+        "network_interface_name": "eth0",
+    }
+    monkeypatch.setenv("TRAINING_JOB_NAME", "bertlib-pretrain-phase1-2026-12-01")  # set by SageMaker
     environment.set_env(resource, {}, sent, output_file=str(env_file))
-    sourced = subprocess.run(["bash", "-c", f'set -e; source "{env_file}"; printf %s "$SM_HPS"'],
-                             capture_output=True, text=True, timeout=30)
+    sourced = subprocess.run(
+        ["bash", "-c", f'set -e; source "{env_file}"; printf %s "$SM_HPS"'], capture_output=True, text=True, timeout=30
+    )
     assert sourced.returncode == 0, sourced.stderr
-    assert set(json.loads(sourced.stdout)) == set(sent)   # the driver still gets its JSON
+    assert set(json.loads(sourced.stdout)) == set(sent)  # the driver still gets its JSON
 
     hp_file = tmp_path / "hyperparameters.json"
     hp_file.write_text(json.dumps(sent))
-    assert parse_overrides(sm_entry.hyperparameter_args(["--ignored", "x"], hp_file)) == \
-        {f"k{i}": text for i, text in enumerate(HP_TEXTS)}
+    assert parse_overrides(sm_entry.hyperparameter_args(["--ignored", "x"], hp_file)) == {
+        f"k{i}": text for i, text in enumerate(HP_TEXTS)
+    }
     # outside a SageMaker container the command line is used
     assert sm_entry.hyperparameter_args(["--total_steps", "3"], tmp_path / "absent.json") == ["--total_steps", "3"]
 
 
 def test_unverified_sdk_driver_is_refused(account_env, monkeypatch):
-    assert sm._installed_version("sagemaker-train") in sm.VERIFIED_SDK_DRIVERS   # what requirements.txt pins
-    monkeypatch.setattr(sm, "_installed_version", lambda name: "1.28.0")
-    with pytest.raises(ConfigError, match=r"^sagemaker-train 1\.28\.0: .*verified with the container driver of "
-                                          r"sagemaker-train 1\.27\.0 only .*world size"):
+    assert sagemaker_sdk._installed_version("sagemaker-train") in sagemaker_sdk.VERIFIED_SDK_DRIVERS  # requirements.txt
+    monkeypatch.setattr(sagemaker_sdk, "_installed_version", lambda name: "1.28.0")
+    with pytest.raises(
+        ConfigError,
+        match=r"^sagemaker-train 1\.28\.0: .*verified with the container driver of "
+        r"sagemaker-train 1\.27\.0 only .*world size",
+    ):
         sm.launch("pretrain", phase1_config(), dry_run=True)
 
 
@@ -414,11 +513,28 @@ def test_cli_dry_run_offline(repo_root, subprocess_env, tmp_path):
     """``bertlib launch pretrain --config params/sagemaker/phase1.yaml --dry_run true`` with no AWS
     credentials or endpoint: the SDK builds the full request, nothing is sent."""
     env = {k: v for k, v in subprocess_env.items() if not k.startswith(("AWS_", "BERTLIB_", "SAGEMAKER_"))}
-    env.update(BERTLIB_SAGEMAKER_ROLE=ROLE, BERTLIB_IMAGE_URI=IMAGE, BERTLIB_S3_PREFIX=PREFIX,
-               AWS_DEFAULT_REGION="us-east-1", HOME=str(tmp_path), AWS_CONFIG_FILE=str(tmp_path / "none"),
-               AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"))
-    cmd = [sys.executable, "-m", "bertlib.cli", "launch", "pretrain", "--config", str(PARAMS / "phase1.yaml"),
-           "--dry_run", "true", "--use_spot", "true"]
+    env.update(
+        BERTLIB_SAGEMAKER_ROLE=ROLE,
+        BERTLIB_IMAGE_URI=IMAGE,
+        BERTLIB_S3_PREFIX=PREFIX,
+        AWS_DEFAULT_REGION="us-east-1",
+        HOME=str(tmp_path),
+        AWS_CONFIG_FILE=str(tmp_path / "none"),
+        AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"),
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "bertlib.cli",
+        "launch",
+        "pretrain",
+        "--config",
+        str(PARAMS / "phase1.yaml"),
+        "--dry_run",
+        "true",
+        "--use_spot",
+        "true",
+    ]
     out = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     info = json.loads(out.stdout)["phase1"]
@@ -434,9 +550,24 @@ def test_cli_dry_run_offline(repo_root, subprocess_env, tmp_path):
     info = json.loads(shown.stdout)["phase1"]
     assert info["placeholders"] == ["BERTLIB_SAGEMAKER_ROLE"]
     assert info["request"]["RoleArn"] == sm.DRY_RUN_PLACEHOLDERS["BERTLIB_SAGEMAKER_ROLE"]
-    bad = subprocess.run([sys.executable, "-m", "bertlib.cli", "launch", "pretrain", "--config",
-                          str(PARAMS / "phase1.yaml"), "--dry_run", "false"],
-                         env=no_role, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bertlib.cli",
+            "launch",
+            "pretrain",
+            "--config",
+            str(PARAMS / "phase1.yaml"),
+            "--dry_run",
+            "false",
+        ],
+        env=no_role,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert bad.returncode == 2 and "no IAM role" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
 
 
@@ -452,8 +583,8 @@ def test_squad_files_are_staged_to_s3_before_the_job(account_env, sm_session, aw
     import http.server
     import threading
 
-    from bertlib.files import sha256_file
     from bertlib.errors import AssetError
+    from bertlib.files import sha256_file
 
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(squad_fixture.parent))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -462,8 +593,15 @@ def test_squad_files_are_staged_to_s3_before_the_job(account_env, sm_session, aw
     digest = sha256_file(squad_fixture)
     out = f"s3://{aws_env['bucket']}/staging"
     try:
-        cfg = reference("squad", "squadv1", output_s3_uri=out, train_file=url, predict_file=url,
-                        train_file_sha256=digest, predict_file_sha256=digest)
+        cfg = reference(
+            "squad",
+            "squadv1",
+            output_s3_uri=out,
+            train_file=url,
+            predict_file=url,
+            train_file_sha256=digest,
+            predict_file_sha256=digest,
+        )
         sent = capture_create(sm_session)
         sm.launch("squad", cfg, session=sm_session)
         staged = f"{out}/staged/squad/{digest}/{squad_fixture.name}"
@@ -472,24 +610,30 @@ def test_squad_files_are_staged_to_s3_before_the_job(account_env, sm_session, aw
             assert sent[0]["HyperParameters"][key] == f"/opt/ml/input/data/{name}/{squad_fixture.name}"
         bucket, key = staged[5:].split("/", 1)
         assert boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read() == squad_fixture.read_bytes()
-        assert capsys.readouterr().out.count(f"staged {url} -> {staged}") == 1   # the same file once
+        assert capsys.readouterr().out.count(f"staged {url} -> {staged}") == 1  # the same file once
         sm.launch("squad", cfg, session=sm_session)
-        assert "staged" not in capsys.readouterr().out                          # already there
+        assert "staged" not in capsys.readouterr().out  # already there
         dry = sm.launch("squad", cfg, dry_run=True)
         assert channel(dry["request"], "squad_train")["DataSource"]["S3DataSource"]["S3Uri"] == staged
 
-        bad = reference("squad", "squadv1", output_s3_uri=out, train_file=url, predict_file=url,
-                        train_file_sha256="0" * 64, predict_file_sha256=digest)
+        bad = reference(
+            "squad",
+            "squadv1",
+            output_s3_uri=out,
+            train_file=url,
+            predict_file=url,
+            train_file_sha256="0" * 64,
+            predict_file_sha256=digest,
+        )
         with pytest.raises(AssetError, match="does not match expected 0000"):
             sm.launch("squad", bad, session=sm_session)
-        assert len(sent) == 2   # the bad config sent no CreateTrainingJob
+        assert len(sent) == 2  # the bad config sent no CreateTrainingJob
     finally:
         server.shutdown()
         server.server_close()
 
 
-def test_prepare_data_job_writes_where_the_training_params_read(account_env, sm_session, aws_env, tmp_path,
-                                                                 bert_vocab):
+def test_prepare_data_job_writes_where_the_training_params_read(account_env, sm_session, aws_env, tmp_path, bert_vocab):
     """params/sagemaker/data.yaml as 01_data_prep resolves it: one MPI rank per CPU instance, the local
     vocab (an asset) and a local source staged to S3 as channels, the dataset written through the
     checkpoint folder into s3_data_uri — whose phases are exactly the data_dir of phase1.yaml / phase2.yaml."""
@@ -501,7 +645,11 @@ def test_prepare_data_job_writes_where_the_training_params_read(account_env, sm_
     out = f"s3://{aws_env['bucket']}/staging"
     cfg = reference("data", sources=[url, str(local_source)], output_s3_uri=out)
     assert (cfg.backend, cfg.instance_type, cfg.instance_count, cfg.s3_data_uri) == (
-        "sagemaker", "ml.m5.24xlarge", 4, f"{PREFIX}/data")
+        "sagemaker",
+        "ml.m5.24xlarge",
+        4,
+        f"{PREFIX}/data",
+    )
     sent = capture_create(sm_session)
     info = sm.launch("prepare-data", cfg, session=sm_session)
     req = sent[0]
@@ -513,10 +661,16 @@ def test_prepare_data_job_writes_where_the_training_params_read(account_env, sm_
     dist = s3_json(drivers + "/distributed.json")
     assert dist["process_count_per_node"] == 4 and dist["mpi_additional_options"][:2] == ["--map-by", "ppr:1:node"]
     assert [m["Name"] for m in req["AlgorithmSpecification"]["MetricDefinitions"]] == [
-        "extract_documents_per_s", "tokenize_tokens_per_s", "instances_pairs_per_s", "shards_pairs_per_s"]
+        "extract_documents_per_s",
+        "tokenize_tokens_per_s",
+        "instances_pairs_per_s",
+        "shards_pairs_per_s",
+    ]
     # staged inputs: the bytes in S3 are the local files', under their sha256
-    staged = {"vocab": (bert_vocab, f"{out}/staged/data/{sha256_file(bert_vocab)}/vocab.txt"),
-              "source1": (local_source, f"{out}/staged/data/{sha256_file(local_source)}/extra.txt")}
+    staged = {
+        "vocab": (bert_vocab, f"{out}/staged/data/{sha256_file(bert_vocab)}/vocab.txt"),
+        "source1": (local_source, f"{out}/staged/data/{sha256_file(local_source)}/extra.txt"),
+    }
     for name, (local, uri) in staged.items():
         assert channel(req, name)["DataSource"]["S3DataSource"]["S3Uri"] == uri
         bucket, key = uri[5:].split("/", 1)
@@ -524,14 +678,21 @@ def test_prepare_data_job_writes_where_the_training_params_read(account_env, sm_
     assert {c["ChannelName"] for c in req["InputDataConfig"]} == {"vocab", "source1", "code", "sm_drivers"}
     # the container's command line parses back to the same DataConfig, with container paths
     parsed = load_config("prepare-data", None, container_argv(req["HyperParameters"]))
-    expected = {**cfg.model_dump(exclude=launch_keys()), "output_dir": "/opt/ml/checkpoints",
-                "work_dir": "/opt/ml/input/bertlib-work", "cache_dir": "/opt/ml/input/bertlib-work/cache",
-                "vocab_file": "/opt/ml/input/data/vocab/vocab.txt", "vocab_sha256": sha256_file(bert_vocab),
-                "sources": [url, "/opt/ml/input/data/source1/extra.txt"],
-                "source_sha256": {"/opt/ml/input/data/source1/extra.txt": sha256_file(local_source)}}
+    expected = {
+        **cfg.model_dump(exclude=launch_keys()),
+        "output_dir": "/opt/ml/checkpoints",
+        "work_dir": "/opt/ml/input/bertlib-work",
+        "cache_dir": "/opt/ml/input/bertlib-work/cache",
+        "vocab_file": "/opt/ml/input/data/vocab/vocab.txt",
+        "vocab_sha256": sha256_file(bert_vocab),
+        "sources": [url, "/opt/ml/input/data/source1/extra.txt"],
+        "source_sha256": {"/opt/ml/input/data/source1/extra.txt": sha256_file(local_source)},
+    }
     assert parsed.model_dump(exclude=launch_keys()) == expected
     # where the training notebooks read the phases (an independent file: params/sagemaker/phase*.yaml)
-    phase_dirs = {step: reference(step, checkpoint_path="s3://x/model.tar.gz").data_dir for step in ("phase1", "phase2")}
+    phase_dirs = {
+        step: reference(step, checkpoint_path="s3://x/model.tar.gz").data_dir for step in ("phase1", "phase2")
+    }
     assert info["datasets"] == phase_dirs == {"phase1": f"{PREFIX}/data/phase1", "phase2": f"{PREFIX}/data/phase2"}
 
 

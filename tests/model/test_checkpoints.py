@@ -8,17 +8,26 @@ import math
 import numpy as np
 import pytest
 import tensorflow as tf
+from google_reference import google_names
 from safetensors.numpy import save_file
 
 from bertlib.cli import main as cli_main
 from bertlib.model import BertConfig, BertEncoder, BertPretrainer, load_pretrained
-from bertlib.model.checkpoints import (google_name_map, load_google_checkpoint, load_weights,
-                                       resolve_pretrained, save_google_checkpoint)
-from google_reference import google_names
+from bertlib.model.checkpoints import google_name_map, load_weights, resolve_pretrained, save_google_checkpoint
 
-CFG = dict(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=24,
-           hidden_act="gelu", hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1,
-           max_position_embeddings=32, type_vocab_size=2, initializer_range=0.02)
+CFG = dict(
+    vocab_size=50,
+    hidden_size=16,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=24,
+    hidden_act="gelu",
+    hidden_dropout_prob=0.1,
+    attention_probs_dropout_prob=0.1,
+    max_position_embeddings=32,
+    type_vocab_size=2,
+    initializer_range=0.02,
+)
 
 
 def google_shapes(c):
@@ -55,8 +64,11 @@ def write_tf1_checkpoint(directory, with_heads=True):
     """Google-style dir: bert_config.json + bert_model.ckpt written by a tf.compat.v1 Saver, including
     optimizer slots and global_step as in a real pretraining checkpoint."""
     rng = np.random.default_rng(0)
-    values = {n: rng.normal(size=s).astype(np.float32) for n, s in google_shapes(CFG).items()
-              if with_heads or not n.startswith("cls/")}
+    values = {
+        n: rng.normal(size=s).astype(np.float32)
+        for n, s in google_shapes(CFG).items()
+        if with_heads or not n.startswith("cls/")
+    }
     directory.mkdir(parents=True, exist_ok=True)
     with tf.Graph().as_default():
         for n, v in values.items():
@@ -84,51 +96,62 @@ def test_google_checkpoint_roundtrip(tmp_path):
     assert resolve_pretrained(tmp_path / "uncased_L-2_H-16_A-2").do_lower_case is True
 
     model = BertPretrainer(BertConfig(**CFG))
-    loaded = load_google_checkpoint(model, tmp_path / "uncased_L-2_H-16_A-2" / "bert_model.ckpt")
-    assert sorted(loaded) == sorted(values)                       # heads included
+    loaded = load_weights(model, tmp_path / "uncased_L-2_H-16_A-2" / "bert_model.ckpt")
+    assert sorted(loaded) == sorted(values)  # heads included
     save_google_checkpoint(model, tmp_path / "out" / "model.ckpt")
     reader = tf.train.load_checkpoint(str(tmp_path / "out" / "model.ckpt"))
     assert set(reader.get_variable_to_shape_map()) == set(values)
     for n, v in values.items():
         np.testing.assert_array_equal(reader.get_tensor(n), v, err_msg=n)
-    assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]   # no temp leftovers
+    assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]  # no temp leftovers
 
 
 def test_missing_and_mismatched_tensors_are_reported(tmp_path):
     write_tf1_checkpoint(tmp_path / "g", with_heads=False)
     model = BertPretrainer(BertConfig(**CFG))
     with pytest.raises(ValueError, match=r"no tensor 'cls/"):
-        load_google_checkpoint(model, tmp_path / "g" / "bert_model.ckpt", allow_missing=())
-    assert len(load_google_checkpoint(model, tmp_path / "g" / "bert_model.ckpt")) == 5 + 2 + 2 * 16
+        load_weights(model, tmp_path / "g" / "bert_model.ckpt", allow_missing=())
+    assert len(load_weights(model, tmp_path / "g" / "bert_model.ckpt")) == 5 + 2 + 2 * 16
     wrong = BertEncoder(BertConfig(**dict(CFG, max_position_embeddings=64)))
     with pytest.raises(ValueError, match=r"position_embeddings has shape \[32, 16\]"):
-        load_google_checkpoint(wrong, tmp_path / "g" / "bert_model.ckpt")
+        load_weights(wrong, tmp_path / "g" / "bert_model.ckpt")
 
 
 def test_hf_safetensors_names_and_transposes(tmp_path):
     """PyTorch Linear weights are [out, in]; the import must transpose them to Keras kernels."""
     rng = np.random.default_rng(1)
     h, i = CFG["hidden_size"], CFG["intermediate_size"]
-    sd = {"bert.embeddings.word_embeddings.weight": rng.normal(size=(50, h)),
-          "bert.embeddings.position_embeddings.weight": rng.normal(size=(32, h)),
-          "bert.embeddings.token_type_embeddings.weight": rng.normal(size=(2, h)),
-          "bert.embeddings.LayerNorm.gamma": rng.normal(size=h), "bert.embeddings.LayerNorm.beta": rng.normal(size=h),
-          "bert.pooler.dense.weight": rng.normal(size=(h, h)), "bert.pooler.dense.bias": rng.normal(size=h),
-          "cls.seq_relationship.weight": rng.normal(size=(2, h)), "cls.seq_relationship.bias": rng.normal(size=2),
-          "cls.predictions.bias": rng.normal(size=50),
-          "cls.predictions.transform.dense.weight": rng.normal(size=(h, h)),
-          "cls.predictions.transform.dense.bias": rng.normal(size=h),
-          "cls.predictions.transform.LayerNorm.weight": rng.normal(size=h),
-          "cls.predictions.transform.LayerNorm.bias": rng.normal(size=h),
-          "cls.predictions.decoder.weight": rng.normal(size=(50, h)),
-          "bert.embeddings.position_ids": np.arange(32)[None],
-          # the task head of an HF BertForQuestionAnswering file: not part of BERT, skipped
-          "qa_outputs.weight": rng.normal(size=(2, h)), "qa_outputs.bias": rng.normal(size=2)}
+    sd = {
+        "bert.embeddings.word_embeddings.weight": rng.normal(size=(50, h)),
+        "bert.embeddings.position_embeddings.weight": rng.normal(size=(32, h)),
+        "bert.embeddings.token_type_embeddings.weight": rng.normal(size=(2, h)),
+        "bert.embeddings.LayerNorm.gamma": rng.normal(size=h),
+        "bert.embeddings.LayerNorm.beta": rng.normal(size=h),
+        "bert.pooler.dense.weight": rng.normal(size=(h, h)),
+        "bert.pooler.dense.bias": rng.normal(size=h),
+        "cls.seq_relationship.weight": rng.normal(size=(2, h)),
+        "cls.seq_relationship.bias": rng.normal(size=2),
+        "cls.predictions.bias": rng.normal(size=50),
+        "cls.predictions.transform.dense.weight": rng.normal(size=(h, h)),
+        "cls.predictions.transform.dense.bias": rng.normal(size=h),
+        "cls.predictions.transform.LayerNorm.weight": rng.normal(size=h),
+        "cls.predictions.transform.LayerNorm.bias": rng.normal(size=h),
+        "cls.predictions.decoder.weight": rng.normal(size=(50, h)),
+        "bert.embeddings.position_ids": np.arange(32)[None],
+        # the task head of an HF BertForQuestionAnswering file: not part of BERT, skipped
+        "qa_outputs.weight": rng.normal(size=(2, h)),
+        "qa_outputs.bias": rng.normal(size=2),
+    }
     for n in range(2):
         p = f"bert.encoder.layer.{n}."
-        for sub, (o, k) in {"attention.self.query": (h, h), "attention.self.key": (h, h),
-                            "attention.self.value": (h, h), "attention.output.dense": (h, h),
-                            "intermediate.dense": (i, h), "output.dense": (h, i)}.items():
+        for sub, (o, k) in {
+            "attention.self.query": (h, h),
+            "attention.self.key": (h, h),
+            "attention.self.value": (h, h),
+            "attention.output.dense": (h, h),
+            "intermediate.dense": (i, h),
+            "output.dense": (h, i),
+        }.items():
             sd[p + sub + ".weight"], sd[p + sub + ".bias"] = rng.normal(size=(o, k)), rng.normal(size=o)
         for sub in ("attention.output.LayerNorm", "output.LayerNorm"):
             sd[p + sub + ".weight"], sd[p + sub + ".bias"] = rng.normal(size=h), rng.normal(size=h)
@@ -139,13 +162,15 @@ def test_hf_safetensors_names_and_transposes(tmp_path):
     model = BertPretrainer(BertConfig(**CFG))
     assert len(load_weights(model, tmp_path / "hf")) == len(google_names(2))
     w = {n: v.numpy() for n, v in google_name_map(model).items()}
-    np.testing.assert_array_equal(w["bert/encoder/layer_1/intermediate/dense/kernel"],
-                                  sd["bert.encoder.layer.1.intermediate.dense.weight"].T)
+    np.testing.assert_array_equal(
+        w["bert/encoder/layer_1/intermediate/dense/kernel"], sd["bert.encoder.layer.1.intermediate.dense.weight"].T
+    )
     np.testing.assert_array_equal(w["bert/embeddings/LayerNorm/gamma"], sd["bert.embeddings.LayerNorm.gamma"])
     np.testing.assert_array_equal(w["cls/seq_relationship/output_weights"], sd["cls.seq_relationship.weight"])
     np.testing.assert_array_equal(w["cls/predictions/output_bias"], sd["cls.predictions.bias"])
-    np.testing.assert_array_equal(w["cls/predictions/transform/LayerNorm/beta"],
-                                  sd["cls.predictions.transform.LayerNorm.bias"])
+    np.testing.assert_array_equal(
+        w["cls/predictions/transform/LayerNorm/beta"], sd["cls.predictions.transform.LayerNorm.bias"]
+    )
 
 
 def test_convert_checkpoint_cli(tmp_path, capsys):
@@ -153,8 +178,13 @@ def test_convert_checkpoint_cli(tmp_path, capsys):
     rc = cli_main(["convert-checkpoint", "--input", str(tmp_path / "uncased_g"), "--output", str(tmp_path / "exp")])
     assert rc == 0
     exp = tmp_path / "exp"
-    assert {p.name for p in exp.iterdir()} == {"bert_config.json", "vocab.txt", "vocab_info.json",
-                                               "bert_model.ckpt.index", "bert_model.ckpt.data-00000-of-00001"}
+    assert {p.name for p in exp.iterdir()} == {
+        "bert_config.json",
+        "vocab.txt",
+        "vocab_info.json",
+        "bert_model.ckpt.index",
+        "bert_model.ckpt.data-00000-of-00001",
+    }
     assert json.loads((exp / "vocab_info.json").read_text())["lowercase"] is True
     reader = tf.train.load_checkpoint(str(exp / "bert_model.ckpt"))
     assert set(reader.get_variable_to_shape_map()) == set(values)
@@ -179,7 +209,7 @@ def np_layer_norm(x, g, b, eps=1e-12):
 def np_bert_forward(sd, cfg, ids, mask):
     """Independent BERT forward in float64 numpy straight from the PyTorch state dict."""
     t = {k: v.astype(np.float64) for k, v in sd.items() if v.dtype.kind == "f"}
-    lin = lambda x, name: x @ t[name + ".weight"].T + t[name + ".bias"]     # noqa: E731
+    lin = lambda x, name: x @ t[name + ".weight"].T + t[name + ".bias"]  # noqa: E731
     b, s = ids.shape
     x = t["embeddings.word_embeddings.weight"][ids] + t["embeddings.position_embeddings.weight"][:s][None]
     x = x + t["embeddings.token_type_embeddings.weight"][np.zeros_like(ids)]
@@ -189,18 +219,24 @@ def np_bert_forward(sd, cfg, ids, mask):
     erf = np.vectorize(math.erf)
     for n in range(cfg["num_hidden_layers"]):
         p = f"encoder.layer.{n}."
-        q, k, v = (lin(x, p + f"attention.self.{m}").reshape(b, s, nh, d).transpose(0, 2, 1, 3)
-                   for m in ("query", "key", "value"))
+        q, k, v = (
+            lin(x, p + f"attention.self.{m}").reshape(b, s, nh, d).transpose(0, 2, 1, 3)
+            for m in ("query", "key", "value")
+        )
         scores = q @ k.transpose(0, 1, 3, 2) / math.sqrt(d) + np.where(mask[:, None, None, :] > 0, 0.0, -1e9)
         probs = np.exp(scores - scores.max(-1, keepdims=True))
         probs /= probs.sum(-1, keepdims=True)
         ctx = (probs @ v).transpose(0, 2, 1, 3).reshape(b, s, nh * d)
-        x = np_layer_norm(lin(ctx, p + "attention.output.dense") + x,
-                          t[p + "attention.output.LayerNorm.weight"], t[p + "attention.output.LayerNorm.bias"])
+        x = np_layer_norm(
+            lin(ctx, p + "attention.output.dense") + x,
+            t[p + "attention.output.LayerNorm.weight"],
+            t[p + "attention.output.LayerNorm.bias"],
+        )
         hmid = lin(x, p + "intermediate.dense")
         hmid = 0.5 * hmid * (1 + erf(hmid / math.sqrt(2)))
-        x = np_layer_norm(lin(hmid, p + "output.dense") + x,
-                          t[p + "output.LayerNorm.weight"], t[p + "output.LayerNorm.bias"])
+        x = np_layer_norm(
+            lin(hmid, p + "output.dense") + x, t[p + "output.LayerNorm.weight"], t[p + "output.LayerNorm.bias"]
+        )
     return x
 
 
@@ -210,11 +246,13 @@ def mean_pool_normalize(seq, mask):
     return e / np.linalg.norm(e, axis=-1, keepdims=True)
 
 
-SENTENCES = ["A man is playing a guitar.",
-             "Someone plays the guitar on stage.",
-             "The central bank raised interest rates again.",
-             "Interest rates were increased by the central bank.",
-             "A cat sleeps on the warm windowsill."]
+SENTENCES = [
+    "A man is playing a guitar.",
+    "Someone plays the guitar on stage.",
+    "The central bank raised interest rates again.",
+    "Interest rates were increased by the central bank.",
+    "A cat sleeps on the warm windowsill.",
+]
 
 
 def test_minilm_import_matches_numpy_and_ranks_paraphrases(tmp_path):
@@ -231,7 +269,7 @@ def test_minilm_import_matches_numpy_and_ranks_paraphrases(tmp_path):
     encoder, cfg = load_pretrained(hf)
     assert (cfg.num_hidden_layers, cfg.hidden_size, cfg.num_attention_heads) == (6, 384, 12)
 
-    tok = load_wordpiece(vocab, lowercase=True)             # uncased WordPiece; [CLS] … [SEP] added here
+    tok = load_wordpiece(vocab, lowercase=True)  # uncased WordPiece; [CLS] … [SEP] added here
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     rows = [[cls_id] + tok.encode(s).ids + [sep_id] for s in SENTENCES]
     seq = max(map(len, rows))
@@ -261,9 +299,11 @@ def test_convert_checkpoint_rejects_bad_input_before_importing_tensorflow(tmp_pa
     import subprocess
     import sys
 
-    code = ("import sys; from bertlib.cli import run_guarded; from bertlib.model.checkpoints import main; "
-            f"rc = run_guarded(main, ['--input', {str(tmp_path / 'missing')!r}, '--output', 'x']); "
-            "print(rc, 'tensorflow' in sys.modules)")
+    code = (
+        "import sys; from bertlib.cli import run_guarded; from bertlib.model.checkpoints import main; "
+        f"rc = run_guarded(main, ['--input', {str(tmp_path / 'missing')!r}, '--output', 'x']); "
+        "print(rc, 'tensorflow' in sys.modules)"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_env, timeout=60)
     assert r.stdout.split() == ["2", "False"], r.stderr
     assert r.stderr.strip().endswith("no checkpoint, export dir or safetensors file at this path")

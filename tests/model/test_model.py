@@ -5,9 +5,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from google_reference import google_names
 
 from bertlib.model import BertConfig, BertEncoder, BertPretrainer, BertQA, pretraining_losses
-from google_reference import google_names
 
 VOCAB = 97
 
@@ -18,7 +18,7 @@ def features(batch=2, seq=12, preds=4, seed=0, vocab=VOCAB):
     mask = (np.arange(seq)[None, :] < lengths[:, None]).astype(np.int32)
     positions = np.stack([rng.choice(np.arange(1, n), size=preds, replace=False) for n in lengths])
     weights = np.ones((batch, preds), np.float32)
-    weights[0, -1] = 0.0            # a padding prediction
+    weights[0, -1] = 0.0  # a padding prediction
     return {
         "input_ids": tf.constant(rng.integers(0, vocab, size=(batch, seq)) * mask, tf.int64),
         "input_mask": tf.constant(mask, tf.int64),
@@ -32,8 +32,13 @@ def features(batch=2, seq=12, preds=4, seed=0, vocab=VOCAB):
 
 def test_presets_match_the_paper():
     # (layers, hidden, heads): BERT paper / google-research/bert README table
-    want = {"tiny": (2, 128, 2), "mini": (4, 256, 4), "small": (4, 512, 8), "base": (12, 768, 12),
-            "large": (24, 1024, 16)}
+    want = {
+        "tiny": (2, 128, 2),
+        "mini": (4, 256, 4),
+        "small": (4, 512, 8),
+        "base": (12, 768, 12),
+        "large": (24, 1024, 16),
+    }
     for size, (l, h, a) in want.items():
         c = BertConfig.from_preset(size, vocab_size=30522)
         assert (c.num_hidden_layers, c.hidden_size, c.num_attention_heads, c.intermediate_size) == (l, h, a, 4 * h)
@@ -71,7 +76,7 @@ def test_weight_names_are_googles():
     got = [w.path for w in model.trainable_weights]
     assert sorted(got) == sorted(google_names(2))
     shapes = {w.path: tuple(w.shape) for w in model.trainable_weights}
-    assert shapes["cls/seq_relationship/output_weights"] == (2, 128)      # Google's [2, H] layout
+    assert shapes["cls/seq_relationship/output_weights"] == (2, 128)  # Google's [2, H] layout
     assert shapes["bert/encoder/layer_1/intermediate/dense/kernel"] == (128, 512)
 
 
@@ -107,8 +112,10 @@ def np_log_softmax(x):
 def test_pretraining_losses_match_numpy():
     f = features(batch=3, preds=5, seed=4)
     rng = np.random.default_rng(5)
-    outputs = {"mlm_logits": tf.constant(rng.normal(size=(3, 5, VOCAB)) * 3, tf.float32),
-               "nsp_logits": tf.constant(rng.normal(size=(3, 2)), tf.float32)}
+    outputs = {
+        "mlm_logits": tf.constant(rng.normal(size=(3, 5, VOCAB)) * 3, tf.float32),
+        "nsp_logits": tf.constant(rng.normal(size=(3, 2)), tf.float32),
+    }
     ids, w = f["masked_lm_ids"].numpy(), f["masked_lm_weights"].numpy()
     lp = np_log_softmax(outputs["mlm_logits"].numpy().astype(np.float64))
     ce = -np.take_along_axis(lp, ids[..., None], -1)[..., 0]
@@ -185,11 +192,21 @@ def test_config_json_roundtrip_and_hf_keys(tmp_path):
     path = c.to_json_file(tmp_path / "bert_config.json")
     assert BertConfig.from_json_file(path) == c
     # Google's bert_config.json fields, as in uncased_L-12_H-768_A-12
-    google = {"attention_probs_dropout_prob": 0.1, "hidden_act": "gelu", "hidden_dropout_prob": 0.1,
-              "hidden_size": 768, "initializer_range": 0.02, "intermediate_size": 3072,
-              "max_position_embeddings": 512, "num_attention_heads": 12, "num_hidden_layers": 12,
-              "type_vocab_size": 2, "vocab_size": 30522}
-    assert BertConfig.from_dict(dict(google, model_type="bert", layer_norm_eps=1e-12)) == \
-        BertConfig.from_preset("base", 30522)
+    google = {
+        "attention_probs_dropout_prob": 0.1,
+        "hidden_act": "gelu",
+        "hidden_dropout_prob": 0.1,
+        "hidden_size": 768,
+        "initializer_range": 0.02,
+        "intermediate_size": 3072,
+        "max_position_embeddings": 512,
+        "num_attention_heads": 12,
+        "num_hidden_layers": 12,
+        "type_vocab_size": 2,
+        "vocab_size": 30522,
+    }
+    assert BertConfig.from_dict(dict(google, model_type="bert", layer_norm_eps=1e-12)) == BertConfig.from_preset(
+        "base", 30522
+    )
     with pytest.raises(ValueError, match="not a multiple"):
         BertConfig.from_preset("base", 100, num_attention_heads=7)

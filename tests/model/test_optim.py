@@ -24,7 +24,7 @@ def np_lamb(params, grads_per_step, lrs, wd, b1=0.9, b2=0.999, eps=1e-6):
             g = grads[k].astype(np.float64)
             m[k] = b1 * m[k] + (1 - b1) * g
             v[k] = b2 * v[k] + (1 - b2) * g * g
-            mh, vh = m[k] / (1 - b1 ** t), v[k] / (1 - b2 ** t)
+            mh, vh = m[k] / (1 - b1**t), v[k] / (1 - b2**t)
             u = mh / (np.sqrt(vh) + eps)
             excluded = any(s in k for s in EXCLUDED)
             if not excluded:
@@ -62,7 +62,7 @@ def np_keras_adamw(params, grads_per_step, lrs, wd, b1=0.9, b2=0.999, eps=1e-7):
     m = {k: np.zeros_like(v) for k, v in params.items()}
     v = {k: np.zeros_like(p) for k, p in params.items()}
     for t, (grads, lr) in enumerate(zip(grads_per_step, lrs), start=1):
-        lr_t = lr * math.sqrt(1 - b2 ** t) / (1 - b1 ** t)
+        lr_t = lr * math.sqrt(1 - b2**t) / (1 - b1**t)
         for k, w in params.items():
             g = grads[k].astype(np.float64)
             m[k] = b1 * m[k] + (1 - b1) * g
@@ -79,8 +79,8 @@ def make_problem(seed=0, steps=4):
         "bert/encoder/layer_0/attention/self/query/bias": rng.normal(size=(5,)),
         "bert/embeddings/LayerNorm/gamma": 1 + 0.1 * rng.normal(size=(5,)),
         "cls/predictions/output_bias": rng.normal(size=(7,)),
-        "cls/seq_relationship/output_weights": np.zeros((2, 5)),    # ‖w‖ = 0 → trust ratio 1
-        "bert/pooler/dense/kernel": rng.normal(size=(5, 5)),        # zero gradient at step 2
+        "cls/seq_relationship/output_weights": np.zeros((2, 5)),  # ‖w‖ = 0 → trust ratio 1
+        "bert/pooler/dense/kernel": rng.normal(size=(5, 5)),  # zero gradient at step 2
     }
     grads = []
     for s in range(steps):
@@ -172,9 +172,18 @@ def test_reference_adamw_matches_tf_resource_apply_adam_kernel(grad_scale):
         var = tf.Variable(p0.astype(np.float32))
         m, v = tf.Variable(tf.zeros_like(var)), tf.Variable(tf.zeros_like(var))
         for t, (g, lr) in enumerate(zip(grads, lrs), start=1):
-            tf.raw_ops.ResourceApplyAdam(var=var.handle, m=m.handle, v=v.handle, beta1_power=b1 ** t,
-                                         beta2_power=b2 ** t, lr=lr, beta1=b1, beta2=b2, epsilon=eps,
-                                         grad=tf.constant(g[k], tf.float32))
+            tf.raw_ops.ResourceApplyAdam(
+                var=var.handle,
+                m=m.handle,
+                v=v.handle,
+                beta1_power=b1**t,
+                beta2_power=b2**t,
+                lr=lr,
+                beta1=b1,
+                beta2=b2,
+                epsilon=eps,
+                grad=tf.constant(g[k], tf.float32),
+            )
         np.testing.assert_allclose(got[k] - p0, var.numpy() - p0, rtol=1e-3, atol=5e-7, err_msg=k)
 
 
@@ -218,8 +227,15 @@ def test_optimizer_state_checkpoint_roundtrip(tmp_path):
 
 def test_schedule_against_formula():
     s = PolynomialWarmup(lr=1.0, end_lr=0.1, warmup=10, total=110, power=0.5)
-    expected = {0: 0.0, 5: 0.5, 10: 1.0, 60: 0.1 + 0.9 * math.sqrt(0.5), 85: 0.1 + 0.9 * math.sqrt(0.25),
-                110: 0.1, 500: 0.1}
+    expected = {
+        0: 0.0,
+        5: 0.5,
+        10: 1.0,
+        60: 0.1 + 0.9 * math.sqrt(0.5),
+        85: 0.1 + 0.9 * math.sqrt(0.25),
+        110: 0.1,
+        500: 0.1,
+    }
     for step, lr in expected.items():
         assert float(s(step)) == pytest.approx(lr, rel=1e-6, abs=1e-7), step
     linear = PolynomialWarmup(lr=5e-5, end_lr=0.0, warmup=0, total=100, power=1.0)
@@ -229,21 +245,47 @@ def test_schedule_against_formula():
 
 
 def test_make_optimizer_from_config():
-    cfg = build_config("pretrain", dict(per_gpu_batch_size=2, max_seq_length=32, max_predictions_per_seq=5,
-                                        learning_rate=0.005, end_learning_rate=0.0003, warmup_steps=2812,
-                                        total_steps=14064, data_dir="x"))
+    cfg = build_config(
+        "pretrain",
+        dict(
+            per_gpu_batch_size=2,
+            max_seq_length=32,
+            max_predictions_per_seq=5,
+            learning_rate=0.005,
+            end_learning_rate=0.0003,
+            warmup_steps=2812,
+            total_steps=14064,
+            data_dir="x",
+        ),
+    )
     opt = make_optimizer(cfg)
     assert isinstance(opt, Lamb) and opt.weight_decay == cfg.weight_decay
     assert float(opt.schedule(2812)) == pytest.approx(0.005)
     assert float(opt.schedule(14064)) == pytest.approx(0.0003)
     var = tf.Variable(np.ones(2, np.float32), name="k/kernel")
-    assert float(opt.apply_gradients([(tf.ones(2), var)])) == 0.0     # schedule(0) = 0
-    squad = build_config("squad", dict(per_gpu_batch_size=6, learning_rate=5e-5, warmup_steps=365,
-                                       total_steps=3649, train_file="t.json", predict_file="p.json"))
+    assert float(opt.apply_gradients([(tf.ones(2), var)])) == 0.0  # schedule(0) = 0
+    squad = build_config(
+        "squad",
+        dict(
+            per_gpu_batch_size=6,
+            learning_rate=5e-5,
+            warmup_steps=365,
+            total_steps=3649,
+            train_file="t.json",
+            predict_file="p.json",
+        ),
+    )
     # SquadConfig's defaults are the reference's: tfa AdamW(weight_decay=0.0), ε 1e-7, no dropout
     opt = make_optimizer(squad)
-    assert (type(opt), opt.weight_decay, opt.epsilon, opt.beta_1, opt.beta_2, opt.bias_correction,
-            opt.epsilon_hat) == (AdamW, 0.0, 1e-7, 0.9, 0.999, True, True)
+    assert (type(opt), opt.weight_decay, opt.epsilon, opt.beta_1, opt.beta_2, opt.bias_correction, opt.epsilon_hat) == (
+        AdamW,
+        0.0,
+        1e-7,
+        0.9,
+        0.999,
+        True,
+        True,
+    )
     assert (squad.optimizer, squad.hidden_dropout_prob, squad.attention_probs_dropout_prob) == ("adamw", 0.0, 0.0)
     google = make_optimizer(squad.model_copy(update={"optimizer": "google_adamw", "weight_decay": 0.01}))
     assert (google.weight_decay, google.epsilon, google.bias_correction) == (0.01, 1e-6, False)

@@ -26,14 +26,21 @@ CLS, SEP, MASK = 2, 3, 4
 #: pair lengths and how they are packed: row 0 = pairs 0 and 1 (31 + 33 = S: the last one ends at the
 #: row's end), row 1 = pair 2 alone; K = 3 leaves absent pair slots in both rows
 LENGTHS, ROWS = (31, 33, 20), [[0, 1], [2]]
-GOOGLE_KEYS = {"input_ids", "input_mask", "segment_ids", "masked_lm_positions", "masked_lm_ids",
-               "masked_lm_weights", "next_sentence_labels"}
+GOOGLE_KEYS = {
+    "input_ids",
+    "input_mask",
+    "segment_ids",
+    "masked_lm_positions",
+    "masked_lm_ids",
+    "masked_lm_weights",
+    "next_sentence_labels",
+}
 PACKED_KEYS = GOOGLE_KEYS | {"position_ids", "next_sentence_positions", "next_sentence_weights"}
 
 
 def make_pair(rng, length: int, n_masked: int) -> dict:
     """One pair of ``length`` tokens (len(A) + len(B) + 3), ``n_masked`` tokens replaced by [MASK]."""
-    a = int(rng.integers(1, length - 3))                    # len(A); len(B) = length - 3 - a >= 1
+    a = int(rng.integers(1, length - 3))  # len(A); len(B) = length - 3 - a >= 1
     ids = rng.integers(5, VOCAB, size=length)
     ids[0], ids[a + 1], ids[-1] = CLS, SEP, SEP
     segment = (np.arange(length) >= a + 2).astype(np.int64)
@@ -53,12 +60,18 @@ def pack(pairs: list[dict], rows: list[list[int]]) -> tuple[dict, list[tuple[int
     """numpy packed rows [len(rows), S] (records' features + the derived ones) and, per pair, where it
     went: (row, pair slot j - 1, its slice of the row's predictions)."""
     n = len(rows)
-    f = {"input_ids": np.zeros((n, S), np.int64), "input_mask": np.zeros((n, S), np.int64),
-         "segment_ids": np.zeros((n, S), np.int64), "position_ids": np.zeros((n, S), np.int64),
-         "masked_lm_positions": np.zeros((n, P), np.int64), "masked_lm_ids": np.zeros((n, P), np.int64),
-         "masked_lm_weights": np.zeros((n, P), np.float32), "next_sentence_labels": np.zeros((n, K), np.int64),
-         "next_sentence_positions": np.zeros((n, K), np.int64),
-         "next_sentence_weights": np.zeros((n, K), np.float32)}
+    f = {
+        "input_ids": np.zeros((n, S), np.int64),
+        "input_mask": np.zeros((n, S), np.int64),
+        "segment_ids": np.zeros((n, S), np.int64),
+        "position_ids": np.zeros((n, S), np.int64),
+        "masked_lm_positions": np.zeros((n, P), np.int64),
+        "masked_lm_ids": np.zeros((n, P), np.int64),
+        "masked_lm_weights": np.zeros((n, P), np.float32),
+        "next_sentence_labels": np.zeros((n, K), np.int64),
+        "next_sentence_positions": np.zeros((n, K), np.int64),
+        "next_sentence_weights": np.zeros((n, K), np.float32),
+    }
     where = [None] * len(pairs)
     for r, members in enumerate(rows):
         offset = slot = 0
@@ -105,9 +118,19 @@ def ce(logits, labels):
 
 def tiny_model(seed: int = 0) -> BertPretrainer:
     keras.utils.set_random_seed(seed)
-    return BertPretrainer(BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                     intermediate_size=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-                                     max_position_embeddings=S, initializer_range=0.1))
+    return BertPretrainer(
+        BertConfig(
+            vocab_size=VOCAB,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            hidden_dropout_prob=0.0,
+            attention_probs_dropout_prob=0.0,
+            max_position_embeddings=S,
+            initializer_range=0.1,
+        )
+    )
 
 
 def alone(model, pair: dict) -> dict:
@@ -135,10 +158,12 @@ def test_each_packed_pair_gets_what_it_gets_alone():
         ref = alone(model, pair)
         np.testing.assert_allclose(out["mlm_logits"][r, preds], ref["mlm_logits"], atol=1e-5, rtol=1e-5)
         np.testing.assert_allclose(out["nsp_logits"][r, j], ref["nsp_logits"], atol=1e-5, rtol=1e-5)
-        np.testing.assert_allclose(ce(out["mlm_logits"][r, preds], pair["labels"]),
-                                   ce(ref["mlm_logits"], pair["labels"]), atol=1e-5)
-        np.testing.assert_allclose(ce(out["nsp_logits"][r, j], pair["nsp"]), ce(ref["nsp_logits"], pair["nsp"]),
-                                   atol=1e-5)
+        np.testing.assert_allclose(
+            ce(out["mlm_logits"][r, preds], pair["labels"]), ce(ref["mlm_logits"], pair["labels"]), atol=1e-5
+        )
+        np.testing.assert_allclose(
+            ce(out["nsp_logits"][r, j], pair["nsp"]), ce(ref["nsp_logits"], pair["nsp"]), atol=1e-5
+        )
     # the losses: Σ CE over all predictions / (count + 1e-5), and the NSP mean over the 3 pairs
     refs = [alone(model, p) for p in pairs]
     mlm = [ce(r["mlm_logits"], p["labels"]) for r, p in zip(refs, pairs)]
@@ -149,8 +174,12 @@ def test_each_packed_pair_gets_what_it_gets_alone():
     losses = pretraining_losses(model(tensors(f)), tensors(f))
     for key, value in want.items():
         np.testing.assert_allclose(float(losses[key]), value, rtol=1e-5)
-    sums = dict(zip(("mlm_ce_sum", "mlm_correct_sum", "mlm_weight_sum", "nsp_ce_sum", "nsp_correct_sum",
-                     "examples"), pretraining_sums(model(tensors(f)), tensors(f)).numpy()))
+    sums = dict(
+        zip(
+            ("mlm_ce_sum", "mlm_correct_sum", "mlm_weight_sum", "nsp_ce_sum", "nsp_correct_sum", "examples"),
+            pretraining_sums(model(tensors(f)), tensors(f)).numpy(),
+        )
+    )
     np.testing.assert_allclose(sums["nsp_ce_sum"], np.sum(nsp), rtol=1e-5)
     assert sums["examples"] == 3 and sums["mlm_weight_sum"] == n_pred
 
@@ -163,14 +192,20 @@ def test_packed_batch_has_the_losses_and_gradients_of_the_unpacked_batch():
     for f in (tensors(packed), tensors(unpacked(pairs))):
         with tf.GradientTape() as tape:
             losses = pretraining_losses(model(f, training=True), f)
-        results.append(({k: float(v) for k, v in losses.items()},
-                        tape.gradient(losses["loss"], model.trainable_variables)))
+        results.append(
+            ({k: float(v) for k, v in losses.items()}, tape.gradient(losses["loss"], model.trainable_variables))
+        )
     (packed_losses, packed_grads), (google_losses, google_grads) = results
     assert packed_losses == pytest.approx(google_losses, rel=1e-5)
     for var, g_packed, g_google in zip(model.trainable_variables, packed_grads, google_grads):
         assert g_packed is not None and g_google is not None, var.path
-        np.testing.assert_allclose(tf.convert_to_tensor(g_packed).numpy(), tf.convert_to_tensor(g_google).numpy(),
-                                   rtol=1e-4, atol=1e-6, err_msg=var.path)
+        np.testing.assert_allclose(
+            tf.convert_to_tensor(g_packed).numpy(),
+            tf.convert_to_tensor(g_google).numpy(),
+            rtol=1e-4,
+            atol=1e-6,
+            err_msg=var.path,
+        )
 
 
 def test_unpacked_features_keep_the_google_heads():
@@ -215,8 +250,9 @@ def test_xla_train_step_on_packed_features(policy):
         ref = alone(model, pair)
         np.testing.assert_allclose(out["mlm_logits"][r, preds], ref["mlm_logits"], atol=tol)
         np.testing.assert_allclose(out["nsp_logits"][r, j], ref["nsp_logits"], atol=tol)
-    trainer = Trainer(model, pretraining_losses, Lamb(), lambda step: 1e-3, total_steps=1, jit_compile=True,
-                      allreduce=list)
+    trainer = Trainer(
+        model, pretraining_losses, Lamb(), lambda step: 1e-3, total_steps=1, jit_compile=True, allreduce=list
+    )
     trainer.restore_or_initialize()
     before = [v.numpy().copy() for v in model.trainable_variables]
     result = trainer.train_step(iter([f]))
@@ -232,23 +268,46 @@ def write_phase(folder, feats: dict, packing: dict | None) -> None:
     recs = records.encode_examples({k: feats[k] for k in records.FEATURE_NAMES})
     sha = records.write_tfrecord_file(folder / name, recs)
     n = len(recs)
-    manifest = {"format": records.MANIFEST_FORMAT, "max_seq_length": S, "max_predictions_per_seq": P,
-                "vocab": {"sha256": hashlib.sha256(b"test").hexdigest(), "size": VOCAB, "lowercase": True,
-                          "strip_accents": None},
-                "counts": {"examples": n}, "packing": packing, "masking": "static",
-                "shards": {"train": [{"file": name, "sha256": sha, "examples": n,
-                                      "bytes": (folder / name).stat().st_size}]}}
+    manifest = {
+        "format": records.MANIFEST_FORMAT,
+        "max_seq_length": S,
+        "max_predictions_per_seq": P,
+        "vocab": {
+            "sha256": hashlib.sha256(b"test").hexdigest(),
+            "size": VOCAB,
+            "lowercase": True,
+            "strip_accents": None,
+        },
+        "counts": {"examples": n},
+        "packing": packing,
+        "masking": "static",
+        "shards": {"train": [{"file": name, "sha256": sha, "examples": n, "bytes": (folder / name).stat().st_size}]},
+    }
     (folder / "manifest.json").write_text(json.dumps(manifest))
 
 
 def test_pipeline_derives_the_packed_features(tmp_path):
-    pairs = make_pairs(seed=4, lengths=(31, 33, 20, 7, 20, 33))   # row 2: 7 + 20 + 33 = 60, K pairs
+    pairs = make_pairs(seed=4, lengths=(31, 33, 20, 7, 20, 33))  # row 2: 7 + 20 + 33 = 60, K pairs
     rows = [[0, 1], [2], [3, 4, 5]]
     f, _ = pack(pairs, rows)
-    write_phase(tmp_path / "packed", f, {"max_pairs_per_row": K, "algorithm": "spfhp", "pairs": 6, "rows": 3,
-                                         "efficiency": float(f["input_mask"].astype(bool).mean())})
-    batch = next(iter(pretraining_dataset(tmp_path / "packed", "train", 3, S, P, shuffle=False, repeat=False,
-                                          drop_remainder=False)))
+    write_phase(
+        tmp_path / "packed",
+        f,
+        {
+            "max_pairs_per_row": K,
+            "algorithm": "spfhp",
+            "pairs": 6,
+            "rows": 3,
+            "efficiency": float(f["input_mask"].astype(bool).mean()),
+        },
+    )
+    batch = next(
+        iter(
+            pretraining_dataset(
+                tmp_path / "packed", "train", 3, S, P, shuffle=False, repeat=False, drop_remainder=False
+            )
+        )
+    )
     assert set(batch) == PACKED_KEYS
     # position in own pair / each pair's first token / presence, recomputed token by token
     position_ids, starts, present = np.zeros((3, S), int), np.zeros((3, K), int), np.zeros((3, K), np.float32)
@@ -264,7 +323,7 @@ def test_pipeline_derives_the_packed_features(tmp_path):
         got = batch[key].numpy()
         assert got.dtype == (np.float32 if key in ("masked_lm_weights", "next_sentence_weights") else np.int32), key
         np.testing.assert_array_equal(got, want[key], err_msg=key)
-    np.testing.assert_array_equal(starts, f["next_sentence_positions"])   # the packer's own bookkeeping agrees
+    np.testing.assert_array_equal(starts, f["next_sentence_positions"])  # the packer's own bookkeeping agrees
 
 
 def test_pipeline_of_an_unpacked_dataset_is_google_s(tmp_path):

@@ -28,8 +28,11 @@ def outputs(nb, kind=None):
 def text_of(nb) -> str:
     parts = []
     for o in outputs(nb):
-        parts.append(o.get("text", "") if o.output_type == "stream" else
-                     o.get("data", {}).get("text/html", "") + o.get("data", {}).get("text/plain", ""))
+        parts.append(
+            o.get("text", "")
+            if o.output_type == "stream"
+            else o.get("data", {}).get("text/html", "") + o.get("data", {}).get("text/plain", "")
+        )
     return "\n".join(parts)
 
 
@@ -60,23 +63,35 @@ def test_papermill_structure(name):
 
 
 def _run(name, tmp_path, parameters=None, parameters_file=None):
-    params = yaml.safe_load(Path(parameters_file).read_text()) if parameters_file else {}
+    params = {"params_file": str(parameters_file)} if parameters_file else {}  # papermill -p params_file FILE
     params.update(parameters or {})
     out = tmp_path / f"{name}.out.ipynb"
     try:
-        pm.execute_notebook(REPO / "notebooks" / f"{name}.ipynb", out, parameters=params, cwd=str(tmp_path),
-                            kernel_name="python3", progress_bar=False)
+        pm.execute_notebook(
+            REPO / "notebooks" / f"{name}.ipynb",
+            out,
+            parameters=params,
+            cwd=str(tmp_path),
+            kernel_name="python3",
+            progress_bar=False,
+        )
         err = None
     except PapermillExecutionError as e:
         err = e
     return nbformat.read(out, as_version=4), err
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"total_stepz": 5}, "phase1 parameters: unknown key 'total_stepz'"),
-    ({"total_steps": "many"}, "phase1 parameters: key 'total_steps': Input should be a valid integer, "
-                              "unable to parse string as an integer (got 'many')"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"total_stepz": 5}, "phase1 parameters: unknown key 'total_stepz'"),
+        (
+            {"total_steps": "many"},
+            "phase1 parameters: key 'total_steps': Input should be a valid integer, "
+            "unable to parse string as an integer (got 'many')",
+        ),
+    ],
+)
 def test_bad_params_stop_at_the_first_cell(change, message, tmp_path):
     nb, err = _run("02_phase1", tmp_path, parameters=change, parameters_file=REPO / "params/local/phase1.yaml")
     assert err is not None and err.ename == "ParamsError" and err.evalue == message
@@ -97,13 +112,25 @@ def test_sagemaker_dry_run_without_credentials(tmp_path, monkeypatch):
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     # a bare machine: no account settings either — the request shows placeholders that say what to set
-    for var in ("AWS_DEFAULT_REGION", "AWS_REGION", "BERTLIB_SAGEMAKER_ROLE", "BERTLIB_IMAGE_URI", "BERTLIB_S3_PREFIX",
-                "BERTLIB_SUBNETS", "BERTLIB_SECURITY_GROUP_IDS", "BERTLIB_FSX_ID",
-                "SAGEMAKER_ROLE", "SAGEMAKER_IMAGE_NAME", "SAGEMAKER_SUBNET_IDS",   # and the reference's names
-                "SAGEMAKER_SECURITY_GROUP_IDS", "SAGEMAKER_FSX_ID"):
+    for var in (
+        "AWS_DEFAULT_REGION",
+        "AWS_REGION",
+        "BERTLIB_SAGEMAKER_ROLE",
+        "BERTLIB_IMAGE_URI",
+        "BERTLIB_S3_PREFIX",
+        "BERTLIB_SUBNETS",
+        "BERTLIB_SECURITY_GROUP_IDS",
+        "BERTLIB_FSX_ID",
+        "SAGEMAKER_ROLE",
+        "SAGEMAKER_IMAGE_NAME",
+        "SAGEMAKER_SUBNET_IDS",  # and the reference's names
+        "SAGEMAKER_SECURITY_GROUP_IDS",
+        "SAGEMAKER_FSX_ID",
+    ):
         monkeypatch.delenv(var, raising=False)
-    nb, err = _run("02_phase1", tmp_path, parameters={"dry_run": True},
-                   parameters_file=REPO / "params/sagemaker/phase1.yaml")
+    nb, err = _run(
+        "02_phase1", tmp_path, parameters={"dry_run": True}, parameters_file=REPO / "params/sagemaker/phase1.yaml"
+    )
     assert err is None, err
     text = text_of(nb)
     assert "estimated wall time" in text and "8 × ml.p3dn.24xlarge (64 devices)" in text
@@ -125,12 +152,20 @@ def test_sagemaker_dry_run_without_credentials(tmp_path, monkeypatch):
 def test_data_prep_on_sagemaker_dry_run(tmp_path, monkeypatch):
     """01_data_prep on params/sagemaker/data.yaml: the request of a 4-instance prepare-data job writing
     the datasets where params/sagemaker/phase1.yaml reads them; nothing sent, nothing prepared here."""
-    for var in ("BERTLIB_SAGEMAKER_ROLE", "BERTLIB_IMAGE_URI", "BERTLIB_S3_PREFIX", "SAGEMAKER_ROLE",
-                "SAGEMAKER_IMAGE_NAME", "AWS_DEFAULT_REGION", "AWS_REGION"):
+    for var in (
+        "BERTLIB_SAGEMAKER_ROLE",
+        "BERTLIB_IMAGE_URI",
+        "BERTLIB_S3_PREFIX",
+        "SAGEMAKER_ROLE",
+        "SAGEMAKER_IMAGE_NAME",
+        "AWS_DEFAULT_REGION",
+        "AWS_REGION",
+    ):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    nb, err = _run("01_data_prep", tmp_path, parameters={"dry_run": True},
-                   parameters_file=REPO / "params/sagemaker/data.yaml")
+    nb, err = _run(
+        "01_data_prep", tmp_path, parameters={"dry_run": True}, parameters_file=REPO / "params/sagemaker/data.yaml"
+    )
     assert err is None, err
     text = text_of(nb)
     assert "data: SageMaker job bertlib-prepare-data" in text and "on 4 × ml.m5.24xlarge (dry run" in text
@@ -186,7 +221,9 @@ def test_chain_progress_is_one_line_updated_in_place(chain):
 @pytest.mark.slow
 def test_chain_plots_are_images(chain):
     _, result = chain
-    counts = {name: len(outputs(nbformat.read(p, as_version=4), "image/png")) for name, p in result["notebooks"].items()}
+    counts = {
+        name: len(outputs(nbformat.read(p, as_version=4), "image/png")) for name, p in result["notebooks"].items()
+    }
     # data: length histogram; phase1: curves; phase2: curves + both phases; squad: one per version;
     # report: both phases + 4 runs
     assert counts == {"01_data_prep": 1, "02_phase1": 1, "03_phase2": 2, "04_squad": 2, "05_report": 5}
@@ -237,5 +274,6 @@ def test_chain_rerun_reuses_prepared_data(chain):
     data = json.loads((work / "runs/ci/registry.json").read_text())["steps"]["data"]
     shards = before["written_shards"] + before["skipped_shards"]
     assert (data["written_shards"], data["skipped_shards"]) == (0, shards)
-    assert f"0 shards written, {shards} reused" in text_of(nbformat.read(again["notebooks"]["01_data_prep"],
-                                                                         as_version=4))
+    assert f"0 shards written, {shards} reused" in text_of(
+        nbformat.read(again["notebooks"]["01_data_prep"], as_version=4)
+    )

@@ -1,4 +1,5 @@
-"""params/**: every file validates through bertlib; local = the notebooks' defaults; SageMaker = DESIGN.md."""
+"""params/**: every file validates through bertlib.params; a notebook run without a params file is the
+local demo (its cell names params/local); SageMaker = DESIGN.md."""
 
 import ast
 from pathlib import Path
@@ -6,13 +7,18 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bertlib import notebook as nb
+from bertlib import params as nb
 from bertlib.registry import Registry
 
 REPO = Path(__file__).resolve().parents[2]
 STEP_OF = {"data.yaml": "data", "phase1.yaml": "phase1", "phase2.yaml": "phase2", "squad.yaml": "squad"}
-NOTEBOOK_OF = {"data.yaml": "01_data_prep", "phase1.yaml": "02_phase1", "phase2.yaml": "03_phase2",
-               "squad.yaml": "04_squad", "report.yaml": "05_report"}
+NOTEBOOK_OF = {
+    "data.yaml": "01_data_prep",
+    "phase1.yaml": "02_phase1",
+    "phase2.yaml": "03_phase2",
+    "squad.yaml": "04_squad",
+    "report.yaml": "05_report",
+}
 PARAM_FILES = sorted((REPO / "params").glob("*/*.yaml")) + sorted((REPO / "tests/notebooks/params").glob("*.yaml"))
 
 
@@ -36,8 +42,9 @@ def workdir(tmp_path, monkeypatch):
     monkeypatch.setenv("BERTLIB_IMAGE_URI", "123456789012.dkr.ecr.us-east-1.amazonaws.com/bertlib:test")
     for exp in ("local", "reference", "reference-packed", "ci"):
         reg = Registry.for_experiment(exp)
-        smoke = {v: {"train_file": f"/d/{v}-train.json", "predict_file": f"/d/{v}-dev.json"}
-                 for v in ("squadv1", "squadv2")}
+        smoke = {
+            v: {"train_file": f"/d/{v}-train.json", "predict_file": f"/d/{v}-dev.json"} for v in ("squadv1", "squadv2")
+        }
         reg.record("data", datasets={"phase1": "/d/phase1", "phase2": "/d/phase2"}, squad_smoke=smoke)
         # SageMaker jobs record their model.tar.gz; local runs their export folder
         root = "s3://example-bucket/bertlib/output/job-" if exp.startswith("reference") else "/r/"
@@ -46,7 +53,9 @@ def workdir(tmp_path, monkeypatch):
     return tmp_path
 
 
-@pytest.mark.parametrize("path", [p for p in PARAM_FILES if p.name in STEP_OF], ids=lambda p: f"{p.parent.name}/{p.name}")
+@pytest.mark.parametrize(
+    "path", [p for p in PARAM_FILES if p.name in STEP_OF], ids=lambda p: f"{p.parent.name}/{p.name}"
+)
 def test_params_file_validates(path, workdir):
     p = nb.parameters(STEP_OF[path.name], yaml.safe_load(path.read_text()))
     for cfg in p.configs.values():
@@ -64,12 +73,103 @@ def test_report_params_validate(name, workdir):
         assert nb.report_parameters(yaml.safe_load(path.read_text())).experiment
 
 
-@pytest.mark.parametrize("name", sorted(NOTEBOOK_OF))
-def test_local_params_are_the_notebook_defaults(name):
-    """The embedded default: params/local/X.yaml changes nothing in the notebook's parameter cell."""
-    local = yaml.safe_load((REPO / "params/local" / name).read_text())
-    defaults = parameter_cell(NOTEBOOK_OF[name])
-    assert {k: defaults.get(k, "<missing>") for k in local} == local
+#: what a notebook's parameter cell may set besides params_file: what a user changes most
+KNOBS = {
+    "experiment",
+    "backend",
+    "dry_run",
+    "model_size",
+    "total_steps",
+    "learning_rate",
+    "instance_type",
+    "instance_count",
+    "sources",
+    "phases",
+    "num_shards",
+    "pack_sequences",
+    "squad_versions",
+}
+
+
+def dumped(configs: dict) -> dict:
+    return {name: cfg.model_dump(mode="json") for name, cfg in configs.items()}
+
+
+@pytest.mark.parametrize("name", sorted(STEP_OF))
+def test_notebook_cell_is_the_local_demo(name, workdir):
+    """Run without a params file, a notebook resolves to exactly the config of params/local/X.yaml:
+    its cell names that file and sets a few knobs to None ("the file's value") — nothing to keep in sync."""
+    cell = parameter_cell(NOTEBOOK_OF[name])
+    knobs = {k: v for k, v in cell.items() if k != "params_file"}
+    assert cell["params_file"] == f"params/local/{name}"
+    assert set(knobs) <= KNOBS and all(v is None for v in knobs.values()), knobs
+    job = nb.STEPS[STEP_OF[name]][0]
+    fields = {**nb.JOBS[job].model_fields, **nb.STEPS[STEP_OF[name]][1].model_fields}
+    assert all(fields[k].default is not None or fields[k].is_required() for k in knobs), (
+        "a knob whose None is a value would override the file"
+    )
+    from_cell = nb.parameters(STEP_OF[name], cell).configs
+    assert dumped(from_cell) == dumped(nb.load_configs(job, REPO / "params/local" / name, {}))
+    # a knob set in the cell (or by papermill -p) overrides the file
+    knob = "total_steps" if "total_steps" in cell else "dry_run"
+    changed = nb.parameters(STEP_OF[name], {**cell, knob: 70 if knob == "total_steps" else True}).configs
+    assert {getattr(c, knob) for c in changed.values()} == {70 if knob == "total_steps" else True}
+
+
+def test_report_cell_is_the_local_report(workdir):
+    cell = parameter_cell(NOTEBOOK_OF["report.yaml"])
+    assert nb.report_parameters(cell) == nb.load_configs("report", REPO / "params/local/report.yaml", {})["report"]
+
+
+@pytest.mark.parametrize("name", sorted(STEP_OF))
+def test_params_file_over_the_cell_is_the_params_file(name, workdir):
+    """papermill -p params_file FILE: the notebook runs FILE's config, nothing of params/local."""
+    cell = {**parameter_cell(NOTEBOOK_OF[name]), "params_file": f"params/sagemaker/{name}"}
+    job = nb.STEPS[STEP_OF[name]][0]
+    assert dumped(nb.parameters(STEP_OF[name], cell).configs) == dumped(
+        nb.load_configs(job, REPO / "params/sagemaker" / name, {})
+    )
+
+
+@pytest.mark.parametrize("name", sorted(STEP_OF))
+def test_a_params_file_injected_over_the_cell(name, workdir):
+    """papermill -f FILE: FILE's values, injected after the cell, win over params/local (which only adds
+    what FILE leaves out: local launch settings); a params_file out of reach (an installed bertlib run
+    with --cwd elsewhere) is no error when FILE gives every value, and named when it does not."""
+    cell, step = parameter_cell(NOTEBOOK_OF[name]), STEP_OF[name]
+    values = yaml.safe_load((REPO / "params/sagemaker" / name).read_text())
+    expected = dumped(nb.load_configs(nb.STEPS[step][0], REPO / "params/sagemaker" / name, {}))
+    got = dumped(nb.parameters(step, {**cell, **values}).configs)
+    differ = {k for n in got for k in got[n] if got[n][k] != expected[n][k]}
+    assert differ <= {"num_processes", "threads_per_process"}, differ
+    assert dumped(nb.parameters(step, {**cell, **values, "params_file": "elsewhere/x.yaml"}).configs) == expected
+    with pytest.raises(
+        nb.ParamsError, match=f"^{step} parameters: params_file 'elsewhere/x.yaml': config file not found$"
+    ):
+        nb.parameters(step, {**cell, "params_file": "elsewhere/x.yaml"})
+
+
+def test_one_path_for_every_caller(workdir):
+    """bertlib launch / estimate / report and the notebooks all go through bertlib.params.load_configs."""
+    from bertlib import report
+    from bertlib.launch import cli
+    from bertlib.launch.estimate import configs_from_file
+
+    path = REPO / "params/sagemaker/phase2.yaml"
+    resolved = nb.load_configs("pretrain", path, {"total_steps": 700})
+    assert dumped(cli.load_configs("pretrain", str(path), {"total_steps": 700})) == dumped(resolved)
+    assert resolved["phase2"].checkpoint_path == "s3://example-bucket/bertlib/output/job-phase1/export"
+    raw = configs_from_file(str(path), {"total_steps": 700})  # the estimate: nothing resolved, nothing looked up
+    assert raw["phase2"].checkpoint_path == "auto" and raw["phase2"].total_steps == 700
+    assert raw["phase2"].data_dir == "${BERTLIB_S3_PREFIX}/data/phase2"
+    assert report.report_config(
+        ["--config", str(REPO / "params/local/report.yaml"), "--phase1", "x"]
+    ) == nb.ReportConfig(experiment="local", phase1="x")
+    # a plain run config: bertlib.config.load_config, named by its step
+    plain = {k: v for k, v in yaml.safe_load(path.read_text()).items() if k != "experiment"}
+    plain.update(checkpoint_path="/x", data_dir="/d", run_dir="/r")
+    ((name, cfg),) = nb.load_configs("pretrain", None, plain).items()
+    assert name == "phase2" and cfg.checkpoint_path == "/x"
 
 
 def test_notebook_defaults_validate(workdir):
@@ -84,23 +184,53 @@ def test_sagemaker_params_are_the_reference_schedule(workdir):
     v2.0 8144 steps, 1e-4, warmup 814; no XLA for SQuAD; 8 × ml.p3dn.24xlarge for pretraining."""
     load = lambda n: yaml.safe_load((REPO / "params/sagemaker" / n).read_text())  # noqa: E731
     p1 = nb.parameters("phase1", load("phase1.yaml")).cfg
-    assert (p1.total_steps, p1.per_gpu_batch_size, p1.world_size, p1.gradient_accumulation_steps,
-            p1.global_batch_size) == (14064, 128, 64, 4, 32768)
-    assert (p1.max_seq_length, p1.max_predictions_per_seq, p1.optimizer, p1.learning_rate, p1.end_learning_rate,
-            p1.warmup_steps, p1.learning_rate_decay_power) == (128, 20, "lamb", 0.005, 0.0003, 2812, 0.5)
+    assert (
+        p1.total_steps,
+        p1.per_gpu_batch_size,
+        p1.world_size,
+        p1.gradient_accumulation_steps,
+        p1.global_batch_size,
+    ) == (14064, 128, 64, 4, 32768)
+    assert (
+        p1.max_seq_length,
+        p1.max_predictions_per_seq,
+        p1.optimizer,
+        p1.learning_rate,
+        p1.end_learning_rate,
+        p1.warmup_steps,
+        p1.learning_rate_decay_power,
+    ) == (128, 20, "lamb", 0.005, 0.0003, 2812, 0.5)
     assert (p1.hidden_dropout_prob, p1.attention_probs_dropout_prob, p1.precision) == (0.1, 0.1, "mixed_float16")
     assert (p1.backend, p1.instance_type, p1.instance_count) == ("sagemaker", "ml.p3dn.24xlarge", 8)
     p2 = nb.parameters("phase2", load("phase2.yaml")).cfg
-    assert (p2.total_steps, p2.per_gpu_batch_size, p2.world_size, p2.gradient_accumulation_steps,
-            p2.global_batch_size) == (6248, 32, 64, 4, 8192)
-    assert (p2.max_seq_length, p2.max_predictions_per_seq, p2.learning_rate, p2.end_learning_rate,
-            p2.warmup_steps) == (512, 80, 0.004, 0.0003, 625)
-    assert (p2.optimizer, p2.learning_rate_decay_power, p2.hidden_dropout_prob, p2.attention_probs_dropout_prob,
-            p2.precision) == ("lamb", 0.5, 0.1, 0.1, "mixed_float16")
-    assert not p1.skip_xla and not p2.skip_xla                 # XLA for pretraining
-    assert (p1.deterministic_ops, p2.deterministic_ops) == (False, False)   # fastest GPU kernels
+    assert (
+        p2.total_steps,
+        p2.per_gpu_batch_size,
+        p2.world_size,
+        p2.gradient_accumulation_steps,
+        p2.global_batch_size,
+    ) == (6248, 32, 64, 4, 8192)
+    assert (p2.max_seq_length, p2.max_predictions_per_seq, p2.learning_rate, p2.end_learning_rate, p2.warmup_steps) == (
+        512,
+        80,
+        0.004,
+        0.0003,
+        625,
+    )
+    assert (
+        p2.optimizer,
+        p2.learning_rate_decay_power,
+        p2.hidden_dropout_prob,
+        p2.attention_probs_dropout_prob,
+        p2.precision,
+    ) == ("lamb", 0.5, 0.1, 0.1, "mixed_float16")
+    assert not p1.skip_xla and not p2.skip_xla  # XLA for pretraining
+    assert (p1.deterministic_ops, p2.deterministic_ops) == (False, False)  # fastest GPU kernels
     assert (p2.load_from, p2.load_optimizer_state, p2.checkpoint_path) == (
-        "checkpoint", False, "s3://example-bucket/bertlib/output/job-phase1/export")
+        "checkpoint",
+        False,
+        "s3://example-bucket/bertlib/output/job-phase1/export",
+    )
     sq = nb.parameters("squad", load("squad.yaml")).configs
     v1, v2 = sq["squadv1"], sq["squadv2"]
     assert (v1.total_steps, v1.learning_rate, v1.warmup_steps, v1.global_batch_size) == (3649, 5e-5, 365, 48)
@@ -109,9 +239,17 @@ def test_sagemaker_params_are_the_reference_schedule(workdir):
     # the reference's run_squad.py: tfa AdamW(weight_decay=0.0), clip 1.0, linear decay to 0, dynamic-loss-scale
     # fp16, ModelArguments' dropout 0.0, features 384/128/64
     for v in (v1, v2):
-        assert (v.weight_decay, v.max_grad_norm, v.end_learning_rate, v.learning_rate_decay_power, v.precision,
-                v.initial_loss_scale, v.hidden_dropout_prob, v.attention_probs_dropout_prob, v.seed) == (
-            0.0, 1.0, 0.0, 1.0, "mixed_float16", 2.0**15, 0.0, 0.0, 42)
+        assert (
+            v.weight_decay,
+            v.max_grad_norm,
+            v.end_learning_rate,
+            v.learning_rate_decay_power,
+            v.precision,
+            v.initial_loss_scale,
+            v.hidden_dropout_prob,
+            v.attention_probs_dropout_prob,
+            v.seed,
+        ) == (0.0, 1.0, 0.0, 1.0, "mixed_float16", 2.0**15, 0.0, 0.0, 42)
         assert (v.max_seq_length, v.doc_stride, v.max_query_length, v.gradient_accumulation_steps) == (384, 128, 64, 1)
     assert v1.skip_xla and v2.skip_xla and (v1.squad_version, v2.squad_version) == ("squadv1", "squadv2")
     assert v1.train_file.endswith("train-v1.1.json") and v2.predict_file.endswith("dev-v2.0.json")
@@ -120,7 +258,8 @@ def test_sagemaker_params_are_the_reference_schedule(workdir):
         "3527663986b8295af4f7fcdff1ba1ff3f72d07d61a20f487cb238a6ef92fd955",
         "95aa6a52d5d6a735563366753ca50492a658031da74f301ac5238b03966972c9",
         "68dcfbb971bd3e96d5b46c7177b16c1a4e7d4bdef19fb204502738552dede002",
-        "80a5225e94905956a6446d296ca1093975c4d3b3260f1d6c8f68bc2ab77182d8")
+        "80a5225e94905956a6446d296ca1093975c4d3b3260f1d6c8f68bc2ab77182d8",
+    )
 
 
 @pytest.mark.parametrize("name", ["data.yaml", "phase1.yaml", "phase2.yaml"])
@@ -131,8 +270,14 @@ def test_packed_variant_is_the_reference_on_packed_rows(name, workdir):
     ref, packed = load("sagemaker"), load("sagemaker-packed")
     differ = {k for k in ref.keys() | packed.keys() if ref.get(k) != packed.get(k)}
     if name == "data.yaml":
-        assert differ == {"experiment", "pack_sequences", "max_pairs_per_row", "dynamic_masking", "phases",
-                          "s3_data_uri"}
+        assert differ == {
+            "experiment",
+            "pack_sequences",
+            "max_pairs_per_row",
+            "dynamic_masking",
+            "phases",
+            "s3_data_uri",
+        }
         # each variant's data job writes where its own training params read
         assert packed["s3_data_uri"] == ref["s3_data_uri"].replace("/data", "/data-packed")
         assert load("sagemaker-packed", "phase1.yaml")["data_dir"] == packed["s3_data_uri"] + "/phase1"
@@ -154,15 +299,23 @@ def test_no_account_values_in_params():
         assert "arn:aws" not in text and "dkr.ecr" not in text and "subnet-" not in text, path
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"total_stepz": 10}, "phase1 parameters: unknown key 'total_stepz'"),
-    ({"total_steps": "many"}, "phase1 parameters: key 'total_steps': Input should be a valid integer, "
-                              "unable to parse string as an integer (got 'many')"),
-    ({"experiment": ["x"]}, "phase1 parameters: key 'experiment': Input should be a valid string (got ['x'])"),
-    ({"data_dir": "${BERTLIB_NOT_SET_ANYWHERE}/x"},
-     "phase1 parameters: key 'data_dir': environment variable BERTLIB_NOT_SET_ANYWHERE is not set "
-     "(used as '${BERTLIB_NOT_SET_ANYWHERE}/x')"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"total_stepz": 10}, "phase1 parameters: unknown key 'total_stepz'"),
+        (
+            {"total_steps": "many"},
+            "phase1 parameters: key 'total_steps': Input should be a valid integer, "
+            "unable to parse string as an integer (got 'many')",
+        ),
+        ({"experiment": ["x"]}, "phase1 parameters: key 'experiment': Input should be a valid string (got ['x'])"),
+        (
+            {"data_dir": "${BERTLIB_NOT_SET_ANYWHERE}/x"},
+            "phase1 parameters: key 'data_dir': environment variable BERTLIB_NOT_SET_ANYWHERE is not set "
+            "(used as '${BERTLIB_NOT_SET_ANYWHERE}/x')",
+        ),
+    ],
+)
 def test_bad_parameters_one_line(change, message, workdir):
     values = {**yaml.safe_load((REPO / "params/local/phase1.yaml").read_text()), **change}
     with pytest.raises(nb.ParamsError) as err:
@@ -184,17 +337,17 @@ def test_unknown_key_reported_before_registry(tmp_path, monkeypatch):
 def test_collect_ignores_modules_functions_and_ipython_names():
     import os
 
-    ns = {"a": 1, "b": None, "os": os, "f": lambda: 0, "In": [], "Out": {}, "_": 3, "get_ipython": print,
-          "C": int}
+    ns = {"a": 1, "b": None, "os": os, "f": lambda: 0, "In": [], "Out": {}, "_": 3, "get_ipython": print, "C": int}
     assert nb.collect(ns) == {"a": 1, "b": None}
 
 
 def test_sagemaker_settings_checked_at_the_first_cell(workdir, monkeypatch):
     """A SageMaker run without a role stops at validation, not at the launch cell."""
     monkeypatch.delenv("BERTLIB_SAGEMAKER_ROLE")
-    monkeypatch.delenv("SAGEMAKER_ROLE", raising=False)   # the reference's name for it
+    monkeypatch.delenv("SAGEMAKER_ROLE", raising=False)  # the reference's name for it
     values = yaml.safe_load((REPO / "params/sagemaker/phase1.yaml").read_text())
     with pytest.raises(nb.ParamsError) as err:
         nb.parameters("phase1", values)
-    assert str(err.value) == ("phase1 parameters: SageMaker launch: no IAM role — set role or "
-                              "$BERTLIB_SAGEMAKER_ROLE / $SAGEMAKER_ROLE")
+    assert str(err.value) == (
+        "phase1 parameters: SageMaker launch: no IAM role — set role or $BERTLIB_SAGEMAKER_ROLE / $SAGEMAKER_ROLE"
+    )

@@ -17,17 +17,32 @@ def smoke_dir(tmp_path_factory, wiki_slice):
 @pytest.fixture
 def tiny_config(tmp_path, smoke_dir, bert_vocab):
     """Write a tiny-model SQuAD config for the smoke set; ``tiny_config(**overrides) -> path``."""
+
     def make(version="1.1", **overrides):
         values = dict(
-            model_size="tiny", per_gpu_batch_size=16, max_seq_length=128, doc_stride=64, max_query_length=32,
-            learning_rate=1e-3, warmup_steps=6, total_steps=60, log_frequency=20, skip_xla=True,
-            threads_per_process=1, squad_version="squadv2" if version == "2.0" else "squadv1",
+            model_size="tiny",
+            per_gpu_batch_size=16,
+            max_seq_length=128,
+            doc_stride=64,
+            max_query_length=32,
+            learning_rate=1e-3,
+            warmup_steps=6,
+            total_steps=60,
+            log_frequency=20,
+            skip_xla=True,
+            threads_per_process=1,
+            squad_version="squadv2" if version == "2.0" else "squadv1",
             train_file=str(smoke_dir / f"smoke-v{version}-train.json"),
             predict_file=str(smoke_dir / f"smoke-v{version}-dev.json"),
-            vocab_file=str(bert_vocab), do_lower_case=True, run_dir=str(tmp_path / "run"),
-            cache_dir=str(tmp_path / "cache"), seed=7)
+            vocab_file=str(bert_vocab),
+            do_lower_case=True,
+            run_dir=str(tmp_path / "run"),
+            cache_dir=str(tmp_path / "cache"),
+            seed=7,
+        )
         values.update(overrides)
         path = tmp_path / f"squad-{len(list(tmp_path.glob('squad-*.yaml')))}.yaml"
         path.write_text(yaml.safe_dump(values))
         return path
+
     return make

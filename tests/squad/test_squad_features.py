@@ -9,8 +9,8 @@ import json
 import numpy as np
 import pytest
 
-from bertlib.errors import ConfigError
 from bertlib.data import squad as sq
+from bertlib.errors import ConfigError
 from bertlib.eval.squad_metrics import evaluate
 from bertlib.tokenization import load_wordpiece, vocab_info
 
@@ -37,11 +37,13 @@ def _one_hot_logits(features, targets):
 
 def _as_arrays(feats):
     """SquadFeature list → the dict of arrays that read_features returns."""
-    return {"input_ids": np.array([f.input_ids for f in feats]),
-            "token_to_orig": np.array([f.token_to_orig for f in feats]),
-            "token_is_max_context": np.array([f.token_is_max_context for f in feats]),
-            "example_index": np.array([f.example_index for f in feats]),
-            "doc_span_index": np.array([f.doc_span_index for f in feats])}
+    return {
+        "input_ids": np.array([f.input_ids for f in feats]),
+        "token_to_orig": np.array([f.token_to_orig for f in feats]),
+        "token_is_max_context": np.array([f.token_is_max_context for f in feats]),
+        "example_index": np.array([f.example_index for f in feats]),
+        "doc_span_index": np.array([f.doc_span_index for f in feats]),
+    }
 
 
 def test_split_context_char_to_word():
@@ -57,8 +59,11 @@ def test_every_gold_answer_that_fits_is_recovered(squad_fixture, tokenizer, tmp_
     data = json.loads(squad_fixture.read_text())
     for article in data["data"]:
         for para in article["paragraphs"]:
-            para["qas"] = [{"id": f"{qa['id']}-{k}", "question": qa["question"], "answers": [ans]}
-                           for qa in para["qas"] for k, ans in enumerate(qa["answers"])]
+            para["qas"] = [
+                {"id": f"{qa['id']}-{k}", "question": qa["question"], "answers": [ans]}
+                for qa in para["qas"]
+                for k, ans in enumerate(qa["answers"])
+            ]
     data["version"] = "1.1"
     path = _write(tmp_path, "expanded.json", data)
     examples, report = sq.read_squad_examples(str(path), is_training=True, version_2_with_negative=False)
@@ -67,33 +72,41 @@ def test_every_gold_answer_that_fits_is_recovered(squad_fixture, tokenizer, tmp_
     feats = sq.convert_examples_to_features(examples, tokenizer, max_seq_length, doc_stride, 24, is_training=True)
     targets = {i: (f.start_position, f.end_position) for i, f in enumerate(feats) if not f.is_impossible}
     arrays = _as_arrays(feats)
-    preds, _, _ = sq.postprocess(examples, arrays, *_one_hot_logits(arrays, targets), tokenizer,
-                                 max_answer_length=max_seq_length)
+    preds, _, _ = sq.postprocess(
+        examples, arrays, *_one_hot_logits(arrays, targets), tokenizer, max_answer_length=max_seq_length
+    )
     in_window = {examples[feats[i].example_index].qas_id for i in targets}
     if max_seq_length == 384:  # every answer fits, including the one that is the whole paragraph
         assert in_window == set(golds)
-    else:                      # only the whole-paragraph answer is longer than a 64-token window
+    else:  # only the whole-paragraph answer is longer than a 64-token window
         assert in_window == set(golds) - {"5733be284776f4190066117e-2"}
     for qid in in_window:
         assert preds[qid] == golds[qid], qid
     assert evaluate(data, {q: preds[q] for q in in_window})["exact_match"] == pytest.approx(
-        100 * len(in_window) / len(golds))
+        100 * len(in_window) / len(golds)
+    )
 
 
 def test_answer_span_tightened_to_subwords(tokenizer, tmp_path):
     # answers inside whitespace words: "1895" in "(1895)", "war" in "anti-war", accented "Café"
     ctx = "Opened (1895) as the anti-war Café Lumière, it closed."
-    qas = [{"id": str(i), "question": "q?", "answers": [{"text": t, "answer_start": ctx.index(t)}]}
-           for i, t in enumerate(["1895", "war", "Café Lumière"])]
+    qas = [
+        {"id": str(i), "question": "q?", "answers": [{"text": t, "answer_start": ctx.index(t)}]}
+        for i, t in enumerate(["1895", "war", "Café Lumière"])
+    ]
     path = _write(tmp_path, "t.json", {"version": "1.1", "data": [{"paragraphs": [{"context": ctx, "qas": qas}]}]})
     examples, _ = sq.read_squad_examples(str(path), True, False)
     feats = sq.convert_examples_to_features(examples, tokenizer, 64, 16, 16, True)
     toks = [tokenizer.id_to_token(i) for i in feats[0].input_ids]
-    assert toks[feats[0].start_position:feats[0].end_position + 1] == ["1895"]   # not "( 1895 )"
-    assert toks[feats[1].start_position:feats[1].end_position + 1] == ["war"]
+    assert toks[feats[0].start_position : feats[0].end_position + 1] == ["1895"]  # not "( 1895 )"
+    assert toks[feats[1].start_position : feats[1].end_position + 1] == ["war"]
     arrays = _as_arrays(feats)
-    preds, _, _ = sq.postprocess(examples, arrays, *_one_hot_logits(
-        arrays, {i: (f.start_position, f.end_position) for i, f in enumerate(feats)}), tokenizer)
+    preds, _, _ = sq.postprocess(
+        examples,
+        arrays,
+        *_one_hot_logits(arrays, {i: (f.start_position, f.end_position) for i, f in enumerate(feats)}),
+        tokenizer,
+    )
     assert preds == {"0": "1895", "1": "war", "2": "Café Lumière"}
 
 
@@ -110,14 +123,19 @@ def test_long_context_windows_and_stride(tokenizer):
         assert doc == list(range(start, start + length))
         assert f.input_ids[:6] == [tokenizer.token_to_id(t) for t in ["[CLS]", "what", "is", "it", "?", "[SEP]"]]
         assert f.input_ids[6 + length] == tokenizer.token_to_id("[SEP]") and sum(f.input_mask) == 7 + length
-        assert f.segment_ids[:6] == [0] * 6 and f.segment_ids[6:7 + length] == [1] * (length + 1)
-        assert [tokenizer.id_to_token(i) for i in f.input_ids[6:6 + length]] == words[start:start + length]
+        assert f.segment_ids[:6] == [0] * 6 and f.segment_ids[6 : 7 + length] == [1] * (length + 1)
+        assert [tokenizer.id_to_token(i) for i in f.input_ids[6 : 6 + length]] == words[start : start + length]
 
     def max_window(word):
-        hits = [f.doc_span_index for f in feats for t, w in enumerate(f.token_to_orig)
-                if w == word and f.token_is_max_context[t]]
-        assert len(hits) == 1, word   # every token has exactly one max-context window
+        hits = [
+            f.doc_span_index
+            for f in feats
+            for t, w in enumerate(f.token_to_orig)
+            if w == word and f.token_is_max_context[t]
+        ]
+        assert len(hits) == 1, word  # every token has exactly one max-context window
         return hits[0]
+
     # word 15: window 0 scores min(15, 9) = 9, window 1 min(5, 19) = 5 -> window 0
     # word 20: window 0 min(20, 4) = 4, window 1 min(10, 14) = 10, window 2 min(0, 24) = 0 -> window 1
     # word 99: only the last window (start 80) holds it
@@ -127,23 +145,41 @@ def test_long_context_windows_and_stride(tokenizer):
 def test_training_positions_impossible_and_out_of_window(tokenizer, tmp_path):
     words = "red blue green house river stone cloud music paper city".split() * 6
     ctx = " ".join(words) + " The answer is 1895."
-    data = {"version": "v2.0", "data": [{"paragraphs": [{"context": ctx, "qas": [
-        {"id": "a", "question": "when?", "is_impossible": False,
-         "answers": [{"text": "1895", "answer_start": ctx.index("1895")}]},
-        {"id": "n", "question": "why?", "is_impossible": True, "answers": []}]}]}]}
+    data = {
+        "version": "v2.0",
+        "data": [
+            {
+                "paragraphs": [
+                    {
+                        "context": ctx,
+                        "qas": [
+                            {
+                                "id": "a",
+                                "question": "when?",
+                                "is_impossible": False,
+                                "answers": [{"text": "1895", "answer_start": ctx.index("1895")}],
+                            },
+                            {"id": "n", "question": "why?", "is_impossible": True, "answers": []},
+                        ],
+                    }
+                ]
+            }
+        ],
+    }
     examples, report = sq.read_squad_examples(str(_write(tmp_path, "v2.json", data)), True, True)
     assert report.impossible == 1
     feats = sq.convert_examples_to_features(examples, tokenizer, 40, 20, 8, is_training=True)
     answerable = [f for f in feats if f.example_index == 0]
     assert len(answerable) > 1
     for f in answerable:
-        if f.is_impossible:   # the answer is not in this window: target CLS
+        if f.is_impossible:  # the answer is not in this window: target CLS
             assert (f.start_position, f.end_position) == (0, 0)
-            assert 60 + 3 not in f.token_to_orig   # "1895," is word 63
+            assert 60 + 3 not in f.token_to_orig  # "1895," is word 63
         else:
             assert tokenizer.id_to_token(f.input_ids[f.start_position]) == "1895"
-    assert all((f.start_position, f.end_position, f.is_impossible) == (0, 0, True)
-               for f in feats if f.example_index == 1)
+    assert all(
+        (f.start_position, f.end_position, f.is_impossible) == (0, 0, True) for f in feats if f.example_index == 1
+    )
 
 
 def test_v2_null_prediction_and_odds(tokenizer):
@@ -152,22 +188,40 @@ def test_v2_null_prediction_and_odds(tokenizer):
     arrays = _as_arrays(feats)
     # tokens: [CLS] who ? [SEP] alice met bob [SEP]  -> "bob" is position 6
     start, end = np.zeros((1, 16)), np.zeros((1, 16))
-    start[0, 0], end[0, 0] = 3.0, 2.0      # null score 5
-    start[0, 6], end[0, 6] = 2.0, 1.5      # best span "Bob": 3.5
+    start[0, 0], end[0, 0] = 3.0, 2.0  # null score 5
+    start[0, 6], end[0, 6] = 2.0, 1.5  # best span "Bob": 3.5
     preds, nbest, odds = sq.postprocess([ex], arrays, start, end, tokenizer, version_2_with_negative=True)
-    assert preds == {"q": ""} and odds["q"] == pytest.approx(5.0 - 3.5)   # 1.5 > threshold 0
+    assert preds == {"q": ""} and odds["q"] == pytest.approx(5.0 - 3.5)  # 1.5 > threshold 0
     assert nbest["q"][0]["text"] == "" and nbest["q"][1]["text"] == "Bob"
-    preds, _, _ = sq.postprocess([ex], arrays, start, end, tokenizer, version_2_with_negative=True,
-                                 null_score_diff_threshold=2.0)
+    preds, _, _ = sq.postprocess(
+        [ex], arrays, start, end, tokenizer, version_2_with_negative=True, null_score_diff_threshold=2.0
+    )
     assert preds == {"q": "Bob"}
 
 
 def test_reader_counts_bad_questions(tmp_path, capsys):
     ctx = "Paris is the capital of France."
-    data = {"version": "1.1", "data": [{"paragraphs": [{"context": ctx, "qas": [
-        {"id": "ok", "question": "capital?", "answers": [{"text": "Paris", "answer_start": 0}]},
-        {"id": "shifted", "question": "country?", "answers": [{"text": "France", "answer_start": 3}]},
-        {"id": "broken", "answers": []}]}]}]}
+    data = {
+        "version": "1.1",
+        "data": [
+            {
+                "paragraphs": [
+                    {
+                        "context": ctx,
+                        "qas": [
+                            {"id": "ok", "question": "capital?", "answers": [{"text": "Paris", "answer_start": 0}]},
+                            {
+                                "id": "shifted",
+                                "question": "country?",
+                                "answers": [{"text": "France", "answer_start": 3}],
+                            },
+                            {"id": "broken", "answers": []},
+                        ],
+                    }
+                ]
+            }
+        ],
+    }
     path = _write(tmp_path, "bad.json", data)
     examples, report = sq.read_squad_examples(str(path), True, False)
     assert [e.qas_id for e in examples] == ["ok"]
@@ -183,14 +237,22 @@ def test_reader_counts_bad_questions(tmp_path, capsys):
 def test_feature_cache_roundtrip(squad_fixture, tokenizer, bert_vocab, tmp_path):
     examples, _ = sq.read_squad_examples(str(squad_fixture), True, False)
     info = vocab_info(bert_vocab, True)
-    args = dict(source_sha256="abc", vocab=info, cache_dir=tmp_path, name="fx", max_seq_length=128,
-                doc_stride=64, max_query_length=32, is_training=True)
+    args = dict(
+        source_sha256="abc",
+        vocab=info,
+        cache_dir=tmp_path,
+        name="fx",
+        max_seq_length=128,
+        doc_stride=64,
+        max_query_length=32,
+        is_training=True,
+    )
     rec, meta = sq.load_or_build_features(examples, tokenizer, **args)
     mtime = rec.stat().st_mtime_ns
     rec2, meta2 = sq.load_or_build_features(examples, tokenizer, **args)
-    assert rec2 == rec and rec.stat().st_mtime_ns == mtime and meta2 == meta     # reused, not rebuilt
+    assert rec2 == rec and rec.stat().st_mtime_ns == mtime and meta2 == meta  # reused, not rebuilt
     other, _ = sq.load_or_build_features(examples, tokenizer, **{**args, "vocab": {**info, "lowercase": False}})
-    assert other != rec                                                          # vocab is part of the key
+    assert other != rec  # vocab is part of the key
     got = sq.read_features(rec, 128)
     want = sq.convert_examples_to_features(examples, tokenizer, 128, 64, 32, True)
     assert meta["features"] == len(want) == len(got["input_ids"])
@@ -200,7 +262,7 @@ def test_feature_cache_roundtrip(squad_fixture, tokenizer, bert_vocab, tmp_path)
 
 
 # ----------------------------------------------------------------------------- windows, max context, limits
-TEN_WORDS = "red blue green house river stone cloud music paper city".split()   # one WordPiece each
+TEN_WORDS = "red blue green house river stone cloud music paper city".split()  # one WordPiece each
 
 
 def _two_window_features(tokenizer):
@@ -217,27 +279,27 @@ def _two_window_features(tokenizer):
 def test_v2_null_score_is_minimum_over_windows(tokenizer):
     ex, arrays = _two_window_features(tokenizer)
     start, end = np.full((2, 12), -10.0), np.full((2, 12), -10.0)
-    start[0, 0], end[0, 0] = 3.0, 2.0   # window 0 null score 3 + 2 = 5
-    start[1, 0], end[1, 0] = 0.5, 1.5   # window 1 null score 0.5 + 1.5 = 2 -> the minimum
-    start[1, 9], end[1, 9] = 2.0, 1.5   # "city" (word 9, only in window 1, position 4 + 9 - 4): 3.5
+    start[0, 0], end[0, 0] = 3.0, 2.0  # window 0 null score 3 + 2 = 5
+    start[1, 0], end[1, 0] = 0.5, 1.5  # window 1 null score 0.5 + 1.5 = 2 -> the minimum
+    start[1, 9], end[1, 9] = 2.0, 1.5  # "city" (word 9, only in window 1, position 4 + 9 - 4): 3.5
     preds, nbest, odds = sq.postprocess([ex], arrays, start, end, tokenizer, version_2_with_negative=True)
-    assert odds["q"] == pytest.approx(2.0 - 3.5)          # min null 2 - best span 3.5 = -1.5
-    assert preds == {"q": "city"}                          # -1.5 <= 0 (the max, 5, would give 1.5 -> "")
-    assert [e["text"] for e in nbest["q"][:2]] == ["city", ""]                    # 3.5, then null 2
-    assert (nbest["q"][1]["start_logit"], nbest["q"][1]["end_logit"]) == (0.5, 1.5)   # window 1's CLS
+    assert odds["q"] == pytest.approx(2.0 - 3.5)  # min null 2 - best span 3.5 = -1.5
+    assert preds == {"q": "city"}  # -1.5 <= 0 (the max, 5, would give 1.5 -> "")
+    assert [e["text"] for e in nbest["q"][:2]] == ["city", ""]  # 3.5, then null 2
+    assert (nbest["q"][1]["start_logit"], nbest["q"][1]["end_logit"]) == (0.5, 1.5)  # window 1's CLS
 
 
 def test_max_answer_length_drops_the_best_span(tokenizer):
     ex = sq.SquadExample("q", "who?", "red blue green house river".split())
     arrays = _as_arrays(sq.convert_examples_to_features([ex], tokenizer, 16, 8, 8, is_training=False))
     start, end = np.full((1, 16), -10.0), np.full((1, 16), -10.0)
-    start[0, 4], end[0, 6] = 10.0, 10.0   # "red blue green" = positions 4..6: 3 tokens, score 20
-    start[0, 7], end[0, 7] = 4.0, 3.0     # "house" = position 7: 1 token, score 7
+    start[0, 4], end[0, 6] = 10.0, 10.0  # "red blue green" = positions 4..6: 3 tokens, score 20
+    start[0, 7], end[0, 7] = 4.0, 3.0  # "house" = position 7: 1 token, score 7
     # length 2: (4, 6) and (4, 7) are too long; (4, 4), (4, 5) score 10 - 10 = 0; best is "house" (7)
     preds, nbest, _ = sq.postprocess([ex], arrays, start, end, tokenizer, max_answer_length=2)
     assert preds == {"q": "house"} and "red blue green" not in [e["text"] for e in nbest["q"]]
     preds, _, _ = sq.postprocess([ex], arrays, start, end, tokenizer, max_answer_length=3)
-    assert preds == {"q": "red blue green"}   # 3 tokens now allowed: score 20 wins
+    assert preds == {"q": "red blue green"}  # 3 tokens now allowed: score 20 wins
 
 
 def test_start_outside_its_max_context_window_is_rejected(tokenizer):
@@ -247,25 +309,34 @@ def test_start_outside_its_max_context_window_is_rejected(tokenizer):
     assert arrays["token_is_max_context"][1][4] == 0 and arrays["token_is_max_context"][0][8] == 1
     assert arrays["token_is_max_context"][1][6] == 1
     start, end = np.full((2, 12), -10.0), np.full((2, 12), -10.0)
-    start[1, 4], end[1, 4] = 10.0, 10.0   # "river" in window 1 (position 4): score 20 but not max context
-    start[1, 6], end[1, 6] = 3.0, 3.0     # "cloud" in window 1 (position 4 + 2): score 6
+    start[1, 4], end[1, 4] = 10.0, 10.0  # "river" in window 1 (position 4): score 20 but not max context
+    start[1, 6], end[1, 6] = 3.0, 3.0  # "cloud" in window 1 (position 4 + 2): score 6
     preds, nbest, _ = sq.postprocess([ex], arrays, start, end, tokenizer)
     assert preds == {"q": "cloud"} and "river" not in [e["text"] for e in nbest["q"]]
 
 
 def test_max_query_length_truncates_question(tokenizer):
-    words = TEN_WORDS * 2                              # 20 one-token words; word 12 is "green"
-    ex = sq.SquadExample("t", "red blue green house river stone", words, orig_answer_text="green",
-                         start_position=12, end_position=12)
+    words = TEN_WORDS * 2  # 20 one-token words; word 12 is "green"
+    ex = sq.SquadExample(
+        "t", "red blue green house river stone", words, orig_answer_text="green", start_position=12, end_position=12
+    )
     feats = sq.convert_examples_to_features([ex], tokenizer, 16, 5, 4, is_training=True)
     # query 6 tokens -> 4; window 16 - 4 - 3 = 9 tokens; stride 5: (0, 9), (5, 9), (10, 9), (15, 5)
     assert [[w for w in f.token_to_orig if w >= 0] for f in feats] == [
-        list(range(0, 9)), list(range(5, 14)), list(range(10, 19)), list(range(15, 20))]
+        list(range(0, 9)),
+        list(range(5, 14)),
+        list(range(10, 19)),
+        list(range(15, 20)),
+    ]
     ids = [tokenizer.token_to_id(t) for t in ["[CLS]", "red", "blue", "green", "house", "[SEP]"]]
     for f in feats:
-        assert f.input_ids[:6] == ids and f.segment_ids[:6] == [0] * 6   # exactly 4 query tokens
-    assert [sum(f.input_mask) for f in feats] == [16, 16, 16, 12]       # 1 + 4 + 1 + 9 + 1 = 16; last 5 + 7
+        assert f.input_ids[:6] == ids and f.segment_ids[:6] == [0] * 6  # exactly 4 query tokens
+    assert [sum(f.input_mask) for f in feats] == [16, 16, 16, 12]  # 1 + 4 + 1 + 9 + 1 = 16; last 5 + 7
     # answer token 12, document offset 4 + 2 = 6: window 1 -> 12 - 5 + 6 = 13, window 2 -> 12 - 10 + 6 = 8
     assert [(f.start_position, f.end_position, f.is_impossible) for f in feats] == [
-        (0, 0, True), (13, 13, False), (8, 8, False), (0, 0, True)]
+        (0, 0, True),
+        (13, 13, False),
+        (8, 8, False),
+        (0, 0, True),
+    ]
     assert tokenizer.id_to_token(feats[1].input_ids[13]) == "green"

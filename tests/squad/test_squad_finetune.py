@@ -7,14 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from bertlib.errors import run_guarded
 from bertlib.data.squad_smoke import NOTE
+from bertlib.errors import run_guarded
 from bertlib.train import squad as squad_train
 
 
 def _run(args, env, timeout=300):
-    return subprocess.run([sys.executable, "-m", "bertlib", *map(str, args)], capture_output=True, text=True,
-                          env=env, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "bertlib", *map(str, args)], capture_output=True, text=True, env=env, timeout=timeout
+    )
 
 
 def _eval_cli(dataset, run_dir, env, *extra):
@@ -31,7 +32,7 @@ def test_smoke_set_is_labelled_synthetic(smoke_dir):
         for qa in (qa for p in data["data"][0]["paragraphs"] for qa in p["qas"]):
             for a in qa["answers"]:  # answers are real spans of the real sentences
                 ctx = next(p["context"] for p in data["data"][0]["paragraphs"] if qa in p["qas"])
-                assert ctx[a["answer_start"]:a["answer_start"] + len(a["text"])] == a["text"]
+                assert ctx[a["answer_start"] : a["answer_start"] + len(a["text"])] == a["text"]
                 assert "what year" in qa["question"]
     v2 = json.loads((smoke_dir / "smoke-v2.0-dev.json").read_text())
     flags = [qa["is_impossible"] for p in v2["data"][0]["paragraphs"] for qa in p["qas"]]
@@ -41,8 +42,14 @@ def test_smoke_set_is_labelled_synthetic(smoke_dir):
 def test_tiny_finetune_beats_untrained_head(tiny_config, smoke_dir, subprocess_env, tmp_path):
     dev = smoke_dir / "smoke-v1.1-dev.json"
     # the untrained head: the same seed (same initial weights), one step at a negligible learning rate
-    before = _run(["squad", "--config", tiny_config(total_steps=1, warmup_steps=0, learning_rate=1e-12,
-                                                    run_dir=str(tmp_path / "untrained"))], subprocess_env)
+    before = _run(
+        [
+            "squad",
+            "--config",
+            tiny_config(total_steps=1, warmup_steps=0, learning_rate=1e-12, run_dir=str(tmp_path / "untrained")),
+        ],
+        subprocess_env,
+    )
     assert before.returncode == 0, before.stderr[-2000:]
     after = _run(["squad", "--config", tiny_config(run_dir=str(tmp_path / "trained"))], subprocess_env)
     assert after.returncode == 0, after.stderr[-2000:]
@@ -50,13 +57,13 @@ def test_tiny_finetune_beats_untrained_head(tiny_config, smoke_dir, subprocess_e
     scored = _eval_cli(dev, tmp_path / "trained", subprocess_env)
     summary = json.loads((tmp_path / "trained" / "summary.json").read_text())
     assert summary["f1"] == pytest.approx(scored["f1"]) and summary["exact_match"] == pytest.approx(
-        scored["exact_match"])
+        scored["exact_match"]
+    )
     assert summary["dataset_note"] == NOTE and summary["squad_version"] == "1.1"
     print(f"smoke dev F1: untrained head {f1_before:.2f} -> after 60 steps {scored['f1']:.2f}")
     assert scored["f1"] > f1_before + 15, (f1_before, scored)
     eval_lines = [line for line in after.stdout.splitlines() if " eval " in line]
-    assert eval_lines == [f"[bertlib] phase=squadv1 eval exact_match={scored['exact_match']:.6g} "
-                          f"f1={scored['f1']:.6g}"]
+    assert eval_lines == [f"[bertlib] phase=squadv1 eval exact_match={scored['exact_match']:.6g} f1={scored['f1']:.6g}"]
     metrics = [json.loads(line) for line in (tmp_path / "trained" / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == [20, 40, 60] and metrics[-1]["loss"] < metrics[0]["loss"]
     nbest = json.loads((tmp_path / "trained" / "nbest_predictions.json").read_text())
@@ -65,18 +72,42 @@ def test_tiny_finetune_beats_untrained_head(tiny_config, smoke_dir, subprocess_e
 
 def test_two_rank_horovod_finetune_v2(tiny_config, smoke_dir, subprocess_env, tmp_path):
     run_dir = tmp_path / "hvd"
-    cfg = tiny_config("2.0", total_steps=6, warmup_steps=2, log_frequency=3, num_processes=2,
-                      per_gpu_batch_size=8, run_dir=str(run_dir))
-    r = subprocess.run([str(Path(sys.executable).parent / "horovodrun"), "-np", "2", "-H", "localhost:2",
-                        sys.executable, "-m", "bertlib", "squad", "--config", str(cfg)],
-                       capture_output=True, text=True, env=subprocess_env, timeout=400)
+    cfg = tiny_config(
+        "2.0",
+        total_steps=6,
+        warmup_steps=2,
+        log_frequency=3,
+        num_processes=2,
+        per_gpu_batch_size=8,
+        run_dir=str(run_dir),
+    )
+    r = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "horovodrun"),
+            "-np",
+            "2",
+            "-H",
+            "localhost:2",
+            sys.executable,
+            "-m",
+            "bertlib",
+            "squad",
+            "--config",
+            str(cfg),
+        ],
+        capture_output=True,
+        text=True,
+        env=subprocess_env,
+        timeout=400,
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["processes"] == 2 and summary["global_batch_size"] == 16 and summary["steps_run"] == 6
-    assert r.stdout.count("phase=squadv2 eval") == 1          # only rank 0 evaluates and logs
+    assert r.stdout.count("phase=squadv2 eval") == 1  # only rank 0 evaluates and logs
     # the v2.0 evaluation of the run is the official one with null_odds.json as na-prob file
-    scored = _eval_cli(smoke_dir / "smoke-v2.0-dev.json", run_dir, subprocess_env,
-                       "--na-prob-file", run_dir / "null_odds.json")
+    scored = _eval_cli(
+        smoke_dir / "smoke-v2.0-dev.json", run_dir, subprocess_env, "--na-prob-file", run_dir / "null_odds.json"
+    )
     assert list(scored) == list(summary["eval"])
     assert all(summary["eval"][k] == pytest.approx(v) for k, v in scored.items())
     assert summary["NoAns_total"] + summary["HasAns_total"] == summary["total"]
@@ -93,16 +124,26 @@ def test_bad_inputs_fail_with_one_line(tiny_config, tmp_path, bert_vocab, capsys
     bad = tmp_path / "broken-train.json"
     bad.write_text('{"version": "1.1", "data": [')
     assert "broken-train.json: SQuAD file is not valid JSON" in _one_line_error(
-        ["--config", tiny_config(), "--train_file", bad], capsys)
+        ["--config", tiny_config(), "--train_file", bad], capsys
+    )
     assert "squad_version is squadv2" in _one_line_error(["--config", tiny_config(squad_version="squadv2")], capsys)
-    assert "no_such.json" in _one_line_error(["--config", tiny_config(), "--predict_file", tmp_path / "no_such.json"],
-                                             capsys)
+    assert "no_such.json" in _one_line_error(
+        ["--config", tiny_config(), "--predict_file", tmp_path / "no_such.json"], capsys
+    )
     # a Google-style checkpoint folder whose name says "cased": asking for lowercasing is refused
     ckpt = tmp_path / "cased_L-2_H-128_A-2"
     ckpt.mkdir()
-    (ckpt / "bert_config.json").write_text(json.dumps({"vocab_size": 30522, "hidden_size": 128,
-                                                       "num_hidden_layers": 2, "num_attention_heads": 2,
-                                                       "intermediate_size": 512}))
+    (ckpt / "bert_config.json").write_text(
+        json.dumps(
+            {
+                "vocab_size": 30522,
+                "hidden_size": 128,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 2,
+                "intermediate_size": 512,
+            }
+        )
+    )
     (ckpt / "bert_model.ckpt.index").write_bytes(b"")
     (ckpt / "vocab.txt").write_bytes(Path(bert_vocab).read_bytes())
     err = _one_line_error(["--config", tiny_config(load_from="checkpoint", checkpoint_path=str(ckpt))], capsys)
@@ -110,8 +151,13 @@ def test_bad_inputs_fail_with_one_line(tiny_config, tmp_path, bert_vocab, capsys
     # a vocab file other than the checkpoint's
     other = tmp_path / "other_vocab.txt"
     other.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "b"]) + "\n")
-    err = _one_line_error(["--config", tiny_config(load_from="checkpoint", checkpoint_path=str(ckpt),
-                                                   do_lower_case=False, vocab_file=str(other))], capsys)
+    err = _one_line_error(
+        [
+            "--config",
+            tiny_config(load_from="checkpoint", checkpoint_path=str(ckpt), do_lower_case=False, vocab_file=str(other)),
+        ],
+        capsys,
+    )
     assert "vocab sha256" in err and "7 entries" in err and "30522 entries" in err
 
 
@@ -133,8 +179,10 @@ def test_squad_loss_is_the_references_masked_cross_entropy():
         return -logp[np.arange(B), pos].mean()
 
     want = (ce(start, sp) + ce(end, ep)) / 2
-    got = squad_train.squad_loss({"start_logits": start.astype("float32"), "end_logits": end.astype("float32")},
-                                 {"input_mask": mask, "start_positions": sp[:, None], "end_positions": ep[:, None]})
+    got = squad_train.squad_loss(
+        {"start_logits": start.astype("float32"), "end_logits": end.astype("float32")},
+        {"input_mask": mask, "start_positions": sp[:, None], "end_positions": ep[:, None]},
+    )
     np.testing.assert_allclose(float(got["loss"]), want, rtol=1e-5)
     # the padding really is excluded: a softmax over all S positions (Google's) gives another value
     mask[:] = 1

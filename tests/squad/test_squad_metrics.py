@@ -17,30 +17,45 @@ from bertlib.eval import squad_metrics as sm
 def _dataset(version, questions):
     """questions: list of (qid, [gold texts]) on one dummy paragraph."""
     v2 = version.startswith("v2")
-    qas = [{"id": q, "question": "?", "answers": [{"text": t, "answer_start": 0} for t in golds],
-            **({"is_impossible": not golds} if v2 else {})} for q, golds in questions]
+    qas = [
+        {
+            "id": q,
+            "question": "?",
+            "answers": [{"text": t, "answer_start": 0} for t in golds],
+            **({"is_impossible": not golds} if v2 else {}),
+        }
+        for q, golds in questions
+    ]
     return {"version": version, "data": [{"title": "t", "paragraphs": [{"context": "c", "qas": qas}]}]}
 
 
 def test_normalize_answer_rules():
     # "'" and "," are ASCII punctuation, the em dash is not; "The"/"an" go as whole words
     assert sm.normalize_answer("The  Cat's  hat, an apple\u2014") == "cats hat apple\u2014"
-    assert sm.normalize_answer("theater") == "theater"     # "the" only as a whole word
-    assert sm.normalize_answer("A.") == ""                 # "a." -> "a" -> article removed
+    assert sm.normalize_answer("theater") == "theater"  # "the" only as a whole word
+    assert sm.normalize_answer("A.") == ""  # "a." -> "a" -> article removed
     assert sm.normalize_answer("Hello\tWORLD \n") == "hello world"
 
 
 def test_v1_hand_computed():
-    data = _dataset("1.1", [
-        ("q1", ["The Eiffel Tower"]),          # pred "eiffel tower": both -> "eiffel tower": EM 1, F1 1
-        ("q2", ["Denver Broncos", "The Broncos"]),  # pred "the Denver Broncos!" -> "denver broncos": EM 1
-        ("q3", ["an apple a day"]),            # gold "apple day" vs "apple pie": 1 common, P=R=1/2, F1 .5
-        ("q4", ["1,000 years"]),               # "1000 years" vs "1000 years ago": P=2/3 R=1 F1=.8
-        ("q5", ["anything"]),                  # no prediction: 0, but counted in the denominator
-        ("q6", ["red car", "a big red car"]),  # pred "big red": F1 .5 vs "red car", .8 vs "big red car"
-    ])
-    preds = {"q1": "eiffel tower", "q2": "the Denver Broncos!", "q3": "apple pie", "q4": "1000 years ago",
-             "q6": "big red"}
+    data = _dataset(
+        "1.1",
+        [
+            ("q1", ["The Eiffel Tower"]),  # pred "eiffel tower": both -> "eiffel tower": EM 1, F1 1
+            ("q2", ["Denver Broncos", "The Broncos"]),  # pred "the Denver Broncos!" -> "denver broncos": EM 1
+            ("q3", ["an apple a day"]),  # gold "apple day" vs "apple pie": 1 common, P=R=1/2, F1 .5
+            ("q4", ["1,000 years"]),  # "1000 years" vs "1000 years ago": P=2/3 R=1 F1=.8
+            ("q5", ["anything"]),  # no prediction: 0, but counted in the denominator
+            ("q6", ["red car", "a big red car"]),  # pred "big red": F1 .5 vs "red car", .8 vs "big red car"
+        ],
+    )
+    preds = {
+        "q1": "eiffel tower",
+        "q2": "the Denver Broncos!",
+        "q3": "apple pie",
+        "q4": "1000 years ago",
+        "q6": "big red",
+    }
     out = sm.evaluate(data, preds)
     assert list(out) == ["exact_match", "f1"]
     assert out["exact_match"] == pytest.approx(100 * 2 / 6)
@@ -54,13 +69,13 @@ def test_v1_empty_prediction_scores_zero():
 
 
 V2_QUESTIONS = [
-    ("a1", ["Paris"]),                  # pred "Paris": EM 1, F1 1
-    ("a2", ["red blue green"]),         # pred "red blue": EM 0, F1 = 2*(1*2/3)/(1+2/3) = .8
-    ("n1", []),                         # unanswerable, pred "": EM 1, F1 1 (both empty)
-    ("n2", []),                         # unanswerable, pred "something": 0, 0
-    ("a3", ["x y"]),                    # no prediction: skipped everywhere
-    ("a4", ["the", "London"]),          # gold "the" normalizes to "" and is dropped -> golds ["London"];
-]                                       # pred "": 0, 0 (were "the" kept, "" vs "" would score 1)
+    ("a1", ["Paris"]),  # pred "Paris": EM 1, F1 1
+    ("a2", ["red blue green"]),  # pred "red blue": EM 0, F1 = 2*(1*2/3)/(1+2/3) = .8
+    ("n1", []),  # unanswerable, pred "": EM 1, F1 1 (both empty)
+    ("n2", []),  # unanswerable, pred "something": 0, 0
+    ("a3", ["x y"]),  # no prediction: skipped everywhere
+    ("a4", ["the", "London"]),  # gold "the" normalizes to "" and is dropped -> golds ["London"];
+]  # pred "": 0, 0 (were "the" kept, "" vs "" would score 1)
 V2_PREDS = {"a1": "Paris", "a2": "red blue", "n1": "", "n2": "something", "a4": ""}
 V2_NA = {"a1": 0.1, "a4": 0.2, "a3": 0.5, "a2": 0.6, "n1": 0.9, "n2": 0.95}
 
@@ -68,8 +83,17 @@ V2_NA = {"a1": 0.1, "a4": 0.2, "a3": 0.5, "a2": 0.6, "n1": 0.9, "n2": 0.95}
 def test_v2_hand_computed_without_na_probs(capsys):
     out = sm.evaluate(_dataset("v2.0", V2_QUESTIONS), V2_PREDS)
     assert "Missing prediction for a3" in capsys.readouterr().err
-    assert list(out) == ["exact", "f1", "total", "HasAns_exact", "HasAns_f1", "HasAns_total",
-                         "NoAns_exact", "NoAns_f1", "NoAns_total"]
+    assert list(out) == [
+        "exact",
+        "f1",
+        "total",
+        "HasAns_exact",
+        "HasAns_f1",
+        "HasAns_total",
+        "NoAns_exact",
+        "NoAns_f1",
+        "NoAns_total",
+    ]
     # scored: a1 (1, 1), a2 (0, .8), n1 (1, 1), n2 (0, 0), a4 (0, 0)
     assert out["total"] == 5
     assert out["exact"] == pytest.approx(40.0) and out["f1"] == pytest.approx(100 * 2.8 / 5)
@@ -116,8 +140,13 @@ def test_real_squad_fixture(squad_fixture):
 
 
 def _cli(args, env):
-    return subprocess.run([sys.executable, "-m", "bertlib", "squad-eval", *map(str, args)],
-                          capture_output=True, text=True, env=env, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "bertlib", "squad-eval", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
 
 
 def test_cli_prints_official_json(tmp_path, squad_fixture, subprocess_env):
@@ -136,8 +165,21 @@ def test_cli_prints_official_json(tmp_path, squad_fixture, subprocess_env):
     r = _cli([data2, preds2, "--na-prob-file", na, "--na-prob-thresh", "0.5"], subprocess_env)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
-    assert list(out) == ["exact", "f1", "total", "HasAns_exact", "HasAns_f1", "HasAns_total", "NoAns_exact",
-                         "NoAns_f1", "NoAns_total", "best_exact", "best_exact_thresh", "best_f1", "best_f1_thresh"]
+    assert list(out) == [
+        "exact",
+        "f1",
+        "total",
+        "HasAns_exact",
+        "HasAns_f1",
+        "HasAns_total",
+        "NoAns_exact",
+        "NoAns_f1",
+        "NoAns_total",
+        "best_exact",
+        "best_exact_thresh",
+        "best_f1",
+        "best_f1_thresh",
+    ]
     assert out["exact"] == pytest.approx(60.0) and out["best_f1_thresh"] == 0.6
 
 
@@ -159,23 +201,26 @@ def test_cli_malformed_json_is_one_line(tmp_path, squad_fixture, subprocess_env)
 
 
 def test_v2_all_predicted_threshold_equality_and_unbeaten_sweep(capsys):
-    data = _dataset("v2.0", [
-        ("a1", ["Paris"]),             # pred "Paris": EM 1, F1 1
-        ("a2", ["red blue green"]),    # pred "blue": EM 0, P=1 R=1/3 -> F1 2*(1/3)/(4/3) = .5
-        ("n1", []),                    # pred "": EM 1, F1 1
-        ("n2", []),                    # pred "London": 0, 0
-        ("n3", []),                    # pred "x": 0, 0
-    ])
+    data = _dataset(
+        "v2.0",
+        [
+            ("a1", ["Paris"]),  # pred "Paris": EM 1, F1 1
+            ("a2", ["red blue green"]),  # pred "blue": EM 0, P=1 R=1/3 -> F1 2*(1/3)/(4/3) = .5
+            ("n1", []),  # pred "": EM 1, F1 1
+            ("n2", []),  # pred "London": 0, 0
+            ("n3", []),  # pred "x": 0, 0
+        ],
+    )
     preds = {"a1": "Paris", "a2": "blue", "n1": "", "n2": "London", "n3": "x"}
     na = {"n2": 0.2, "a1": 0.3, "n3": 0.4, "a2": 0.5, "n1": 0.9}
     out = sm.evaluate(data, preds, na_probs=na, na_prob_thresh=0.5)
-    assert capsys.readouterr().err == ""                       # every question has a prediction
+    assert capsys.readouterr().err == ""  # every question has a prediction
     # only n1 (.9) is > .5 -> no-answer -> 1 (unchanged); a2 (.5 == thresh) keeps its raw F1 .5
     assert out["total"] == 5
-    assert out["exact"] == pytest.approx(100 * 2 / 5)          # a1 1 + n1 1
-    assert out["f1"] == pytest.approx(100 * 2.5 / 5)           # a1 1 + a2 .5 + n1 1 (">=" would give 40)
-    assert out["HasAns_total"] == 2 and out["HasAns_exact"] == pytest.approx(50.0)   # a1 1, a2 0
-    assert out["HasAns_f1"] == pytest.approx(75.0)             # (1 + .5) / 2
+    assert out["exact"] == pytest.approx(100 * 2 / 5)  # a1 1 + n1 1
+    assert out["f1"] == pytest.approx(100 * 2.5 / 5)  # a1 1 + a2 .5 + n1 1 (">=" would give 40)
+    assert out["HasAns_total"] == 2 and out["HasAns_exact"] == pytest.approx(50.0)  # a1 1, a2 0
+    assert out["HasAns_f1"] == pytest.approx(75.0)  # (1 + .5) / 2
     assert out["NoAns_total"] == 3 and out["NoAns_exact"] == pytest.approx(100 / 3)  # n1 only
     assert out["NoAns_f1"] == pytest.approx(100 / 3)
     # sweep from #NoAns = 3, na-probs ascending: n2 -1 -> 2; a1 +1 -> 3 (tie, not >); n3 -1 -> 2;
@@ -184,5 +229,5 @@ def test_v2_all_predicted_threshold_equality_and_unbeaten_sweep(capsys):
     assert (out["best_f1"], out["best_f1_thresh"]) == (pytest.approx(60.0), 0.0)
     # thresh .4 == n3's na-prob: n3 is NOT no-answer (stays 0); a2 (.5 > .4) -> 0; n1 -> 1
     out = sm.evaluate(data, preds, na_probs=na, na_prob_thresh=0.4)
-    assert out["NoAns_exact"] == pytest.approx(100 / 3)        # n1 only (">=" would count n3: 200/3)
-    assert out["f1"] == pytest.approx(100 * 2 / 5)             # a1 1 + n1 1; a2's .5 is lost
+    assert out["NoAns_exact"] == pytest.approx(100 / 3)  # n1 only (">=" would count n3: 200/3)
+    assert out["f1"] == pytest.approx(100 * 2 / 5)  # a1 1 + n1 1; a2's .5 is lost

@@ -3,11 +3,9 @@
 from pathlib import Path
 
 import pytest
-
 from train_helpers import write_dataset
 
 
 @pytest.fixture
 def tiny_dataset(tmp_path) -> Path:
     return write_dataset(tmp_path / "data")
-

@@ -11,9 +11,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from train_helpers import dropout_losses, train_tiny
 
 from bertlib.train import distributed
-from train_helpers import dropout_losses, train_tiny
 
 
 def main(data_dir: str, out_dir: str, batch: int, steps: int) -> None:
@@ -22,8 +22,9 @@ def main(data_dir: str, out_dir: str, batch: int, steps: int) -> None:
     for mode, allreduce, jit in (("allreduce", None, True), ("control", lambda xs: list(xs), False)):
         # each rank initializes differently (seed 7 + rank): only the start-of-training broadcast from
         # rank 0 makes them agree, and rank 0's seed-7 start is the one-process reference's
-        weights = train_tiny(data_dir, batch, steps, rank=rank, world=world, allreduce=allreduce, jit_compile=jit,
-                             seed=7 + rank)
+        weights = train_tiny(
+            data_dir, batch, steps, rank=rank, world=world, allreduce=allreduce, jit_compile=jit, seed=7 + rank
+        )
         np.savez(Path(out_dir) / f"{mode}-rank{rank}.npz", **{k.replace("/", "|"): v for k, v in weights.items()})
     np.save(Path(out_dir) / f"dropout-rank{rank}.npy", dropout_losses(data_dir, seed=7 + rank))
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
+from train_helpers import PRED, SEQ, train_tiny, write_dataset
 
 from bertlib.optim.loss_scale import DynamicLossScale, LossScaleCollapsed, check_scale
-from train_helpers import PRED, SEQ, train_tiny, write_dataset
 
 
 def max_diff(a: dict, b: dict) -> float:
@@ -25,7 +25,7 @@ def test_accumulating_k_micro_batches_equals_one_batch_of_k_times_b(tiny_dataset
     big_batch = train_tiny(tiny_dataset, batch_size=4, steps=3, accumulation=1, jit_compile=jit_compile)
     assert max_diff(accumulated, big_batch) < 1e-5
     half_batches = train_tiny(tiny_dataset, batch_size=2, steps=3, accumulation=1, jit_compile=jit_compile)
-    assert max_diff(half_batches, big_batch) > 1e-3        # the comparison can tell batches apart
+    assert max_diff(half_batches, big_batch) > 1e-3  # the comparison can tell batches apart
 
 
 def reference_scale_sequence(initial, interval, finite_flags):
@@ -54,7 +54,7 @@ def test_dynamic_loss_scale_follows_the_halve_and_grow_rule():
 
 def test_scale_below_one_stops_training_with_a_clear_message():
     ls = DynamicLossScale(initial_scale=1.0)
-    check_scale(ls, step=3)                                  # 1 is still fine
+    check_scale(ls, step=3)  # 1 is still fine
     ls.update(tf.constant(False))
     with pytest.raises(LossScaleCollapsed, match="fell below 1 at step 4.*diverged"):
         check_scale(ls, step=4)
@@ -71,26 +71,40 @@ def test_fp16_overflow_skips_the_step_and_halves_the_scale(tiny_dataset, jit_com
 
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:
-        config = BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                            intermediate_size=64, max_position_embeddings=SEQ)
+        config = BertConfig(
+            vocab_size=64,
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=SEQ,
+        )
         model = BertPretrainer(config)
         optimizer = Lamb()
         # 2**40 × loss overflows float16 (max 65504) in the backward pass
         loss_scale = DynamicLossScale(initial_scale=2.0**40, growth_interval=1000)
-        trainer = Trainer(model, pretraining_losses, optimizer, lambda step: 1e-3, total_steps=2,
-                          loss_scale=loss_scale, jit_compile=jit_compile, accumulation_steps=2)
+        trainer = Trainer(
+            model,
+            pretraining_losses,
+            optimizer,
+            lambda step: 1e-3,
+            total_steps=2,
+            loss_scale=loss_scale,
+            jit_compile=jit_compile,
+            accumulation_steps=2,
+        )
         batches = iter(pretraining_dataset(tiny_dataset, "train", 4, SEQ, PRED, shuffle=False))
         before = [v.numpy().copy() for v in model.trainable_variables]
 
         out = trainer.train_step(batches)
         assert not bool(out["finite"])
         assert all(np.array_equal(b, v.numpy()) for b, v in zip(before, model.trainable_variables))
-        assert int(optimizer.iterations.numpy()) == 1          # counted, as TF's LossScaleOptimizer does
+        assert int(optimizer.iterations.numpy()) == 1  # counted, as TF's LossScaleOptimizer does
         assert float(loss_scale.scale.numpy()) == 2.0**39
-        assert int(trainer.step.numpy()) == 1                 # counted: the data position moved on
-        assert int(trainer.data_position.numpy()) == 2         # k = 2 micro-batches consumed
+        assert int(trainer.step.numpy()) == 1  # counted: the data position moved on
+        assert int(trainer.data_position.numpy()) == 2  # k = 2 micro-batches consumed
 
-        loss_scale.scale.assign(2.0**8)                       # a representable scale: the step applies
+        loss_scale.scale.assign(2.0**8)  # a representable scale: the step applies
         out = trainer.train_step(batches)
         assert bool(out["finite"])
         assert int(optimizer.iterations.numpy()) == 2
@@ -131,32 +145,39 @@ def test_ranks_read_disjoint_examples_that_cover_the_data(tmp_path, num_files, w
     data = write_dataset(tmp_path / "d", n=24, num_files=num_files, seed=3)
     seen = []
     for rank in range(world):
-        ds = pretraining_dataset(data, "train", 2, SEQ, PRED, rank=rank, world=world, shuffle=True, seed=5,
-                                 repeat=False)
+        ds = pretraining_dataset(
+            data, "train", 2, SEQ, PRED, rank=rank, world=world, shuffle=True, seed=5, repeat=False
+        )
         batch = next(iter(ds))
         assert {k: (v.shape.as_list(), v.dtype.name) for k, v in batch.items()} == {
-            "input_ids": ([2, SEQ], "int32"), "input_mask": ([2, SEQ], "int32"), "segment_ids": ([2, SEQ], "int32"),
-            "masked_lm_positions": ([2, PRED], "int32"), "masked_lm_ids": ([2, PRED], "int32"),
-            "masked_lm_weights": ([2, PRED], "float32"), "next_sentence_labels": ([2, 1], "int32")}
+            "input_ids": ([2, SEQ], "int32"),
+            "input_mask": ([2, SEQ], "int32"),
+            "segment_ids": ([2, SEQ], "int32"),
+            "masked_lm_positions": ([2, PRED], "int32"),
+            "masked_lm_ids": ([2, PRED], "int32"),
+            "masked_lm_weights": ([2, PRED], "float32"),
+            "next_sentence_labels": ([2, 1], "int32"),
+        }
         seen.append(_tags(ds))
     assert [len(s) for s in seen] == [24 // world] * world
-    assert sorted(t for s in seen for t in s) == list(range(24))   # disjoint and complete
+    assert sorted(t for s in seen for t in s) == list(range(24))  # disjoint and complete
 
 
 def test_drop_remainder_keeps_only_full_batches(tiny_dataset):
     from bertlib.data.pipeline import pretraining_dataset
 
-    shapes = [b["input_ids"].shape[0] for b in pretraining_dataset(tiny_dataset, "train", 5, SEQ, PRED,
-                                                                     shuffle=False, repeat=False)]
-    assert shapes == [5] * (64 // 5)          # 2 files × 32 examples, no short last batch
+    shapes = [
+        b["input_ids"].shape[0]
+        for b in pretraining_dataset(tiny_dataset, "train", 5, SEQ, PRED, shuffle=False, repeat=False)
+    ]
+    assert shapes == [5] * (64 // 5)  # 2 files × 32 examples, no short last batch
 
 
 def test_pipeline_order_is_seeded_and_skip_resumes_it(tiny_dataset):
     from bertlib.data.pipeline import pretraining_dataset
 
     def make(**kw):
-        return pretraining_dataset(tiny_dataset, "train", 4, SEQ, PRED, shuffle=True, seed=9, shuffle_buffer=16,
-                                   **kw)
+        return pretraining_dataset(tiny_dataset, "train", 4, SEQ, PRED, shuffle=True, seed=9, shuffle_buffer=16, **kw)
 
     full = [b["masked_lm_positions"].numpy() for b in make().take(7)]
     again = [b["masked_lm_positions"].numpy() for b in make().take(7)]
@@ -169,7 +190,7 @@ def test_pipeline_order_is_seeded_and_skip_resumes_it(tiny_dataset):
 
 LR, EPS = 1e-2, 1e-7
 W0 = [0.5, -1.0, 2.0]
-GRADS = [[np.inf, 1.0, 1.0], [1.0, -2.0, 0.5]]   # step 1 overflows, step 2 is finite
+GRADS = [[np.inf, 1.0, 1.0], [1.0, -2.0, 0.5]]  # step 1 overflows, step 2 is finite
 TF_LSO_PROBE = """
 import json, sys
 import numpy as np, tensorflow as tf, tf_keras
@@ -218,10 +239,18 @@ def test_a_skipped_step_advances_the_optimizer_count_as_tf_loss_scale_optimizer(
     from bertlib.optim import AdamW
     from bertlib.train.loop import Trainer
 
-    env = dict(subprocess_env, PYTHONPATH=f"{tf_keras_path()}{os.pathsep}{subprocess_env['PYTHONPATH']}",
-               TF_CPP_MIN_LOG_LEVEL="3")
-    probe = subprocess.run([sys.executable, "-c", TF_LSO_PROBE, json.dumps([W0, GRADS, LR, EPS])], env=env,
-                           capture_output=True, text=True, timeout=300)
+    env = dict(
+        subprocess_env,
+        PYTHONPATH=f"{tf_keras_path()}{os.pathsep}{subprocess_env['PYTHONPATH']}",
+        TF_CPP_MIN_LOG_LEVEL="3",
+    )
+    probe = subprocess.run(
+        [sys.executable, "-c", TF_LSO_PROBE, json.dumps([W0, GRADS, LR, EPS])],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert probe.returncode == 0, probe.stderr[-2000:]
     tf_steps = json.loads(probe.stdout.strip().splitlines()[-1])
     assert [s["iterations"] for s in tf_steps] == [1, 2] and tf_steps[0]["w"] == W0
@@ -230,8 +259,16 @@ def test_a_skipped_step_advances_the_optimizer_count_as_tf_loss_scale_optimizer(
     kernel = model.trainable_variables[0]
     optimizer = AdamW(weight_decay=0.0, epsilon=EPS, bias_correction=True)
     loss_scale = DynamicLossScale(initial_scale=2.0**15)
-    trainer = Trainer(model, lambda out, batch: {"loss": tf.reduce_mean(out)}, optimizer, lambda step: LR,
-                      total_steps=2, max_grad_norm=0.0, loss_scale=loss_scale, jit_compile=jit_compile)
+    trainer = Trainer(
+        model,
+        lambda out, batch: {"loss": tf.reduce_mean(out)},
+        optimizer,
+        lambda step: LR,
+        total_steps=2,
+        max_grad_norm=0.0,
+        loss_scale=loss_scale,
+        jit_compile=jit_compile,
+    )
     batches = iter([{"x": tf.constant([g], tf.float32)} for g in GRADS])
     for want in tf_steps:
         trainer.train_step(batches)
@@ -244,14 +281,15 @@ def test_a_skipped_step_advances_the_optimizer_count_as_tf_loss_scale_optimizer(
     m, v = (1 - b1) * g, (1 - b2) * g * g
 
     def adam(t):
-        return np.array(W0) - LR * (m / (1 - b1 ** t)) / (np.sqrt(v / (1 - b2 ** t)) + EPS)
+        return np.array(W0) - LR * (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + EPS)
 
     got = kernel.numpy()
     np.testing.assert_allclose(got, adam(2), rtol=0, atol=1e-6)
-    assert np.abs(got - adam(1)).max() > 1e-3          # the count a skipped step leaves matters
+    assert np.abs(got - adam(1)).max() > 1e-3  # the count a skipped step leaves matters
 
 
 # ---- resuming the input position: the saved iterator state, or the exact skip ----
+
 
 def test_resume_restores_the_input_iterator_without_skipping_and_ends_like_an_uninterrupted_run(tmp_path, capsys):
     """Dropout, shuffling and accumulation on. A run stopped after step 4 (checkpoints at 2 and 4),
@@ -270,21 +308,28 @@ def test_resume_restores_the_input_iterator_without_skipping_and_ends_like_an_un
     assert first == [0]
     states = ckpt / "input" / "world-1" / "rank-0"
     assert sorted(p.name for p in states.iterdir()) == [
-        "ckpt-2.data-00000-of-00001", "ckpt-2.index", "ckpt-4.data-00000-of-00001", "ckpt-4.index"]
+        "ckpt-2.data-00000-of-00001",
+        "ckpt-2.index",
+        "ckpt-4.data-00000-of-00001",
+        "ckpt-4.index",
+    ]
     shutil.copytree(ckpt, tmp_path / "no-state")
     shutil.rmtree(tmp_path / "no-state" / "input")
     capsys.readouterr()
 
     skips = []
     resumed = train_tiny(data, steps=7, checkpoint_dir=ckpt, skips=skips, **kw)
-    assert skips == [0]                                   # the restored path: nothing to skip
+    assert skips == [0]  # the restored path: nothing to skip
     assert max_diff(resumed, uninterrupted) == 0.0
     assert sorted(p.name for p in states.iterdir() if p.suffix == ".index") == [
-        "ckpt-4.index", "ckpt-6.index", "ckpt-7.index"]   # the newest 3 (keep_checkpoints), like the model's
+        "ckpt-4.index",
+        "ckpt-6.index",
+        "ckpt-7.index",
+    ]  # the newest 3 (keep_checkpoints), like the model's
 
     skips = []
     fallback = train_tiny(data, steps=7, checkpoint_dir=tmp_path / "no-state", skips=skips, **kw)
-    assert skips == [0, 8]                                # no state: skip the 4 steps × 2 micro-batches
+    assert skips == [0, 8]  # no state: skip the 4 steps × 2 micro-batches
     assert "no input state" in capsys.readouterr().out
     assert max_diff(fallback, uninterrupted) == 0.0
 
@@ -295,7 +340,7 @@ def test_input_states_are_written_whole_and_pruned(tmp_path):
     ds = tf.data.Dataset.range(100).shuffle(10, seed=1)
     it = iter(ds)
     inputs = InputCheckpoints(tmp_path, rank=1, world=4, keep=2)
-    (inputs.directory / ".ckpt-9.tmp1_temp").mkdir(parents=True)        # left by a save killed half-way
+    (inputs.directory / ".ckpt-9.tmp1_temp").mkdir(parents=True)  # left by a save killed half-way
     (inputs.directory / ".ckpt-9.tmp1.index").write_bytes(b"partial")
     seen = []
     for step in (1, 2, 3):
@@ -307,6 +352,6 @@ def test_input_states_are_written_whole_and_pruned(tmp_path):
     again = iter(ds)
     assert inputs.restore(again, 3) is None
     assert [int(x) for x in again] == rest and sorted(seen + rest) == list(range(100))
-    assert "no input state" in inputs.restore(iter(ds), 1)               # pruned
-    assert "unusable" in inputs.restore(iter(tf.data.Dataset.range(5).batch(2)), 3)   # another pipeline
+    assert "no input state" in inputs.restore(iter(ds), 1)  # pruned
+    assert "unusable" in inputs.restore(iter(tf.data.Dataset.range(5).batch(2)), 3)  # another pipeline
     assert InputCheckpoints(tmp_path, rank=1, world=2).restore(iter(ds), 3).startswith("no input state")

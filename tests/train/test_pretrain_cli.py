@@ -12,10 +12,10 @@ import time
 import numpy as np
 import pytest
 import yaml
+from train_helpers import base_config, write_dataset
 
 from bertlib.errors import ConfigError
 from bertlib.train.metrics import METRIC_KEYS
-from train_helpers import base_config, write_dataset
 
 QUIET = {"TF_CPP_MIN_LOG_LEVEL": "3", "BERTLIB_PROGRESS": "0"}
 
@@ -30,15 +30,17 @@ def test_tiny_model_overfits_and_writes_the_run_directory(tmp_path, capsys):
 
     data = write_dataset(tmp_path / "data", n=8, num_files=1)
     run = tmp_path / "run"
-    cfg = write_config(tmp_path / "c.yaml", **base_config(data, run, per_gpu_batch_size=8, total_steps=60,
-                                                           learning_rate=2e-2, log_frequency=10))
-    assert main(["--config", str(cfg)]) == 0          # XLA-compiled (skip_xla: false)
+    cfg = write_config(
+        tmp_path / "c.yaml",
+        **base_config(data, run, per_gpu_batch_size=8, total_steps=60, learning_rate=2e-2, log_frequency=10),
+    )
+    assert main(["--config", str(cfg)]) == 0  # XLA-compiled (skip_xla: false)
 
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [d["step"] for d in lines] == [10, 20, 30, 40, 50, 60]
     assert all(set(METRIC_KEYS) <= d.keys() for d in lines)
     first, last = lines[0]["mlm_loss"], lines[-1]["mlm_loss"]
-    assert last < 0.3 * first, (first, last)          # memorizing 8 records (chance: ln 64 = 4.16)
+    assert last < 0.3 * first, (first, last)  # memorizing 8 records (chance: ln 64 = 4.16)
     assert lines[-1]["mlm_acc"] > 0.75
 
     # stdout lines carry the same numbers in the form SageMaker's metric regexes parse
@@ -59,14 +61,25 @@ def test_tiny_model_overfits_and_writes_the_run_directory(tmp_path, capsys):
 
     # phase 2 style: weights from the export, fresh optimizer and step → starts where phase 1 ended
     run2 = tmp_path / "run2"
-    cfg2 = write_config(tmp_path / "c2.yaml", **base_config(data, run2, per_gpu_batch_size=8, total_steps=2,
-                                                             learning_rate=1e-4, skip_xla=True, load_from="checkpoint",
-                                                             checkpoint_path=str(run / "export"), phase="phase2"))
+    cfg2 = write_config(
+        tmp_path / "c2.yaml",
+        **base_config(
+            data,
+            run2,
+            per_gpu_batch_size=8,
+            total_steps=2,
+            learning_rate=1e-4,
+            skip_xla=True,
+            load_from="checkpoint",
+            checkpoint_path=str(run / "export"),
+            phase="phase2",
+        ),
+    )
     assert main(["--config", str(cfg2)]) == 0
     assert f"initialized weights from {run / 'export'}" in capsys.readouterr().out
     lines2 = [json.loads(x) for x in (run2 / "metrics.jsonl").read_text().splitlines()]
     assert [d["step"] for d in lines2] == [1, 2]
-    assert lines2[0]["mlm_loss"] < 0.5 * first                # not a random model
+    assert lines2[0]["mlm_loss"] < 0.5 * first  # not a random model
     assert lines2[0]["learning_rate"] == pytest.approx(1e-4)  # schedule restarted at step 0 (warmup 0)
 
     other = write_dataset(tmp_path / "data80", n=8, num_files=1, vocab=80)
@@ -79,12 +92,25 @@ def test_tiny_model_overfits_and_writes_the_run_directory(tmp_path, capsys):
     manifest = json.loads((cased / "manifest.json").read_text())
     manifest["vocab"]["lowercase"] = False
     (cased / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(ConfigError, match=rf"cased/manifest.json: data was tokenized with lowercase=False but "
-                                          rf"the checkpoints in {run / 'checkpoints'} expects"):
+    with pytest.raises(
+        ConfigError,
+        match=rf"cased/manifest.json: data was tokenized with lowercase=False but "
+        rf"the checkpoints in {run / 'checkpoints'} expects",
+    ):
         main(["--config", str(cfg), "--data_dir", str(cased), "--total_steps", "70"])
     with pytest.raises(ConfigError, match=rf"the checkpoints in {run / 'checkpoints'} expects lowercase=True"):
-        main(["--config", str(cfg2), "--data_dir", str(cased), "--checkpoint_path", str(run / "checkpoints"),
-              "--run_dir", str(tmp_path / "run3")])
+        main(
+            [
+                "--config",
+                str(cfg2),
+                "--data_dir",
+                str(cased),
+                "--checkpoint_path",
+                str(run / "checkpoints"),
+                "--run_dir",
+                str(tmp_path / "run3"),
+            ]
+        )
 
 
 def read_export(run_dir) -> dict:
@@ -99,8 +125,18 @@ def pretrain_cmd(cfg_path, processes: int, env: dict):
         return [sys.executable, "-m", "bertlib.train.pretrain", "--config", str(cfg_path)]
     horovodrun = shutil.which("horovodrun", path=env["PATH"])
     assert horovodrun, "horovodrun not installed (make setup builds Horovod)"
-    return [horovodrun, "-np", str(processes), "-H", f"localhost:{processes}", sys.executable, "-m",
-            "bertlib.train.pretrain", "--config", str(cfg_path)]
+    return [
+        horovodrun,
+        "-np",
+        str(processes),
+        "-H",
+        f"localhost:{processes}",
+        sys.executable,
+        "-m",
+        "bertlib.train.pretrain",
+        "--config",
+        str(cfg_path),
+    ]
 
 
 @pytest.mark.slow
@@ -112,10 +148,19 @@ def test_sigkill_after_a_checkpoint_then_restart_gives_the_uninterrupted_weights
     with held-out evaluations every 4 steps, which must not disturb any of them."""
     data = write_dataset(tmp_path / "data", n=48, num_files=2, validation=6)
     env = dict(subprocess_env, **QUIET)
-    common = dict(total_steps=40 if processes == 1 else 16, checkpoint_frequency=5, keep_checkpoints=2,
-                  skip_xla=True, shuffle_buffer=16, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1,
-                  per_gpu_batch_size=2, gradient_accumulation_steps=2, num_processes=processes,
-                  validation_frequency=4)
+    common = dict(
+        total_steps=40 if processes == 1 else 16,
+        checkpoint_frequency=5,
+        keep_checkpoints=2,
+        skip_xla=True,
+        shuffle_buffer=16,
+        hidden_dropout_prob=0.1,
+        attention_probs_dropout_prob=0.1,
+        per_gpu_batch_size=2,
+        gradient_accumulation_steps=2,
+        num_processes=processes,
+        validation_frequency=4,
+    )
     total = common["total_steps"]
 
     full = tmp_path / "full"
@@ -125,12 +170,18 @@ def test_sigkill_after_a_checkpoint_then_restart_gives_the_uninterrupted_weights
 
     run = tmp_path / "killed"
     cfg = write_config(tmp_path / "killed.yaml", **base_config(data, run, **common))
-    proc = subprocess.Popen(pretrain_cmd(cfg, processes, env), env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        pretrain_cmd(cfg, processes, env),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
     try:
-        for line in proc.stdout:                         # kill right after the step-6 line (ckpt-5 written)
+        for line in proc.stdout:  # kill right after the step-6 line (ckpt-5 written)
             if " step=6 " in line:
-                os.killpg(proc.pid, signal.SIGKILL)      # the launcher and every rank at once
+                os.killpg(proc.pid, signal.SIGKILL)  # the launcher and every rank at once
                 break
         proc.wait(timeout=60)
     finally:
@@ -149,7 +200,7 @@ def test_sigkill_after_a_checkpoint_then_restart_gives_the_uninterrupted_weights
     assert f"input restored at data position {2 * killed_at}" in again.stdout
     assert "skipping" not in again.stdout
     states = (run / "checkpoints" / "input" / f"world-{processes}").glob("rank-*/ckpt-*.index")
-    assert len(list(states)) == 2 * processes             # each rank's newest keep_checkpoints = 2
+    assert len(list(states)) == 2 * processes  # each rank's newest keep_checkpoints = 2
     steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps[-1] == total and steps.count(killed_at + 1) == 1 + (killed_at < 6)
 
@@ -158,33 +209,48 @@ def test_sigkill_after_a_checkpoint_then_restart_gives_the_uninterrupted_weights
     assert max(float(np.abs(a[k] - b[k]).max()) for k in a) == 0.0
 
 
-TF_PROBE = ("import sys; from bertlib.cli import run_guarded; from bertlib.train.pretrain import main; "
-            "rc = run_guarded(main, sys.argv[1:]); "
-            "print('tensorflow imported' if 'tensorflow' in sys.modules else 'no tensorflow'); sys.exit(rc)")
+TF_PROBE = (
+    "import sys; from bertlib.cli import run_guarded; from bertlib.train.pretrain import main; "
+    "rc = run_guarded(main, sys.argv[1:]); "
+    "print('tensorflow imported' if 'tensorflow' in sys.modules else 'no tensorflow'); sys.exit(rc)"
+)
 
 
-@pytest.mark.parametrize("overrides,message", [
-    (["--bogus_key", "1"], "unknown key 'bogus_key'"),
-    (["--per_gpu_batch_size", "many"], "per_gpu_batch_size"),
-    (["--global_batch_size_check", "10"], "global batch"),
-    (["--data_dir", "/nonexistent/phase1"], "/nonexistent/phase1: data_dir not found"),
-    (["--max_seq_length", "32"], "max_seq_length=16 but the run expects 32"),
-    (["--num_processes", "2"], "horovodrun -np 2"),
-])
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["--bogus_key", "1"], "unknown key 'bogus_key'"),
+        (["--per_gpu_batch_size", "many"], "per_gpu_batch_size"),
+        (["--global_batch_size_check", "10"], "global batch"),
+        (["--data_dir", "/nonexistent/phase1"], "/nonexistent/phase1: data_dir not found"),
+        (["--max_seq_length", "32"], "max_seq_length=16 but the run expects 32"),
+        (["--num_processes", "2"], "horovodrun -np 2"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2_before_tensorflow(tmp_path, subprocess_env, overrides, message):
     data = write_dataset(tmp_path / "data", n=8, num_files=1)
     cfg = write_config(tmp_path / "c.yaml", **base_config(data, tmp_path / "run"))
     t0 = time.perf_counter()
-    res = subprocess.run([sys.executable, "-c", TF_PROBE, "--config", str(cfg), *overrides],
-                         env=dict(subprocess_env, **QUIET), capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [sys.executable, "-c", TF_PROBE, "--config", str(cfg), *overrides],
+        env=dict(subprocess_env, **QUIET),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 2, res.stderr
     assert len(res.stderr.strip().splitlines()) == 1 and message in res.stderr, res.stderr
-    assert res.stdout.strip() == "no tensorflow"        # nothing of TF was loaded, let alone a graph built
+    assert res.stdout.strip() == "no tensorflow"  # nothing of TF was loaded, let alone a graph built
     assert not (tmp_path / "run").exists()
     print(f"{overrides}: {time.perf_counter() - t0:.2f}s")
 
 
 def test_console_script_dispatches_to_pretrain(tmp_path, subprocess_env):
-    res = subprocess.run([sys.executable, "-m", "bertlib", "pretrain", "--config", str(tmp_path / "missing.yaml")],
-                         env=dict(subprocess_env, **QUIET), capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [sys.executable, "-m", "bertlib", "pretrain", "--config", str(tmp_path / "missing.yaml")],
+        env=dict(subprocess_env, **QUIET),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 2 and res.stderr.strip() == f"error: {tmp_path / 'missing.yaml'}: config file not found"

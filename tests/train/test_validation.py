@@ -10,10 +10,10 @@ import sys
 import numpy as np
 import pytest
 import yaml
+from train_helpers import SEQ, base_config, write_dataset
 
 from bertlib.errors import ConfigError
 from bertlib.train.metrics import VALIDATION_METRIC_KEYS
-from train_helpers import SEQ, base_config, write_dataset
 
 QUIET = {"TF_CPP_MIN_LOG_LEVEL": "3", "BERTLIB_PROGRESS": "0"}
 TRAINING_KEYS = ("loss", "mlm_loss", "mlm_acc", "nsp_loss", "nsp_acc", "learning_rate", "loss_scale", "grad_norm")
@@ -33,8 +33,12 @@ def read_split(data_dir, split: str) -> dict[str, np.ndarray]:
     for shard in manifest["shards"][split]:
         for raw in tf.data.TFRecordDataset(str(data_dir / shard["file"])):
             feats = tf.train.Example.FromString(raw.numpy()).features.feature
-            rows.append({k: np.array(f.float_list.value if k == "masked_lm_weights" else f.int64_list.value)
-                         for k, f in feats.items()})
+            rows.append(
+                {
+                    k: np.array(f.float_list.value if k == "masked_lm_weights" else f.int64_list.value)
+                    for k, f in feats.items()
+                }
+            )
     return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
 
 
@@ -52,16 +56,21 @@ def numpy_metrics(export_dir, feats: dict[str, np.ndarray]) -> dict:
         x = x - x.max(-1, keepdims=True)
         return x - np.log(np.exp(x).sum(-1, keepdims=True))
 
-    w = feats["masked_lm_weights"].astype(np.float64)                                        # [N, P]
-    mlm_lp = log_softmax(out["mlm_logits"])                                                  # [N, P, V]
+    w = feats["masked_lm_weights"].astype(np.float64)  # [N, P]
+    mlm_lp = log_softmax(out["mlm_logits"])  # [N, P, V]
     mlm_ce = -np.take_along_axis(mlm_lp, feats["masked_lm_ids"][..., None], -1)[..., 0]
     mlm_hit = out["mlm_logits"].argmax(-1) == feats["masked_lm_ids"]
     labels = feats["next_sentence_labels"][:, 0]
     nsp_ce = -np.take_along_axis(log_softmax(out["nsp_logits"]), labels[:, None], -1)[:, 0]
     mlm_loss, nsp_loss = (w * mlm_ce).sum() / w.sum(), nsp_ce.mean()
-    return {"val_loss": mlm_loss + nsp_loss, "val_mlm_loss": mlm_loss, "val_mlm_acc": (w * mlm_hit).sum() / w.sum(),
-            "val_nsp_loss": nsp_loss, "val_nsp_acc": float((out["nsp_logits"].argmax(-1) == labels).mean()),
-            "val_examples": len(labels)}
+    return {
+        "val_loss": mlm_loss + nsp_loss,
+        "val_mlm_loss": mlm_loss,
+        "val_mlm_acc": (w * mlm_hit).sum() / w.sum(),
+        "val_nsp_loss": nsp_loss,
+        "val_nsp_acc": float((out["nsp_logits"].argmax(-1) == labels).mean()),
+        "val_examples": len(labels),
+    }
 
 
 def check_against_numpy(run, data, examples):
@@ -86,26 +95,38 @@ def test_held_out_metrics_equal_numpy_on_the_exported_model(tmp_path, capsys):
 
     data = write_dataset(tmp_path / "data", n=16, num_files=1, validation=11, validation_files=2)
     run = tmp_path / "run"
-    cfg = write_config(tmp_path / "c.yaml", **base_config(data, run, total_steps=4, log_frequency=3,
-                                                           validation_frequency=2, learning_rate=1e-2, skip_xla=True,
-                                                           hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1))
+    cfg = write_config(
+        tmp_path / "c.yaml",
+        **base_config(
+            data,
+            run,
+            total_steps=4,
+            log_frequency=3,
+            validation_frequency=2,
+            learning_rate=1e-2,
+            skip_xla=True,
+            hidden_dropout_prob=0.1,
+            attention_probs_dropout_prob=0.1,
+        ),
+    )
     assert main(["--config", str(cfg)]) == 0
     out = capsys.readouterr().out
     assert f"held-out evaluation every 2 steps and at the end on {data} (validation split, 11 examples)" in out
 
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [2, 3, 4]
-    assert set(rows[0]) == {"step", *VALIDATION_METRIC_KEYS}              # evaluation only
+    assert set(rows[0]) == {"step", *VALIDATION_METRIC_KEYS}  # evaluation only
     assert "loss" in rows[1] and not set(VALIDATION_METRIC_KEYS) & set(rows[1])
     assert set(VALIDATION_METRIC_KEYS) < set(rows[2]) and "loss" in rows[2]
-    assert rows[0]["val_mlm_loss"] != rows[2]["val_mlm_loss"]              # the model changed in between
+    assert rows[0]["val_mlm_loss"] != rows[2]["val_mlm_loss"]  # the model changed in between
 
     summary, _ = check_against_numpy(run, data, 11)
     assert summary["validation_time_s"] > 0 and summary["validation_data"].endswith("(validation split, 11 examples)")
     # the stdout line carries them for SageMaker's regexes, TensorBoard has them as scalars
     (line,) = [x for x in out.splitlines() if x.startswith("[bertlib] phase=phase1 step=4 ")]
     assert float(re.search(r"\bval_mlm_acc=([-+0-9.eEinfa]+)", line).group(1)) == pytest.approx(
-        rows[2]["val_mlm_acc"], rel=1e-5)
+        rows[2]["val_mlm_acc"], rel=1e-5
+    )
     tags = set()
     for f in (run / "tb").iterdir():
         for raw in tf.data.TFRecordDataset(str(f)):
@@ -119,10 +140,12 @@ def test_validation_dir_and_bad_validation_dir(tmp_path, capsys):
     from bertlib.train.pretrain import main
 
     data = write_dataset(tmp_path / "data", n=16, num_files=1, validation=5)
-    held = write_dataset(tmp_path / "held", n=9, num_files=2, seed=3)      # train shards only: all held out
+    held = write_dataset(tmp_path / "held", n=9, num_files=2, seed=3)  # train shards only: all held out
     run = tmp_path / "run"
-    cfg = write_config(tmp_path / "c.yaml", **base_config(data, run, total_steps=2, skip_xla=True,
-                                                           validation_dir=str(held), validation_frequency=5))
+    cfg = write_config(
+        tmp_path / "c.yaml",
+        **base_config(data, run, total_steps=2, skip_xla=True, validation_dir=str(held), validation_frequency=5),
+    )
     assert main(["--config", str(cfg)]) == 0
     assert f"on {held} (train split, 9 examples)" in capsys.readouterr().out
     assert json.loads((run / "summary.json").read_text())["final"]["val_examples"] == 9
@@ -144,29 +167,44 @@ def test_evaluation_leaves_training_untouched(tmp_path, subprocess_env):
     of a loss (measured: 4.8550739 with 1 thread, 4.8550744 with 2 at step 5)."""
     import tensorflow as tf
 
-    common = dict(total_steps=6, skip_xla=True, shuffle_buffer=16, hidden_dropout_prob=0.1,
-                  attention_probs_dropout_prob=0.1, per_gpu_batch_size=2, gradient_accumulation_steps=2)
+    common = dict(
+        total_steps=6,
+        skip_xla=True,
+        shuffle_buffer=16,
+        hidden_dropout_prob=0.1,
+        attention_probs_dropout_prob=0.1,
+        per_gpu_batch_size=2,
+        gradient_accumulation_steps=2,
+    )
     runs, out = {}, {}
     for name, validation in (("plain", 0), ("evaluated", 8)):
         data = write_dataset(tmp_path / f"data-{name}", n=24, num_files=2, validation=validation)
         runs[name] = tmp_path / name
-        cfg = write_config(tmp_path / f"{name}.yaml", **base_config(data, runs[name], validation_frequency=2,
-                                                                     validation_steps=1, **common))
-        done = subprocess.run([sys.executable, "-m", "bertlib.train.pretrain", "--config", str(cfg)],
-                              env=dict(subprocess_env, **QUIET), capture_output=True, text=True, timeout=300)
+        cfg = write_config(
+            tmp_path / f"{name}.yaml",
+            **base_config(data, runs[name], validation_frequency=2, validation_steps=1, **common),
+        )
+        done = subprocess.run(
+            [sys.executable, "-m", "bertlib.train.pretrain", "--config", str(cfg)],
+            env=dict(subprocess_env, **QUIET),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
         out[name] = done.stdout
     assert out["plain"].count("no held-out evaluation: ") == 1 and "no held-out" not in out["evaluated"]
     assert f"{tmp_path / 'data-plain' / 'manifest.json'} lists no validation shards" in out["plain"]
 
-    plain, evaluated = ([json.loads(x) for x in (runs[n] / "metrics.jsonl").read_text().splitlines()]
-                        for n in ("plain", "evaluated"))
+    plain, evaluated = (
+        [json.loads(x) for x in (runs[n] / "metrics.jsonl").read_text().splitlines()] for n in ("plain", "evaluated")
+    )
     assert [r["step"] for r in plain] == [r["step"] for r in evaluated] == [1, 2, 3, 4, 5, 6]
     # float tolerance, not bit equality: CI saw the last bits of a loss differ between two runs under
     # load (thread scheduling); a disturbed dropout stream or data order moves losses by ~1e-3
     for a, b in zip(plain, evaluated):
         np.testing.assert_allclose([a[k] for k in TRAINING_KEYS], [b[k] for k in TRAINING_KEYS], rtol=1e-6)
-    assert [r.get("val_examples") for r in evaluated] == [None, 2, None, 2, None, 2]   # one batch of 2
+    assert [r.get("val_examples") for r in evaluated] == [None, 2, None, 2, None, 2]  # one batch of 2
     assert not any("val_loss" in r for r in plain)
 
     def export(run):
@@ -185,11 +223,31 @@ def test_two_ranks_pool_their_unequal_shares(tmp_path, subprocess_env):
     assert horovodrun, "horovodrun not installed (make setup builds Horovod)"
     data = write_dataset(tmp_path / "data", n=16, num_files=2, validation=7)
     run = tmp_path / "run"
-    cfg = write_config(tmp_path / "c.yaml", **base_config(data, run, total_steps=2, per_gpu_batch_size=2,
-                                                           num_processes=2, skip_xla=True, learning_rate=1e-2))
+    cfg = write_config(
+        tmp_path / "c.yaml",
+        **base_config(
+            data, run, total_steps=2, per_gpu_batch_size=2, num_processes=2, skip_xla=True, learning_rate=1e-2
+        ),
+    )
     env = dict(subprocess_env, **QUIET)
-    done = subprocess.run([horovodrun, "-np", "2", "-H", "localhost:2", sys.executable, "-m", "bertlib.train.pretrain",
-                           "--config", str(cfg)], env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            horovodrun,
+            "-np",
+            "2",
+            "-H",
+            "localhost:2",
+            sys.executable,
+            "-m",
+            "bertlib.train.pretrain",
+            "--config",
+            str(cfg),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     summary, feats = check_against_numpy(run, data, 7)
     # the pipeline gives rank r every 2nd record from r: averaging the ranks' own ratios would be off by

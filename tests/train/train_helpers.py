@@ -26,8 +26,8 @@ def make_examples(n: int, seq: int = SEQ, pred: int = PRED, vocab: int = VOCAB, 
     rng = np.random.default_rng(seed)
     templates = rng.integers(5, vocab, size=(4, seq))
     ids = templates[rng.integers(0, len(templates), size=n)]
-    ids[:, 0] = 2                                            # [CLS]
-    ids[:, 1] = 5 + np.arange(n) % (vocab - 5)               # example tag
+    ids[:, 0] = 2  # [CLS]
+    ids[:, 1] = 5 + np.arange(n) % (vocab - 5)  # example tag
     length = rng.integers(seq // 2, seq + 1, size=n)
     mask = (np.arange(seq)[None, :] < length[:, None]).astype(np.int64)
     ids = ids * mask
@@ -35,40 +35,74 @@ def make_examples(n: int, seq: int = SEQ, pred: int = PRED, vocab: int = VOCAB, 
     positions.sort(axis=1)
     masked_ids = np.take_along_axis(ids, positions, axis=1)
     input_ids = ids.copy()
-    np.put_along_axis(input_ids, positions, 4, axis=1)       # [MASK]
+    np.put_along_axis(input_ids, positions, 4, axis=1)  # [MASK]
     segment = ((np.arange(seq)[None, :] >= seq // 2) & (mask == 1)).astype(np.int64)
-    return {"input_ids": input_ids, "input_mask": mask, "segment_ids": segment,
-            "masked_lm_positions": positions, "masked_lm_ids": masked_ids,
-            "masked_lm_weights": np.ones((n, pred), np.float32),
-            "next_sentence_labels": rng.integers(0, 2, size=(n, 1))}
+    return {
+        "input_ids": input_ids,
+        "input_mask": mask,
+        "segment_ids": segment,
+        "masked_lm_positions": positions,
+        "masked_lm_ids": masked_ids,
+        "masked_lm_weights": np.ones((n, pred), np.float32),
+        "next_sentence_labels": rng.integers(0, 2, size=(n, 1)),
+    }
 
 
-def write_dataset(out: Path, n: int = 64, num_files: int = 2, seq: int = SEQ, pred: int = PRED,
-                  vocab: int = VOCAB, seed: int = 0, validation: int = 0, validation_files: int = 1) -> Path:
+def write_dataset(
+    out: Path,
+    n: int = 64,
+    num_files: int = 2,
+    seq: int = SEQ,
+    pred: int = PRED,
+    vocab: int = VOCAB,
+    seed: int = 0,
+    validation: int = 0,
+    validation_files: int = 1,
+) -> Path:
     """A prepared dataset folder with ``num_files`` train shards (records split round-robin) and
     ``validation`` other examples (drawn with ``seed + 1``) in ``validation_files`` validation shards."""
     out.mkdir(parents=True, exist_ok=True)
     feats = make_examples(n, seq, pred, vocab, seed)
     recs = records.encode_examples(feats)
-    vocab_text = "".join(["[PAD]\n", "[UNK]\n", "[CLS]\n", "[SEP]\n", "[MASK]\n"]
-                         + [f"tok{i}\n" for i in range(vocab - 5)])
+    vocab_text = "".join(
+        ["[PAD]\n", "[UNK]\n", "[CLS]\n", "[SEP]\n", "[MASK]\n"] + [f"tok{i}\n" for i in range(vocab - 5)]
+    )
     (out / "vocab.txt").write_text(vocab_text)
     val_recs = records.encode_examples(make_examples(validation, seq, pred, vocab, seed + 1)) if validation else []
     shards = {"train": [], "validation": []}
-    for split, recs_, files in (("train", recs, num_files),
-                                ("validation", val_recs, validation_files if validation else 0)):
+    for split, recs_, files in (
+        ("train", recs, num_files),
+        ("validation", val_recs, validation_files if validation else 0),
+    ):
         for i in range(files):
             name = f"{split}-{i:05d}-of-{files:05d}.tfrecord"
             part = recs_[i::files]
-            shards[split].append({"file": name, "sha256": records.write_tfrecord_file(out / name, part),
-                                  "examples": len(part), "bytes": (out / name).stat().st_size})
+            shards[split].append(
+                {
+                    "file": name,
+                    "sha256": records.write_tfrecord_file(out / name, part),
+                    "examples": len(part),
+                    "bytes": (out / name).stat().st_size,
+                }
+            )
     manifest = {
-        "format": records.MANIFEST_FORMAT, "max_seq_length": seq, "max_predictions_per_seq": pred,
-        "vocab": {"sha256": hashlib.sha256(vocab_text.encode()).hexdigest(), "size": vocab,
-                  "lowercase": True, "strip_accents": None},
+        "format": records.MANIFEST_FORMAT,
+        "max_seq_length": seq,
+        "max_predictions_per_seq": pred,
+        "vocab": {
+            "sha256": hashlib.sha256(vocab_text.encode()).hexdigest(),
+            "size": vocab,
+            "lowercase": True,
+            "strip_accents": None,
+        },
         "settings": {"synthetic": True, "seed": seed},
-        "counts": {"documents": n, "sentences": 2 * n, "tokens": int(feats["input_mask"].sum()),
-                   "examples": n, "masked_tokens": n * pred},
+        "counts": {
+            "documents": n,
+            "sentences": 2 * n,
+            "tokens": int(feats["input_mask"].sum()),
+            "examples": n,
+            "masked_tokens": n * pred,
+        },
         "shards": shards,
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
@@ -77,10 +111,24 @@ def write_dataset(out: Path, n: int = 64, num_files: int = 2, seq: int = SEQ, pr
 
 def base_config(data_dir: Path, run_dir: Path, **overrides) -> dict:
     """A tiny, fast, deterministic pretraining config (dropout off, 1 thread)."""
-    cfg = dict(model_size="tiny", data_dir=str(data_dir), run_dir=str(run_dir), max_seq_length=SEQ,
-               max_predictions_per_seq=PRED, per_gpu_batch_size=4, learning_rate=1e-3, warmup_steps=0,
-               total_steps=6, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, log_frequency=1,
-               checkpoint_frequency=1000, threads_per_process=1, optimizer="lamb", seed=1)
+    cfg = dict(
+        model_size="tiny",
+        data_dir=str(data_dir),
+        run_dir=str(run_dir),
+        max_seq_length=SEQ,
+        max_predictions_per_seq=PRED,
+        per_gpu_batch_size=4,
+        learning_rate=1e-3,
+        warmup_steps=0,
+        total_steps=6,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        log_frequency=1,
+        checkpoint_frequency=1000,
+        threads_per_process=1,
+        optimizer="lamb",
+        seed=1,
+    )
     cfg.update(overrides)
     return cfg
 
@@ -88,9 +136,16 @@ def base_config(data_dir: Path, run_dir: Path, **overrides) -> dict:
 def tiny_config(dropout: float = 0.0):
     from bertlib.model import BertConfig
 
-    return BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                      intermediate_size=64, hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout,
-                      max_position_embeddings=SEQ)
+    return BertConfig(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
+        max_position_embeddings=SEQ,
+    )
 
 
 def dropout_losses(data_dir, steps: int = 3, seed: int = 7, jit_compile: bool = False) -> np.ndarray:
@@ -108,8 +163,16 @@ def dropout_losses(data_dir, steps: int = 3, seed: int = 7, jit_compile: bool = 
 
     seed_everything(seed)
     model = BertPretrainer(tiny_config(dropout=0.1))
-    trainer = Trainer(model, pretraining_losses, Lamb(), lambda step: 0.0, total_steps=steps, accumulation_steps=2,
-                      jit_compile=jit_compile, allreduce=list)
+    trainer = Trainer(
+        model,
+        pretraining_losses,
+        Lamb(),
+        lambda step: 0.0,
+        total_steps=steps,
+        accumulation_steps=2,
+        jit_compile=jit_compile,
+        allreduce=list,
+    )
     trainer.restore_or_initialize()
     batch = next(iter(pretraining_dataset(data_dir, "train", 4, SEQ, PRED, shuffle=False)))
     losses = [float(trainer.train_step(iter([batch, batch]))["loss"]) for _ in range(steps)]
@@ -118,10 +181,23 @@ def dropout_losses(data_dir, steps: int = 3, seed: int = 7, jit_compile: bool = 
     return np.array(losses)
 
 
-def train_tiny(data_dir, batch_size: int, steps: int, rank: int = 0, world: int = 1, accumulation: int = 1,
-               allreduce=None, jit_compile: bool = True, seed: int = 7, lr: float = 1e-2, dropout: float = 0.0,
-               shuffle: bool = False, checkpoint_dir=None, schedule_steps: int | None = None,
-               skips: list | None = None) -> dict[str, np.ndarray]:
+def train_tiny(
+    data_dir,
+    batch_size: int,
+    steps: int,
+    rank: int = 0,
+    world: int = 1,
+    accumulation: int = 1,
+    allreduce=None,
+    jit_compile: bool = True,
+    seed: int = 7,
+    lr: float = 1e-2,
+    dropout: float = 0.0,
+    shuffle: bool = False,
+    checkpoint_dir=None,
+    schedule_steps: int | None = None,
+    skips: list | None = None,
+) -> dict[str, np.ndarray]:
     """Train a 2-layer BERT (hidden 32) for ``steps`` optimizer steps on ``data_dir`` (file order, or
     shuffled through a buffer of 16) and return ``{variable path: value}``. With ``checkpoint_dir`` it
     checkpoints every 2 steps and resumes from there; the schedule decays over ``schedule_steps``
@@ -136,15 +212,35 @@ def train_tiny(data_dir, batch_size: int, steps: int, rank: int = 0, world: int 
     def data_fn(skip: int):
         if skips is not None:
             skips.append(skip)
-        return pretraining_dataset(data_dir, "train", batch_size, SEQ, PRED, rank=rank, world=world, shuffle=shuffle,
-                                   seed=seed, shuffle_buffer=16, skip_batches=skip)
+        return pretraining_dataset(
+            data_dir,
+            "train",
+            batch_size,
+            SEQ,
+            PRED,
+            rank=rank,
+            world=world,
+            shuffle=shuffle,
+            seed=seed,
+            shuffle_buffer=16,
+            skip_batches=skip,
+        )
 
     seed_everything(seed)
     model = BertPretrainer(tiny_config(dropout))
-    trainer = Trainer(model, pretraining_losses, Lamb(weight_decay=0.01),
-                      PolynomialWarmup(lr, 0.0, 1, schedule_steps or steps), total_steps=steps,
-                      accumulation_steps=accumulation, max_grad_norm=1.0, jit_compile=jit_compile, allreduce=allreduce,
-                      checkpoint_dir=checkpoint_dir, checkpoint_frequency=2)
+    trainer = Trainer(
+        model,
+        pretraining_losses,
+        Lamb(weight_decay=0.01),
+        PolynomialWarmup(lr, 0.0, 1, schedule_steps or steps),
+        total_steps=steps,
+        accumulation_steps=accumulation,
+        max_grad_norm=1.0,
+        jit_compile=jit_compile,
+        allreduce=allreduce,
+        checkpoint_dir=checkpoint_dir,
+        checkpoint_frequency=2,
+    )
     trainer.fit(data_fn)
     keras.backend.clear_session()
     return {v.path: v.numpy() for v in model.weights}

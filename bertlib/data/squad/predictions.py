@@ -1,0 +1,176 @@
+"""Logits → answers (stage 3 of :mod:`bertlib.data.squad`, the rules of the original BERT
+``run_squad.py``).
+
+For every example the ``n_best_size`` best start and end logits of every window are paired into
+valid spans (inside the document part, start at a max-context token, end ≥ start, at most
+``max_answer_length`` tokens), ranked by start + end logit, and mapped back to the original text
+with :func:`get_final_text`. v2.0 compares the best null score (CLS start + end, lowest over
+windows) with the best non-null span: ``null − best > null_score_diff_threshold`` predicts "".
+:func:`write_predictions` writes ``predictions.json``, ``nbest_predictions.json`` and
+``null_odds.json``.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from bertlib.data.squad.reading import SquadExample
+
+#: null_odds value for a question whose windows hold no valid answer span (it must predict "")
+NO_SPAN_NULL_ODDS = 1e6
+
+
+def _best_indexes(logits: np.ndarray, n_best_size: int) -> list[int]:
+    """Indices of the ``n_best_size`` largest logits, best first (stable for ties)."""
+    return [int(i) for i in np.argsort(-np.asarray(logits), kind="stable")[:n_best_size]]
+
+
+def _softmax(scores: Sequence[float]) -> list[float]:
+    if not scores:
+        return []
+    m = max(scores)
+    exps = [math.exp(s - m) for s in scores]
+    total = sum(exps)
+    return [e / total for e in exps]
+
+
+def get_final_text(pred_text: str, orig_text: str, tokenizer) -> str:
+    """Project the normalized prediction ``pred_text`` onto the original words ``orig_text``.
+
+    ``orig_text`` is run through the tokenizer's normalizer and pre-tokenizer (BERT's basic
+    tokenization); where ``pred_text`` occurs in that, the character positions are mapped back
+    through the space-free versions of both strings. If the lengths without spaces differ (e.g.
+    accents were stripped) or ``pred_text`` is not found, the whole ``orig_text`` is returned —
+    the heuristic of run_squad.
+    """
+
+    def strip_spaces(text):
+        ns_chars, ns_to_s = [], {}
+        for i, c in enumerate(text):
+            if c == " ":
+                continue
+            ns_to_s[len(ns_chars)] = i
+            ns_chars.append(c)
+        return "".join(ns_chars), ns_to_s
+
+    normalized = tokenizer.normalizer.normalize_str(orig_text) if tokenizer.normalizer else orig_text
+    tok_text = " ".join(p for p, _ in tokenizer.pre_tokenizer.pre_tokenize_str(normalized))
+    start = tok_text.find(pred_text)
+    if start == -1:
+        return orig_text
+    end = start + len(pred_text) - 1
+    orig_ns, orig_ns_to_s = strip_spaces(orig_text)
+    tok_ns, tok_ns_to_s = strip_spaces(tok_text)
+    if len(orig_ns) != len(tok_ns):
+        return orig_text
+    tok_s_to_ns = {s: ns for ns, s in tok_ns_to_s.items()}
+    if start not in tok_s_to_ns or end not in tok_s_to_ns:
+        return orig_text
+    return orig_text[orig_ns_to_s[tok_s_to_ns[start]] : orig_ns_to_s[tok_s_to_ns[end]] + 1]
+
+
+def postprocess(
+    examples: Sequence[SquadExample],
+    features: dict[str, np.ndarray],
+    start_logits: np.ndarray,
+    end_logits: np.ndarray,
+    tokenizer,
+    n_best_size: int = 20,
+    max_answer_length: int = 30,
+    version_2_with_negative: bool = False,
+    null_score_diff_threshold: float = 0.0,
+) -> tuple[dict, dict, dict]:
+    """Logits of every feature → (predictions, nbest, null_odds), all keyed by question id.
+
+    ``features``: :func:`bertlib.data.squad.cache.read_features` output ([N, S] / [N] arrays); ``start_logits`` /
+    ``end_logits``: [N, S] float, row i belonging to feature i. ``null_odds`` (v2.0 only) is
+    ``null score − best non-null score`` per question (run_squad's ``scores_diff_json``).
+    """
+    by_example: dict[int, list[int]] = collections.defaultdict(list)
+    for row, ex_index in enumerate(features["example_index"]):
+        by_example[int(ex_index)].append(row)
+    predictions, all_nbest, null_odds = {}, {}, {}
+    for ex_index, ex in enumerate(examples):
+        rows = sorted(by_example.get(ex_index, []), key=lambda r: features["doc_span_index"][r])
+        prelim = []  # (score, row, start, end, start_logit, end_logit)
+        score_null, null_row, null_start, null_end = math.inf, None, 0.0, 0.0
+        for row in rows:
+            s_log, e_log = start_logits[row], end_logits[row]
+            to_orig, max_ctx = features["token_to_orig"][row], features["token_is_max_context"][row]
+            if version_2_with_negative:
+                feature_null = float(s_log[0] + e_log[0])
+                if feature_null < score_null:
+                    score_null, null_row, null_start, null_end = feature_null, row, float(s_log[0]), float(e_log[0])
+            for s in _best_indexes(s_log, n_best_size):
+                if to_orig[s] < 0 or not max_ctx[s]:
+                    continue
+                for e in _best_indexes(e_log, n_best_size):
+                    if to_orig[e] < 0 or e < s or e - s + 1 > max_answer_length:
+                        continue
+                    prelim.append((float(s_log[s] + e_log[e]), row, s, e, float(s_log[s]), float(e_log[e])))
+        if version_2_with_negative and null_row is not None:
+            prelim.append((null_start + null_end, null_row, 0, 0, null_start, null_end))
+        prelim.sort(key=lambda p: p[0], reverse=True)
+        seen, nbest = set(), []
+        for _, row, s, e, sl, el in prelim:
+            if len(nbest) >= n_best_size:
+                break
+            if s > 0:
+                tok_text = " ".join(tokenizer.id_to_token(int(t)) for t in features["input_ids"][row][s : e + 1])
+                tok_text = " ".join(tok_text.replace(" ##", "").replace("##", "").strip().split())
+                orig_text = " ".join(
+                    ex.doc_tokens[features["token_to_orig"][row][s] : features["token_to_orig"][row][e] + 1]
+                )
+                text = get_final_text(tok_text, orig_text, tokenizer)
+                if text in seen:
+                    continue
+            else:
+                text = ""
+            seen.add(text)
+            nbest.append((text, sl, el))
+        if version_2_with_negative and "" not in seen:
+            nbest.append(("", null_start, null_end))
+        if not nbest:
+            nbest.append(("empty", 0.0, 0.0))
+        probs = _softmax([sl + el for _, sl, el in nbest])
+        all_nbest[ex.qas_id] = [
+            {"text": t, "probability": p, "start_logit": sl, "end_logit": el} for (t, sl, el), p in zip(nbest, probs)
+        ]
+        best_non_null = next(((t, sl, el) for t, sl, el in nbest if t), None)
+        if not version_2_with_negative:
+            predictions[ex.qas_id] = nbest[0][0]
+        elif best_non_null is None:
+            null_odds[ex.qas_id] = NO_SPAN_NULL_ODDS
+            predictions[ex.qas_id] = ""
+        else:
+            diff = score_null - best_non_null[1] - best_non_null[2]
+            null_odds[ex.qas_id] = diff
+            predictions[ex.qas_id] = "" if diff > null_score_diff_threshold else best_non_null[0]
+    return predictions, all_nbest, null_odds
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Write JSON via a temp name + rename."""
+    path = Path(path)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
+    return path
+
+
+def write_predictions(out_dir: str | os.PathLike, predictions: dict, nbest: dict, null_odds: dict) -> dict:
+    """Write ``predictions.json``, ``nbest_predictions.json`` and ``null_odds.json`` into ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return {
+        "predictions": write_json(out / "predictions.json", predictions),
+        "nbest": write_json(out / "nbest_predictions.json", nbest),
+        "null_odds": write_json(out / "null_odds.json", null_odds),
+    }

@@ -1,0 +1,286 @@
+"""The one module that touches the SageMaker Python SDK (3.x: ``sagemaker-train`` + ``sagemaker-core``).
+
+:mod:`bertlib.launch.sagemaker` resolves a job — channels, hyperparameters, staging — into a
+:class:`~bertlib.launch.sagemaker.JobSpec` without the SDK; this module turns that spec into SDK
+objects and runs them. Most of what it relies on is private or version-specific, so an SDK upgrade
+is checked against this file (and :data:`VERIFIED_SDK_DRIVERS` raised) and nothing else:
+
+=================================  ==============================================================
+bertlib function                   SDK surface it depends on
+=================================  ==============================================================
+:func:`check_sdk_driver`           the installed ``sagemaker-train`` version: its container MPI
+                                   driver takes ``process_count_per_node`` as the WORLD size
+:func:`make_session`               ``sagemaker.core`` ``Session``; the dry run's subclass overrides
+                                   ``default_bucket`` / ``upload_data`` and reads
+                                   ``_default_bucket_name_override``
+:func:`model_trainer`              ``sagemaker.train.ModelTrainer``, ``distributed.MPI``, the
+                                   ``sagemaker.core.training.configs`` classes, and the
+                                   ``SAGEMAKER_VALIDATE_ROLE`` switch (dry run)
+:func:`dry_run_request`            ``ModelTrainer._create_training_job_args`` (private)
+:func:`start_job`                  ``Base.get_sagemaker_client`` (the client the SDK caches per boto
+                                   session, whose event hooks capture the CreateTrainingJob
+                                   request) and ``ModelTrainer._latest_training_job`` (private)
+=================================  ==============================================================
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from dataclasses import dataclass
+
+from bertlib.errors import ConfigError
+
+#: sagemaker-train releases whose container MPI driver (uploaded from the launching machine as the
+#: ``sm_drivers`` channel) has been read and run with bertlib: it passes ``process_count_per_node`` to
+#: ``mpirun -np``, i.e. takes it as the WORLD size, which is what :func:`model_trainer` gives it
+VERIFIED_SDK_DRIVERS = ("1.27.0",)
+#: set in every container by the SDK's ``sm_training.env``; forwarded to the ranks on other hosts with
+#: ``mpirun -x`` (Open MPI starts those over ssh, where only ``-x`` variables dependably arrive)
+CONTAINER_CONTRACT_ENV = ("SM_MODEL_DIR", "SM_OUTPUT_DATA_DIR")
+
+
+# ----------------------------------------------------------------------------- SDK version
+
+
+def _installed_version(distribution: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return None
+
+
+def check_sdk_driver() -> None:
+    """Refuse an SDK whose container MPI driver bertlib has not been verified with (one line).
+
+    The driver scripts are uploaded from this machine's SDK; bertlib passes the world size as
+    ``process_count_per_node`` because sagemaker-train 1.27's driver runs ``mpirun -np`` with it. A
+    driver that read it per node would start (hosts ×) too many ranks.
+    """
+    found = _installed_version("sagemaker-train")
+    if found not in VERIFIED_SDK_DRIVERS:
+        raise ConfigError(
+            f"sagemaker-train {found or '(not installed)'}: bertlib's MPI settings are verified with "
+            f"the container driver of sagemaker-train {' / '.join(VERIFIED_SDK_DRIVERS)} only (it "
+            "takes process_count_per_node as the world size); install sagemaker-train=="
+            f"{VERIFIED_SDK_DRIVERS[-1]} as pinned in requirements.txt"
+        )
+
+
+# ----------------------------------------------------------------------------- sessions
+
+
+class DryRunRequestBlocked(RuntimeError):
+    """An AWS request was attempted during a dry run."""
+
+
+def _refuse(request=None, **_):
+    raise DryRunRequestBlocked(f"dry run: refused to send {getattr(request, 'url', 'a request')}")
+
+
+def _dry_run_session_class():
+    from sagemaker.core.helper.session_helper import Session
+
+    class DryRunSession(Session):
+        """A Session that never writes: uploads return the URI they would write to, and the default
+        bucket is taken as given. Its boto session refuses to send any request (see ``_refuse``)."""
+
+        def default_bucket(self):
+            return self._default_bucket_name_override or f"sagemaker-{self.boto_region_name}-ACCOUNT"
+
+        def upload_data(self, path, bucket=None, key_prefix="data", callback=None, extra_args=None):
+            bucket = bucket or self.default_bucket()
+            suffix = "" if os.path.isdir(path) else "/" + os.path.basename(path)
+            return f"s3://{bucket}/{key_prefix}{suffix}"
+
+    return DryRunSession
+
+
+def make_session(region: str, default_bucket: str | None, dry_run: bool):
+    """A SageMaker ``Session`` in ``region`` whose default bucket is ``default_bucket`` (None: the
+    SDK's ``sagemaker-<region>-<account>``). A dry run's session uploads and sends nothing: every
+    AWS request raises :class:`DryRunRequestBlocked`, uploads only name their URI."""
+    import boto3
+
+    boto = boto3.Session(region_name=region)
+    if dry_run:
+        boto.events.register("before-send", _refuse)
+        return _dry_run_session_class()(boto_session=boto, default_bucket=default_bucket)
+    from sagemaker.core.helper.session_helper import Session
+
+    return Session(boto_session=boto, default_bucket=default_bucket)
+
+
+# ----------------------------------------------------------------------------- the trainer
+
+
+@contextlib.contextmanager
+def _environ(**values: str):
+    """Set environment variables for the duration of a block (restoring the previous values)."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def model_trainer(
+    spec,
+    cfg,
+    session,
+    code_dir: str,
+    entry_script: str,
+    checkpoint_s3_uri: str | None,
+    checkpoint_local_path: str,
+    metric_definitions: list[dict[str, str]],
+    dry_run: bool,
+):
+    """``(ModelTrainer, input channels)`` for a resolved ``spec`` (:class:`bertlib.launch.sagemaker.JobSpec`).
+
+    ``cfg`` gives the compute, stopping, output and tag settings; ``code_dir`` (holding
+    ``entry_script``) is the code channel; every rank runs the entry script under the MPI driver.
+    """
+    from sagemaker.core.training.configs import (
+        CheckpointConfig,
+        Compute,
+        FileSystemDataSource,
+        InputData,
+        MetricDefinition,
+        Networking,
+        OutputDataConfig,
+        SourceCode,
+        StoppingCondition,
+        Tag,
+    )
+    from sagemaker.train import ModelTrainer
+    from sagemaker.train.distributed import MPI
+
+    # SDK 3.27's MPI driver runs `mpirun -np <process_count_per_node>` with every host listed as
+    # host:<process_count_per_node> slots, i.e. process_count_per_node is the TOTAL rank count.
+    # Ask for the world size and place processes_per_host ranks on each node explicitly.
+    # Ranks on the other hosts are started over ssh, where the job's environment arrives only
+    # through `-x` (the driver's /etc/environment reaches them only if sshd's PAM stack reads it).
+    forwarded = [arg for name in sorted({*spec.environment, *CONTAINER_CONTRACT_ENV}) for arg in ("-x", name)]
+    mpi = MPI(
+        process_count_per_node=spec.world_size,
+        mpi_additional_options=[
+            "--map-by",
+            f"ppr:{spec.processes_per_host}:node",
+            "--bind-to",
+            "none",
+            *forwarded,
+            *spec.mpi_options,
+        ],
+    )
+    networking = Networking(subnets=spec.subnets, security_group_ids=spec.security_group_ids) if spec.subnets else None
+    max_wait = (cfg.max_wait_seconds or 2 * cfg.max_run_seconds) if cfg.use_spot else None
+    # A dry run skips the SDK's client-side IAM role check (read-only IAM calls); SageMaker still
+    # checks the role when a real job is created.
+    with _environ(SAGEMAKER_VALIDATE_ROLE="false") if dry_run else contextlib.nullcontext():
+        trainer = ModelTrainer(
+            sagemaker_session=session,
+            role=spec.role,
+            training_image=spec.image_uri,
+            base_job_name=spec.base_job_name,
+            source_code=SourceCode(source_dir=code_dir, entry_script=entry_script),
+            distributed=mpi,
+            compute=Compute(
+                instance_type=cfg.instance_type,
+                instance_count=cfg.instance_count,
+                volume_size_in_gb=cfg.volume_size_gb,
+                enable_managed_spot_training=cfg.use_spot,
+            ),
+            networking=networking,
+            stopping_condition=StoppingCondition(
+                max_runtime_in_seconds=cfg.max_run_seconds, max_wait_time_in_seconds=max_wait
+            ),
+            output_data_config=OutputDataConfig(s3_output_path=cfg.output_s3_uri) if cfg.output_s3_uri else None,
+            checkpoint_config=CheckpointConfig(s3_uri=checkpoint_s3_uri, local_path=checkpoint_local_path),
+            environment=spec.environment,
+            hyperparameters=spec.hyperparameters,
+            tags=[Tag(key=k, value=v) for k, v in cfg.tags.items()] or None,
+        )
+    trainer.with_metric_definitions([MetricDefinition(**m) for m in metric_definitions])
+    inputs = []
+    for c in spec.channels:
+        source = (
+            FileSystemDataSource(
+                file_system_id=spec.fsx_file_system_id,
+                file_system_type="FSxLustre",
+                directory_path=c.source,
+                file_system_access_mode="ro",
+            )
+            if c.fsx
+            else c.source
+        )
+        inputs.append(InputData(channel_name=c.name, data_source=source))
+    return trainer, inputs
+
+
+# ----------------------------------------------------------------------------- requests and jobs
+
+
+@dataclass
+class StartedJob:
+    """A created training job: its name and status, and where its outputs and checkpoints go."""
+
+    name: str
+    status: str
+    s3_output_path: str
+    checkpoint_s3_uri: str | None
+
+
+def dry_run_request(trainer, inputs) -> dict:
+    """The CreateTrainingJob request (boto3 names) that ``trainer.train(inputs)`` would send, built by
+    the SDK without sending it."""
+    return trainer._create_training_job_args(input_data_config=inputs, boto3=True)
+
+
+def start_job(trainer, inputs, wait: bool = False, logs: bool = True) -> tuple[dict, StartedJob]:
+    """Create the training job → ``(the CreateTrainingJob request as sent, the job)``; ``wait`` polls it
+    to a terminal state, streaming its CloudWatch logs when ``logs``."""
+    with _captured_create_request(trainer.sagemaker_session.boto_session) as request:
+        trainer.train(input_data_config=inputs, wait=False, logs=False)
+    job = trainer._latest_training_job
+    if wait:
+        job.wait(logs=logs)
+    return request, StartedJob(
+        name=job.training_job_name,
+        status=job.training_job_status,
+        s3_output_path=job.output_data_config.s3_output_path,
+        checkpoint_s3_uri=job.checkpoint_config.s3_uri,
+    )
+
+
+@contextlib.contextmanager
+def _captured_create_request(boto_session):
+    """Yield a dict that receives the CreateTrainingJob parameters sent through ``boto_session``.
+
+    The SDK sends through a client it caches per boto session (``Base.get_sagemaker_client``),
+    whose event hooks were copied when it was made: the hook goes on that client.
+    """
+    from sagemaker.core.resources import Base
+
+    client = Base.get_sagemaker_client(session=boto_session, region_name=None, service_name="sagemaker")
+    captured: dict = {}
+    event = "provide-client-params.sagemaker.CreateTrainingJob"
+    client.meta.events.register(event, _copy_into(captured), unique_id="bertlib-capture")
+    try:
+        yield captured
+    finally:
+        client.meta.events.unregister(event, unique_id="bertlib-capture")
+
+
+def _copy_into(target: dict):
+    def handler(params, **_):
+        target.update(json.loads(json.dumps(params, default=str)))
+
+    return handler

@@ -51,7 +51,7 @@ def write_plain_text(dump: Path, out: Path) -> int:
 
 
 def run_bertlib(source: Path, vocab: Path, out: Path, workers: int, args) -> dict:
-    from bertlib.config import build_config
+    from bertlib.core.config import build_config
     from bertlib.data.prepare import prepare
 
     shutil.rmtree(out, ignore_errors=True)
@@ -152,7 +152,7 @@ def main(argv=None) -> int:
     )
     args = p.parse_args(argv)
 
-    from bertlib.assets import asset
+    from bertlib.core.assets import asset
 
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)

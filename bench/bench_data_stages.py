@@ -47,8 +47,8 @@ STAGES = ("extract", "vocab", "tokenize", "instances", "shards")
 
 def data_config(source: Path, out: Path, workers: int, args):
     """The reference settings (params/sagemaker/data.yaml) with the bench's shard counts."""
-    from bertlib.assets import asset
-    from bertlib.config import build_config
+    from bertlib.core.assets import asset
+    from bertlib.core.config import build_config
 
     return build_config(
         "prepare-data",
@@ -150,7 +150,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="runs/bench/data_stages")
     args = p.parse_args(argv)
 
-    from bertlib.assets import asset
+    from bertlib.core.assets import asset
 
     out = Path(args.out)
     made = write_multistream(asset("wiki_slice"), out / "input", pages_per_stream=100, copies=args.copies)

@@ -111,8 +111,8 @@ def bench_reading(single: Path, multi: Path) -> list[dict]:
 
 
 def data_config(source: Path, out: Path, workers: int, dupe_factor: int):
-    from bertlib.assets import asset
-    from bertlib.config import build_config
+    from bertlib.core.assets import asset
+    from bertlib.core.config import build_config
 
     return build_config(
         "prepare-data",
@@ -167,7 +167,7 @@ def main(argv=None) -> int:
     p.add_argument("--skip-full", action="store_true", help="no full prepare-data run (tokenize/examples rates)")
     args = p.parse_args(argv)
 
-    from bertlib.assets import asset
+    from bertlib.core.assets import asset
     from bertlib.data.prepare import prepare
 
     work = Path(args.work_dir)

@@ -34,8 +34,8 @@ def prepared_data(work: Path) -> Path:
     out = work / "data"
     if (out / "phase1" / "manifest.json").exists():
         return out / "phase1"
-    from bertlib.assets import asset
-    from bertlib.config import build_config
+    from bertlib.core.assets import asset
+    from bertlib.core.config import build_config
     from bertlib.data.prepare import prepare
 
     cfg = build_config(

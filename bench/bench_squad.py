@@ -45,10 +45,10 @@ MATMUL_GFLOPS = 130.0
 
 def smoke_features(work: Path, batch: int) -> dict:
     """One batch [B, 384] of real training features from the v1.1 smoke set."""
-    from bertlib.assets import asset
+    from bertlib.core.assets import asset
     from bertlib.data.squad import convert_examples_to_features, read_squad_examples
     from bertlib.data.squad_smoke import build_smoke_sets
-    from bertlib.tokenization import load_wordpiece
+    from bertlib.data.tokenization import load_wordpiece
 
     paths = build_smoke_sets(work / "smoke", max_train=400, max_dev=100, context_sentences=9)
     examples, _ = read_squad_examples(str(paths["v1.1-train"]), True, False)
@@ -91,7 +91,7 @@ def bertlib_step(size: str, data: dict):
     """A closure running one ``Trainer.train_step`` of BertQA on ``data`` (returns the loss)."""
     import tensorflow as tf
 
-    from bertlib.config import build_config
+    from bertlib.core.config import build_config
     from bertlib.model import BertConfig, BertQA
     from bertlib.optim import make_optimizer, make_schedule
     from bertlib.train.loop import Trainer
@@ -168,7 +168,7 @@ def keras_hub_step(size: str, data: dict):
 
 def minilm_f1(work: Path, steps: int, env: dict) -> dict:
     """EM/F1 on the smoke dev set from MiniLM: untrained head vs after ``steps`` finetune steps."""
-    from bertlib.assets import asset
+    from bertlib.core.assets import asset
     from bertlib.data.squad_smoke import build_smoke_sets
 
     ckpt = work / "minilm"

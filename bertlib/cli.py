@@ -3,32 +3,18 @@
 A click group whose subcommands live in the modules that do the work and are imported only when
 called, so that ``bertlib --help``, ``bertlib squad-eval`` or a bad ``--config`` never pays for
 importing TensorFlow. Each module's ``main(argv)`` parses its own command line, generated from its
-pydantic schema (:mod:`bertlib.cli_schema`), so ``bertlib SUBCOMMAND --help`` lists every key with its
+pydantic schema (:mod:`bertlib.core.cli_schema`), so ``bertlib SUBCOMMAND --help`` lists every key with its
 type, default and description. Every subcommand is also ``python -m <module>``. Bad input prints one
 line to stderr and exits 2.
 """
 
 from __future__ import annotations
 
-import importlib
 import sys
 
 import click
 
-from bertlib.errors import run_guarded
-
-#: subcommand -> (module whose ``main(argv)`` runs it, one-line help)
-COMMANDS: dict[str, tuple[str, str]] = {
-    "prepare-data": ("bertlib.data.prepare", "Wikipedia/text -> WordPiece -> pretraining TFRecords"),
-    "adopt-data": ("bertlib.data.adopt", "Google-format pretraining TFRecords -> manifest.json"),
-    "pretrain": ("bertlib.train.pretrain", "phase 1 / phase 2 pretraining (Horovod-aware)"),
-    "squad": ("bertlib.train.squad", "SQuAD finetune + predict + evaluate"),
-    "launch": ("bertlib.launch.cli", "run pretrain/squad/prepare-data locally (horovodrun) or on SageMaker"),
-    "report": ("bertlib.report", "plots and the F1/timing table from run directories"),
-    "squad-eval": ("bertlib.eval.squad_metrics", "official SQuAD v1.1/v2.0 evaluation"),
-    "convert-checkpoint": ("bertlib.model.checkpoints", "Google TF1 / HF safetensors -> bertlib"),
-    "estimate": ("bertlib.launch.estimate", "FLOPs, wall time and cost of a run"),
-}
+from bertlib.core.commands import COMMANDS, run_command
 
 
 class _LazyGroup(click.Group):
@@ -40,10 +26,10 @@ class _LazyGroup(click.Group):
     def get_command(self, ctx, name):
         if name not in COMMANDS:
             return None
-        module, doc = COMMANDS[name]
+        doc = COMMANDS[name][1]
 
         def run(args=()):
-            return run_guarded(importlib.import_module(module).main, list(args))
+            return run_command(name, args)
 
         # the module's own parser reads every argument, --help included
         return click.Command(

@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from bertlib.config import read_yaml
+from bertlib.core.config import read_yaml
 
 REPO = Path(__file__).resolve().parents[1]
 #: (notebook, params file) in execution order
@@ -43,7 +43,7 @@ def to_html(notebook: Path) -> Path:
 
     body, _ = HTMLExporter().from_notebook_node(nbformat.read(notebook, as_version=4))
     out = notebook.with_suffix(".html")
-    from bertlib.files import write_text
+    from bertlib.core.files import write_text
 
     return write_text(out, body)
 
@@ -112,8 +112,8 @@ def main(argv: list[str]) -> int:
     """``python -m bertlib.demo [--workdir DIR] [--params DIR] [--experiment NAME] [--quiet]``."""
     from pydantic import BaseModel, ConfigDict, Field
 
-    from bertlib.cli_schema import command, parse
-    from bertlib.config import build_config
+    from bertlib.core.cli_schema import command, parse
+    from bertlib.core.config import build_config
 
     class DemoArgs(BaseModel):
         """Every notebook, in order, on the embedded default."""
@@ -159,6 +159,6 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    from bertlib.errors import run_guarded
+    from bertlib.core.errors import run_guarded
 
     sys.exit(run_guarded(main, sys.argv[1:]))

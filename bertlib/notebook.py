@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from bertlib.errors import ParamsError  # noqa: F401 - what a parameter cell raises (nb.ParamsError)
+from bertlib.core.errors import ParamsError  # noqa: F401 - what a parameter cell raises (nb.ParamsError)
 from bertlib.params import (  # noqa: F401 - the notebooks call nb.parameters(...)
     STEPS,
     Params,

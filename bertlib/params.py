@@ -6,8 +6,8 @@ notebooks. Values = the YAML of a file (if any) updated by overrides; then
 
 * a **notebook params file** (``params/*/*.yaml``: it sets a notebook-only key such as ``experiment``,
   see :data:`STEPS`) is resolved exactly as the notebook resolves it (:func:`load_params`);
-* a **plain run config** goes through :func:`bertlib.config.load_config` (the run-config-only base of
-  the entry points, :func:`bertlib.config.build_config` underneath).
+* a **plain run config** goes through :func:`bertlib.core.config.load_config` (the run-config-only base of
+  the entry points, :func:`bertlib.core.config.build_config` underneath).
 
 A notebook's parameters (its ``parameters`` cell plus what papermill injected after it) are
 
@@ -20,8 +20,8 @@ A notebook's parameters (its ``parameters`` cell plus what papermill injected af
 3. resolved: ``run_dir``/``output_dir: auto`` → ``<runs_root>/<experiment>/<step>``;
    ``data_dir``/``checkpoint_path``/SQuAD files ``auto`` → what an earlier notebook recorded in the run
    registry (:mod:`bertlib.registry`); ``${VAR}`` / ``${VAR:-default}`` → the environment (account
-   specific values stay out of params files); ``asset:NAME`` → the cached file of :mod:`bertlib.assets`,
-4. validated against the job's schema (:mod:`bertlib.config`) and what the launch would refuse,
+   specific values stay out of params files); ``asset:NAME`` → the cached file of :mod:`bertlib.core.assets`,
+4. validated against the job's schema (:mod:`bertlib.core.config`) and what the launch would refuse,
 
 and any problem stops the notebook with a one-line :class:`ParamsError` (unknown key, wrong type,
 missing registry entry) before anything expensive runs.
@@ -41,8 +41,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from bertlib.config import JOBS, build_config, load_config, read_yaml
-from bertlib.errors import ConfigError, ParamsError
+from bertlib.core.config import JOBS, build_config, load_config, read_yaml
+from bertlib.core.errors import ConfigError, ParamsError
 from bertlib.registry import AUTO, Registry
 
 #: the project folder (``notebooks/``, ``params/``): a relative ``params_file`` is also looked up here
@@ -157,7 +157,7 @@ def load_configs(
     """``{name: validated config}`` of ``job`` from the YAML of ``path`` (if any) updated by ``overrides``.
 
     A notebook params file is resolved as its notebook resolves it (:func:`load_params`; one config
-    per SQuAD version); a plain run config is validated by :func:`bertlib.config.load_config`. Names
+    per SQuAD version); a plain run config is validated by :func:`bertlib.core.config.load_config`. Names
     are the notebook steps (``data``, ``phase1``, ``phase2``, ``squadv1``, ``squadv2``; ``report``).
     ``job`` ``"report"`` gives the :class:`ReportConfig`; ``None`` takes the job from the keys
     (:func:`job_of`). ``resolve=False`` leaves ``auto`` / ``${VAR}`` / ``asset:`` values as they are
@@ -324,7 +324,7 @@ def _expand_env(value: Any, key: str, dry_run: bool = False) -> Any:
 def _resolve_assets(value: Any) -> Any:
     """``"asset:NAME"`` (also inside lists) → path of the verified cached asset."""
     if isinstance(value, str) and value.startswith("asset:"):
-        from bertlib.assets import ASSETS, asset
+        from bertlib.core.assets import ASSETS, asset
 
         name = value[len("asset:") :]
         if name not in ASSETS:

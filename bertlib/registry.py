@@ -23,8 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bertlib.errors import ConfigError
-from bertlib.files import write_json
+from bertlib.core.errors import ConfigError
+from bertlib.core.files import write_json
 
 FORMAT = "bertlib-registry/1"
 AUTO = "auto"

@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bertlib.errors import ConfigError
-from bertlib.files import write_bytes
+from bertlib.core.errors import ConfigError
+from bertlib.core.files import write_bytes
 from bertlib.params import ReportConfig, load_configs
 
 #: The published result this kit reproduces (BERT-base, TF 2.1, 8 × p3dn.24xlarge; the README's table).
@@ -465,7 +465,7 @@ def report_dir(cfg: ReportConfig) -> Path:
 def report_config(argv: list[str]) -> ReportConfig | None:
     """``[--config FILE] [--key value ...]`` → validated :class:`ReportConfig`
     (:func:`bertlib.params.load_configs`); None when ``--help`` was printed (every ReportConfig key)."""
-    from bertlib.cli_schema import command, parse
+    from bertlib.core.cli_schema import command, parse
 
     cli = command(
         "bertlib report",
@@ -496,6 +496,6 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    from bertlib.errors import run_guarded
+    from bertlib.core.errors import run_guarded
 
     sys.exit(run_guarded(main, sys.argv[1:]))

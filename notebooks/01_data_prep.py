@@ -63,7 +63,7 @@ instance_type = None  # sagemaker
 instance_count = None  # sagemaker
 
 # %% [markdown]
-# Lay the values set above over `params_file`, validate them against `bertlib.config.DataConfig` and
+# Lay the values set above over `params_file`, validate them against `bertlib.core.config.DataConfig` and
 # resolve `asset:` names to the cached, checksummed files. An unknown key or a wrong type stops the notebook here.
 
 # %%

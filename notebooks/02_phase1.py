@@ -59,7 +59,7 @@ instance_type = None  # sagemaker
 instance_count = None  # sagemaker
 
 # %% [markdown]
-# Lay the values set above over `params_file`, validate them against `bertlib.config.PretrainConfig`
+# Lay the values set above over `params_file`, validate them against `bertlib.core.config.PretrainConfig`
 # (plus `experiment`) and fill in the `auto` values from the run registry. An unknown key or a wrong type stops the notebook here.
 
 # %%

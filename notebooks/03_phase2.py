@@ -47,7 +47,7 @@ instance_type = None  # sagemaker
 instance_count = None  # sagemaker
 
 # %% [markdown]
-# Lay the values set above over `params_file`, validate them (`bertlib.config.PretrainConfig`) and
+# Lay the values set above over `params_file`, validate them (`bertlib.core.config.PretrainConfig`) and
 # resolve `checkpoint_path: auto` and `data_dir: auto` from the registry.
 # An unknown key or a wrong type stops the notebook here.
 

@@ -48,7 +48,7 @@ instance_type = None  # sagemaker
 instance_count = None  # sagemaker
 
 # %% [markdown]
-# Lay the values set above over `params_file`, validate them (`bertlib.config.SquadConfig`, once per
+# Lay the values set above over `params_file`, validate them (`bertlib.core.config.SquadConfig`, once per
 # version) and resolve `checkpoint_path: auto` from the registry.
 # An unknown key or a wrong type stops the notebook here.
 

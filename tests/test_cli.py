@@ -1,4 +1,4 @@
-"""The command line generated from the schemas (bertlib.cli_schema): every subcommand's ``--help`` lists
+"""The command line generated from the schemas (bertlib.core.cli_schema): every subcommand's ``--help`` lists
 every key of its schema with type, default and description, ``--config`` + ``--key value`` overrides
 parse as before, bad input is one line and exit 2, and ``--help`` imports no TensorFlow."""
 
@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from bertlib.cli import COMMANDS, main
-from bertlib.config import NOTEBOOK_KEYS, AdoptConfig, DataConfig, PretrainConfig, SquadConfig, build_config
+from bertlib.core.config import NOTEBOOK_KEYS, AdoptConfig, DataConfig, PretrainConfig, SquadConfig, build_config
 
 PRETRAIN = {
     "model_size": "tiny",

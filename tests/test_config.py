@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from bertlib.config import load_config, parse_overrides
-from bertlib.errors import ConfigError
+from bertlib.core.config import load_config, parse_overrides
+from bertlib.core.errors import ConfigError
 
 PRETRAIN = {
     "model_size": "tiny",
@@ -33,8 +33,8 @@ def test_overrides_are_parsed_as_yaml_scalars():
     assert parse_overrides(["--job_name", "'123'", "--x", "1e3"]) == {"job_name": "123", "x": 1000.0}
     with pytest.raises(ConfigError, match="--total_steps needs a value"):
         parse_overrides(["--total_steps"])
-    # with a schema: its generated command line (bertlib.cli_schema), which refuses other keys
-    from bertlib.config import PretrainConfig
+    # with a schema: its generated command line (bertlib.core.cli_schema), which refuses other keys
+    from bertlib.core.config import PretrainConfig
 
     assert parse_overrides(["--total-steps=3"], PretrainConfig) == {"total_steps": 3}
     with pytest.raises(ConfigError, match=r"^command line: unknown key 'totl_steps' \(--totl_steps\)$"):

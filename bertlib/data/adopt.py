@@ -37,7 +37,8 @@ from typing import NoReturn
 
 import numpy as np
 
-from bertlib.config import AdoptConfig, job_command, parse_job_args
+from bertlib.core.config import AdoptConfig, job_command, parse_job_args
+from bertlib.core.errors import ConfigError, DataError
 from bertlib.data.records import (
     FEATURE_NAMES,
     MANIFEST_FORMAT,
@@ -47,7 +48,6 @@ from bertlib.data.records import (
     shard_mix,
     tf_error_reason,
 )
-from bertlib.errors import ConfigError, DataError
 
 CREATED_BY = "bertlib adopt-data"
 ADOPT_VERSION = 1  # bump when the per-record checks or statistics change (invalidates .adopt markers)
@@ -137,7 +137,7 @@ class _VocabFacts:
     """What the record checks need of a vocab: its file, entry count and the id of ``[CLS]``."""
 
     def __init__(self, vocab_file: Path):
-        from bertlib.tokenization import read_vocab
+        from bertlib.core.vocab import read_vocab
 
         tokens = read_vocab(vocab_file)
         missing = [t for t in ("[UNK]", "[CLS]", "[SEP]", "[MASK]") if t not in tokens]
@@ -248,7 +248,7 @@ def _check_existing(cfg: AdoptConfig, root: Path) -> None:
 def _place_vocab(cfg: AdoptConfig, root: Path, vocab_sha256: str) -> None:
     """``<data_dir>/vocab.txt`` = the given vocab (copied through a temp name); another one there is
     refused unless ``force``."""
-    from bertlib.files import sha256_file
+    from bertlib.core.files import sha256_file
 
     dest = root / "vocab.txt"
     if dest.is_file() and sha256_file(dest) == vocab_sha256:
@@ -267,9 +267,9 @@ def adopt(cfg: AdoptConfig, progress: bool = True) -> dict:
     """Adopt ``cfg.data_dir`` (see the module docstring); return the manifest written, plus
     ``adopt = {files_read, files_reused, seconds, records_per_s}``. Bad input raises ConfigError /
     DataError / FileNotFoundError with one line naming the file (and record and feature)."""
-    from bertlib.files import sha256_file, write_json
-    from bertlib.progress import quiet_or_bar
-    from bertlib.tokenization import check_vocab_casing, vocab_info
+    from bertlib.core.files import sha256_file, write_json
+    from bertlib.core.progress import quiet_or_bar
+    from bertlib.core.vocab import check_vocab_casing, vocab_info
 
     t0 = time.perf_counter()
     root = Path(cfg.data_dir)
@@ -374,6 +374,6 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    from bertlib.errors import run_guarded
+    from bertlib.core.errors import run_guarded
 
     sys.exit(run_guarded(main, sys.argv[1:]))

@@ -11,7 +11,7 @@ Two kinds of source, streamed (never loaded whole), several at once:
   input format) or one document per file (``"file"``).
 
 A source is a local path or an ``http(s)://``/``s3://`` URL (downloaded once by
-:func:`bertlib.assets.fetch_url`, checksum-verified when one is given). Sentences are split with
+:func:`bertlib.core.assets.fetch_url`, checksum-verified when one is given). Sentences are split with
 ``blingfire`` (a compiled model shipped in the wheel; nothing is downloaded at run time).
 
 The two halves are separate so that the reading (:func:`iter_raw_documents`) can run in one process
@@ -30,7 +30,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Iterator, NamedTuple
 
-from bertlib.errors import ConfigError
+from bertlib.core.errors import ConfigError
 
 #: Wikilink namespaces whose links are not prose (the image/file caption syntax would leak otherwise).
 _DROP_LINK_PREFIXES = ("file", "image", "media", "category")
@@ -191,7 +191,7 @@ def iter_text(path: str | Path, doc_mode: str = "blank_line") -> Iterator[RawDoc
 
 def resolve_source(source: str, sha256: str | None = None, cache_dir: str | None = None) -> Path:
     """A local path (checked to exist) or a downloaded, cached, checksum-verified URL."""
-    from bertlib.assets import fetch_url
+    from bertlib.core.assets import fetch_url
 
     return fetch_url(source, sha256=sha256, cache_dir=cache_dir)
 

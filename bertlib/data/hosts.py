@@ -18,7 +18,7 @@ Two ways to meet at the end:
 
 A lock file per share (``.prepare-host-<h>-of-<N>.lock``, ``flock``) refuses a second run of the
 same share on the same storage; runs on different shares never delete each other's files (temporary
-files are named per host and process, :mod:`bertlib.files`).
+files are named per host and process, :mod:`bertlib.core.files`).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from bertlib.errors import ConfigError
+from bertlib.core.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -46,8 +46,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Iterator, NamedTuple
 
+from bertlib.core.errors import ConfigError
 from bertlib.data.corpus import RawDocument, _local, page_document
-from bertlib.errors import ConfigError
 
 #: bytes of compressed input per task (~11 streams of the English dump: ~1,100 pages, ~300 articles)
 RANGE_BYTES = 1 << 20

@@ -29,9 +29,9 @@ import os
 import shutil
 from pathlib import Path
 
-from bertlib.config import DataConfig
-from bertlib.errors import ConfigError
-from bertlib.log import get_logger
+from bertlib.core.config import DataConfig
+from bertlib.core.errors import ConfigError
+from bertlib.core.log import get_logger
 
 _log = get_logger(__name__)
 
@@ -154,7 +154,7 @@ def check_disk(cfg: DataConfig, hosts: int = 1) -> dict | None:
     (one line: the location, the need, the free space) when a disk lacks it. Sources still to
     download count on the download cache's disk. Returns ``{location: {"need": bytes, "free": bytes, "parts": {...}}}``, or None when
     a URL's size cannot be had (no Content-Length): then a note is printed and nothing is checked."""
-    from bertlib.assets import download_path, remote_size
+    from bertlib.core.assets import download_path, remote_size
 
     source_bytes, downloads = {}, {}
     for s in cfg.sources:

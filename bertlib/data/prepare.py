@@ -44,10 +44,10 @@ from pathlib import Path
 
 import numpy as np
 
-from bertlib.config import DataConfig, job_command, parse_job_args
-from bertlib.errors import ConfigError
-from bertlib.files import remove_stale, temp_path, write_json
-from bertlib.progress import quiet_or_bar
+from bertlib.core.config import DataConfig, job_command, parse_job_args
+from bertlib.core.errors import ConfigError
+from bertlib.core.files import remove_stale, temp_path, write_json
+from bertlib.core.progress import quiet_or_bar
 
 EXTRACT_VERSION = 4  # bump when the cleaning/splitting rules change (invalidates .corpus caches)
 SHARD_LAYOUT = 2  # bump when shard contents change for the same settings (2: instances dealt to all shards)
@@ -90,7 +90,7 @@ def _extract_chunk(task) -> dict:
 
 
 def _tokenizer(vocab_file: str, lowercase: bool, strip_accents):
-    from bertlib.tokenization import load_wordpiece
+    from bertlib.data.tokenization import load_wordpiece
 
     key = ("tok", vocab_file, lowercase, strip_accents)
     if key not in _WORKER_CACHE:
@@ -133,9 +133,9 @@ def _group_task(task: dict) -> None:
 def _shard_task(task: dict) -> dict:
     """Build and write one shard from its share of every group's instances, then its done-marker;
     return the marker."""
+    from bertlib.core.vocab import read_vocab
     from bertlib.data.pretraining import SpecialIds, dealt_slice, make_shard
     from bertlib.data.records import encode_examples, write_tfrecord_file
-    from bertlib.tokenization import read_vocab
 
     vkey = ("ids", task["vocab_file"])
     if vkey not in _WORKER_CACHE:
@@ -243,8 +243,8 @@ class _Preparer:
 
     # -- 0. everything that can be checked before heavy work -------------------------------------
     def validate(self) -> None:
+        from bertlib.core.vocab import check_vocab_casing, read_vocab, vocab_info
         from bertlib.data.corpus import resolve_source, source_format
-        from bertlib.tokenization import check_vocab_casing, read_vocab, vocab_info
 
         cfg = self.cfg
         for key, folder in (("output_dir", self.out), ("work_dir", self.work)):
@@ -457,8 +457,8 @@ class _Preparer:
 
     # -- 2. vocab ----------------------------------------------------------------------------------
     def vocab(self) -> Path:
-        from bertlib.files import sha256_file
-        from bertlib.tokenization import train_wordpiece
+        from bertlib.core.files import sha256_file
+        from bertlib.data.tokenization import train_wordpiece
 
         if self.cfg.vocab_file:
             return Path(self.cfg.vocab_file).resolve()
@@ -483,7 +483,7 @@ class _Preparer:
     # -- 3. tokenize -------------------------------------------------------------------------------
     def tokenize(self, pool, workers: int, vocab_file: Path, vocab_sha: str) -> dict:
         from bertlib.data.pretraining import CORPUS_FILES
-        from bertlib.tokenization import MAX_INPUT_CHARS_PER_WORD
+        from bertlib.data.tokenization import MAX_INPUT_CHARS_PER_WORD
 
         key = _key(
             {
@@ -629,7 +629,7 @@ class _Preparer:
     def finished(task: dict, rehash: bool = True) -> dict | None:
         """The task's marker if its shard is complete for the same settings: same key and size, and
         with ``rehash`` the same sha256 (re-read; another host's shards are taken on their size)."""
-        from bertlib.files import sha256_file
+        from bertlib.core.files import sha256_file
 
         marker = _read_json(Path(task["marker"]))
         path = Path(task["path"])
@@ -717,7 +717,7 @@ class _Preparer:
             return self._run(self.share)
 
     def _run(self, share) -> dict:
-        from bertlib.tokenization import vocab_info
+        from bertlib.core.vocab import vocab_info
 
         t_start = time.perf_counter()
         workers = self.cfg.num_workers or os.cpu_count() or 1
@@ -920,6 +920,6 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    from bertlib.errors import run_guarded
+    from bertlib.core.errors import run_guarded
 
     sys.exit(run_guarded(main, sys.argv[1:]))

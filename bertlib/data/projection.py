@@ -21,7 +21,7 @@ the token file on one core, so it bounds the stage whatever ``W`` (the ``max``),
 ``W`` vCPUs with the workers (the sum). With ``N`` hosts (:mod:`bertlib.data.hosts`) every host
 repeats download, extract, vocab, tokenize and instances; only the shards are divided. The stages
 run one after the other, so a host's hours are their sum, all hosts run at once, and the cost is
-hours × N × the instance's on-demand USD/hour (:mod:`bertlib.launch.instances`).
+hours × N × the instance's on-demand USD/hour (:mod:`bertlib.core.instances`).
 
 Assumptions: a vCPU of the instance runs a worker as fast as a vCPU of this machine (an AMD EPYC
 VM, one thread per core) did. The instances' vCPUs are hyperthreads of 2.5-3.6 GHz Xeons, two per
@@ -40,9 +40,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from bertlib.config import DataConfig
+from bertlib.core.config import DataConfig
+from bertlib.core.errors import ConfigError
 from bertlib.data.preflight import INSTANCE_BYTES_PER_ROW, TEXT_BYTES_PER_TOKEN, disk_need, source_kind
-from bertlib.errors import ConfigError
 
 # Per-worker rates and main-process caps measured on 2026-12-02 on this machine (a 2-vCPU AMD EPYC VM,
 # shared: other jobs ran, load average up to 3.2 at the 1-worker runs' starts, 6.9 at the 2-worker
@@ -81,7 +81,7 @@ def source_sizes(cfg: DataConfig, source_bytes: int | None = None) -> dict[str, 
     cached asset, fetched if needed); a URL's ``source_bytes``, else its cached download's size, else
     :data:`WIKIPEDIA_DUMP_BYTES` for a Wikipedia dump (format by preflight's rules). A URL of any
     other kind, or a missing local file, needs ``source_bytes``."""
-    from bertlib.assets import asset, download_path
+    from bertlib.core.assets import asset, download_path
 
     sizes = {}
     for s in cfg.sources:
@@ -220,7 +220,7 @@ def project(
     the projection leaves out for these settings), "runs": {N:
     {"stages", "hours", "usd", "disk_bytes", "bound", "next"}}}`` (``bound``: the stage with the most
     hours, ``next``: the one after it)."""
-    from bertlib.launch.instances import instance
+    from bertlib.core.instances import instance
 
     inst = instance(cfg.instance_type)
     sizes = source_sizes(cfg, source_bytes)

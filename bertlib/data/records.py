@@ -35,8 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bertlib.errors import ConfigError, DataError
-from bertlib.files import temp_path
+from bertlib.core.errors import ConfigError, DataError
+from bertlib.core.files import temp_path
 
 INT_FEATURES = (
     "input_ids",
@@ -350,13 +350,13 @@ def validate_dataset(
 
     Checks, each failure a :class:`DataError` naming the file: the manifest is readable; its
     ``max_seq_length`` / ``max_predictions_per_seq`` equal the requested ones (when given); its vocab
-    matches ``vocab`` (a :func:`bertlib.tokenization.vocab_info` dict: sha256, size, casing); every
+    matches ``vocab`` (a :func:`bertlib.core.vocab.vocab_info` dict: sha256, size, casing); every
     listed shard exists, is non-empty, has the recorded sha256 (``checksums``; off = size only) and its
     first record has exactly the pretraining features with the manifest's lengths, in the manifest's
     layout (packed / unmasked, :func:`dataset_layout`).
     """
-    from bertlib.files import sha256_file
-    from bertlib.tokenization import check_vocab_compatible
+    from bertlib.core.files import sha256_file
+    from bertlib.core.vocab import check_vocab_compatible
 
     data_dir = Path(data_dir)
     manifest = read_manifest(data_dir)

@@ -55,8 +55,8 @@ def validation_source(
     the training data's vocabulary ``vocab`` (its ``manifest.json["vocab"]``); any problem is a
     DataError naming the file.
     """
+    from bertlib.core.errors import DataError
     from bertlib.data.records import read_manifest, validate_dataset
-    from bertlib.errors import DataError
 
     if cfg.validation_frequency == 0:
         return None
@@ -86,7 +86,8 @@ class PretrainingEvaluator:
       dataset: this process's share, a ``tf.data.Dataset`` of pretraining batches (read from its start
         at every call): ``pretraining_dataset(..., shuffle=False, repeat=False, drop_remainder=False)``.
       max_batches: at most this many batches per process and call (None: the whole share).
-      allreduce_sum: ``float64 [6] -> float64 [6]`` summed over processes (default: Horovod).
+      allreduce_sum: ``float64 [6] -> float64 [6]`` summed over processes (the training loop passes
+        :func:`bertlib.train.distributed.allreduce_sum`; a single process passes the identity).
       jit_compile: XLA-compile the forward pass.
     """
 
@@ -94,18 +95,17 @@ class PretrainingEvaluator:
         self,
         model,
         dataset,
+        allreduce_sum: Callable,
         max_batches: int | None = None,
-        allreduce_sum: Callable | None = None,
         jit_compile: bool = False,
     ):
         import tensorflow as tf
 
         from bertlib.model.heads import pretraining_sums
-        from bertlib.train import distributed
 
         self.model = model
         self.dataset = dataset if max_batches is None else dataset.take(max_batches)
-        self.allreduce_sum = allreduce_sum or distributed.allreduce_sum
+        self.allreduce_sum = allreduce_sum
         self.time_s = 0.0  # spent in evaluation so far (all calls)
         self._sums = tf.function(
             lambda batch: pretraining_sums(self.model(batch, training=False), batch),

@@ -41,7 +41,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator
 
-from bertlib.errors import ConfigError
+from bertlib.core.errors import ConfigError
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
 _PUNCT = frozenset(string.punctuation)
@@ -292,8 +292,8 @@ def _eval_schema():
 
 def main(argv: list[str]) -> int:
     """``bertlib squad-eval DATASET.json PREDICTIONS.json [--na-prob-file F] [--na-prob-thresh T]``."""
-    from bertlib.cli_schema import command, parse
-    from bertlib.config import build_config
+    from bertlib.core.cli_schema import command, parse
+    from bertlib.core.config import build_config
 
     schema = _eval_schema()
     parsed = parse(command("bertlib squad-eval", schema, help=__doc__.splitlines()[0]), argv)
@@ -314,6 +314,6 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    from bertlib.errors import run_guarded
+    from bertlib.core.errors import run_guarded
 
     sys.exit(run_guarded(main, sys.argv[1:]))

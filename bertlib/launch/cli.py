@@ -1,6 +1,6 @@
 """``bertlib launch JOB --config FILE [--key value ...]``: run a job where its ``backend`` says.
 
-``JOB`` is ``pretrain``, ``squad`` or ``prepare-data``. ``FILE`` is a run config (bertlib.config schema) or a notebook
+``JOB`` is ``pretrain``, ``squad`` or ``prepare-data``. ``FILE`` is a run config (bertlib.core.config schema) or a notebook
 params file (``params/*/*.yaml``: ``experiment`` key, ``auto`` values, ``${VAR}`` references), which is
 resolved exactly as the notebooks resolve it (:func:`bertlib.params.load_configs`); a SQuAD params
 file launches each of its ``squad_versions``. ``backend: local`` runs under horovodrun on this
@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import sys
 
-from bertlib.errors import ConfigError
+from bertlib.core.errors import ConfigError
 
 USAGE = "usage: bertlib launch {pretrain,squad,prepare-data} --config FILE.yaml [--key value ...]"
 
@@ -32,8 +32,8 @@ def command():
     launch settings included) plus the notebook params keys; ``--config`` is required."""
     import click
 
-    from bertlib.cli_schema import YamlValue, group
-    from bertlib.config import JOBS, NOTEBOOK_KEYS, job_command
+    from bertlib.core.cli_schema import YamlValue, group
+    from bertlib.core.config import JOBS, NOTEBOOK_KEYS, job_command
 
     notebook = [
         click.Option([f"--{k}"], type=YamlValue(), default=None, help="notebook params files only (see bertlib.params)")
@@ -56,7 +56,7 @@ def command():
 
 def main(argv: list[str]) -> int:
     """``bertlib launch JOB --config FILE [--key value ...]`` (``--help``: every key of the job)."""
-    from bertlib.cli_schema import parse
+    from bertlib.core.cli_schema import parse
 
     args = parse(command(), argv)
     if args is None:
@@ -86,6 +86,6 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    from bertlib.errors import run_guarded
+    from bertlib.core.errors import run_guarded
 
     sys.exit(run_guarded(main, sys.argv[1:]))

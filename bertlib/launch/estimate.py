@@ -13,7 +13,7 @@ vocabulary V, the forward pass costs::
     NSP        2H² + 2 · 2H                   pooler + classifier (per sequence)
 
 Wall time = FLOPs / (devices × peak × utilization); ``peak`` is the dense fp16/bf16 tensor-core peak
-of the GPU (:mod:`bertlib.launch.instances`). The default utilization, 20 %, is what the reference
+of the GPU (:mod:`bertlib.core.instances`). The default utilization, 20 %, is what the reference
 run implies (BERT-base on 64 V100: 5 h 33 min for phase 1, see tests/launch/test_estimate.py).
 Cost = hours × instances × on-demand USD/hour; a local run has no cost and uses this machine's
 measured ~130 GFLOP/s (a large fp32 matmul) as its peak.
@@ -32,10 +32,10 @@ from __future__ import annotations
 
 import sys
 
-from bertlib.config import DataConfig, build_config
+from bertlib.core.config import DataConfig, build_config
+from bertlib.core.errors import ConfigError
+from bertlib.core.instances import instance
 from bertlib.data.projection import DEFAULT_DISK_MBPS, DEFAULT_DOWNLOAD_MBPS, STAGES, project
-from bertlib.errors import ConfigError
-from bertlib.launch.instances import instance
 
 DEFAULT_UTILIZATION = 0.20
 DEFAULT_VOCAB_SIZE = 30522  # bert-base-uncased
@@ -74,8 +74,8 @@ def real_token_fraction(data_dir) -> float | None:
     dataset's ``manifest.json`` (None if ``data_dir`` is not a readable local dataset, e.g. an S3 URI)."""
     from pathlib import Path
 
+    from bertlib.core.errors import DataError
     from bertlib.data.records import read_manifest
-    from bertlib.errors import DataError
 
     if not data_dir or "://" in str(data_dir) or not (Path(data_dir) / "manifest.json").is_file():
         return None
@@ -248,8 +248,8 @@ def main(argv: list[str]) -> int:
     [--instance_counts 1,2,4,8]`` (:mod:`bertlib.data.projection`). ``--help`` lists them all."""
     import click
 
-    from bertlib.cli_schema import YamlValue, command, parse
-    from bertlib.config import JOBS
+    from bertlib.core.cli_schema import YamlValue, command, parse
+    from bertlib.core.config import JOBS
 
     schema = _estimate_schema()
     # --key value overrides of the config's keys (any job's; the config's own schema validates them)
@@ -303,6 +303,6 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    from bertlib.errors import run_guarded
+    from bertlib.core.errors import run_guarded
 
     sys.exit(run_guarded(main, sys.argv[1:]))

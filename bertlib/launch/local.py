@@ -23,9 +23,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bertlib.config import build_config, to_yaml
-from bertlib.errors import ConfigError, LaunchError
-from bertlib.files import write_text
+from bertlib.core.config import build_config, to_yaml
+from bertlib.core.errors import ConfigError, LaunchError
+from bertlib.core.files import write_text
 
 JOBS = {"pretrain": "bertlib.train.pretrain", "squad": "bertlib.train.squad"}
 _STEP = re.compile(r"\[bertlib\] phase=\S+ step=(\d+)")
@@ -125,7 +125,7 @@ def run(
 
     bar = None
     if stream and (progress if progress is not None else True):
-        from bertlib.progress import progress_bar
+        from bertlib.core.progress import progress_bar
 
         bar = progress_bar(cfg.total_steps, f"{job} ×{n}")
     tail: collections.deque[str] = collections.deque(maxlen=tail_lines)

@@ -56,10 +56,10 @@ from typing import Any
 
 import yaml
 
-from bertlib.config import build_config, launch_keys
-from bertlib.errors import ConfigError
+from bertlib.core.config import build_config, launch_keys
+from bertlib.core.errors import ConfigError
+from bertlib.core.instances import gpus_per_instance
 from bertlib.launch import sagemaker_sdk
-from bertlib.launch.instances import gpus_per_instance
 
 CHANNEL_ROOT = "/opt/ml/input/data"
 CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
@@ -356,7 +356,7 @@ def _prepare_data_channels(cfg, hp: dict) -> list[Channel]:
 
 
 def hyperparameter_value(value: Any) -> Any:
-    """A config value as a hyperparameter that ``bertlib.config.parse_overrides`` reads back equal.
+    """A config value as a hyperparameter that ``bertlib.core.config.parse_overrides`` reads back equal.
 
     Numbers, booleans and lists go as they are (the SDK JSON-encodes them, which YAML reads back).
     Strings go as they are unless YAML would read them as something else (``"123"``, ``"true"``,
@@ -436,8 +436,8 @@ def _stage(source: str, digest: str | None, base: str, session, dry_run: bool) -
     again. A dry run names the URI without reading the file (``SHA256`` when no digest is known)."""
     import botocore.exceptions
 
-    from bertlib.assets import fetch_url
-    from bertlib.files import sha256_file
+    from bertlib.core.assets import fetch_url
+    from bertlib.core.files import sha256_file
 
     name = source.rstrip("/").rsplit("/", 1)[-1]
     if dry_run:

@@ -30,7 +30,7 @@ import json
 import os
 from dataclasses import dataclass
 
-from bertlib.errors import ConfigError
+from bertlib.core.errors import ConfigError
 
 #: sagemaker-train releases whose container MPI driver (uploaded from the launching machine as the
 #: ``sm_drivers`` channel) has been read and run with bertlib: it passes ``process_count_per_node`` to

@@ -26,6 +26,13 @@ import sys
 import tempfile
 from pathlib import Path
 
+# Run as a script from the uploaded code channel: that copy of bertlib (as it was at launch) comes
+# before any installed one, so the job runs the code that launched it.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from bertlib.core.commands import run_command  # noqa: E402
+from bertlib.launch.results import extract_tar_gz  # noqa: E402
+
 UNPACK_ROOT = Path(os.environ.get("BERTLIB_UNPACK_DIR", "/tmp/bertlib-init"))
 HYPERPARAMETERS_JSON = Path("/opt/ml/input/config/hyperparameters.json")
 
@@ -51,8 +58,6 @@ def unpack_archive(archive: str | os.PathLike, root: Path = UNPACK_ROOT) -> Path
         return target
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".unpack-", dir=root))
-    from bertlib.launch.results import extract_tar_gz
-
     extract_tar_gz(archive, tmp)
     try:
         os.rename(tmp, target)
@@ -71,14 +76,11 @@ def rewrite_args(argv: list[str], root: Path = UNPACK_ROOT) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    from bertlib.cli import main as bertlib_main
-
     job = os.environ.get("BERTLIB_JOB")
     if job not in ("pretrain", "squad", "prepare-data"):
         print(f"error: BERTLIB_JOB must be 'pretrain', 'squad' or 'prepare-data', got {job!r}", file=sys.stderr)
         return 2
-    return bertlib_main([job, *rewrite_args(hyperparameter_args(argv))])
+    return run_command(job, rewrite_args(hyperparameter_args(argv)))
 
 
 if __name__ == "__main__":

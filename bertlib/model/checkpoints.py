@@ -43,8 +43,8 @@ from typing import Iterable
 
 import numpy as np
 
-from bertlib.errors import ConfigError
-from bertlib.files import write_json
+from bertlib.core.errors import ConfigError
+from bertlib.core.files import write_json
 
 CKPT_NAME = "bert_model.ckpt"
 CONFIG_NAME = "bert_config.json"
@@ -232,7 +232,7 @@ def export_model(
     ``bert_config.json``, ``vocab.txt`` (copied from ``vocab_file``) and, if the casing is known,
     ``vocab_info.json``. Each file is written through a temp name. Returns ``out_dir``.
 
-    ``vocab_info``: the identity of ``vocab_file`` (:func:`bertlib.tokenization.vocab_info`), computed by
+    ``vocab_info``: the identity of ``vocab_file`` (:func:`bertlib.core.vocab.vocab_info`), computed by
     the caller, so that this model module does not depend on the tokenizer. ``do_lower_case`` /
     ``strip_accents`` instead of it: computed here (the ``convert-checkpoint`` command's way).
     """
@@ -245,7 +245,7 @@ def export_model(
         if vocab.resolve() != (out / VOCAB_NAME).resolve():
             _atomic_copy(vocab, out / VOCAB_NAME)
         if vocab_info is None and do_lower_case is not None:
-            from bertlib.tokenization import vocab_info as identify  # convert-checkpoint's main() only
+            from bertlib.core.vocab import vocab_info as identify  # convert-checkpoint's main() only
 
             vocab_info = identify(vocab, do_lower_case, strip_accents)
         if vocab_info is not None:
@@ -396,8 +396,8 @@ def _convert_schema():
 def main(argv: list[str]) -> int:
     """``bertlib convert-checkpoint``: Google TF1 / HF safetensors / export dir → a bertlib export dir
     holding the encoder and any pretraining heads the input has."""
-    from bertlib.cli_schema import command, parse
-    from bertlib.config import build_config
+    from bertlib.core.cli_schema import command, parse
+    from bertlib.core.config import build_config
 
     schema = _convert_schema()
     parsed = parse(command("bertlib convert-checkpoint", schema, help=main.__doc__.replace("``", "")), argv)
@@ -410,7 +410,7 @@ def main(argv: list[str]) -> int:
         raise ConfigError(f"{args['input']}: no vocab.txt next to the checkpoint; pass --vocab_file")
     if not vocab.is_file():
         raise FileNotFoundError(f"{vocab}: vocab file not found")
-    from bertlib.tokenization import read_vocab
+    from bertlib.core.vocab import read_vocab
 
     n_vocab = len(read_vocab(vocab))
     if n_vocab != info.config.vocab_size:
@@ -434,6 +434,6 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    from bertlib.errors import run_guarded
+    from bertlib.core.errors import run_guarded
 
     sys.exit(run_guarded(main, sys.argv[1:]))

@@ -89,7 +89,7 @@ class BertConfig:
 
     def to_json_file(self, path: str | os.PathLike) -> Path:
         """Write ``bert_config.json`` atomically (temp name + rename)."""
-        from bertlib.files import write_json
+        from bertlib.core.files import write_json
 
         p = Path(path)
         p.parent.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from bertlib.errors import ConfigError
+from bertlib.core.errors import ConfigError
 from bertlib.train.paths import is_training_checkpoint_dir
 
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 import os
 import sys
 
-from bertlib.errors import ConfigError
-from bertlib.log import get_logger
+from bertlib.core.errors import ConfigError
+from bertlib.core.log import get_logger
 
 _log = get_logger(__name__)
 

@@ -45,7 +45,7 @@ from typing import Callable, Iterable, Iterator
 
 import tensorflow as tf
 
-from bertlib.log import get_logger
+from bertlib.core.log import get_logger
 from bertlib.optim.loss_scale import NoLossScale, check_scale
 from bertlib.train import distributed
 from bertlib.train.checkpointing import InputCheckpoints, TrainingCheckpoints, model_state
@@ -96,7 +96,7 @@ class Trainer:
         """The Trainer a run config asks for (pretraining or SQuAD): its optimizer and schedule, loss
         scaling, accumulation, XLA, checkpointing and a metrics writer for ``phase``. Rank 0 also writes
         the resolved ``config.yaml`` into the run's output dir (through a temp name)."""
-        from bertlib.config import to_yaml
+        from bertlib.core.config import to_yaml
         from bertlib.optim import make_optimizer, make_schedule
         from bertlib.optim.loss_scale import make_loss_scale
 

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping
 
-from bertlib.files import plain
+from bertlib.core.files import plain
 
 #: keys of a pretraining metrics line, in log-line order
 METRIC_KEYS = (
@@ -68,7 +68,7 @@ def format_eval_line(phase: str, d: Mapping[str, Any]) -> str:
 
 
 def _progress_wanted() -> bool:
-    """A progress bar unless ``BERTLIB_PROGRESS=0`` (see :func:`bertlib.progress.progress_bar` for where)."""
+    """A progress bar unless ``BERTLIB_PROGRESS=0`` (see :func:`bertlib.core.progress.progress_bar` for where)."""
     return os.environ.get("BERTLIB_PROGRESS", "1") not in ("0", "", "false", "no")
 
 
@@ -107,7 +107,7 @@ class MetricsWriter:
 
             self._tb = tf.summary.create_file_writer(str(out / "tb"))
         if _progress_wanted():
-            from bertlib.progress import progress_bar
+            from bertlib.core.progress import progress_bar
 
             self._bar = progress_bar(total_steps, phase, initial=initial_step)
 

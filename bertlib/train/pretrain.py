@@ -21,9 +21,9 @@ import sys
 import time
 from pathlib import Path
 
-from bertlib.config import PretrainConfig, job_command, parse_job_args
-from bertlib.errors import ConfigError
-from bertlib.tokenization import check_vocab_compatible
+from bertlib.core.config import PretrainConfig, job_command, parse_job_args
+from bertlib.core.errors import ConfigError
+from bertlib.core.vocab import check_vocab_compatible
 from bertlib.train import distributed
 from bertlib.train.paths import CHECKPOINT_VOCAB, RunPaths, is_training_checkpoint_dir, read_checkpoint_vocab, run_paths
 from bertlib.train.setup import configure_numerics, model_config
@@ -90,7 +90,7 @@ def validate_inputs(cfg: PretrainConfig, paths: RunPaths, world: int) -> dict:
             if pre.vocab_info is not None:
                 vocab = pre.vocab_info
             elif pre.vocab_file is not None:
-                from bertlib.tokenization import vocab_info
+                from bertlib.core.vocab import vocab_info
 
                 lower = data_vocab.get("lowercase", True) if pre.do_lower_case is None else pre.do_lower_case
                 vocab = vocab_info(pre.vocab_file, lower, data_vocab.get("strip_accents"))
@@ -116,11 +116,11 @@ def run(cfg: PretrainConfig, paths: RunPaths, manifest: dict, bert_config, valid
     """Train as configured (after :func:`validate_inputs`), evaluating on ``validation`` (a
     :class:`bertlib.eval.pretraining.ValidationSource`, or None); returns the summary written by rank 0."""
     rank, world, _ = distributed.init(cfg.threads_per_process, cfg.num_processes)
+    from bertlib.core.files import write_json
+    from bertlib.core.vocab import vocab_info
     from bertlib.data.pipeline import pretraining_dataset
-    from bertlib.files import write_json
     from bertlib.model import BertPretrainer, pretraining_losses
     from bertlib.model.checkpoints import export_model
-    from bertlib.tokenization import vocab_info
     from bertlib.train.checkpointing import init_from_checkpoint
     from bertlib.train.loop import Trainer
 
@@ -166,7 +166,9 @@ def run(cfg: PretrainConfig, paths: RunPaths, manifest: dict, bert_config, valid
             drop_remainder=False,
             checksums=False,
         )
-        evaluator = PretrainingEvaluator(model, held_out, cfg.validation_steps, jit_compile=not cfg.skip_xla)
+        evaluator = PretrainingEvaluator(
+            model, held_out, distributed.allreduce_sum, cfg.validation_steps, jit_compile=not cfg.skip_xla
+        )
 
     if chief:
         write_json(paths.checkpoint_dir / CHECKPOINT_VOCAB, manifest["vocab"])
@@ -256,6 +258,6 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    from bertlib.errors import run_guarded
+    from bertlib.core.errors import run_guarded
 
     sys.exit(run_guarded(main, sys.argv[1:]))

@@ -8,7 +8,7 @@ checkpoint's config, in both cases with the run's dropout rates; a checkpoint wh
 
 from __future__ import annotations
 
-from bertlib.errors import ConfigError
+from bertlib.core.errors import ConfigError
 
 #: the model shape fields a preset fixes (what ``model_size`` names)
 SHAPE_KEYS = ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size")

@@ -25,8 +25,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bertlib.config import SquadConfig, job_command, parse_job_args
-from bertlib.errors import ConfigError
+from bertlib.core.config import SquadConfig, job_command, parse_job_args
+from bertlib.core.errors import ConfigError
 from bertlib.train import distributed
 from bertlib.train.paths import RunPaths, run_paths
 from bertlib.train.setup import configure_numerics, model_config
@@ -58,7 +58,7 @@ def resolve_tokenizer(cfg: SquadConfig) -> tuple[Path, bool, int | None]:
     ``do_lower_case`` that differs from the checkpoint's is a ConfigError saying which part differs
     (vocab sha256/size, or casing); so is a vocab whose size is not the model's ``vocab_size``.
     """
-    from bertlib.tokenization import check_vocab_compatible, read_vocab, vocab_info
+    from bertlib.core.vocab import check_vocab_compatible, read_vocab, vocab_info
 
     info = None
     if cfg.load_from == "checkpoint":
@@ -126,8 +126,8 @@ class SquadInputs:
 def validate_inputs(cfg: SquadConfig) -> SquadInputs:
     """Read both SQuAD files (downloading URLs), check their version, then the tokenizer against
     the checkpoint (which imports TensorFlow only for ``load_from: checkpoint``)."""
+    from bertlib.core.vocab import read_vocab
     from bertlib.data.squad import load_squad_json, read_squad_examples
-    from bertlib.tokenization import read_vocab
 
     window = cfg.max_seq_length - cfg.max_query_length - 3
     if cfg.doc_stride > window:
@@ -247,10 +247,11 @@ def run(cfg: SquadConfig, paths: RunPaths, inputs: SquadInputs) -> dict:
     rank, world, _ = distributed.init(cfg.threads_per_process, cfg.num_processes)
     import tensorflow as tf
 
+    from bertlib.core.files import sha256_file, write_json
+    from bertlib.core.vocab import vocab_info
     from bertlib.data.squad import load_or_build_features, postprocess, read_features, squad_dataset, write_predictions
+    from bertlib.data.tokenization import load_wordpiece
     from bertlib.eval.squad_metrics import evaluate
-    from bertlib.files import sha256_file, write_json
-    from bertlib.tokenization import load_wordpiece, vocab_info
     from bertlib.train.loop import Trainer
     from bertlib.train.metrics import format_eval_line
 
@@ -380,6 +381,6 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    from bertlib.errors import run_guarded
+    from bertlib.core.errors import run_guarded
 
     sys.exit(run_guarded(main, sys.argv[1:]))

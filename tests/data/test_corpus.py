@@ -10,8 +10,8 @@ import threading
 import pytest
 from data_helpers import raw_pages
 
+from bertlib.core.errors import ConfigError
 from bertlib.data.corpus import document_sentences, iter_raw_documents, iter_text, resolve_source, source_format
-from bertlib.errors import ConfigError
 
 MARKUP = re.compile(
     r"\[\[|\]\]|\{\{|\}\}|\{\||\|\}|<ref|</ref|&lt;|&gt;|&amp;|&quot;|'''|''|"
@@ -100,8 +100,8 @@ def test_broken_dump_names_the_file(tmp_path):
 
 
 def test_url_source_downloaded_once_with_checksum(tmp_path, wiki_slice):
-    from bertlib.errors import AssetError
-    from bertlib.files import sha256_file
+    from bertlib.core.errors import AssetError
+    from bertlib.core.files import sha256_file
 
     served = tmp_path / "srv"
     served.mkdir()
@@ -134,8 +134,8 @@ def test_s3_source_downloaded_once_with_checksum(tmp_path, wiki_slice, aws_env):
     reachable here): downloaded into the cache, checksum-verified, read from the cache afterwards."""
     import boto3
 
-    from bertlib.errors import AssetError
-    from bertlib.files import sha256_file
+    from bertlib.core.errors import AssetError
+    from bertlib.core.files import sha256_file
 
     s3 = boto3.client("s3")
     s3.upload_file(str(wiki_slice), aws_env["bucket"], "corpora/slice.xml.bz2")

@@ -1,4 +1,4 @@
-"""Resumable downloads (bertlib.assets.download_http / fetch_url) against a real HTTP server on 127.0.0.1.
+"""Resumable downloads (bertlib.core.assets.download_http / fetch_url) against a real HTTP server on 127.0.0.1.
 
 The server (http.server in a thread) serves byte ranges itself, logs every request's Range and
 If-Range headers and the body bytes it sent, and can drop the connection part-way through a body,
@@ -18,8 +18,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from bertlib.assets import download_http, download_path, fetch_url
-from bertlib.errors import AssetError
+from bertlib.core.assets import download_http, download_path, fetch_url
+from bertlib.core.errors import AssetError
 
 DUMP = "enwiki-latest-pages-articles.xml.bz2"
 

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from bertlib.config import build_config
+from bertlib.core.config import build_config
+from bertlib.core.errors import ConfigError
 from bertlib.data import multistream
 from bertlib.data.multistream import RangeReader, stream_ranges
 from bertlib.data.prepare import _Preparer, _worker_init, prepare
-from bertlib.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("make_multistream", REPO / "bench" / "make_multistream.py")

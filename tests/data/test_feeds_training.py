@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import yaml
 
-from bertlib.errors import DataError
-from bertlib.tokenization import vocab_info
+from bertlib.core.errors import DataError
+from bertlib.core.vocab import vocab_info
 
 
 def test_pipeline_reads_records_and_refuses_other_casing(prepared_dataset, bert_vocab):

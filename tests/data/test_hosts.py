@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from test_prepare import shard_hashes, small_config, wiki_text  # noqa: F401  (wiki_text: a fixture)
 
-from bertlib.config import build_config
+from bertlib.core.config import build_config
+from bertlib.core.errors import ConfigError
+from bertlib.core.files import is_stale, remove_stale, temp_path
 from bertlib.data.hosts import HostShare, host_share, share_lock
 from bertlib.data.prepare import prepare
-from bertlib.errors import ConfigError
-from bertlib.files import is_stale, remove_stale, temp_path
 
 
 def dataset_files(folder: Path) -> dict[str, bytes]:

@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 
 import bertlib.data.pretraining as pt
-from bertlib.config import build_config
+from bertlib.core.config import build_config
+from bertlib.core.errors import ConfigError, DataError
+from bertlib.core.vocab import read_vocab
 from bertlib.data.packing import pack, spfhp
 from bertlib.data.prepare import prepare
 from bertlib.data.records import (
@@ -25,8 +27,6 @@ from bertlib.data.records import (
     validate_dataset,
     write_tfrecord_file,
 )
-from bertlib.errors import ConfigError, DataError
-from bertlib.tokenization import read_vocab
 
 S, P, K, PROB = 128, 20, 3, 0.15
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from bertlib.config import build_config
+from bertlib.core.config import build_config
+from bertlib.core.errors import ConfigError
 from bertlib.data.preflight import INSTANCE_BYTES_PER_ROW, check_disk, disk_need
 from bertlib.data.prepare import prepare
-from bertlib.errors import ConfigError
 
 # other shapes and dupe factor than the demo phases the constants were measured on (128/20, 512/80, dupe 5)
 PHASES = [
@@ -76,7 +76,7 @@ def test_estimate_is_within_30_percent_of_what_a_real_run_writes(prepared_slice,
 def test_the_full_dump_at_the_reference_settings_needs_about_what_the_issue_measured():
     """~20 GB of bz2 at dupe 5, phases 128/20 and 512/80: the issue's ~350 GB (dump, text, corpus, ~85
     bytes of TFRecord per token for both phases) within ±25 %, and ~85 bytes of records per token."""
-    from bertlib.config import build_config
+    from bertlib.core.config import build_config
 
     cfg = build_config(
         "prepare-data",

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from data_helpers import run_prepare
 
-from bertlib.config import build_config
+from bertlib.core.config import build_config
+from bertlib.core.errors import ConfigError, DataError
+from bertlib.core.vocab import vocab_info
 from bertlib.data.prepare import prepare
 from bertlib.data.records import read_manifest, read_records, validate_dataset
-from bertlib.errors import ConfigError, DataError
-from bertlib.tokenization import vocab_info
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def small_config(out, wiki_text, bert_vocab, **kw):
 
 def shard_hashes(phase_dir: Path) -> dict:
     """file → sha256 of the bytes on disk (not the manifest's claim)."""
-    from bertlib.files import sha256_file
+    from bertlib.core.files import sha256_file
 
     return {p.name: sha256_file(p) for p in sorted(phase_dir.glob("*.tfrecord"))}
 
@@ -243,8 +243,8 @@ def test_validate_dataset_names_the_problem(dataset_copy, bert_vocab):
     with pytest.raises(DataError, match=rf"{train0.name}: size \d+ bytes, manifest.json says \d+"):
         validate_dataset(d)
     # a shard with another feature set (manifest updated to match, so only the content is wrong)
+    from bertlib.core.files import sha256_file
     from bertlib.data.records import encode_examples, write_tfrecord_file
-    from bertlib.files import sha256_file
 
     feats = read_records(d / manifest["shards"]["validation"][0]["file"], 64, 10, limit=3)
     bad = {k: v for k, v in feats.items()}

@@ -9,8 +9,8 @@ import pytest
 from data_helpers import alnum, raw_pages, reference_instances, wordpieces_to_words
 
 import bertlib.data.pretraining as pt
+from bertlib.core.vocab import read_vocab
 from bertlib.data.records import read_manifest, read_records
-from bertlib.tokenization import read_vocab
 
 PHASES = [("phase1", 64, 10), ("phase2", 128, 20)]
 

@@ -2,8 +2,8 @@
 
 import numpy as np
 
+from bertlib.core.files import sha256_file
 from bertlib.data.records import encode_examples, feature_spec, read_records, write_tfrecord_file
-from bertlib.files import sha256_file
 
 
 def test_encoded_records_parse_identically_with_tensorflow(tmp_path):

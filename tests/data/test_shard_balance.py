@@ -6,7 +6,7 @@ of a random split, on a corpus laid out to skew contiguous or per-document shard
 import numpy as np
 import pytest
 
-from bertlib.config import build_config
+from bertlib.core.config import build_config
 from bertlib.data.prepare import prepare
 from bertlib.data.pretraining import deal, dealt_slice
 from bertlib.data.records import read_manifest

@@ -3,16 +3,10 @@
 import pytest
 from data_helpers import reference_wordpiece
 
+from bertlib.core.errors import ConfigError
+from bertlib.core.vocab import check_vocab_casing, check_vocab_compatible, read_vocab, vocab_info
 from bertlib.data.corpus import document_sentences, iter_raw_documents
-from bertlib.errors import ConfigError
-from bertlib.tokenization import (
-    check_vocab_casing,
-    check_vocab_compatible,
-    load_wordpiece,
-    read_vocab,
-    train_wordpiece,
-    vocab_info,
-)
+from bertlib.data.tokenization import load_wordpiece, train_wordpiece
 
 
 def test_wordpiece_matches_bert_rules_on_real_sentences(wiki_slice, bert_vocab):

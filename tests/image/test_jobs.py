@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 import yaml
 
-from bertlib.files import sha256_file
+from bertlib.core.files import sha256_file
 from bertlib.launch import sagemaker as sm
 from bertlib.notebook import _record_sagemaker
 from bertlib.params import parameters

@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from bertlib.config import build_config
+from bertlib.core.config import build_config
 from bertlib.launch import estimate as est
 
 PHASE1_HOURS = 5 + 33 / 60

@@ -20,8 +20,8 @@ from pathlib import Path
 import boto3
 import pytest
 
-from bertlib.config import build_config
-from bertlib.errors import ConfigError
+from bertlib.core.config import build_config
+from bertlib.core.errors import ConfigError
 from bertlib.launch import local, results
 from bertlib.launch import sagemaker as sm
 

@@ -20,8 +20,8 @@ import botocore.client
 import pytest
 import yaml
 
-from bertlib.config import launch_keys, load_config
-from bertlib.errors import ConfigError
+from bertlib.core.config import launch_keys, load_config
+from bertlib.core.errors import ConfigError
 from bertlib.launch import sagemaker as sm
 from bertlib.launch import sagemaker_sdk
 from bertlib.train.metrics import METRIC_KEYS, VALIDATION_METRIC_KEYS, format_eval_line, format_log_line
@@ -163,7 +163,7 @@ def test_phase1_request_matches_reference(account_env, sm_session, aws_env):
     code = channel(req, "code")["DataSource"]["S3DataSource"]["S3Uri"].rstrip("/")
     bucket, prefix = code[5:].split("/", 1)
     keys = {o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]}
-    assert f"{prefix}/bertlib/launch/sm_entry.py" in keys and f"{prefix}/bertlib/config.py" in keys
+    assert f"{prefix}/bertlib/launch/sm_entry.py" in keys and f"{prefix}/bertlib/core/config.py" in keys
 
     # hyperparameters: what the container's command line carries parses back to the same config
     argv = container_argv(req["HyperParameters"])
@@ -459,7 +459,7 @@ def test_hyperparameters_survive_the_container_env_file(tmp_path, monkeypatch):
     """
     from sagemaker.train.container_drivers.scripts import environment
 
-    from bertlib.config import parse_overrides
+    from bertlib.core.config import parse_overrides
     from bertlib.launch import sm_entry
 
     sent = {f"k{i}": sm.hyperparameter_value(text) for i, text in enumerate(HP_TEXTS)}
@@ -583,8 +583,8 @@ def test_squad_files_are_staged_to_s3_before_the_job(account_env, sm_session, aw
     import http.server
     import threading
 
-    from bertlib.errors import AssetError
-    from bertlib.files import sha256_file
+    from bertlib.core.errors import AssetError
+    from bertlib.core.files import sha256_file
 
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(squad_fixture.parent))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -637,7 +637,7 @@ def test_prepare_data_job_writes_where_the_training_params_read(account_env, sm_
     """params/sagemaker/data.yaml as 01_data_prep resolves it: one MPI rank per CPU instance, the local
     vocab (an asset) and a local source staged to S3 as channels, the dataset written through the
     checkpoint folder into s3_data_uri — whose phases are exactly the data_dir of phase1.yaml / phase2.yaml."""
-    from bertlib.files import sha256_file
+    from bertlib.core.files import sha256_file
 
     local_source = tmp_path / "extra.txt"
     local_source.write_text("A sentence.\nAnother one.\n\nA second document.\n")

@@ -258,8 +258,8 @@ SENTENCES = [
 def test_minilm_import_matches_numpy_and_ranks_paraphrases(tmp_path):
     from safetensors.numpy import load_file
 
-    from bertlib.assets import asset
-    from bertlib.tokenization import load_wordpiece
+    from bertlib.core.assets import asset
+    from bertlib.data.tokenization import load_wordpiece
 
     weights, config, vocab = asset("minilm_safetensors"), asset("minilm_config"), asset("bert_uncased_vocab")
     hf = tmp_path / "minilm"

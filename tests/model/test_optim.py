@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bertlib.config import build_config
+from bertlib.core.config import build_config
 from bertlib.optim import ADAMW_VARIANTS, AdamW, Lamb, PolynomialWarmup, make_optimizer
 
 EXCLUDED = ("LayerNorm", "layer_norm", "bias")

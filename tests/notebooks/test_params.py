@@ -165,7 +165,7 @@ def test_one_path_for_every_caller(workdir):
     assert report.report_config(
         ["--config", str(REPO / "params/local/report.yaml"), "--phase1", "x"]
     ) == nb.ReportConfig(experiment="local", phase1="x")
-    # a plain run config: bertlib.config.load_config, named by its step
+    # a plain run config: bertlib.core.config.load_config, named by its step
     plain = {k: v for k, v in yaml.safe_load(path.read_text()).items() if k != "experiment"}
     plain.update(checkpoint_path="/x", data_dir="/d", run_dir="/r")
     ((name, cfg),) = nb.load_configs("pretrain", None, plain).items()

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from bertlib.errors import ConfigError
+from bertlib.core.errors import ConfigError
 from bertlib.registry import Registry, registry_path
 
 

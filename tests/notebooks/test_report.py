@@ -6,7 +6,7 @@ import math
 import pytest
 
 from bertlib import report
-from bertlib.errors import ConfigError
+from bertlib.core.errors import ConfigError
 
 
 @pytest.mark.parametrize(

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from bertlib.core.errors import run_guarded
 from bertlib.data.squad_smoke import NOTE
-from bertlib.errors import run_guarded
 from bertlib.train import squad as squad_train
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from train_helpers import dropout_losses, train_tiny, write_dataset
 
-from bertlib.errors import ConfigError
+from bertlib.core.errors import ConfigError
 from bertlib.train import distributed
 
 HERE = Path(__file__).parent

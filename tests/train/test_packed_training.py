@@ -141,7 +141,7 @@ def test_packed_rows_train_as_the_same_pairs_unpacked(prepared_dataset, jit_comp
 def dynamic_dataset(tmp_path_factory, wiki_slice, bert_vocab):
     """prepare-data on the slice's first 30 articles with packing (K=2) and dynamic masking: one
     phase (S=64, P=10), 2 train shards + 1 validation shard of unmasked, packed records."""
-    from bertlib.config import build_config
+    from bertlib.core.config import build_config
     from bertlib.data.prepare import prepare
 
     out = tmp_path_factory.mktemp("dynamic") / "data"
@@ -190,7 +190,7 @@ def unmasked(batch: dict) -> np.ndarray:
 
 
 def test_dynamic_masks_follow_googles_rule_per_pair_and_change_every_epoch(dynamic_dataset, bert_vocab):
-    from bertlib.tokenization import read_vocab
+    from bertlib.core.vocab import read_vocab
 
     vocab = {t: i for i, t in enumerate(read_vocab(bert_vocab))}
     manifest = read_manifest(dynamic_dataset)
@@ -225,10 +225,10 @@ def test_dynamic_masks_follow_googles_rule_per_pair_and_change_every_epoch(dynam
 def test_dynamic_masks_are_seeded_by_rank_and_batch_and_repeat_on_resume(dynamic_dataset, bert_vocab):
     import tensorflow as tf
 
+    from bertlib.core.vocab import read_vocab
     from bertlib.data.masking import dynamic_mask, mask_seed
     from bertlib.data.pipeline import pretraining_dataset
     from bertlib.data.pretraining import SpecialIds
-    from bertlib.tokenization import read_vocab
 
     ids = SpecialIds.from_vocab(read_vocab(bert_vocab))
     for rank in (0, 1):

@@ -5,7 +5,7 @@ import re
 from pathlib import Path
 from types import SimpleNamespace
 
-from bertlib.files import write_json
+from bertlib.core.files import write_json
 from bertlib.train.metrics import METRIC_KEYS, MetricsWriter, format_eval_line, format_log_line
 from bertlib.train.paths import run_paths
 

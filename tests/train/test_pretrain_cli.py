@@ -14,7 +14,7 @@ import pytest
 import yaml
 from train_helpers import base_config, write_dataset
 
-from bertlib.errors import ConfigError
+from bertlib.core.errors import ConfigError
 from bertlib.train.metrics import METRIC_KEYS
 
 QUIET = {"TF_CPP_MIN_LOG_LEVEL": "3", "BERTLIB_PROGRESS": "0"}

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from train_helpers import SEQ, base_config, write_dataset
 
-from bertlib.errors import ConfigError
+from bertlib.core.errors import ConfigError
 from bertlib.train.metrics import VALIDATION_METRIC_KEYS
 
 QUIET = {"TF_CPP_MIN_LOG_LEVEL": "3", "BERTLIB_PROGRESS": "0"}

@@ -17,8 +17,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Sequence
 
+from bertlib.core.errors import ConfigError
 from bertlib.data.squad.reading import SquadExample
-from bertlib.errors import ConfigError
 
 UNIQUE_ID_BASE = 1000000000
 
@@ -92,7 +92,7 @@ def convert_examples_to_features(
     is_training: bool,
 ) -> list[SquadFeature]:
     """Examples → windowed, padded features, one per window of every example in example order, each
-    sequence field ``max_seq_length`` (S) long (``tokenizer``: :func:`bertlib.tokenization.load_wordpiece`)."""
+    sequence field ``max_seq_length`` (S) long (``tokenizer``: :func:`bertlib.data.tokenization.load_wordpiece`)."""
     cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     if cls_id is None or sep_id is None:
         raise ConfigError("the vocabulary has no [CLS] or [SEP] token")

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bertlib.errors import SquadDataError
+from bertlib.core.errors import SquadDataError
 
 
 @dataclasses.dataclass
@@ -99,7 +99,7 @@ def load_squad_json(path_or_url: str, sha256: str | None = None) -> tuple[dict, 
 
     ``version`` is ``"1.1"`` or ``"2.0"`` (see :func:`bertlib.eval.squad_metrics.squad_version`).
     """
-    from bertlib.assets import fetch_url
+    from bertlib.core.assets import fetch_url
     from bertlib.eval.squad_metrics import read_json, squad_version
 
     path = fetch_url(path_or_url, sha256=sha256)

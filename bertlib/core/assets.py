@@ -42,10 +42,10 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from bertlib.errors import AssetError
-from bertlib.files import file_digest, sha256_file, write_json
-from bertlib.log import get_logger
-from bertlib.progress import quiet_or_bar
+from bertlib.core.errors import AssetError
+from bertlib.core.files import file_digest, sha256_file, write_json
+from bertlib.core.log import get_logger
+from bertlib.core.progress import quiet_or_bar
 
 _log = get_logger(__name__)
 
@@ -424,7 +424,7 @@ def download_http(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m bertlib.assets [NAME ...]``: fetch assets (all by default) and print their paths."""
+    """``python -m bertlib.core.assets [NAME ...]``: fetch assets (all by default) and print their paths."""
     names = (argv if argv is not None else sys.argv[1:]) or list(ASSETS)
     for n in names:
         print(f"{n}\t{asset(n)}")

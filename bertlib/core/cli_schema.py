@@ -7,9 +7,9 @@ hyperparameters (``--learning_rate 1e-4``, ``--skip_xla true``, ``--phases '[{..
 ``--source_sha256 '{"a": "b"}'``); ``--key=value`` and ``--run-dir`` (dashes) work too. The schema
 validates them (the entry point merges them over ``--config FILE``), so a bad value gets the same
 one-line message as in the file. Usage errors (an unknown ``--key``, a missing value) raise
-:class:`~bertlib.errors.ConfigError` (one line; :func:`bertlib.errors.run_guarded` exits 2).
+:class:`~bertlib.core.errors.ConfigError` (one line; :func:`bertlib.core.errors.run_guarded` exits 2).
 
-A leaf module (click, pydantic, PyYAML and :mod:`bertlib.errors` only): every entry point imports it,
+A leaf module (click, pydantic, PyYAML and :mod:`bertlib.core.errors` only): every entry point imports it,
 never the console script :mod:`bertlib.cli`, and ``--help`` never imports TensorFlow.
 """
 
@@ -29,7 +29,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import to_jsonable_python
 
-from bertlib.errors import ConfigError
+from bertlib.core.errors import ConfigError
 
 #: ``--run-dir`` = ``--run_dir``; unknown ``--keys`` are reported by :func:`parse` (one line, naming the file)
 CONTEXT_SETTINGS = {

@@ -46,7 +46,7 @@ INSTANCES: dict[str, Instance] = {
 
 def instance(name: str) -> Instance:
     """Look up an instance type; unknown names are a ConfigError naming the known ones."""
-    from bertlib.errors import ConfigError
+    from bertlib.core.errors import ConfigError
 
     if name not in INSTANCES:
         raise ConfigError(f"instance_type {name!r}: unknown (known: {', '.join(sorted(INSTANCES))})")

@@ -19,7 +19,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from bertlib.errors import ConfigError
+from bertlib.core.errors import ConfigError
 
 
 class _Strict(BaseModel):
@@ -127,7 +127,7 @@ class _TrainingCommon(LaunchSettings):
     @property
     def world_size(self) -> int:
         if self.backend == "sagemaker":
-            from bertlib.launch.instances import gpus_per_instance
+            from bertlib.core.instances import gpus_per_instance
 
             per_host = self.processes_per_host or gpus_per_instance(self.instance_type)
             return per_host * self.instance_count
@@ -333,20 +333,20 @@ JOBS: dict[str, type[_Strict]] = {
 def parse_overrides(argv: list[str], model: type[BaseModel] | None = None) -> dict[str, Any]:
     """``["--total_steps", "10", "--skip_xla", "true"]`` → ``{"total_steps": 10, "skip_xla": True}``.
 
-    A thin wrapper over the generated command line (:func:`bertlib.cli_schema.parse_values`): values
+    A thin wrapper over the generated command line (:func:`bertlib.core.cli_schema.parse_values`): values
     are parsed as YAML, so SageMaker's string hyperparameters type-check like the YAML file does;
     ``--key=value`` and dashes in keys work too. With ``model``, a key that is not one of its fields is
     refused; without, any ``--key`` is taken.
     """
-    from bertlib.cli_schema import parse_values
+    from bertlib.core.cli_schema import parse_values
 
     return parse_values(list(argv), model)
 
 
 def job_command(job: str, help: str | None = None, params: list | None = None, name: str | None = None, **kwargs):
-    """``bertlib JOB``'s command line (:func:`bertlib.cli_schema.command`): ``--config FILE`` plus one
+    """``bertlib JOB``'s command line (:func:`bertlib.core.cli_schema.command`): ``--config FILE`` plus one
     option per key of the job's schema, whose ``--help`` lists them with type, default and description."""
-    from bertlib.cli_schema import command
+    from bertlib.core.cli_schema import command
 
     cls = JOBS[job]
     return command(
@@ -362,7 +362,7 @@ def job_command(job: str, help: str | None = None, params: list | None = None, n
 def parse_job_args(job: str, cmd, argv: list[str]):
     """``argv`` → ``(validated config, Args)`` with ``cmd`` (:func:`job_command`), or ``(None, None)`` when
     ``--help`` was printed."""
-    from bertlib.cli_schema import parse
+    from bertlib.core.cli_schema import parse
 
     args = parse(cmd, argv)
     if args is None:

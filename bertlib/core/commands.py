@@ -1,0 +1,30 @@
+"""The subcommands of ``bertlib`` and the modules whose ``main(argv)`` runs each.
+
+One table for the console script (:mod:`bertlib.cli`) and the SageMaker container entry
+(:mod:`bertlib.launch.sm_entry`); both import a job's module by name only when it runs, so that
+``--help`` and a bad ``--config`` never pay for importing TensorFlow.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from bertlib.core.errors import run_guarded
+
+#: subcommand -> (module whose ``main(argv)`` runs it, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "prepare-data": ("bertlib.data.prepare", "Wikipedia/text -> WordPiece -> pretraining TFRecords"),
+    "adopt-data": ("bertlib.data.adopt", "Google-format pretraining TFRecords -> manifest.json"),
+    "pretrain": ("bertlib.train.pretrain", "phase 1 / phase 2 pretraining (Horovod-aware)"),
+    "squad": ("bertlib.train.squad", "SQuAD finetune + predict + evaluate"),
+    "launch": ("bertlib.launch.cli", "run pretrain/squad/prepare-data locally (horovodrun) or on SageMaker"),
+    "report": ("bertlib.report", "plots and the F1/timing table from run directories"),
+    "squad-eval": ("bertlib.eval.squad_metrics", "official SQuAD v1.1/v2.0 evaluation"),
+    "convert-checkpoint": ("bertlib.model.checkpoints", "Google TF1 / HF safetensors -> bertlib"),
+    "estimate": ("bertlib.launch.estimate", "FLOPs, wall time and cost of a run"),
+}
+
+
+def run_command(name: str, argv: list[str]) -> int:
+    """Run subcommand ``name`` (a key of :data:`COMMANDS`) on ``argv``; bad input exits 2 (one line)."""
+    return run_guarded(importlib.import_module(COMMANDS[name][0]).main, list(argv))

@@ -7,10 +7,12 @@ BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup test demo clean-demo bench help image test-image
+.PHONY: setup test test-fast lint demo clean-demo bench help image test-image
 
 help:
 	@echo "make test   - set up .venv (requirements + Horovod) and run the test suite"
+	@echo "make test-fast - the edit loop: tests that train no model in a subprocess and run no notebook"
+	@echo "make lint   - ruff (lint + format check) and the layer contracts (lint-imports)"
 	@echo "make demo   - set up, then run all notebooks on params/local (real Wikipedia slice) into runs/demo/"
 	@echo "make bench  - run the benchmark scripts in bench/ (minutes; prints ratios vs peers)"
 	@echo "make image  - build the SageMaker training image locally (root: installs/starts Docker)"
@@ -40,6 +42,16 @@ setup: $(VENV)/.deps $(VENV)/.horovod $(VENV)/.peers
 
 test: setup
 	$(BIN)/python -m pytest tests --ignore=tests/image
+
+# tests marked `slow` (subprocess training, Horovod ranks, notebooks, fresh venvs) left out
+test-fast: setup
+	$(BIN)/python -m pytest tests --ignore=tests/image -m "not slow"
+
+LINTED := bertlib tests bench notebooks container
+lint: setup
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
+	$(BIN)/lint-imports
 
 demo: setup
 	$(BIN)/python -m bertlib.demo

@@ -36,7 +36,8 @@ from pathlib import Path
 import numpy as np
 
 from bertlib.core.errors import ConfigError, DataError
-from bertlib.core.files import temp_path
+from bertlib.core.files import sha256_file, temp_path
+from bertlib.core.vocab import check_vocab_compatible
 
 INT_FEATURES = (
     "input_ids",
@@ -355,8 +356,6 @@ def validate_dataset(
     first record has exactly the pretraining features with the manifest's lengths, in the manifest's
     layout (packed / unmasked, :func:`dataset_layout`).
     """
-    from bertlib.core.files import sha256_file
-    from bertlib.core.vocab import check_vocab_compatible
 
     data_dir = Path(data_dir)
     manifest = read_manifest(data_dir)

@@ -271,7 +271,7 @@ def _precut(wikitext: str) -> str:
 
 def clean_wikitext(wikitext: str) -> list[str]:
     """Wikitext → prose paragraphs (markup, templates, tables, refs, files, categories removed)."""
-    import mwparserfromhell
+    import mwparserfromhell  # 'local' extra (data preparation only), absent in a SageMaker Studio kernel
 
     code = mwparserfromhell.parse(_precut(wikitext))
     _prune(code)
@@ -294,7 +294,7 @@ def _paragraphs(text: str) -> list[str]:
 
 def split_sentences(paragraphs: list[str]) -> list[str]:
     """Paragraphs → sentences (blingfire's rule-based splitter; each paragraph split separately)."""
-    from blingfire import text_to_sentences
+    from blingfire import text_to_sentences  # 'local' extra, as mwparserfromhell
 
     out = []
     for p in paragraphs:

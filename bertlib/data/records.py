@@ -212,7 +212,7 @@ def encode_examples(features: dict[str, np.ndarray]) -> list[bytes]:
 
 
 def _masked_crc(data: bytes) -> int:
-    import google_crc32c
+    import google_crc32c  # 'local' extra: a SageMaker Studio kernel reads manifests here without it
 
     crc = google_crc32c.value(data)
     return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF

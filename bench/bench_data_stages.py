@@ -73,24 +73,25 @@ def data_config(source: Path, out: Path, workers: int, args):
 
 
 def instrument_main_cpu() -> dict:
-    """Wrap ``_Preparer.extract`` and ``_Preparer.tokenize`` to record the main process's CPU seconds
-    (all its threads: result handling, pickling, writing) into the returned dict, per call."""
-    from bertlib.data import prepare as prep
+    """Wrap the extract and tokenize stages (``bertlib.data.prepare.extract``, ``.tokens``) to record the
+    main process's CPU seconds (all its threads: result handling, pickling, writing) into the returned
+    dict, per call."""
+    from bertlib.data.prepare import extract, tokens
 
     seconds: dict = {}
 
     def timed(name, method):
-        def wrapper(self, *a, **kw):
+        def wrapper(*a, **kw):
             c = time.process_time()
             try:
-                return method(self, *a, **kw)
+                return method(*a, **kw)
             finally:
                 seconds[name] = time.process_time() - c
 
         return wrapper
 
-    for name in ("extract", "tokenize"):
-        setattr(prep._Preparer, name, timed(name, getattr(prep._Preparer, name)))
+    extract.extract_sentences = timed("extract", extract.extract_sentences)
+    tokens.tokenize = timed("tokenize", tokens.tokenize)
     return seconds
 
 

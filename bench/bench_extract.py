@@ -63,9 +63,9 @@ def warm(_) -> None:
 
 
 def spawn_pool(workers: int) -> cf.ProcessPoolExecutor:
-    from bertlib.data.prepare import _worker_init
+    from bertlib.data.prepare import worker_init
 
-    pool = cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init)
+    pool = cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=worker_init)
     list(pool.map(warm, range(workers)))
     return pool
 
@@ -136,14 +136,14 @@ def data_config(source: Path, out: Path, workers: int, dupe_factor: int):
 
 
 def bench_extract_stage(source: Path, out: Path, workers: int) -> dict:
-    from bertlib.data.prepare import _Preparer
+    from bertlib.data.prepare.extract import extract_sentences
+    from bertlib.data.prepare.sources import validate
 
     shutil.rmtree(out, ignore_errors=True)
-    prep = _Preparer(data_config(source, out, workers, 1), progress=False)
-    prep.validate()
+    plan = validate(data_config(source, out, workers, 1))
     with spawn_pool(workers) as pool:
         c, t = main_cpu(), time.perf_counter()
-        info = prep.extract(pool, workers)
+        info, _ = extract_sentences(plan, pool, workers, progress=False)
         wall, cpu = time.perf_counter() - t, main_cpu() - c
     return {
         "wall": wall,

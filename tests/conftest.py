@@ -13,6 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from bertlib.core.config import build_config
+from bertlib.data.prepare import prepare
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_DETERMINISTIC_OPS", "1")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -60,20 +63,14 @@ def squad_fixture() -> Path:
 
 
 @pytest.fixture(scope="session")
-def prepared_dataset(tmp_path_factory, wiki_slice, bert_vocab) -> Path:
-    """A small real dataset made by ``bertlib prepare-data`` (DATA area) from the Wikipedia slice:
-    the first 30 articles, bert-base-uncased vocab, dupe_factor 1, 2 train shards + 1 validation shard.
-    Returns the output root; phase folders: ``phase1`` (S=64, P=10) and ``phase2`` (S=128, P=20).
-    """
-    from bertlib.core.config import build_config
-    from bertlib.data.prepare import prepare
+def slice_data_settings(wiki_slice, bert_vocab):
+    """``slice_data_settings(**overrides)`` → prepare-data settings (a dict for ``build_config``) on
+    the Wikipedia slice's first 30 articles: bert-base-uncased vocab, dupe_factor 1, 2 train shards +
+    1 validation shard, one worker, seed 12345. ``output_dir`` and ``phases`` come as overrides."""
 
-    out = tmp_path_factory.mktemp("prepared") / "data"
-    cfg = build_config(
-        "prepare-data",
-        {
+    def settings(**overrides) -> dict:
+        return {
             "sources": [str(wiki_slice)],
-            "output_dir": str(out),
             "vocab_file": str(bert_vocab),
             "do_lower_case": True,
             "max_documents": 30,
@@ -83,13 +80,24 @@ def prepared_dataset(tmp_path_factory, wiki_slice, bert_vocab) -> Path:
             "dupe_factor": 1,
             "num_workers": 1,
             "seed": 12345,
-            "phases": [
-                {"name": "phase1", "max_seq_length": 64, "max_predictions_per_seq": 10},
-                {"name": "phase2", "max_seq_length": 128, "max_predictions_per_seq": 20},
-            ],
-        },
-    )
-    prepare(cfg, progress=False)
+            **overrides,
+        }
+
+    return settings
+
+
+@pytest.fixture(scope="session")
+def prepared_dataset(tmp_path_factory, slice_data_settings) -> Path:
+    """A small real dataset made by ``bertlib prepare-data`` (DATA area) from the Wikipedia slice
+    (:func:`slice_data_settings`). Returns the output root; phase folders: ``phase1`` (S=64, P=10) and
+    ``phase2`` (S=128, P=20).
+    """
+    out = tmp_path_factory.mktemp("prepared") / "data"
+    phases = [
+        {"name": "phase1", "max_seq_length": 64, "max_predictions_per_seq": 10},
+        {"name": "phase2", "max_seq_length": 128, "max_predictions_per_seq": 20},
+    ]
+    prepare(build_config("prepare-data", slice_data_settings(output_dir=str(out), phases=phases)), progress=False)
     return out
 
 

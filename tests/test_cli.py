@@ -127,7 +127,7 @@ def test_help_imports_neither_tensorflow_nor_the_other_subcommands(subprocess_en
 
 
 def test_config_plus_overrides_parse_as_before(tmp_path):
-    from bertlib.data import prepare
+    from bertlib.core.config import job_command, parse_job_args
     from bertlib.train import pretrain
 
     p = tmp_path / "p.yaml"
@@ -167,12 +167,13 @@ def test_config_plus_overrides_parse_as_before(tmp_path):
     d = tmp_path / "d.yaml"
     d.write_text(yaml.safe_dump(DATA))
     phases = [{"name": "p1", "max_seq_length": 64, "max_predictions_per_seq": 10}]
-    cfg, args = prepare.parse_job_args(
+    cfg, args = parse_job_args(
         "prepare-data",
-        prepare.job_command("prepare-data"),
+        job_command("prepare-data", progress_flag=True),
         ["--config", str(d), "--phases", json.dumps(phases), "--source_sha256", '{"a": "b"}'],
     )
     assert cfg == build_config("prepare-data", {**DATA, "phases": phases, "source_sha256": {"a": "b"}})
+    assert args.extras["no_progress"] is False
     assert pretrain.parse_args(["--help"]) is None
 
 

@@ -284,6 +284,11 @@ class SchemaCommand(click.Command):
                 )
 
 
+def progress_option() -> click.Option:
+    """``--no_progress``, the flag of the jobs that draw progress bars (parsed into ``extras["no_progress"]``)."""
+    return click.Option(["--no_progress"], is_flag=True, help="no progress bars")
+
+
 def command(
     name: str,
     model: type[BaseModel] | None,

@@ -19,6 +19,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from bertlib.core.cli_schema import command, parse, parse_values, progress_option
 from bertlib.core.errors import ConfigError
 
 
@@ -338,22 +339,26 @@ def parse_overrides(argv: list[str], model: type[BaseModel] | None = None) -> di
     ``--key=value`` and dashes in keys work too. With ``model``, a key that is not one of its fields is
     refused; without, any ``--key`` is taken.
     """
-    from bertlib.core.cli_schema import parse_values
-
     return parse_values(list(argv), model)
 
 
-def job_command(job: str, help: str | None = None, params: list | None = None, name: str | None = None, **kwargs):
+def job_command(
+    job: str,
+    help: str | None = None,
+    params: list | None = None,
+    name: str | None = None,
+    progress_flag: bool = False,
+    **kwargs,
+):
     """``bertlib JOB``'s command line (:func:`bertlib.core.cli_schema.command`): ``--config FILE`` plus one
-    option per key of the job's schema, whose ``--help`` lists them with type, default and description."""
-    from bertlib.core.cli_schema import command
-
+    option per key of the job's schema, whose ``--help`` lists them with type, default and description;
+    with ``progress_flag`` also ``--no_progress`` (``args.extras["no_progress"]``)."""
     cls = JOBS[job]
     return command(
         name or f"bertlib {job}",
         cls,
         help=help,
-        params=params,
+        params=[*(params or []), *([progress_option()] if progress_flag else [])],
         config=f"params YAML ({cls.__name__} keys); the options below override its values",
         **kwargs,
     )
@@ -362,8 +367,6 @@ def job_command(job: str, help: str | None = None, params: list | None = None, n
 def parse_job_args(job: str, cmd, argv: list[str]):
     """``argv`` → ``(validated config, Args)`` with ``cmd`` (:func:`job_command`), or ``(None, None)`` when
     ``--help`` was printed."""
-    from bertlib.core.cli_schema import parse
-
     args = parse(cmd, argv)
     if args is None:
         return None, None

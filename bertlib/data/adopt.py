@@ -38,7 +38,10 @@ from typing import NoReturn
 import numpy as np
 
 from bertlib.core.config import AdoptConfig, job_command, parse_job_args
-from bertlib.core.errors import ConfigError, DataError
+from bertlib.core.errors import ConfigError, DataError, run_guarded
+from bertlib.core.files import sha256_file, write_json
+from bertlib.core.progress import quiet_or_bar
+from bertlib.core.vocab import check_vocab_casing, read_vocab, vocab_info
 from bertlib.data.records import (
     FEATURE_NAMES,
     MANIFEST_FORMAT,
@@ -137,8 +140,6 @@ class _VocabFacts:
     """What the record checks need of a vocab: its file, entry count and the id of ``[CLS]``."""
 
     def __init__(self, vocab_file: Path):
-        from bertlib.core.vocab import read_vocab
-
         tokens = read_vocab(vocab_file)
         missing = [t for t in ("[UNK]", "[CLS]", "[SEP]", "[MASK]") if t not in tokens]
         if missing:
@@ -248,7 +249,6 @@ def _check_existing(cfg: AdoptConfig, root: Path) -> None:
 def _place_vocab(cfg: AdoptConfig, root: Path, vocab_sha256: str) -> None:
     """``<data_dir>/vocab.txt`` = the given vocab (copied through a temp name); another one there is
     refused unless ``force``."""
-    from bertlib.core.files import sha256_file
 
     dest = root / "vocab.txt"
     if dest.is_file() and sha256_file(dest) == vocab_sha256:
@@ -267,9 +267,6 @@ def adopt(cfg: AdoptConfig, progress: bool = True) -> dict:
     """Adopt ``cfg.data_dir`` (see the module docstring); return the manifest written, plus
     ``adopt = {files_read, files_reused, seconds, records_per_s}``. Bad input raises ConfigError /
     DataError / FileNotFoundError with one line naming the file (and record and feature)."""
-    from bertlib.core.files import sha256_file, write_json
-    from bertlib.core.progress import quiet_or_bar
-    from bertlib.core.vocab import check_vocab_casing, vocab_info
 
     t0 = time.perf_counter()
     root = Path(cfg.data_dir)
@@ -346,13 +343,11 @@ def adopt(cfg: AdoptConfig, progress: bool = True) -> dict:
 
 def main(argv: list[str]) -> int:
     """``bertlib adopt-data --data_dir DIR --vocab_file VOCAB [--key value ...]`` (``--help``: every AdoptConfig key)."""
-    import click
-
     cli = job_command(
         "adopt-data",
         help=__doc__.splitlines()[0] + " E.g. --data_dir DIR --vocab_file VOCAB "
         "--train_files 'training/*' --validation_files 'test/*' (values are YAML).",
-        params=[click.Option(["--no_progress"], is_flag=True, help="no progress bars")],
+        progress_flag=True,
     )
     cfg, args = parse_job_args("adopt-data", cli, argv)
     if cfg is None:
@@ -374,6 +369,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    from bertlib.core.errors import run_guarded
-
     sys.exit(run_guarded(main, sys.argv[1:]))

@@ -30,6 +30,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Iterator, NamedTuple
 
+from bertlib.core.assets import fetch_url
 from bertlib.core.errors import ConfigError
 
 #: Wikilink namespaces whose links are not prose (the image/file caption syntax would leak otherwise).
@@ -191,7 +192,6 @@ def iter_text(path: str | Path, doc_mode: str = "blank_line") -> Iterator[RawDoc
 
 def resolve_source(source: str, sha256: str | None = None, cache_dir: str | None = None) -> Path:
     """A local path (checked to exist) or a downloaded, cached, checksum-verified URL."""
-    from bertlib.core.assets import fetch_url
 
     return fetch_url(source, sha256=sha256, cache_dir=cache_dir)
 
@@ -271,7 +271,7 @@ def _precut(wikitext: str) -> str:
 
 def clean_wikitext(wikitext: str) -> list[str]:
     """Wikitext → prose paragraphs (markup, templates, tables, refs, files, categories removed)."""
-    import mwparserfromhell
+    import mwparserfromhell  # 'local' extra (data preparation only), absent in a SageMaker Studio kernel
 
     code = mwparserfromhell.parse(_precut(wikitext))
     _prune(code)
@@ -294,7 +294,7 @@ def _paragraphs(text: str) -> list[str]:
 
 def split_sentences(paragraphs: list[str]) -> list[str]:
     """Paragraphs → sentences (blingfire's rule-based splitter; each paragraph split separately)."""
-    from blingfire import text_to_sentences
+    from blingfire import text_to_sentences  # 'local' extra, as mwparserfromhell
 
     out = []
     for p in paragraphs:

@@ -1,9 +1,9 @@
 """One data preparation shared by several machines (``num_hosts`` / ``host_index``, or an MPI world).
 
 Every shard is a pure function of the settings, the corpus and the document groups, so host ``h`` of
-``N`` can write exactly the shards ``i`` (in the order of ``_Preparer.shard_tasks``: phase, split,
-shard number) with ``i mod N = h`` and get the same bytes a single machine writes. Each host makes
-the corpus (extract, vocab, tokenize) and the document groups' instances itself: they are needed
+``N`` can write exactly the shards ``i`` (in the order of :func:`bertlib.data.prepare.shards.shard_tasks`:
+phase, split, shard number) with ``i mod N = h`` and get the same bytes a single machine writes. Each
+host makes the corpus (extract, vocab, tokenize) and the document groups' instances itself: they are needed
 whole by every shard, and repeating them costs less than moving them (see ``bertlib estimate`` for
 the projection of each stage).
 

@@ -29,7 +29,10 @@ functions run uncompiled).
 
 from __future__ import annotations
 
-import tensorflow as tf
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # TensorFlow is imported where used: importing this module (pipeline does) is free
+    import tensorflow as tf
 
 _RANK_LIMIT = 2**23  # ranks fit above the batch index in the seed's second word
 _INDEX_BITS = 40  # batch indices below 2**40
@@ -42,6 +45,8 @@ def mask_seed(seed: int, rank: int, batch_index) -> tf.Tensor:
     ``Dataset.enumerate()``) in ``[0, 2**40)``. Distinct (rank, batch_index) give distinct seeds, and
     the stateless ops scramble the seed, so neighbouring seeds draw independent masks.
     """
+    import tensorflow as tf
+
     if not 0 <= rank < _RANK_LIMIT:
         raise ValueError(f"rank {rank} not in [0, {_RANK_LIMIT})")
     index = tf.cast(batch_index, tf.int64)
@@ -50,6 +55,8 @@ def mask_seed(seed: int, rank: int, batch_index) -> tf.Tensor:
 
 def _row_sums(values: tf.Tensor, index: tf.Tensor, width) -> tf.Tensor:
     """``out[b, w] = sum of values[b, s] over s with index[b, s] == w``: values, index [B, S] → [B, width]."""
+    import tensorflow as tf
+
     batch = tf.shape(values)[0]
     rows = tf.range(batch)[:, None]
     sums = tf.math.unsorted_segment_sum(values, rows * width + index, batch * width)
@@ -75,6 +82,8 @@ def dynamic_mask(
     [B, P] int32 (ascending, 0-padded), ``masked_lm_ids`` [B, P] int32 (original ids, 0-padded),
     ``masked_lm_weights`` [B, P] float32 (1 real, 0 padding).
     """
+    import tensorflow as tf
+
     p = max_predictions_per_seq
     ids = features["input_ids"]
     pair = tf.cast(features["input_mask"], tf.int32)

@@ -24,6 +24,9 @@ import os
 from pathlib import Path
 
 from bertlib.core.errors import DataError
+from bertlib.core.vocab import read_vocab
+from bertlib.data.masking import dynamic_mask, mask_seed
+from bertlib.data.pretraining import SpecialIds
 from bertlib.data.records import dataset_layout, parse_pretraining_batch, validate_dataset
 
 #: files read concurrently per rank (google-research/bert uses min(4, files))
@@ -87,9 +90,6 @@ def _mask_drawer(data_dir, masked_lm_prob: float, max_predictions_per_seq: int, 
     """For unmasked records (``masking: dynamic``): ``(batch, batch_index) -> batch`` with masks drawn by
     :func:`bertlib.data.masking.dynamic_mask` (at ``masked_lm_prob``, with the dataset's ``vocab.txt``
     special ids), seeded by (``seed``, ``rank``, batch index)."""
-    from bertlib.core.vocab import read_vocab
-    from bertlib.data.masking import dynamic_mask, mask_seed
-    from bertlib.data.pretraining import SpecialIds
 
     vocab_file = Path(data_dir) / "vocab.txt"
     if not vocab_file.is_file():

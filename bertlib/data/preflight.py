@@ -29,9 +29,12 @@ import os
 import shutil
 from pathlib import Path
 
+from bertlib.core.assets import download_path, remote_size
 from bertlib.core.config import DataConfig
 from bertlib.core.errors import ConfigError
 from bertlib.core.log import get_logger
+from bertlib.data.corpus import source_format
+from bertlib.data.pretraining import CORPUS_FILES
 
 _log = get_logger(__name__)
 
@@ -72,8 +75,6 @@ def source_kind(source: str, declared: str = "auto") -> tuple[str, bool]:
     if declared != "auto":
         return declared, compressed
     if "://" not in source and Path(source).is_file():
-        from bertlib.data.corpus import source_format
-
         try:
             return source_format(source), compressed
         except (OSError, EOFError, UnicodeDecodeError):  # unreadable: the validation that follows says so
@@ -122,7 +123,6 @@ def _left(cfg: DataConfig, need: dict[str, int]) -> dict[str, int]:
     """What each part still needs: nothing for a finished stage (its marker: ``.corpus/extract.json``,
     ``.corpus/tokenize.json``, ``<phase>/manifest.json``), else the estimate less the bytes of it
     already written (a resumed run's shards and instance files)."""
-    from bertlib.data.pretraining import CORPUS_FILES
 
     out, work = Path(cfg.output_dir), Path(cfg.work_dir or cfg.output_dir)
     corpus = work / ".corpus"
@@ -154,7 +154,6 @@ def check_disk(cfg: DataConfig, hosts: int = 1) -> dict | None:
     (one line: the location, the need, the free space) when a disk lacks it. Sources still to
     download count on the download cache's disk. Returns ``{location: {"need": bytes, "free": bytes, "parts": {...}}}``, or None when
     a URL's size cannot be had (no Content-Length): then a note is printed and nothing is checked."""
-    from bertlib.core.assets import download_path, remote_size
 
     source_bytes, downloads = {}, {}
     for s in cfg.sources:

@@ -192,25 +192,34 @@ class SpecialIds:
         return cls(index["[CLS]"], index["[SEP]"], index["[MASK]"], len(vocab), cont)
 
 
+@dataclass(frozen=True, eq=False)
+class MaskSettings:
+    """How pairs become feature rows (:func:`build_examples`, :func:`build_packed_examples`,
+    :func:`make_shard`): rows of ``max_seq_length`` tokens, masked LM with up to
+    ``max_predictions_per_seq`` predictions per pair (``masked_lm_prob`` of its tokens; whole words
+    with ``whole_word_masking``), the vocab's special ``ids``; ``masked=False`` (dynamic masking)
+    leaves the pairs unmasked."""
+
+    max_seq_length: int
+    max_predictions_per_seq: int
+    masked_lm_prob: float
+    whole_word_masking: bool
+    ids: SpecialIds
+    masked: bool = True
+
+
 def build_examples(
-    tokens: np.ndarray,
-    instances: np.ndarray,
-    max_seq_length: int,
-    max_predictions_per_seq: int,
-    masked_lm_prob: float,
-    whole_word_masking: bool,
-    ids: SpecialIds,
-    rng: np.random.Generator,
-    masked: bool = True,
+    tokens: np.ndarray, instances: np.ndarray, settings: MaskSettings, rng: np.random.Generator
 ) -> dict[str, np.ndarray]:
     """Instances [N, 5] → padded, masked feature arrays (the records' features, see records.py).
 
     Returns ``input_ids, input_mask, segment_ids`` [N, S] int64, ``masked_lm_positions,
     masked_lm_ids`` [N, P] int64, ``masked_lm_weights`` [N, P] float32, ``next_sentence_labels`` [N, 1].
-    ``masked=False`` (dynamic masking): no ``masked_lm_*`` arrays, ``input_ids`` unmasked, and no
-    random numbers are drawn.
+    ``settings.masked=False`` (dynamic masking): no ``masked_lm_*`` arrays, ``input_ids`` unmasked,
+    and no random numbers are drawn.
     """
-    n, s, p = len(instances), max_seq_length, max_predictions_per_seq
+    ids, masked_lm_prob = settings.ids, settings.masked_lm_prob
+    n, s, p = len(instances), settings.max_seq_length, settings.max_predictions_per_seq
     a0, a1, b0, b1, rand_next = (instances[:, j : j + 1] for j in range(5))
     la, lb = a1 - a0, b1 - b0
     length = la + lb + 3
@@ -225,7 +234,7 @@ def build_examples(
     input_ids[rows, length[:, 0] - 1] = ids.sep
     input_mask = (pos < length).astype(np.int64)
     segment_ids = ((pos >= la + 2) & (pos < length)).astype(np.int64)
-    if not masked:
+    if not settings.masked:
         return {
             "input_ids": input_ids,
             "input_mask": input_mask,
@@ -236,7 +245,7 @@ def build_examples(
     # -- masked LM: candidates in random order, greedily taken up to num_to_predict ----------------
     cand = in_a | in_b
     num_to_predict = np.minimum(p, np.maximum(1, np.rint(length[:, 0] * masked_lm_prob).astype(np.int64)))
-    if whole_word_masking:
+    if settings.whole_word_masking:
         prev_cand = np.zeros_like(cand)
         prev_cand[:, 1:] = cand[:, :-1]
         starts = cand & ~(ids.continuation[input_ids] & prev_cand)
@@ -250,7 +259,7 @@ def build_examples(
     ranked_unit = unit[rows[:, None], order]  # [N, S] word at each rank
     n_units = starts.sum(axis=1)
     ranked_len = np.where(np.arange(s)[None, :] < n_units[:, None], unit_len[rows[:, None], ranked_unit], 0)
-    if whole_word_masking:
+    if settings.whole_word_masking:
         taken = np.zeros((n, s), bool)
         count = np.zeros(n, np.int64)
         for k in range(int(n_units.max()) if n else 0):
@@ -286,16 +295,7 @@ def build_examples(
 
 
 def build_packed_examples(
-    tokens: np.ndarray,
-    instances: np.ndarray,
-    rows: np.ndarray,
-    max_seq_length: int,
-    max_predictions_per_seq: int,
-    masked_lm_prob: float,
-    whole_word_masking: bool,
-    ids: SpecialIds,
-    rng: np.random.Generator,
-    masked: bool = True,
+    tokens: np.ndarray, instances: np.ndarray, rows: np.ndarray, settings: MaskSettings, rng: np.random.Generator
 ) -> dict[str, np.ndarray]:
     """Instances [N, 5] packed into rows [R, K] (pair indices in row order, -1 = no pair; see
     :func:`bertlib.data.packing.pack`) → packed feature arrays (records.py's packed layout).
@@ -305,20 +305,10 @@ def build_packed_examples(
     row are placed back to back by :func:`bertlib.data.packing.place_pairs`.
     """
     present = rows >= 0  # [R, K]; pairs fill a prefix
-    pairs = build_examples(
-        tokens,
-        instances[rows[present]],
-        max_seq_length,
-        max_predictions_per_seq,
-        masked_lm_prob,
-        whole_word_masking,
-        ids,
-        rng,
-        masked,
-    )  # [M, ...] in row-major order
+    pairs = build_examples(tokens, instances[rows[present]], settings, rng)  # [M, ...] in row-major order
     pair_of = np.full(rows.shape, -1, np.int64)  # [R, K] row of `pairs` per slot
     pair_of[present] = np.arange(present.sum())
-    return place_pairs(pairs, pair_of, max_seq_length, max_predictions_per_seq)
+    return place_pairs(pairs, pair_of, settings.max_seq_length, settings.max_predictions_per_seq)
 
 
 def group_documents(doc_ids: np.ndarray, group: int, num_groups: int) -> np.ndarray:
@@ -386,19 +376,14 @@ def make_shard(
     corpus: TokenizedCorpus,
     instances: np.ndarray,
     *,
-    max_seq_length: int,
-    max_predictions_per_seq: int,
-    masked_lm_prob: float,
-    whole_word_masking: bool,
-    ids: SpecialIds,
+    settings: MaskSettings,
     seed: int,
     batch_size: int = 1024,
     pack_sequences: bool = False,
     max_pairs_per_row: int = 1,
-    masked: bool = True,
 ):
     """All examples of one shard from its instances ``[N, 5]`` (its :func:`dealt_slice` of every
-    group): shuffled, masked (unless not ``masked``: dynamic masking).
+    group): shuffled, masked (unless not ``settings.masked``: dynamic masking).
 
     With ``pack_sequences`` the shuffled pairs are packed (:func:`bertlib.data.packing.pack`, up to
     ``max_pairs_per_row`` per row, rows shuffled) and ``batch_size`` counts rows. Yields
@@ -407,12 +392,11 @@ def make_shard(
     """
     rng = np.random.default_rng(derive_seed(seed, "mask"))
     instances = instances[rng.permutation(len(instances))]
-    settings = (max_seq_length, max_predictions_per_seq, masked_lm_prob, whole_word_masking, ids, rng, masked)
     if not pack_sequences:
         for start in range(0, len(instances), batch_size):
-            yield build_examples(corpus.tokens, instances[start : start + batch_size], *settings)
+            yield build_examples(corpus.tokens, instances[start : start + batch_size], settings, rng)
         return
     lengths = instances[:, 1] - instances[:, 0] + instances[:, 3] - instances[:, 2] + 3
-    rows = pack(lengths, max_seq_length, max_pairs_per_row, rng)
+    rows = pack(lengths, settings.max_seq_length, max_pairs_per_row, rng)
     for start in range(0, len(rows), batch_size):
-        yield build_packed_examples(corpus.tokens, instances, rows[start : start + batch_size], *settings)
+        yield build_packed_examples(corpus.tokens, instances, rows[start : start + batch_size], settings, rng)

@@ -40,8 +40,10 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from bertlib.core.assets import asset, download_path
 from bertlib.core.config import DataConfig
 from bertlib.core.errors import ConfigError
+from bertlib.core.instances import instance
 from bertlib.data.preflight import INSTANCE_BYTES_PER_ROW, TEXT_BYTES_PER_TOKEN, disk_need, source_kind
 
 # Per-worker rates and main-process caps measured on 2026-12-02 on this machine (a 2-vCPU AMD EPYC VM,
@@ -81,7 +83,6 @@ def source_sizes(cfg: DataConfig, source_bytes: int | None = None) -> dict[str, 
     cached asset, fetched if needed); a URL's ``source_bytes``, else its cached download's size, else
     :data:`WIKIPEDIA_DUMP_BYTES` for a Wikipedia dump (format by preflight's rules). A URL of any
     other kind, or a missing local file, needs ``source_bytes``."""
-    from bertlib.core.assets import asset, download_path
 
     sizes = {}
     for s in cfg.sources:
@@ -220,7 +221,6 @@ def project(
     the projection leaves out for these settings), "runs": {N:
     {"stages", "hours", "usd", "disk_bytes", "bound", "next"}}}`` (``bound``: the stage with the most
     hours, ``next``: the one after it)."""
-    from bertlib.core.instances import instance
 
     inst = instance(cfg.instance_type)
     sizes = source_sizes(cfg, source_bytes)

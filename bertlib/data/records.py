@@ -36,7 +36,8 @@ from pathlib import Path
 import numpy as np
 
 from bertlib.core.errors import ConfigError, DataError
-from bertlib.core.files import temp_path
+from bertlib.core.files import sha256_file, temp_path
+from bertlib.core.vocab import check_vocab_compatible
 
 INT_FEATURES = (
     "input_ids",
@@ -211,7 +212,7 @@ def encode_examples(features: dict[str, np.ndarray]) -> list[bytes]:
 
 
 def _masked_crc(data: bytes) -> int:
-    import google_crc32c
+    import google_crc32c  # 'local' extra: a SageMaker Studio kernel reads manifests here without it
 
     crc = google_crc32c.value(data)
     return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
@@ -355,8 +356,6 @@ def validate_dataset(
     first record has exactly the pretraining features with the manifest's lengths, in the manifest's
     layout (packed / unmasked, :func:`dataset_layout`).
     """
-    from bertlib.core.files import sha256_file
-    from bertlib.core.vocab import check_vocab_compatible
 
     data_dir = Path(data_dir)
     manifest = read_manifest(data_dir)

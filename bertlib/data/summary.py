@@ -21,7 +21,7 @@ def counts_table(output_dir: str | os.PathLike):
     (records), pairs, ``pairs_per_row`` (1 unless packed), ``efficiency`` (real tokens / (records × S),
     from the shards' counts), masked tokens, shards, max_seq_length / max_predictions_per_seq,
     ``max_pairs_per_row``, ``masking`` (static / dynamic) and the vocab's casing."""
-    import pandas as pd
+    import pandas as pd  # heavy, and only for the notebook tables
 
     rows = []
     for manifest_path in sorted(Path(output_dir).glob("*/manifest.json")):
@@ -59,7 +59,7 @@ def shard_table(output_dir: str | os.PathLike):
     that are ``padding`` (1 - packing efficiency; :func:`bertlib.data.records.shard_mix` of the
     manifest's counts). Every training rank reads its own shards, so these should agree across a
     split up to sampling noise."""
-    import pandas as pd
+    import pandas as pd  # heavy, and only for the notebook tables
 
     rows = []
     for manifest_path in sorted(Path(output_dir).glob("*/manifest.json")):

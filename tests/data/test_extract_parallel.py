@@ -17,7 +17,9 @@ from bertlib.core.config import build_config
 from bertlib.core.errors import ConfigError
 from bertlib.data import multistream
 from bertlib.data.multistream import RangeReader, stream_ranges
-from bertlib.data.prepare import _Preparer, _worker_init, prepare
+from bertlib.data.prepare import prepare, worker_init
+from bertlib.data.prepare.extract import extract_sentences
+from bertlib.data.prepare.sources import validate
 
 REPO = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("make_multistream", REPO / "bench" / "make_multistream.py")
@@ -35,7 +37,7 @@ def dumps(tmp_path_factory, wiki_slice):
 def pools():
     """Worker pools of 1 and 2 spawned processes (as prepare makes them), shared by the tests."""
     ctx = multiprocessing.get_context("spawn")
-    made = {n: cf.ProcessPoolExecutor(n, mp_context=ctx, initializer=_worker_init) for n in (1, 2)}
+    made = {n: cf.ProcessPoolExecutor(n, mp_context=ctx, initializer=worker_init) for n in (1, 2)}
     yield made
     for pool in made.values():
         pool.shutdown()
@@ -63,9 +65,8 @@ def _config(source, out, bert_vocab, workers, max_documents=None, **extra):
 def extract(source, out, bert_vocab, pools, workers, max_documents=None) -> tuple[bytes, dict]:
     """Stage 1 of prepare-data alone: ``sentences.txt`` and ``extract.json``'s content."""
     shutil.rmtree(out, ignore_errors=True)
-    prep = _Preparer(_config(source, out, bert_vocab, workers, max_documents), progress=False)
-    prep.validate()
-    info = prep.extract(pools[workers], workers)
+    plan = validate(_config(source, out, bert_vocab, workers, max_documents))
+    info, _ = extract_sentences(plan, pools[workers], workers, progress=False)
     return (Path(out) / ".corpus" / "sentences.txt").read_bytes(), info
 
 

@@ -257,7 +257,7 @@ def test_counts_equal_static_build_examples():
     b0 = rng.integers(0, len(tokens) - S, n)
     instances = np.stack([a0, a0 + la, b0, b0 + lb, rng.integers(0, 2, n)], axis=1)
     ids = pt.SpecialIds(CLS, SEP, MASK, VOCAB, np.zeros(VOCAB, bool))
-    static = pt.build_examples(tokens, instances, S, P, PROB, False, ids, np.random.default_rng(5))
+    static = pt.build_examples(tokens, instances, pt.MaskSettings(S, P, PROB, False, ids), np.random.default_rng(5))
     unmasked = static["input_ids"].copy()
     rows, cols = np.nonzero(static["masked_lm_weights"] > 0)
     unmasked[rows, static["masked_lm_positions"][rows, cols]] = static["masked_lm_ids"][rows, cols]

@@ -166,7 +166,9 @@ def packed(tmp_path_factory, corpus, ids, instances):
     """The instances packed (K=3), masked, written and read back by TensorFlow; with the rows."""
     lengths = instances[:, 1] - instances[:, 0] + instances[:, 3] - instances[:, 2] + 3
     rows = pack(lengths, S, K, np.random.default_rng(5))
-    feats = pt.build_packed_examples(corpus.tokens, instances, rows, S, P, PROB, False, ids, np.random.default_rng(6))
+    feats = pt.build_packed_examples(
+        corpus.tokens, instances, rows, pt.MaskSettings(S, P, PROB, False, ids), np.random.default_rng(6)
+    )
     path = tmp_path_factory.mktemp("packed") / "packed.tfrecord"
     write_tfrecord_file(path, encode_examples(feats))
     return rows, tf_parse(path, S, P, K, masked=True), path
@@ -225,13 +227,10 @@ def test_packed_rows_equal_the_pairs_built_unpacked(whole_word_masking, corpus, 
     # the pairs' records with padding cut, laid back to back, masked positions shifted
     lengths = instances[:, 1] - instances[:, 0] + instances[:, 3] - instances[:, 2] + 3
     rows = pack(lengths, S, K, np.random.default_rng(5))[:300]
-    r = pt.build_packed_examples(
-        corpus.tokens, instances, rows, S, P, PROB, whole_word_masking, ids, np.random.default_rng(6)
-    )
+    settings = pt.MaskSettings(S, P, PROB, whole_word_masking, ids)
+    r = pt.build_packed_examples(corpus.tokens, instances, rows, settings, np.random.default_rng(6))
     present = rows >= 0
-    single = pt.build_examples(
-        corpus.tokens, instances[rows[present]], S, P, PROB, whole_word_masking, ids, np.random.default_rng(6)
-    )
+    single = pt.build_examples(corpus.tokens, instances[rows[present]], settings, np.random.default_rng(6))
     m = 0
     for row in range(len(rows)):
         start, pos, ids_of = 0, [], []
@@ -251,19 +250,10 @@ def test_packed_rows_equal_the_pairs_built_unpacked(whole_word_masking, corpus, 
 def test_unmasked_records(tmp_path, corpus, ids, instances):
     lengths = instances[:, 1] - instances[:, 0] + instances[:, 3] - instances[:, 2] + 3
     rows = pack(lengths, S, K, np.random.default_rng(5))[:50]
+    unmasked = pt.MaskSettings(S, P, PROB, False, ids, masked=False)
     for k, feats in (
-        (
-            K,
-            pt.build_packed_examples(
-                corpus.tokens, instances, rows, S, P, PROB, False, ids, np.random.default_rng(6), masked=False
-            ),
-        ),
-        (
-            1,
-            pt.build_examples(
-                corpus.tokens, instances[:50], S, P, PROB, False, ids, np.random.default_rng(6), masked=False
-            ),
-        ),
+        (K, pt.build_packed_examples(corpus.tokens, instances, rows, unmasked, np.random.default_rng(6))),
+        (1, pt.build_examples(corpus.tokens, instances[:50], unmasked, np.random.default_rng(6))),
     ):
         assert sorted(feats) == ["input_ids", "input_mask", "next_sentence_labels", "segment_ids"]
         path = tmp_path / f"k{k}.tfrecord"

@@ -18,6 +18,7 @@ from bertlib.core.config import build_config
 from bertlib.core.errors import ConfigError, DataError
 from bertlib.core.vocab import vocab_info
 from bertlib.data.prepare import prepare
+from bertlib.data.prepare.shards import HOLD_ENV
 from bertlib.data.records import read_manifest, read_records, validate_dataset
 
 
@@ -77,21 +78,11 @@ def test_same_seed_same_bytes_any_worker_count_other_seed_differs(tmp_path, wiki
     assert (tmp_path / "a" / "p64" / "vocab.txt").read_bytes() == bert_vocab.read_bytes()
 
 
-def _workers_of(pid: int) -> list[int]:
-    """Child processes of ``pid`` that are multiprocessing workers (not the resource tracker)."""
-    out = []
-    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
-        try:
-            cmd = Path(f"/proc/{child}/cmdline").read_bytes().decode(errors="replace")
-        except OSError:
-            continue
-        if "spawn_main" in cmd and "resource_tracker" not in cmd:
-            out.append(int(child))
-    return out
-
-
 @pytest.mark.slow
 def test_killed_worker_then_rerun_gives_identical_shards(tmp_path, wiki_text, bert_vocab, subprocess_env):
+    """Both workers stop after their 2nd shard (the HOLD_ENV test hook) and one is killed there: the
+    run fails with exactly 4 of the 9 shards done (the reference's bytes); the rerun writes the other
+    5 and ends with the reference's shards."""
     reference = tmp_path / "ref"
     prepare(
         build_config(
@@ -108,33 +99,32 @@ def test_killed_worker_then_rerun_gives_identical_shards(tmp_path, wiki_text, be
     cfg_path = tmp_path / "run.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
     cmd = [sys.executable, "-m", "bertlib", "prepare-data", "--config", str(cfg_path), "--no-progress"]
-    proc = subprocess.Popen(cmd, env=subprocess_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    held = tmp_path / "held"  # a worker holding after its 2nd shard creates held/<its pid>
+    held.mkdir()
+    env = {**subprocess_env, HOLD_ENV: f"2:{held}"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     phase = tmp_path / "run" / "p64"
-    killed = None
     try:
-        deadline = time.time() + 240
-        while time.time() < deadline and proc.poll() is None:
-            if phase.is_dir() and any(phase.glob("train-*.tfrecord")):
-                workers = _workers_of(proc.pid)
-                if workers:
-                    killed = workers[-1]
-                    os.kill(killed, signal.SIGKILL)
-                    break
-            time.sleep(0.01)
+        deadline = time.monotonic() + 240
+        while len(list(held.iterdir())) < 2 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)  # a bounded poll for the hold markers, not a synchronization
+        holding = sorted(int(p.name) for p in held.iterdir())
+        assert len(holding) == 2, f"workers holding: {holding}; run exit code: {proc.poll()}"
+        os.kill(holding[0], signal.SIGKILL)
         _, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert killed is not None, "the run finished before a worker could be killed"
     assert proc.returncode == 1 and "a worker process died" in err and "rerun" in err
     assert not (phase / "manifest.json").exists()
-    partial = shard_hashes(phase)
-    assert 1 <= len(partial) < 9
+    partial, expected = shard_hashes(phase), shard_hashes(reference / "p64")
+    assert len(partial) == 4 and len(expected) == 9
+    assert partial == {name: expected[name] for name in partial}
     rerun = subprocess.run(cmd, env=subprocess_env, capture_output=True, text=True, timeout=240)
     assert rerun.returncode == 0, rerun.stderr
-    assert "shards_skipped=0 " not in rerun.stdout
-    assert shard_hashes(phase) == shard_hashes(reference / "p64")
+    assert "shards_written=5 shards_skipped=4 " in rerun.stdout
+    assert shard_hashes(phase) == expected
     assert not list(phase.glob(".*tmp*"))  # no temp files left behind
     validate_dataset(phase, 64, 10)
 

@@ -141,7 +141,7 @@ def test_whole_word_masking_masks_whole_words(corpus, vocab):
     ids = pt.SpecialIds.from_vocab(vocab)
     pool = np.arange(corpus.num_documents)
     inst = pt.create_instances(corpus, pool, pool, 128, 0.1, random.Random(3))
-    ex = pt.build_examples(corpus.tokens, inst, 128, 20, 0.15, True, ids, np.random.default_rng(3))
+    ex = pt.build_examples(corpus.tokens, inst, pt.MaskSettings(128, 20, 0.15, True, ids), np.random.default_rng(3))
     orig = unmasked(ex)
     lengths = ex["input_mask"].sum(axis=1)
     n_words_split = 0

@@ -13,6 +13,8 @@
 import numpy as np
 import pytest
 
+from bertlib.core.config import build_config
+from bertlib.data.prepare import prepare
 from bertlib.data.records import read_manifest, read_records
 
 S, P, K = 128, 20, 3
@@ -138,36 +140,18 @@ def test_packed_rows_train_as_the_same_pairs_unpacked(prepared_dataset, jit_comp
 
 
 @pytest.fixture(scope="module")
-def dynamic_dataset(tmp_path_factory, wiki_slice, bert_vocab):
+def dynamic_dataset(tmp_path_factory, slice_data_settings):
     """prepare-data on the slice's first 30 articles with packing (K=2) and dynamic masking: one
     phase (S=64, P=10), 2 train shards + 1 validation shard of unmasked, packed records."""
-    from bertlib.core.config import build_config
-    from bertlib.data.prepare import prepare
-
     out = tmp_path_factory.mktemp("dynamic") / "data"
-    prepare(
-        build_config(
-            "prepare-data",
-            {
-                "sources": [str(wiki_slice)],
-                "output_dir": str(out),
-                "vocab_file": str(bert_vocab),
-                "do_lower_case": True,
-                "max_documents": 30,
-                "num_shards": 2,
-                "validation_shards": 1,
-                "validation_fraction": 0.1,
-                "dupe_factor": 1,
-                "num_workers": 1,
-                "seed": 12345,
-                "pack_sequences": True,
-                "max_pairs_per_row": 2,
-                "dynamic_masking": True,
-                "phases": [{"name": "p", "max_seq_length": 64, "max_predictions_per_seq": 10}],
-            },
-        ),
-        progress=False,
+    settings = slice_data_settings(
+        output_dir=str(out),
+        pack_sequences=True,
+        max_pairs_per_row=2,
+        dynamic_masking=True,
+        phases=[{"name": "p", "max_seq_length": 64, "max_predictions_per_seq": 10}],
     )
+    prepare(build_config("prepare-data", settings), progress=False)
     return out / "p"
 
 

@@ -236,12 +236,12 @@ def test_launch_and_top_level_usage_errors(capsys):
 
 def test_the_python_m_entry_points_answer_help(capsys):
     from bertlib import demo
-    from bertlib.squad import smoke as squad_smoke
+    from bertlib.squad import smoke
 
     capsys.readouterr()
     assert demo.main(["--help"]) == 0
     out = capsys.readouterr().out
     assert all(f"--{k} " in out for k in ("workdir", "params", "experiment")) and "--quiet " in out
-    assert squad_smoke.main(["-h"]) == 0
+    assert smoke.main(["-h"]) == 0
     out = capsys.readouterr().out
     assert "OUT_DIR TEXT" in out and all(f"--{k} " in out for k in ("source", "max_train", "max_dev", "seed"))

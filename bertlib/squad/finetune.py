@@ -2,12 +2,12 @@
 
 The same code runs as one process, under ``horovodrun -np N`` and in a SageMaker training job::
 
-    config + SQuAD files + vocabulary/casing checks      (this module: before TensorFlow is imported)
-    └─ bertlib.squad.finetune_run.run: Horovod init ─ features (rank 0 builds the TFRecord cache, the others wait for it)
+    config + SQuAD files + vocabulary/casing checks      (here, before TensorFlow is imported)
+    └─ finetune_run.run: Horovod init ─ features (rank 0 builds the TFRecord cache, the others wait)
        └─ encoder: load_pretrained(checkpoint_path) or a fresh model_size preset ─ BertQA head
           └─ Trainer.fit (AdamW + warmup/linear decay, loss scaling, Horovod averaging, resume)
              └─ rank 0: logits on predict_file ─ predictions.json, nbest_predictions.json,
-                null_odds.json ─ squad_metrics.evaluate ─ summary.json + the eval log line
+                null_odds.json ─ metrics.evaluate ─ summary.json + the eval log line
 
 The loss is run_squad's: the mean of the start and end cross-entropies, each a softmax over all
 ``max_seq_length`` positions. For v2.0 the evaluation gets ``null_odds.json`` as its na-prob file

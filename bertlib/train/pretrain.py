@@ -2,8 +2,9 @@
 
 The same code runs as one process, under ``horovodrun -np N`` and in a SageMaker training job::
 
-    config (YAML + overrides) ─ validated, with the dataset's manifest, before TF is imported (this module)
-    └─ bertlib.train.pretrain_run.run: Horovod init ─ BertPretrainer (vocab size from the manifest) ─ LAMB/AdamW + warmup/poly decay
+    config (YAML + overrides) ─ validated, with the dataset's manifest, here: before TF is imported
+    └─ pretrain_run.run: Horovod init ─ BertPretrainer (vocab size from the manifest)
+       ─ LAMB/AdamW + warmup/poly decay
        └─ Trainer.fit: resume from run_dir/checkpoints, or init weights from checkpoint_path (phase 2);
           held-out MLM/NSP evaluation every validation_frequency steps and at the end
           (bertlib.eval.pretraining: validation_dir, else data_dir's validation split)

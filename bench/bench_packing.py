@@ -208,7 +208,8 @@ def loss_curves(phase: str, steps: int = 60, pairs_per_step: int = 16, seed: int
     from bertlib.data.packing import pack
     from bertlib.model import BertConfig, BertPretrainer, pretraining_losses
     from bertlib.optim import Lamb
-    from bertlib.train.loop import Trainer, seed_everything
+    from bertlib.train.loop import Trainer
+    from bertlib.train.setup import seed_everything
 
     s, p = PHASES[phase]
     ex = load_pairs(phase, 4 * steps * pairs_per_step)

@@ -2,7 +2,7 @@
 
 1. Throughput. For each size (default ``mini`` and ``base``), batch B at seq 384:
 
-   * ``bertlib`` — the real SQuAD training path: ``BertQA`` + ``bertlib.train.squad.squad_loss`` +
+   * ``bertlib`` — the real SQuAD training path: ``BertQA`` + ``bertlib.squad.finetune_run.squad_loss`` +
      ``AdamW`` driven by ``bertlib.train.loop.Trainer.train_step`` (no XLA, the SQuAD default) on
      real features (the synthetic smoke set, tokenized with the bert-base-uncased vocab, 384 tokens);
    * ``keras-hub`` — ``keras_hub.models.BertBackbone`` of the same shape + a Dense(2) span head,
@@ -46,9 +46,10 @@ MATMUL_GFLOPS = 130.0
 def smoke_features(work: Path, batch: int) -> dict:
     """One batch [B, 384] of real training features from the v1.1 smoke set."""
     from bertlib.core.assets import asset
-    from bertlib.data.squad import convert_examples_to_features, read_squad_examples
-    from bertlib.data.squad_smoke import build_smoke_sets
     from bertlib.data.tokenization import load_wordpiece
+    from bertlib.squad.features import convert_examples_to_features
+    from bertlib.squad.reading import read_squad_examples
+    from bertlib.squad.smoke import build_smoke_sets
 
     paths = build_smoke_sets(work / "smoke", max_train=400, max_dev=100, context_sentences=9)
     examples, _ = read_squad_examples(str(paths["v1.1-train"]), True, False)
@@ -94,8 +95,8 @@ def bertlib_step(size: str, data: dict):
     from bertlib.core.config import build_config
     from bertlib.model import BertConfig, BertQA
     from bertlib.optim import make_optimizer, make_schedule
+    from bertlib.squad.finetune_run import squad_loss
     from bertlib.train.loop import Trainer
-    from bertlib.train.squad import squad_loss
 
     cfg = build_config(
         "squad",
@@ -169,7 +170,7 @@ def keras_hub_step(size: str, data: dict):
 def minilm_f1(work: Path, steps: int, env: dict) -> dict:
     """EM/F1 on the smoke dev set from MiniLM: untrained head vs after ``steps`` finetune steps."""
     from bertlib.core.assets import asset
-    from bertlib.data.squad_smoke import build_smoke_sets
+    from bertlib.squad.smoke import build_smoke_sets
 
     ckpt = work / "minilm"
     ckpt.mkdir(exist_ok=True)

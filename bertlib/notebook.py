@@ -53,7 +53,7 @@ def show_config(p: Params) -> None:
 
 def prepare_data(p: Params) -> dict:
     """Run :func:`bertlib.data.prepare.prepare` (reusing finished shards) and, with ``squad_smoke``,
-    build the synthetic SQuAD smoke sets (:mod:`bertlib.data.squad_smoke`) from the first source;
+    build the synthetic SQuAD smoke sets (:mod:`bertlib.squad.smoke`) from the first source;
     record the dataset folders in the registry. Returns prepare's summary. ``backend: sagemaker``:
     :func:`prepare_data_on_sagemaker` instead (returns the launch's result)."""
     from bertlib.data.prepare import prepare
@@ -64,7 +64,7 @@ def prepare_data(p: Params) -> dict:
     summary = prepare(cfg, progress=True)
     smoke = {}
     if p.keys.squad_smoke:
-        from bertlib.data.squad_smoke import build_smoke_sets
+        from bertlib.squad.smoke import build_smoke_sets
 
         files = build_smoke_sets(
             Path(cfg.output_dir) / "squad_smoke", source=cfg.sources[0], max_documents=cfg.max_documents

@@ -62,7 +62,7 @@ class _NotebookKeys(BaseModel):
 
 
 class _DataKeys(_NotebookKeys):
-    squad_smoke: bool = True  # also build the synthetic SQuAD smoke sets (bertlib.data.squad_smoke)
+    squad_smoke: bool = True  # also build the synthetic SQuAD smoke sets (bertlib.squad.smoke)
 
 
 class _SquadKeys(_NotebookKeys):

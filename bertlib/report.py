@@ -62,7 +62,7 @@ COLUMNS = [
 MISSING = "—"
 SYNTHETIC_MARK = " †"
 SYNTHETIC_NOTE = (
-    "† measured on the synthetic smoke set of bertlib.data.squad_smoke (cloze questions on the "
+    "† measured on the synthetic smoke set of bertlib.squad.smoke (cloze questions on the "
     "Wikipedia slice), not on SQuAD: not comparable with the reference."
 )
 STEPS = ("phase1", "phase2", "squadv1", "squadv2")
@@ -316,7 +316,7 @@ def run_row(runs: dict[str, Run], model: str | None = None) -> dict:
     """This run's numbers from the summaries of ``runs`` (keys among phase1/phase2/squadv1/squadv2).
 
     ``synthetic`` marks SQuAD scores measured on a set whose summary carries a ``dataset_note``
-    (bertlib.data.squad_smoke's synthetic smoke set), which must not pass for SQuAD accuracy.
+    (bertlib.squad.smoke's synthetic smoke set), which must not pass for SQuAD accuracy.
     ``mlm_acc`` is the held-out MLM accuracy at the end of the last pretraining phase present
     (``summary.json["final"]["val_mlm_acc"]``; None when that phase did not evaluate).
     """

@@ -29,7 +29,7 @@
 #
 # **What to expect locally.** Without the SQuAD files (they are not shipped offline), the embedded
 # default uses a **synthetic** smoke set built from the same Wikipedia slice
-# (`bertlib.data.squad_smoke`: "… in what year?" cloze questions; v2.0 adds unanswerable ones). It
+# (`bertlib.squad.smoke`: "… in what year?" cloze questions; v2.0 adds unanswerable ones). It
 # exercises the whole path — features, finetuning, n-best decoding, the official metrics — but its
 # scores are *not* SQuAD scores, and a tiny model trained for minutes scores low on it. The report
 # marks them as such. Point `train_file` / `predict_file` at the official files (paths or URLs) for

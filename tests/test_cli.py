@@ -89,8 +89,8 @@ def test_help_lists_every_key_of_the_schema(argv, model, capsys):
 
 
 def test_help_of_the_other_subcommands(capsys):
-    from bertlib.eval.squad_metrics import _eval_schema
     from bertlib.model.checkpoints import _convert_schema
+    from bertlib.squad.metrics import _eval_schema
 
     check_lists_every_field(help_of(["squad-eval"], capsys), _eval_schema())
     check_lists_every_field(help_of(["convert-checkpoint"], capsys), _convert_schema())
@@ -237,12 +237,12 @@ def test_launch_and_top_level_usage_errors(capsys):
 
 def test_the_python_m_entry_points_answer_help(capsys):
     from bertlib import demo
-    from bertlib.data import squad_smoke
+    from bertlib.squad import smoke
 
     capsys.readouterr()
     assert demo.main(["--help"]) == 0
     out = capsys.readouterr().out
     assert all(f"--{k} " in out for k in ("workdir", "params", "experiment")) and "--quiet " in out
-    assert squad_smoke.main(["-h"]) == 0
+    assert smoke.main(["-h"]) == 0
     out = capsys.readouterr().out
     assert "OUT_DIR TEXT" in out and all(f"--{k} " in out for k in ("source", "max_train", "max_dev", "seed"))

@@ -27,9 +27,15 @@ it trains exactly as a run without it, and a resumed run stays bit-identical.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
+
+import numpy as np
+
+from bertlib.core.errors import DataError
+from bertlib.data.records import read_manifest, validate_dataset
 
 
 @dataclass(frozen=True)
@@ -55,9 +61,6 @@ def validation_source(
     the training data's vocabulary ``vocab`` (its ``manifest.json["vocab"]``); any problem is a
     DataError naming the file.
     """
-    from bertlib.core.errors import DataError
-    from bertlib.data.records import read_manifest, validate_dataset
-
     if cfg.validation_frequency == 0:
         return None
     if cfg.validation_dir:
@@ -89,6 +92,10 @@ class PretrainingEvaluator:
       allreduce_sum: ``float64 [6] -> float64 [6]`` summed over processes (the training loop passes
         :func:`bertlib.train.distributed.allreduce_sum`; a single process passes the identity).
       jit_compile: XLA-compile the forward pass.
+      sums_fn: ``(outputs, batch) -> float32 [len(sum_keys)]``, the sums of one batch
+        (:func:`bertlib.model.heads.pretraining_sums`, passed by the caller so that this module
+        imports no model, hence no TensorFlow, at import time).
+      sum_keys: the names of those sums (:data:`bertlib.model.heads.PRETRAINING_SUMS`).
     """
 
     def __init__(
@@ -98,35 +105,32 @@ class PretrainingEvaluator:
         allreduce_sum: Callable,
         max_batches: int | None = None,
         jit_compile: bool = False,
+        *,
+        sums_fn: Callable,
+        sum_keys: Sequence[str],
     ):
-        import tensorflow as tf
-
-        from bertlib.model.heads import pretraining_sums
+        import tensorflow as tf  # at call time: validation_source runs before TF is imported
 
         self.model = model
         self.dataset = dataset if max_batches is None else dataset.take(max_batches)
         self.allreduce_sum = allreduce_sum
+        self.sum_keys = tuple(sum_keys)
         self.time_s = 0.0  # spent in evaluation so far (all calls)
         self._sums = tf.function(
-            lambda batch: pretraining_sums(self.model(batch, training=False), batch),
+            lambda batch: sums_fn(self.model(batch, training=False), batch),
             jit_compile=jit_compile,
             reduce_retracing=True,
         )
 
     def __call__(self) -> dict:
-        import time
-
-        import numpy as np
         import tensorflow as tf
 
-        from bertlib.model.heads import PRETRAINING_SUMS
-
         t0 = time.perf_counter()
-        local = np.zeros(len(PRETRAINING_SUMS), np.float64)
+        local = np.zeros(len(self.sum_keys), np.float64)
         for batch in self.dataset:
             local += self._sums(batch).numpy()  # float32 per batch, float64 across batches
         total = np.asarray(self.allreduce_sum(tf.constant(local, tf.float64)), np.float64)
-        s = dict(zip(PRETRAINING_SUMS, total.tolist()))
+        s = dict(zip(self.sum_keys, total.tolist()))
 
         def ratio(numerator: str, denominator: str) -> float:
             return s[numerator] / s[denominator] if s[denominator] > 0 else float("nan")

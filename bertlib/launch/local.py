@@ -27,7 +27,7 @@ from bertlib.core.config import build_config, to_yaml
 from bertlib.core.errors import ConfigError, LaunchError
 from bertlib.core.files import write_text
 
-JOBS = {"pretrain": "bertlib.train.pretrain", "squad": "bertlib.train.squad"}
+JOBS = {"pretrain": "bertlib.train.pretrain", "squad": "bertlib.squad.finetune"}
 _STEP = re.compile(r"\[bertlib\] phase=\S+ step=(\d+)")
 #: TensorFlow's start-up notices that TF_CPP_MIN_LOG_LEVEL does not silence (absl, oneDNN): not shown
 #: in the stream (they stay in the tail of a failure message)

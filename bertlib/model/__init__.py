@@ -16,7 +16,7 @@ _EXPORTS = {
     "BertQA": "bertlib.model.heads",
     "pretraining_losses": "bertlib.model.heads",
     "pretraining_sums": "bertlib.model.heads",
-    "load_pretrained": "bertlib.model.checkpoints",
+    "load_pretrained": "bertlib.model.loading",
     "load_weights": "bertlib.model.checkpoints",
     "export_model": "bertlib.model.checkpoints",
     "resolve_pretrained": "bertlib.model.checkpoints",

@@ -26,12 +26,16 @@ plus a vocab description: ``bert_config.json``, ``vocab.txt``, ``bert_model.ckpt
 ``bertlib convert-checkpoint --input PATH --output DIR [--vocab_file F] [--do_lower_case B]`` turns
 any supported input into an export dir.
 
-TensorFlow is imported inside the functions, so that ``main`` rejects bad arguments first.
+Nothing here imports TensorFlow at import time (``tensorflow`` is imported inside the functions that
+read or write TF checkpoints), so that ``main`` rejects bad arguments first; building a model from a
+checkpoint (:func:`bertlib.model.loading.load_pretrained`, the conversion itself) is in
+:mod:`bertlib.model.loading`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import os
 import re
@@ -43,13 +47,20 @@ from typing import Iterable
 
 import numpy as np
 
-from bertlib.core.errors import ConfigError
+from bertlib.core.cli_schema import command, parse
+from bertlib.core.config import build_config
+from bertlib.core.errors import ConfigError, run_guarded
 from bertlib.core.files import write_json
+from bertlib.core.vocab import read_vocab
+from bertlib.core.vocab import vocab_info as identify_vocab  # export_model has a vocab_info argument
+from bertlib.model.config import BertConfig
 
 CKPT_NAME = "bert_model.ckpt"
 CONFIG_NAME = "bert_config.json"
 VOCAB_NAME = "vocab.txt"
 VOCAB_INFO_NAME = "vocab_info.json"
+#: the TensorFlow half of ``convert-checkpoint`` (and :func:`bertlib.model.loading.load_pretrained`)
+CONVERT_MODULE = "bertlib.model.loading"
 
 
 # --------------------------------------------------------------------------- names
@@ -245,9 +256,7 @@ def export_model(
         if vocab.resolve() != (out / VOCAB_NAME).resolve():
             _atomic_copy(vocab, out / VOCAB_NAME)
         if vocab_info is None and do_lower_case is not None:
-            from bertlib.core.vocab import vocab_info as identify  # convert-checkpoint's main() only
-
-            vocab_info = identify(vocab, do_lower_case, strip_accents)
+            vocab_info = identify_vocab(vocab, do_lower_case, strip_accents)
         if vocab_info is not None:
             write_json(out / VOCAB_INFO_NAME, vocab_info, sort_keys=True)
     save_google_checkpoint(model, out / CKPT_NAME)
@@ -321,8 +330,6 @@ def resolve_pretrained(path: str | os.PathLike, config_file: str | os.PathLike |
         cfg_path = directory / CONFIG_NAME
     if not cfg_path.is_file():
         raise FileNotFoundError(f"{cfg_path}: model config not found (needed for {weights})")
-    from bertlib.model.config import BertConfig
-
     try:
         config = BertConfig.from_json_file(cfg_path)
     except ValueError as e:
@@ -362,17 +369,6 @@ def load_weights(model, path: str | os.PathLike, allow_missing=("cls/",)) -> lis
     return assign_weights(model, read_pretrained_tensors(info), str(info.weights), allow_missing)
 
 
-def load_pretrained(path: str | os.PathLike, config_file: str | os.PathLike | None = None):
-    """``(BertEncoder, BertConfig)`` with the weights of the model at ``path`` (see
-    :func:`resolve_pretrained`); every encoder weight must be present."""
-    from bertlib.model.bert import BertEncoder
-
-    info = resolve_pretrained(path, config_file)
-    encoder = BertEncoder(info.config)
-    assign_weights(encoder, read_pretrained_tensors(info), str(info.weights), allow_missing=())
-    return encoder, info.config
-
-
 # --------------------------------------------------------------------------- CLI
 
 
@@ -396,9 +392,6 @@ def _convert_schema():
 def main(argv: list[str]) -> int:
     """``bertlib convert-checkpoint``: Google TF1 / HF safetensors / export dir → a bertlib export dir
     holding the encoder and any pretraining heads the input has."""
-    from bertlib.core.cli_schema import command, parse
-    from bertlib.core.config import build_config
-
     schema = _convert_schema()
     parsed = parse(command("bertlib convert-checkpoint", schema, help=main.__doc__.replace("``", "")), argv)
     if parsed is None:
@@ -410,30 +403,14 @@ def main(argv: list[str]) -> int:
         raise ConfigError(f"{args['input']}: no vocab.txt next to the checkpoint; pass --vocab_file")
     if not vocab.is_file():
         raise FileNotFoundError(f"{vocab}: vocab file not found")
-    from bertlib.core.vocab import read_vocab
-
     n_vocab = len(read_vocab(vocab))
     if n_vocab != info.config.vocab_size:
         raise ConfigError(f"{vocab}: {n_vocab} entries, but the model's vocab_size is {info.config.vocab_size}")
     lower = args.get("do_lower_case", info.do_lower_case)
-
-    from bertlib.model.heads import BertPretrainer
-
-    tensors = read_pretrained_tensors(info)
-    model = BertPretrainer(info.config)
-    loaded = assign_weights(model, tensors, str(info.weights), allow_missing=("cls/",))
-    heads = any(n.startswith("cls/") for n in loaded)
-    if not heads:  # encoder-only input: do not export random heads
-        model = model.encoder
-    out = export_model(model, info.config, vocab, args["output"], do_lower_case=lower)
-    print(
-        f"converted {info.kind} checkpoint {info.weights} ({len(loaded)} tensors"
-        f"{', with pretraining heads' if heads else ', encoder only'}) -> {out}"
-    )
+    # the model half imports TensorFlow (bertlib.model.heads): only now that the input is checked
+    importlib.import_module(CONVERT_MODULE).convert(info, vocab, args["output"], lower)
     return 0
 
 
 if __name__ == "__main__":
-    from bertlib.core.errors import run_guarded
-
     sys.exit(run_guarded(main, sys.argv[1:]))

@@ -10,6 +10,8 @@ import json
 import os
 from pathlib import Path
 
+from bertlib.core.files import write_json
+
 #: size -> (num_hidden_layers, hidden_size, num_attention_heads); intermediate = 4 × hidden.
 PRESETS: dict[str, tuple[int, int, int]] = {
     "tiny": (2, 128, 2),
@@ -89,8 +91,6 @@ class BertConfig:
 
     def to_json_file(self, path: str | os.PathLike) -> Path:
         """Write ``bert_config.json`` atomically (temp name + rename)."""
-        from bertlib.core.files import write_json
-
         p = Path(path)
         p.parent.mkdir(parents=True, exist_ok=True)
         write_json(p, self.to_dict(), sort_keys=True)

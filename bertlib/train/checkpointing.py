@@ -23,6 +23,7 @@ from pathlib import Path
 import tensorflow as tf
 
 from bertlib.core.errors import ConfigError
+from bertlib.model.checkpoints import load_weights
 from bertlib.train.paths import is_training_checkpoint_dir
 
 
@@ -174,7 +175,5 @@ def init_from_checkpoint(model, path: str | os.PathLike, optimizer=None) -> str:
             f"{path}: load_optimizer_state needs a bertlib training checkpoint folder "
             "(a run's checkpoints/), this one holds weights only"
         )
-    from bertlib.model.checkpoints import load_weights
-
     load_weights(model, path)
     return str(path)

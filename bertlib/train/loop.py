@@ -45,8 +45,10 @@ from typing import Callable, Iterable, Iterator
 
 import tensorflow as tf
 
+from bertlib.core.config import to_yaml
 from bertlib.core.log import get_logger
-from bertlib.optim.loss_scale import NoLossScale, check_scale
+from bertlib.optim import make_optimizer, make_schedule
+from bertlib.optim.loss_scale import NoLossScale, check_scale, make_loss_scale
 from bertlib.train import distributed
 from bertlib.train.checkpointing import InputCheckpoints, TrainingCheckpoints, model_state
 from bertlib.train.metrics import MetricsWriter
@@ -57,16 +59,6 @@ _log = get_logger(__name__)
 #: would drop, so that pipelines built for any data position have the same saved-iterator layout
 _KEEP_SKIP = tf.data.Options()
 _KEEP_SKIP.experimental_optimization.noop_elimination = False
-
-
-def seed_everything(seed: int, deterministic: bool = True) -> None:
-    """Seed Python, NumPy, TF and Keras; with ``deterministic``, make TF ops deterministic."""
-    import keras
-
-    if deterministic:
-        os.environ["TF_DETERMINISTIC_OPS"] = "1"
-        tf.config.experimental.enable_op_determinism()
-    keras.utils.set_random_seed(seed)
 
 
 class Trainer:
@@ -96,10 +88,6 @@ class Trainer:
         """The Trainer a run config asks for (pretraining or SQuAD): its optimizer and schedule, loss
         scaling, accumulation, XLA, checkpointing and a metrics writer for ``phase``. Rank 0 also writes
         the resolved ``config.yaml`` into the run's output dir (through a temp name)."""
-        from bertlib.core.config import to_yaml
-        from bertlib.optim import make_optimizer, make_schedule
-        from bertlib.optim.loss_scale import make_loss_scale
-
         if chief:
             paths.output_dir.mkdir(parents=True, exist_ok=True)
             tmp = paths.config_file.with_name(f".config.yaml.tmp{os.getpid()}")

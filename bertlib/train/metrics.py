@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from bertlib.core.files import plain
+from bertlib.core.progress import progress_bar
 
 #: keys of a pretraining metrics line, in log-line order
 METRIC_KEYS = (
@@ -107,8 +108,6 @@ class MetricsWriter:
 
             self._tb = tf.summary.create_file_writer(str(out / "tb"))
         if _progress_wanted():
-            from bertlib.core.progress import progress_bar
-
             self._bar = progress_bar(total_steps, phase, initial=initial_step)
 
     def log(self, metrics: Mapping[str, Any]) -> None:

@@ -2,8 +2,9 @@
 
 The same code runs as one process, under ``horovodrun -np N`` and in a SageMaker training job::
 
-    config (YAML + overrides) ─ validated, with the dataset's manifest, before any TF graph is built
-    └─ Horovod init ─ BertPretrainer (vocab size from the manifest) ─ LAMB/AdamW + warmup/poly decay
+    config (YAML + overrides) ─ validated, with the dataset's manifest, here: before TF is imported
+    └─ pretrain_run.run: Horovod init ─ BertPretrainer (vocab size from the manifest)
+       ─ LAMB/AdamW + warmup/poly decay
        └─ Trainer.fit: resume from run_dir/checkpoints, or init weights from checkpoint_path (phase 2);
           held-out MLM/NSP evaluation every validation_frequency steps and at the end
           (bertlib.eval.pretraining: validation_dir, else data_dir's validation split)
@@ -16,17 +17,22 @@ line on stderr and exit code 2; the config and data-dir checks run before Tensor
 
 from __future__ import annotations
 
-import json
+import importlib
 import sys
-import time
 from pathlib import Path
 
 from bertlib.core.config import PretrainConfig, job_command, parse_job_args
-from bertlib.core.errors import ConfigError
-from bertlib.core.vocab import check_vocab_compatible
+from bertlib.core.errors import ConfigError, run_guarded
+from bertlib.core.vocab import check_vocab_compatible, vocab_info
+from bertlib.data.records import read_manifest, validate_dataset
+from bertlib.eval.pretraining import validation_source
+from bertlib.model.checkpoints import resolve_pretrained
 from bertlib.train import distributed
-from bertlib.train.paths import CHECKPOINT_VOCAB, RunPaths, is_training_checkpoint_dir, read_checkpoint_vocab, run_paths
-from bertlib.train.setup import configure_numerics, model_config
+from bertlib.train.paths import RunPaths, is_training_checkpoint_dir, read_checkpoint_vocab, run_paths
+from bertlib.train.setup import model_config
+
+#: the module of the TensorFlow side, imported by name once the input is checked
+RUN_MODULE = "bertlib.train.pretrain_run"
 
 #: ``bertlib pretrain``'s command line, generated from PretrainConfig (``--help`` lists every key)
 CLI = job_command(
@@ -47,15 +53,11 @@ def _pretrained(cfg: PretrainConfig):
     checkpoint folder (whose model is the preset ``model_size``)."""
     if cfg.load_from != "checkpoint" or is_training_checkpoint_dir(cfg.checkpoint_path):
         return None
-    from bertlib.model.checkpoints import resolve_pretrained
-
     return resolve_pretrained(cfg.checkpoint_path)
 
 
 def validate_inputs(cfg: PretrainConfig, paths: RunPaths, world: int) -> dict:
     """All checks that need no TensorFlow graph; returns the dataset manifest."""
-    from bertlib.data.records import read_manifest, validate_dataset
-
     if cfg.global_batch_size_check is not None:
         got = cfg.global_batch_for(world)
         if got != cfg.global_batch_size_check:
@@ -90,8 +92,6 @@ def validate_inputs(cfg: PretrainConfig, paths: RunPaths, world: int) -> dict:
             if pre.vocab_info is not None:
                 vocab = pre.vocab_info
             elif pre.vocab_file is not None:
-                from bertlib.core.vocab import vocab_info
-
                 lower = data_vocab.get("lowercase", True) if pre.do_lower_case is None else pre.do_lower_case
                 vocab = vocab_info(pre.vocab_file, lower, data_vocab.get("strip_accents"))
     # rank 0 verifies every shard's sha256; the other ranks check sizes and first records only, so a
@@ -112,130 +112,6 @@ def build_bert_config(cfg: PretrainConfig, vocab_size: int):
     return model_config(cfg, vocab_size, pre.config if pre is not None else None, require_model_size=True)
 
 
-def run(cfg: PretrainConfig, paths: RunPaths, manifest: dict, bert_config, validation=None) -> dict:
-    """Train as configured (after :func:`validate_inputs`), evaluating on ``validation`` (a
-    :class:`bertlib.eval.pretraining.ValidationSource`, or None); returns the summary written by rank 0."""
-    rank, world, _ = distributed.init(cfg.threads_per_process, cfg.num_processes)
-    from bertlib.core.files import write_json
-    from bertlib.core.vocab import vocab_info
-    from bertlib.data.pipeline import pretraining_dataset
-    from bertlib.model import BertPretrainer, pretraining_losses
-    from bertlib.model.checkpoints import export_model
-    from bertlib.train.checkpointing import init_from_checkpoint
-    from bertlib.train.loop import Trainer
-
-    configure_numerics(cfg)
-    model = BertPretrainer(bert_config)
-    chief = rank == 0
-    trainer = Trainer.from_config(cfg, model, pretraining_losses, paths, cfg.phase, world, chief)
-    optimizer, writer, global_batch = trainer.optimizer, trainer.metrics, trainer.global_batch_size
-
-    def data_fn(skip: int):
-        return pretraining_dataset(
-            paths.data_dir,
-            "train",
-            cfg.per_gpu_batch_size,
-            cfg.max_seq_length,
-            cfg.max_predictions_per_seq,
-            rank=rank,
-            world=world,
-            shuffle=cfg.shuffle_buffer > 1,
-            seed=cfg.seed,
-            shuffle_buffer=cfg.shuffle_buffer,
-            skip_batches=skip,
-            checksums=False,
-        )
-
-    def init_fn() -> str:
-        return init_from_checkpoint(model, cfg.checkpoint_path, optimizer if cfg.load_optimizer_state else None)
-
-    evaluator = None
-    if validation is not None:
-        from bertlib.eval.pretraining import PretrainingEvaluator
-
-        held_out = pretraining_dataset(
-            validation.data_dir,
-            validation.split,
-            cfg.per_gpu_batch_size,
-            cfg.max_seq_length,
-            cfg.max_predictions_per_seq,
-            rank=rank,
-            world=world,
-            shuffle=False,
-            repeat=False,
-            drop_remainder=False,
-            checksums=False,
-        )
-        evaluator = PretrainingEvaluator(
-            model, held_out, distributed.allreduce_sum, cfg.validation_steps, jit_compile=not cfg.skip_xla
-        )
-
-    if chief:
-        write_json(paths.checkpoint_dir / CHECKPOINT_VOCAB, manifest["vocab"])
-    writer.message(
-        f"phase={cfg.phase} model={cfg.model_size} processes={world} global_batch={global_batch} "
-        f"precision={cfg.precision} xla={not cfg.skip_xla} steps={cfg.total_steps}"
-    )
-    if evaluator is not None:
-        cap = f", at most {cfg.validation_steps} batches per process" if cfg.validation_steps else ""
-        writer.message(
-            f"held-out evaluation every {cfg.validation_frequency} steps and at the end on {validation.describe()}{cap}"
-        )
-    elif cfg.validation_frequency:
-        writer.message(
-            f"no held-out evaluation: {paths.data_dir / 'manifest.json'} lists no validation shards "
-            "and validation_dir is not set"
-        )
-    t0 = time.perf_counter()
-    try:
-        final = trainer.fit(
-            data_fn,
-            init_fn if cfg.load_from == "checkpoint" else None,
-            evaluate=evaluator,
-            evaluate_frequency=cfg.validation_frequency,
-        )
-    finally:
-        writer.close()
-    summary = {}
-    if chief:
-        vocab, lowercase = paths.data_dir / "vocab.txt", manifest["vocab"].get("lowercase")
-        export_model(
-            model,
-            bert_config,
-            vocab,
-            paths.export_dir,
-            vocab_info=None
-            if lowercase is None
-            else vocab_info(vocab, lowercase, manifest["vocab"].get("strip_accents")),
-        )
-        steps_run = final.pop("steps_run")
-        wall = final.pop("wall_time_s")
-        if steps_run == 0 and paths.summary_file.exists():  # restarted after it had finished
-            return json.loads(paths.summary_file.read_text())
-        eval_s = evaluator.time_s if evaluator is not None else 0.0
-        summary = {
-            "job": "pretrain",
-            "phase": cfg.phase,
-            "steps": cfg.total_steps,
-            "steps_run": steps_run,
-            "wall_time_s": time.perf_counter() - t0,
-            "train_time_s": wall,
-            "validation_time_s": eval_s,
-            "validation_data": validation.describe() if validation is not None else None,
-            "seq_per_sec": global_batch * steps_run / (wall - eval_s) if wall > eval_s else None,
-            "processes": world,
-            "global_batch_size": global_batch,
-            "model_size": cfg.model_size,
-            "precision": cfg.precision,
-            "max_seq_length": cfg.max_seq_length,
-            "resumed_from": trainer.restored_from,
-            "export_dir": str(paths.export_dir),
-            "final": final,
-        }
-        write_json(paths.summary_file, summary)
-    return summary
-
-
 def main(argv: list[str]) -> int:
     cfg = parse_args(argv)
     if cfg is None:
@@ -243,21 +119,10 @@ def main(argv: list[str]) -> int:
     world = distributed.prepare_process(cfg.num_processes, cfg.threads_per_process)  # before any TF op
     paths = run_paths(cfg)
     manifest = validate_inputs(cfg, paths, world)
-    from bertlib.eval.pretraining import validation_source
-
     validation = validation_source(cfg, paths.data_dir, manifest["vocab"], checksums=distributed.launcher_rank() == 0)
     bert_config = build_bert_config(cfg, manifest["vocab"]["size"])
-    from bertlib.optim.loss_scale import LossScaleCollapsed
-
-    try:
-        run(cfg, paths, manifest, bert_config, validation)
-    except LossScaleCollapsed as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
+    return importlib.import_module(RUN_MODULE).train(cfg, paths, manifest, bert_config, validation)
 
 
 if __name__ == "__main__":
-    from bertlib.core.errors import run_guarded
-
     sys.exit(run_guarded(main, sys.argv[1:]))

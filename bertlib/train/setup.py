@@ -8,7 +8,10 @@ checkpoint's config, in both cases with the run's dropout rates; a checkpoint wh
 
 from __future__ import annotations
 
+import os
+
 from bertlib.core.errors import ConfigError
+from bertlib.model.config import BertConfig
 
 #: the model shape fields a preset fixes (what ``model_size`` names)
 SHAPE_KEYS = ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size")
@@ -28,8 +31,6 @@ def model_config(cfg, vocab_size: int, loaded=None, require_model_size: bool = F
     a fresh ``model_size`` preset with ``vocab_size`` entries. ``require_model_size``: the checkpoint
     must have the preset's shape (pretraining continues a ``model_size`` model; SQuAD takes any).
     """
-    from bertlib.model import BertConfig
-
     dropout = dropout_rates(cfg)
     if loaded is None or require_model_size:
         preset = BertConfig.from_preset(
@@ -54,9 +55,18 @@ def model_config(cfg, vocab_size: int, loaded=None, require_model_size: bool = F
 def configure_numerics(cfg) -> None:
     """Seed every random generator (with TF op determinism if ``deterministic_ops``) and set Keras'
     global dtype policy from ``precision`` — before the model is built."""
-    import keras
-
-    from bertlib.train.loop import seed_everything
+    import keras  # imports TensorFlow
 
     seed_everything(cfg.seed, deterministic=cfg.deterministic_ops)
     keras.mixed_precision.set_global_policy("float32" if cfg.precision == "fp32" else cfg.precision)
+
+
+def seed_everything(seed: int, deterministic: bool = True) -> None:
+    """Seed Python, NumPy, TF and Keras; with ``deterministic``, make TF ops deterministic."""
+    import keras  # both import TensorFlow: not at the entry points' import time
+    import tensorflow as tf
+
+    if deterministic:
+        os.environ["TF_DETERMINISTIC_OPS"] = "1"
+        tf.config.experimental.enable_op_determinism()
+    keras.utils.set_random_seed(seed)

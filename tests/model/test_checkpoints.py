@@ -300,7 +300,7 @@ def test_convert_checkpoint_rejects_bad_input_before_importing_tensorflow(tmp_pa
     import sys
 
     code = (
-        "import sys; from bertlib.cli import run_guarded; from bertlib.model.checkpoints import main; "
+        "import sys; from bertlib.core.errors import run_guarded; from bertlib.model.checkpoints import main; "
         f"rc = run_guarded(main, ['--input', {str(tmp_path / 'missing')!r}, '--output', 'x']); "
         "print(rc, 'tensorflow' in sys.modules)"
     )

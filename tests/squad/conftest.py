@@ -7,7 +7,7 @@ import yaml
 @pytest.fixture(scope="session")
 def smoke_dir(tmp_path_factory, wiki_slice):
     """The four smoke files (v1.1/v2.0 × train/dev), small: 400 train and 80 dev questions."""
-    from bertlib.data.squad_smoke import build_smoke_sets
+    from bertlib.squad.smoke import build_smoke_sets
 
     out = tmp_path_factory.mktemp("smoke")
     build_smoke_sets(out, source=wiki_slice, max_train=400, max_dev=80, context_sentences=3, max_documents=40)

@@ -9,11 +9,11 @@ import json
 import numpy as np
 import pytest
 
+from bertlib import squad as sq
 from bertlib.core.errors import ConfigError
 from bertlib.core.vocab import vocab_info
-from bertlib.data import squad as sq
 from bertlib.data.tokenization import load_wordpiece
-from bertlib.eval.squad_metrics import evaluate
+from bertlib.squad.metrics import evaluate
 
 
 @pytest.fixture(scope="module")

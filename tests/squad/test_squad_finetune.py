@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from bertlib.core.errors import run_guarded
-from bertlib.data.squad_smoke import NOTE
-from bertlib.train import squad as squad_train
+from bertlib.squad import finetune as squad_train
+from bertlib.squad import finetune_run
+from bertlib.squad.smoke import NOTE
 
 
 def _run(args, env, timeout=300):
@@ -179,7 +180,7 @@ def test_squad_loss_is_the_references_masked_cross_entropy():
         return -logp[np.arange(B), pos].mean()
 
     want = (ce(start, sp) + ce(end, ep)) / 2
-    got = squad_train.squad_loss(
+    got = finetune_run.squad_loss(
         {"start_logits": start.astype("float32"), "end_logits": end.astype("float32")},
         {"input_mask": mask, "start_positions": sp[:, None], "end_positions": ep[:, None]},
     )

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from bertlib.eval import squad_metrics as sm
+from bertlib.squad import metrics as sm
 
 
 def _dataset(version, questions):

@@ -67,7 +67,8 @@ def run_trainer(batches: list[dict], jit_compile: bool) -> tuple[list[float], di
 
     from bertlib.model import BertConfig, BertPretrainer, pretraining_losses
     from bertlib.optim import Lamb
-    from bertlib.train.loop import Trainer, seed_everything
+    from bertlib.train.loop import Trainer
+    from bertlib.train.setup import seed_everything
 
     seed_everything(3)
     config = BertConfig(

@@ -159,7 +159,8 @@ def dropout_losses(data_dir, steps: int = 3, seed: int = 7, jit_compile: bool = 
     from bertlib.data.pipeline import pretraining_dataset
     from bertlib.model import BertPretrainer, pretraining_losses
     from bertlib.optim import Lamb
-    from bertlib.train.loop import Trainer, seed_everything
+    from bertlib.train.loop import Trainer
+    from bertlib.train.setup import seed_everything
 
     seed_everything(seed)
     model = BertPretrainer(tiny_config(dropout=0.1))
@@ -207,7 +208,8 @@ def train_tiny(
     from bertlib.data.pipeline import pretraining_dataset
     from bertlib.model import BertPretrainer, pretraining_losses
     from bertlib.optim import Lamb, PolynomialWarmup
-    from bertlib.train.loop import Trainer, seed_everything
+    from bertlib.train.loop import Trainer
+    from bertlib.train.setup import seed_everything
 
     def data_fn(skip: int):
         if skips is not None:

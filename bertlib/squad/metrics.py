@@ -41,7 +41,9 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator
 
-from bertlib.core.errors import ConfigError
+from bertlib.core.cli_schema import command, parse
+from bertlib.core.config import build_config
+from bertlib.core.errors import ConfigError, run_guarded
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
 _PUNCT = frozenset(string.punctuation)
@@ -292,9 +294,6 @@ def _eval_schema():
 
 def main(argv: list[str]) -> int:
     """``bertlib squad-eval DATASET.json PREDICTIONS.json [--na-prob-file F] [--na-prob-thresh T]``."""
-    from bertlib.core.cli_schema import command, parse
-    from bertlib.core.config import build_config
-
     schema = _eval_schema()
     parsed = parse(command("bertlib squad-eval", schema, help=__doc__.splitlines()[0]), argv)
     if parsed is None:
@@ -314,6 +313,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    from bertlib.core.errors import run_guarded
-
     sys.exit(run_guarded(main, sys.argv[1:]))

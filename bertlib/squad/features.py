@@ -1,5 +1,5 @@
 """Examples → model features: WordPiece tokens, document windows, answer spans (stage 2 of
-:mod:`bertlib.data.squad`, the rules of the original BERT ``run_squad.py``).
+:mod:`bertlib.squad`, the rules of the original BERT ``run_squad.py``).
 
 Each word of ``doc_tokens`` is WordPiece-tokenized (``tok_to_orig_index``, ``orig_to_tok_index``),
 the answer span is tightened by :func:`improve_answer_span`, the question is cut to
@@ -9,7 +9,7 @@ one :class:`SquadFeature` ``[CLS] query [SEP] window [SEP]`` padded to ``max_seq
 token's "max context" window (:func:`is_max_context`) is the one where it has the most context on
 both sides. Training positions point at the answer tokens, or at ``[CLS]`` (0) when the question is
 impossible or the answer is not inside the window. The fields are listed in
-:mod:`bertlib.data.squad.cache` (the record layout).
+:mod:`bertlib.squad.cache` (the record layout).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import dataclasses
 from typing import Sequence
 
 from bertlib.core.errors import ConfigError
-from bertlib.data.squad.reading import SquadExample
+from bertlib.squad.reading import SquadExample
 
 UNIQUE_ID_BASE = 1000000000
 
@@ -26,7 +26,7 @@ UNIQUE_ID_BASE = 1000000000
 @dataclasses.dataclass
 class SquadFeature:
     """One window of one example; the sequence fields are ``max_seq_length`` (S) long. The fields' meaning
-    is the record layout in :mod:`bertlib.data.squad.cache`."""
+    is the record layout in :mod:`bertlib.squad.cache`."""
 
     unique_id: int
     example_index: int

@@ -1,4 +1,4 @@
-"""Logits → answers (stage 3 of :mod:`bertlib.data.squad`, the rules of the original BERT
+"""Logits → answers (stage 3 of :mod:`bertlib.squad`, the rules of the original BERT
 ``run_squad.py``).
 
 For every example the ``n_best_size`` best start and end logits of every window are paired into
@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from bertlib.data.squad.reading import SquadExample
+from bertlib.squad.reading import SquadExample
 
 #: null_odds value for a question whose windows hold no valid answer span (it must predict "")
 NO_SPAN_NULL_ODDS = 1e6
@@ -89,7 +89,7 @@ def postprocess(
 ) -> tuple[dict, dict, dict]:
     """Logits of every feature → (predictions, nbest, null_odds), all keyed by question id.
 
-    ``features``: :func:`bertlib.data.squad.cache.read_features` output ([N, S] / [N] arrays); ``start_logits`` /
+    ``features``: :func:`bertlib.squad.cache.read_features` output ([N, S] / [N] arrays); ``start_logits`` /
     ``end_logits``: [N, S] float, row i belonging to feature i. ``null_odds`` (v2.0 only) is
     ``null score − best non-null score`` per question (run_squad's ``scores_diff_json``).
     """

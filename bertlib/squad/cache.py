@@ -1,4 +1,4 @@
-"""The feature cache: :class:`~bertlib.data.squad.features.SquadFeature` s as one uncompressed
+"""The feature cache: :class:`~bertlib.squad.features.SquadFeature` s as one uncompressed
 TFRecord plus a ``.json`` sidecar, and the ``tf.data`` input pipeline that reads it.
 
 The file name carries a hash of the input file, the settings and the vocabulary's sha256
@@ -36,8 +36,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from bertlib.data.squad.features import SquadFeature, convert_examples_to_features
-from bertlib.data.squad.reading import SquadExample
+from bertlib.squad.features import SquadFeature, convert_examples_to_features
+from bertlib.squad.reading import SquadExample
 
 FEATURE_FORMAT = "bertlib-squad-features/1"
 SEQ_FEATURES = ("input_ids", "input_mask", "segment_ids", "token_to_orig", "token_is_max_context")

@@ -1,5 +1,5 @@
 """Reading the official SQuAD v1.1 / v2.0 JSON into :class:`SquadExample` s (stage 1 of
-:mod:`bertlib.data.squad`, the rules of the original BERT ``run_squad.py``).
+:mod:`bertlib.squad`, the rules of the original BERT ``run_squad.py``).
 
 A context is split on whitespace into ``doc_tokens`` (:func:`split_context`);
 ``char_to_word_offset`` maps every character to its word, so a gold answer's ``answer_start``
@@ -16,7 +16,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bertlib.core.assets import fetch_url
 from bertlib.core.errors import SquadDataError
+from bertlib.squad.metrics import read_json, squad_version
 
 
 @dataclasses.dataclass
@@ -97,11 +99,8 @@ def load_squad_json(path_or_url: str, sha256: str | None = None) -> tuple[dict, 
     """Read a SQuAD JSON from a path or URL (downloaded once, checksum-verified) → (json, version,
     local path).
 
-    ``version`` is ``"1.1"`` or ``"2.0"`` (see :func:`bertlib.eval.squad_metrics.squad_version`).
+    ``version`` is ``"1.1"`` or ``"2.0"`` (see :func:`bertlib.squad.metrics.squad_version`).
     """
-    from bertlib.core.assets import fetch_url
-    from bertlib.eval.squad_metrics import read_json, squad_version
-
     path = fetch_url(path_or_url, sha256=sha256)
     data = read_json(path, "SQuAD file")
     if not isinstance(data.get("data"), list):
@@ -126,8 +125,6 @@ def read_squad_examples(
     if dataset is None:
         dataset, version, _ = load_squad_json(path_or_url, sha256)
     else:
-        from bertlib.eval.squad_metrics import squad_version
-
         version = squad_version(dataset, path_or_url)
     report = ReadReport(source=str(path_or_url), version=version)
     examples: list[SquadExample] = []

@@ -92,6 +92,7 @@ def adopt_args(root, vocab, *more):
     return ["adopt-data", "--data_dir", str(root), "--vocab_file", str(vocab), "--no-progress", *more]
 
 
+@pytest.mark.slow
 def test_adopted_folder_has_the_inferred_manifest_and_pretrain_trains_on_it(nvidia_folder, tmp_path, capsys):
     from bertlib.data.records import validate_dataset
 

@@ -28,6 +28,7 @@ def dataset_files(folder: Path) -> dict[str, bytes]:
     }
 
 
+@pytest.mark.slow
 def test_two_hosts_on_shared_storage_write_one_machines_bytes(tmp_path, wiki_text, bert_vocab):  # noqa: F811
     phases = [
         {"name": "p64", "max_seq_length": 64, "max_predictions_per_seq": 11},

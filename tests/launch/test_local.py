@@ -74,6 +74,7 @@ def sagemaker_style_run(prepared_dataset, tmp_path_factory):
     return root, cfg, logs
 
 
+@pytest.mark.slow
 def test_sagemaker_contract_under_horovodrun_and_resume(sagemaker_style_run):
     root, cfg, logs = sagemaker_style_run
     # the export goes to SM_MODEL_DIR (→ model.tar.gz), run files to SM_OUTPUT_DATA_DIR (→ output.tar.gz)
@@ -191,6 +192,7 @@ def test_command_and_environment(tmp_path, monkeypatch):
     assert "SM_MODEL_DIR" not in local.environment(cfg, tmp_path / "run", "pretrain")
 
 
+@pytest.mark.slow
 def test_launched_request_runs_in_a_simulated_container(prepared_dataset, aws_env, sm_session, tmp_path, monkeypatch):
     """A request built by ``sagemaker.launch`` (on moto) runs as SageMaker would run it on one GPU host:
     the uploaded code channel's ``sm_entry.py`` with the driver's command line from the

@@ -221,6 +221,7 @@ def test_unpacked_features_keep_the_google_heads():
     np.testing.assert_allclose(float(pretraining_losses(out, f)["nsp_loss"]), want, rtol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("policy", ["float32", "mixed_float16"])
 def test_xla_train_step_on_packed_features(policy):
     from bertlib.optim import Lamb

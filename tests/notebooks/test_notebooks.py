@@ -92,6 +92,7 @@ def _run(name, tmp_path, parameters=None, parameters_file=None):
         ),
     ],
 )
+@pytest.mark.slow
 def test_bad_params_stop_at_the_first_cell(change, message, tmp_path):
     nb, err = _run("02_phase1", tmp_path, parameters=change, parameters_file=REPO / "params/local/phase1.yaml")
     assert err is not None and err.ename == "ParamsError" and err.evalue == message
@@ -105,6 +106,7 @@ def test_bad_params_stop_at_the_first_cell(change, message, tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 def test_sagemaker_dry_run_without_credentials(tmp_path, monkeypatch):
     for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
         monkeypatch.delenv(var, raising=False)
@@ -149,6 +151,7 @@ def test_sagemaker_dry_run_without_credentials(tmp_path, monkeypatch):
     assert "nothing to plot" in text
 
 
+@pytest.mark.slow
 def test_data_prep_on_sagemaker_dry_run(tmp_path, monkeypatch):
     """01_data_prep on params/sagemaker/data.yaml: the request of a 4-instance prepare-data job writing
     the datasets where params/sagemaker/phase1.yaml reads them; nothing sent, nothing prepared here."""

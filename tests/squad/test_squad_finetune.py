@@ -12,6 +12,9 @@ from bertlib.squad import finetune as squad_train
 from bertlib.squad import finetune_run
 from bertlib.squad.smoke import NOTE
 
+# trains models (in-process or in subprocesses): `make test-fast` leaves this module out
+pytestmark = pytest.mark.slow
+
 
 def _run(args, env, timeout=300):
     return subprocess.run(

@@ -14,6 +14,9 @@ from train_helpers import dropout_losses, train_tiny, write_dataset
 from bertlib.core.errors import ConfigError
 from bertlib.train import distributed
 
+# trains models (in-process or in subprocesses): `make test-fast` leaves this module out
+pytestmark = pytest.mark.slow
+
 HERE = Path(__file__).parent
 STEPS, PER_RANK_BATCH = 3, 2
 
@@ -74,7 +77,6 @@ def two_rank_run(tmp_path_factory, subprocess_env):
     return data, out
 
 
-@pytest.mark.slow
 def test_two_ranks_match_one_process_on_the_concatenated_batch(two_rank_run):
     data, out = two_rank_run
     rank0, rank1 = load(out / "allreduce-rank0.npz"), load(out / "allreduce-rank1.npz")
@@ -87,7 +89,6 @@ def test_two_ranks_match_one_process_on_the_concatenated_batch(two_rank_run):
     assert max_diff(control0, control1) > 1e-3
 
 
-@pytest.mark.slow
 def test_each_rank_draws_its_own_dropout_masks_and_one_process_repeats_its_own(two_rank_run):
     """Same weights (broadcast), same batch, learning rate 0: the loss depends only on the dropout
     masks. Ranks whose masks were alike (one broadcast RNG state) would report equal losses."""

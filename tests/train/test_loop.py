@@ -13,6 +13,9 @@ from train_helpers import PRED, SEQ, train_tiny, write_dataset
 
 from bertlib.optim.loss_scale import DynamicLossScale, LossScaleCollapsed, check_scale
 
+# trains models (in-process or in subprocesses): `make test-fast` leaves this module out
+pytestmark = pytest.mark.slow
+
 
 def max_diff(a: dict, b: dict) -> float:
     return max(float(np.abs(a[k] - b[k]).max()) for k in a)

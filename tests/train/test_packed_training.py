@@ -17,6 +17,9 @@ from bertlib.core.config import build_config
 from bertlib.data.prepare import prepare
 from bertlib.data.records import read_manifest, read_records
 
+# trains models (in-process or in subprocesses): `make test-fast` leaves this module out
+pytestmark = pytest.mark.slow
+
 S, P, K = 128, 20, 3
 
 

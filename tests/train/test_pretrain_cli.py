@@ -17,6 +17,9 @@ from train_helpers import base_config, write_dataset
 from bertlib.core.errors import ConfigError
 from bertlib.train.metrics import METRIC_KEYS
 
+# trains models (in-process or in subprocesses): `make test-fast` leaves this module out
+pytestmark = pytest.mark.slow
+
 QUIET = {"TF_CPP_MIN_LOG_LEVEL": "3", "BERTLIB_PROGRESS": "0"}
 
 
@@ -139,7 +142,6 @@ def pretrain_cmd(cfg_path, processes: int, env: dict):
     ]
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("processes", [1, 2])
 def test_sigkill_after_a_checkpoint_then_restart_gives_the_uninterrupted_weights(tmp_path, subprocess_env, processes):
     """SIGKILL of the whole job (with 2 ranks: horovodrun and both workers, as a spot interruption)

@@ -15,6 +15,9 @@ from train_helpers import SEQ, base_config, write_dataset
 from bertlib.core.errors import ConfigError
 from bertlib.train.metrics import VALIDATION_METRIC_KEYS
 
+# trains models (in-process or in subprocesses): `make test-fast` leaves this module out
+pytestmark = pytest.mark.slow
+
 QUIET = {"TF_CPP_MIN_LOG_LEVEL": "3", "BERTLIB_PROGRESS": "0"}
 TRAINING_KEYS = ("loss", "mlm_loss", "mlm_acc", "nsp_loss", "nsp_acc", "learning_rate", "loss_scale", "grad_norm")
 
@@ -215,7 +218,6 @@ def test_evaluation_leaves_training_untouched(tmp_path, subprocess_env):
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
 
 
-@pytest.mark.slow
 def test_two_ranks_pool_their_unequal_shares(tmp_path, subprocess_env):
     """2 ranks, 7 held-out records in one file: rank 0 evaluates 4, rank 1 3 (the last batch short).
     The logged metrics are those of all 7 records at once — a mean of the ranks' ratios would not be."""

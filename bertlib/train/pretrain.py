@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from bertlib.core.config import PretrainConfig, job_command, parse_job_args
+from bertlib.core.config import PretrainConfig, global_batch, job_command, parse_job_args
 from bertlib.core.errors import ConfigError
 from bertlib.core.vocab import check_vocab_compatible
 from bertlib.train import distributed
@@ -56,14 +56,7 @@ def validate_inputs(cfg: PretrainConfig, paths: RunPaths, world: int) -> dict:
     """All checks that need no TensorFlow graph; returns the dataset manifest."""
     from bertlib.data.records import read_manifest, validate_dataset
 
-    if cfg.global_batch_size_check is not None:
-        got = cfg.global_batch_for(world)
-        if got != cfg.global_batch_size_check:
-            raise ConfigError(
-                f"global batch: per_gpu_batch_size {cfg.per_gpu_batch_size} × {world} processes × "
-                f"{cfg.gradient_accumulation_steps} accumulation = {got}, not "
-                f"global_batch_size_check={cfg.global_batch_size_check}"
-            )
+    global_batch(cfg, world)  # global_batch_size_check against the launcher's world size
     if paths.data_dir is None or not paths.data_dir.is_dir():
         raise FileNotFoundError(f"{paths.data_dir}: data_dir not found (a prepared dataset folder)")
     vocab = None
@@ -115,7 +108,7 @@ def build_bert_config(cfg: PretrainConfig, vocab_size: int):
 def run(cfg: PretrainConfig, paths: RunPaths, manifest: dict, bert_config, validation=None) -> dict:
     """Train as configured (after :func:`validate_inputs`), evaluating on ``validation`` (a
     :class:`bertlib.eval.pretraining.ValidationSource`, or None); returns the summary written by rank 0."""
-    rank, world, _ = distributed.init(cfg.threads_per_process, cfg.num_processes)
+    rank, world, _ = distributed.init()
     from bertlib.core.files import write_json
     from bertlib.core.vocab import vocab_info
     from bertlib.data.pipeline import pretraining_dataset
@@ -240,7 +233,7 @@ def main(argv: list[str]) -> int:
     cfg = parse_args(argv)
     if cfg is None:
         return 0
-    world = distributed.prepare_process(cfg.num_processes, cfg.threads_per_process)  # before any TF op
+    world = distributed.prepare_process()  # before any TF op
     paths = run_paths(cfg)
     manifest = validate_inputs(cfg, paths, world)
     from bertlib.eval.pretraining import validation_source

@@ -244,7 +244,7 @@ def predict_logits(model, features: dict, batch_size: int, jit_compile: bool):
 def run(cfg: SquadConfig, paths: RunPaths, inputs: SquadInputs) -> dict:
     """Finetune, predict and evaluate as configured (after :func:`validate_inputs`); returns the
     summary written by rank 0 (``{}`` on other ranks)."""
-    rank, world, _ = distributed.init(cfg.threads_per_process, cfg.num_processes)
+    rank, world, _ = distributed.init()
     import tensorflow as tf
 
     from bertlib.core.files import sha256_file, write_json
@@ -373,7 +373,7 @@ def main(argv: list[str]) -> int:
     cfg = parse_args(argv)
     if cfg is None:
         return 0
-    distributed.prepare_process(cfg.num_processes, cfg.threads_per_process)  # before any TF op
+    distributed.prepare_process()  # before any TF op
     paths = run_paths(cfg)
     inputs = validate_inputs(cfg)
     run(cfg, paths, inputs)

@@ -9,12 +9,12 @@ import re
 import numpy as np
 import pytest
 
+from bertlib import estimate_cli
 from bertlib.core.config import build_launched
 from bertlib.core.errors import ConfigError
 from bertlib.core.instances import INSTANCES, gpus_per_instance
 from bertlib.data import preflight
 from bertlib.data import projection as pj
-from bertlib import estimate_cli
 from bertlib.launch import estimate as est
 
 DUMP_URL = "https://dumps.wikimedia.org/enwiki/latest/enwiki-latest-pages-articles-multistream.xml.bz2"

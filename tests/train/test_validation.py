@@ -231,9 +231,7 @@ def test_two_ranks_pool_their_unequal_shares(tmp_path, subprocess_env):
     run = tmp_path / "run"
     cfg = write_config(
         tmp_path / "c.yaml",
-        **base_config(
-            data, run, total_steps=2, per_gpu_batch_size=2, skip_xla=True, learning_rate=1e-2
-        ),
+        **base_config(data, run, total_steps=2, per_gpu_batch_size=2, skip_xla=True, learning_rate=1e-2),
     )
     env = dict(subprocess_env, **QUIET)
     done = subprocess.run(

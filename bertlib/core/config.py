@@ -38,7 +38,9 @@ class LaunchConfig(_Strict):
 
     backend: Literal["local", "sagemaker"] = Field("local", description="where `bertlib launch` runs the job")
     num_processes: int = Field(1, ge=1, description="local: horovodrun -np N (1 = plain process)")
-    threads_per_process: int = Field(0, ge=0, description="TF intra/inter-op threads; 0 = TF default")
+    threads_per_process: int = Field(
+        0, ge=0, description="local: TF intra/inter-op threads of each process; 0 = TF default"
+    )
     dry_run: bool = Field(False, description="sagemaker: build and show the request, start nothing")
     # SageMaker (values that identify an AWS account come from the environment, never from files)
     job_name: str | None = Field(None, description="SageMaker job name prefix; default: bertlib-<job>-<name>")

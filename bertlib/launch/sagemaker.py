@@ -294,11 +294,9 @@ def resolve(job: str, launched: LaunchedJob) -> JobSpec:
         if c.name in key_of:
             hp[key_of[c.name]] = c.container_path
 
-    environment = {"BERTLIB_JOB": job, "BERTLIB_CHECKPOINT_DIR": CHECKPOINT_LOCAL_PATH}
-    if cfg.threads_per_process:  # read by TF when it starts (bertlib.train.distributed.configure_threads)
-        n = str(cfg.threads_per_process)
-        environment.update(TF_NUM_INTRAOP_THREADS=n, TF_NUM_INTEROP_THREADS=n, OMP_NUM_THREADS=n)
-    environment.update(cfg.environment)
+    # threads_per_process is a local setting (a notebook run with -f params/sagemaker/... keeps the local
+    # file's 1): a SageMaker job's TF uses its defaults unless `environment` sets TF_NUM_*_THREADS
+    environment = {"BERTLIB_JOB": job, "BERTLIB_CHECKPOINT_DIR": CHECKPOINT_LOCAL_PATH, **cfg.environment}
     return JobSpec(
         job=job,
         base_job_name=_job_name(job, launched),

@@ -215,7 +215,7 @@ def test_sigkill_after_a_checkpoint_then_restart_gives_the_uninterrupted_weights
 
 
 TF_PROBE = (
-    "import sys; from bertlib.cli import run_guarded; from bertlib.train.pretrain import main; "
+    "import sys; from bertlib.core.errors import run_guarded; from bertlib.train.pretrain import main; "
     "rc = run_guarded(main, sys.argv[1:]); "
     "print('tensorflow imported' if 'tensorflow' in sys.modules else 'no tensorflow'); sys.exit(rc)"
 )

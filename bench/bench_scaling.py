@@ -70,8 +70,6 @@ def run(processes: int, cfg_file: Path, run_dir: Path, env: dict) -> dict:
         str(cfg_file),
         "--run_dir",
         str(run_dir),
-        "--num_processes",
-        str(processes),
     ]
     if processes > 1:
         horovodrun = shutil.which("horovodrun", path=env["PATH"])
@@ -168,7 +166,6 @@ def main(argv=None) -> int:
         "total_steps": args.steps,
         "log_frequency": args.log_frequency,
         "checkpoint_frequency": 100000,
-        "threads_per_process": 1,
         "skip_xla": args.skip_xla,
         "optimizer": "lamb",
     }
@@ -178,6 +175,8 @@ def main(argv=None) -> int:
         os.environ,
         TF_CPP_MIN_LOG_LEVEL="3",
         BERTLIB_PROGRESS="0",
+        TF_NUM_INTRAOP_THREADS="1",  # one TF thread per process (what threads_per_process: 1 sets)
+        TF_NUM_INTEROP_THREADS="1",
         PYTHONPATH=str(REPO),
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     )

@@ -21,7 +21,12 @@ import sys
 import time
 from pathlib import Path
 
-from bertlib.core.config import read_yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from bertlib.core.cli_schema import command, parse
+from bertlib.core.config import build_config, read_yaml
+from bertlib.core.errors import run_guarded
+from bertlib.core.files import write_text
 
 REPO = Path(__file__).resolve().parents[1]
 #: (notebook, params file) in execution order
@@ -43,8 +48,6 @@ def to_html(notebook: Path) -> Path:
 
     body, _ = HTMLExporter().from_notebook_node(nbformat.read(notebook, as_version=4))
     out = notebook.with_suffix(".html")
-    from bertlib.core.files import write_text
-
     return write_text(out, body)
 
 
@@ -110,10 +113,6 @@ def run_chain(
 
 def main(argv: list[str]) -> int:
     """``python -m bertlib.demo [--workdir DIR] [--params DIR] [--experiment NAME] [--quiet]``."""
-    from pydantic import BaseModel, ConfigDict, Field
-
-    from bertlib.core.cli_schema import command, parse
-    from bertlib.core.config import build_config
 
     class DemoArgs(BaseModel):
         """Every notebook, in order, on the embedded default."""
@@ -159,6 +158,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    from bertlib.core.errors import run_guarded
-
     sys.exit(run_guarded(main, sys.argv[1:]))

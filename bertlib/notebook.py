@@ -9,16 +9,27 @@ preparation, estimate, launch, plots, report) keep the notebooks to narrative pl
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
+import yaml
+
+from bertlib import report
+from bertlib.core.config import LaunchedJob
 from bertlib.core.errors import ParamsError  # noqa: F401 - what a parameter cell raises (nb.ParamsError)
+from bertlib.data.prepare import prepare
+from bertlib.data.summary import counts_table, shard_table, summarize
+from bertlib.launch import local, sagemaker
+from bertlib.launch.estimate import estimate, real_token_fraction
+from bertlib.launch.results import fetch_manifests, fetch_run
 from bertlib.params import (  # noqa: F401 - the notebooks call nb.parameters(...)
     STEPS,
     Params,
     parameters,
     report_parameters,
 )
+from bertlib.squad.smoke import build_smoke_sets
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # the kernel and the runs it starts: no C++ info logs
 
@@ -27,7 +38,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # the kernel and the runs it
 
 
 def _display(obj) -> None:
-    from IPython.display import display
+    from IPython.display import display  # only in a notebook kernel
 
     display(obj)
 
@@ -37,15 +48,19 @@ def _job(p: Params) -> str:
 
 
 def show_config(p: Params) -> None:
-    """Print the parameters as validated (only what was set, with ``auto`` values filled in)."""
-    import yaml
-
-    for name, cfg in p.configs.items():
-        shown = cfg.model_dump(mode="json", include=cfg.model_fields_set)
+    """Print the parameters as validated (only what was set, with ``auto`` values filled in): the
+    launch settings, then the job's config."""
+    for name, launched in p.configs.items():
+        cfg, launch = launched.job, launched.launch
+        shown = {
+            **launch.model_dump(mode="json", include=launch.model_fields_set),
+            **cfg.model_dump(mode="json", include=cfg.model_fields_set),
+        }
         head = f"{name} ({type(cfg).__name__}, experiment {p.keys.experiment!r}, registry {p.registry.path})"
         extra = (
-            f"\nglobal batch: {cfg.global_batch_size} sequences per optimizer step"
-            if hasattr(cfg, "global_batch_size")
+            f"\nglobal batch: {launched.global_batch_size} sequences per optimizer step "
+            f"({launched.world_size} processes)"
+            if hasattr(cfg, "per_gpu_batch_size")
             else ""
         )
         print(head + "\n" + yaml.safe_dump(shown, sort_keys=False).rstrip() + extra + "\n")
@@ -56,16 +71,12 @@ def prepare_data(p: Params) -> dict:
     build the synthetic SQuAD smoke sets (:mod:`bertlib.squad.smoke`) from the first source;
     record the dataset folders in the registry. Returns prepare's summary. ``backend: sagemaker``:
     :func:`prepare_data_on_sagemaker` instead (returns the launch's result)."""
-    from bertlib.data.prepare import prepare
-
-    cfg = p.cfg
-    if cfg.backend == "sagemaker":
+    if p.cfg.launch.backend == "sagemaker":
         return prepare_data_on_sagemaker(p)
+    cfg = p.cfg.job
     summary = prepare(cfg, progress=True)
     smoke = {}
     if p.keys.squad_smoke:
-        from bertlib.squad.smoke import build_smoke_sets
-
         files = build_smoke_sets(
             Path(cfg.output_dir) / "squad_smoke", source=cfg.sources[0], max_documents=cfg.max_documents
         )
@@ -97,16 +108,11 @@ def prepare_data_on_sagemaker(p: Params) -> dict:
     real one waits for the job while streaming its log, then fetches the phases' ``manifest.json`` and
     ``vocab.txt`` into ``output_dir`` for the tables below. The datasets' S3 URIs go into the registry,
     where ``data_dir: auto`` of the training notebooks finds them."""
-    import json
-
-    from bertlib.launch.results import fetch_manifests
-    from bertlib.launch.sagemaker import launch as sm_launch
-
-    cfg = p.cfg
-    info = sm_launch("prepare-data", cfg, dry_run=cfg.dry_run, wait=not cfg.dry_run, logs=True)
-    what = "dry run — nothing was sent to AWS" if cfg.dry_run else f"status {info['status']}"
+    launch, cfg = p.cfg.launch, p.cfg.job
+    info = sagemaker.launch("prepare-data", p.cfg, dry_run=launch.dry_run, wait=not launch.dry_run, logs=True)
+    what = "dry run — nothing was sent to AWS" if launch.dry_run else f"status {info['status']}"
     print(
-        f"data: SageMaker job {info['job_name']} on {cfg.instance_count} × {cfg.instance_type} ({what})\n"
+        f"data: SageMaker job {info['job_name']} on {launch.instance_count} × {launch.instance_type} ({what})\n"
         + "".join(f"  {name}: {uri}\n" for name, uri in info["datasets"].items())
         + "CreateTrainingJob request:"
     )
@@ -115,14 +121,14 @@ def prepare_data_on_sagemaker(p: Params) -> dict:
         "backend": "sagemaker",
         "job_name": info["job_name"],
         "status": info["status"],
-        "dry_run": cfg.dry_run,
-        "output_dir": cfg.s3_data_uri,
+        "dry_run": launch.dry_run,
+        "output_dir": launch.s3_data_uri,
         "datasets": info["datasets"],
         "squad_smoke": {},
     }
     if info["status"] == "Completed":
         entry["manifests_dir"] = str(fetch_manifests(info["datasets"], cfg.output_dir))
-    elif not cfg.dry_run:
+    elif not launch.dry_run:
         raise RuntimeError(
             f"SageMaker job {info['job_name']} ended {info['status']}; rerun this cell to resume "
             "(finished shards in s3_data_uri are kept)"
@@ -145,16 +151,11 @@ def show_datasets(p: Params) -> None:
     the distribution of tokens per example (how much of each sequence is padding)."""
     import matplotlib.pyplot as plt
 
-    from bertlib import report
-    from bertlib.data.summary import summarize
-
     entry = p.registry.lookup("data")
     folder = _local_datasets(p)
     if folder is None:
         return
     if entry.get("backend") == "sagemaker":  # the shards stay in S3: counts only, no length histogram
-        from bertlib.data.summary import counts_table
-
         _display(counts_table(folder))
         return
     table, fig = summarize(folder)
@@ -170,8 +171,6 @@ def show_datasets(p: Params) -> None:
 def show_shards(p: Params) -> None:
     """Per shard of every dataset: examples, random-next and padding fractions
     (:func:`bertlib.data.summary.shard_table`)."""
-    from bertlib.data.summary import shard_table
-
     folder = _local_datasets(p)
     if folder is not None:
         _display(shard_table(folder))
@@ -181,11 +180,9 @@ def show_estimate(p: Params) -> None:
     """The FLOPs / time / cost estimate of each run (:func:`bertlib.launch.estimate.estimate`)."""
     import pandas as pd
 
-    from bertlib.launch.estimate import estimate, real_token_fraction
-
     rows = {}
-    for name, cfg in p.configs.items():
-        e = estimate(cfg, real_fraction=real_token_fraction(getattr(cfg, "data_dir", None)))
+    for name, launched in p.configs.items():
+        e = estimate(launched, real_fraction=real_token_fraction(getattr(launched.job, "data_dir", None)))
         rows[name] = {
             "model": f"BERT-{e['model_size']}",
             "sequences": f"{e['sequences']:,}",
@@ -227,8 +224,6 @@ _SUMMARY_KEYS = (
 
 
 def _summary_values(run_dir: str | os.PathLike) -> dict:
-    import json
-
     summary_file = Path(run_dir) / "summary.json"
     if not summary_file.is_file():
         raise RuntimeError(f"{summary_file}: the run finished without a summary (see the log above)")
@@ -236,30 +231,28 @@ def _summary_values(run_dir: str | os.PathLike) -> dict:
     return {k: summary[k] for k in _SUMMARY_KEYS if k in summary}
 
 
-def _record_local(p: Params, name: str, cfg, run_dir: Path) -> dict:
+def _record_local(p: Params, name: str, run_dir: Path) -> dict:
     entry = {"backend": "local", "run_dir": str(run_dir), **_summary_values(run_dir)}
     entry.setdefault("export_dir", str(Path(run_dir) / "export"))
     return p.registry.record(name, **entry)
 
 
-def _record_sagemaker(p: Params, name: str, cfg, info: dict) -> dict:
+def _record_sagemaker(p: Params, name: str, launched: LaunchedJob, info: dict) -> dict:
     """Record a SageMaker job; a completed one also gets its summary (times, EM/F1) from the job's
     ``output.tar.gz``. A dry run never replaces the entry of a real run: it goes to ``<name>-dry-run``."""
     entry = {
         "backend": "sagemaker",
-        "dry_run": cfg.dry_run,
+        "dry_run": launched.launch.dry_run,
         "job_name": info["job_name"],
         "status": info["status"],
         "run_dir": info["output_data"],
         "checkpoint_s3_uri": info["checkpoint_s3_uri"],
     }
     if info["status"] == "Completed":
-        from bertlib.launch.results import fetch_run
-
         entry.update(_summary_values(fetch_run(info["output_data"])))
     entry["export_dir"] = info["model_artifacts"]  # the S3 model.tar.gz, not the container's path
     existing = p.registry.get(name)
-    if cfg.dry_run and existing is not None and not existing.get("dry_run"):
+    if launched.launch.dry_run and existing is not None and not existing.get("dry_run"):
         name = f"{name}-dry-run"
         print(f"(recorded as {name!r}: the registry keeps the real run's entry)")
     return p.registry.record(name, **entry)
@@ -273,19 +266,14 @@ def launch(p: Params) -> dict[str, dict]:
     the CreateTrainingJob request, a real one waits for the job while streaming its CloudWatch log.
     Returns ``{name: registry entry}``.
     """
-    import json
-
     entries = {}
-    for name, cfg in p.configs.items():
+    for name, launched in p.configs.items():
+        cfg = launched.launch
         if cfg.backend == "local":
-            from bertlib.launch.local import run
-
-            run_dir = run(_job(p), cfg, num_processes=cfg.num_processes, stream=True)
-            entries[name] = _record_local(p, name, cfg, run_dir)
+            run_dir = local.run(_job(p), launched, num_processes=cfg.num_processes, stream=True)
+            entries[name] = _record_local(p, name, run_dir)
         else:
-            from bertlib.launch.sagemaker import launch as sm_launch
-
-            info = sm_launch(_job(p), cfg, dry_run=cfg.dry_run, wait=not cfg.dry_run, logs=True)
+            info = sagemaker.launch(_job(p), launched, dry_run=cfg.dry_run, wait=not cfg.dry_run, logs=True)
             what = "dry run — nothing was sent to AWS" if cfg.dry_run else f"status {info['status']}"
             if info["placeholders"]:
                 print(
@@ -298,7 +286,7 @@ def launch(p: Params) -> dict[str, dict]:
                 "CreateTrainingJob request:"
             )
             print(json.dumps(info["request"], indent=1, default=str))
-            entries[name] = _record_sagemaker(p, name, cfg, info)
+            entries[name] = _record_sagemaker(p, name, launched, info)
     return entries
 
 
@@ -308,8 +296,6 @@ def _entries(p: Params) -> dict[str, dict]:
 
 def show_run(p: Params) -> None:
     """Plot each run's ``metrics.jsonl`` (:func:`bertlib.report.plot_run`) as notebook images."""
-    from bertlib import report
-
     for name, entry in _entries(p).items():
         if entry.get("dry_run"):
             print(f"{name}: dry run — no job ran, nothing to plot")
@@ -319,8 +305,6 @@ def show_run(p: Params) -> None:
 
 def show_pretraining(p: Params) -> None:
     """Phase 1 and phase 2 losses on one figure (:func:`bertlib.report.plot_pretraining`)."""
-    from bertlib import report
-
     entries = [p.registry.lookup(s) for s in ("phase1", "phase2")]
     if any(e.get("dry_run") for e in entries):
         print("dry run — no job ran, nothing to plot")
@@ -357,8 +341,6 @@ def write_report(cfg) -> dict:
     Returns ``{"table": DataFrame, "files": {name: Path}}``; show them with :func:`show_table` /
     :func:`show_figures`.
     """
-    from bertlib import report
-
     result = report.write_report(report.collect_runs(cfg), report.report_dir(cfg), cfg.model_name)
     print("\n".join(f"wrote {path}" for path in result["files"].values()))
     return result
@@ -366,8 +348,6 @@ def write_report(cfg) -> dict:
 
 def show_table(result: dict) -> None:
     """The results table (reference row + this run's row) and its footnote, if any."""
-    from bertlib import report
-
     df = result["table"]
     _display(df.style.hide(axis="index"))
     note = report.table_note(df)
@@ -377,8 +357,6 @@ def show_table(result: dict) -> None:
 
 def show_figures(result: dict, *names: str) -> None:
     """Display the named PNG files of a report (all figures when no name is given)."""
-    from bertlib import report
-
     for name, path in result["files"].items():
         if name.endswith(".png") and (name in names or not names) and name != "results_table.png":
             report.show_file(path)

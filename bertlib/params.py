@@ -1,13 +1,16 @@
 """Parameters → validated configs: the one path from a params file or a notebook cell to a job config.
 
-:func:`load_configs` is what every caller uses — ``bertlib launch`` (:mod:`bertlib.launch.cli`),
-``bertlib estimate``, ``bertlib report`` and, through :func:`parameters` / :func:`load_params`, the
+:func:`load_configs` is what every caller uses — ``bertlib launch`` (:mod:`bertlib.launch_cli`),
+``bertlib estimate`` (:mod:`bertlib.estimate_cli`), ``bertlib report`` and, through :func:`parameters` / :func:`load_params`, the
 notebooks. Values = the YAML of a file (if any) updated by overrides; then
 
 * a **notebook params file** (``params/*/*.yaml``: it sets a notebook-only key such as ``experiment``,
   see :data:`STEPS`) is resolved exactly as the notebook resolves it (:func:`load_params`);
-* a **plain run config** goes through :func:`bertlib.core.config.load_config` (the run-config-only base of
-  the entry points, :func:`bertlib.core.config.build_config` underneath).
+* a **plain run config** goes through :func:`bertlib.core.config.load_launched`.
+
+Either way a job becomes a :class:`~bertlib.core.config.LaunchedJob` ``(launch, job)``: the one flat
+dict is split by which schema declares each key (:func:`bertlib.core.config.build_launched`); the job's
+entry point later gets ``job`` only.
 
 A notebook's parameters (its ``parameters`` cell plus what papermill injected after it) are
 
@@ -21,7 +24,8 @@ A notebook's parameters (its ``parameters`` cell plus what papermill injected af
    ``data_dir``/``checkpoint_path``/SQuAD files ``auto`` → what an earlier notebook recorded in the run
    registry (:mod:`bertlib.registry`); ``${VAR}`` / ``${VAR:-default}`` → the environment (account
    specific values stay out of params files); ``asset:NAME`` → the cached file of :mod:`bertlib.core.assets`,
-4. validated against the job's schema (:mod:`bertlib.core.config`) and what the launch would refuse,
+4. validated against the job's and the launch's schemas (:func:`bertlib.core.config.build_launched`) and
+   what the launch would refuse,
 
 and any problem stops the notebook with a one-line :class:`ParamsError` (unknown key, wrong type,
 missing registry entry) before anything expensive runs.
@@ -41,8 +45,19 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from bertlib.core.config import JOBS, build_config, load_config, read_yaml
+from bertlib.core.assets import ASSETS, asset
+from bertlib.core.config import (
+    LaunchedJob,
+    build_config,
+    build_launched,
+    launched_fields,
+    load_config,
+    load_launched,
+    read_yaml,
+)
 from bertlib.core.errors import ConfigError, ParamsError
+from bertlib.launch.local import horovodrun_path
+from bertlib.launch.sagemaker import DRY_RUN_PLACEHOLDERS, resolve, stage_data_files
 from bertlib.registry import AUTO, Registry
 
 #: the project folder (``notebooks/``, ``params/``): a relative ``params_file`` is also looked up here
@@ -114,11 +129,11 @@ class Params:
     step: str
     keys: _NotebookKeys
     registry: Registry
-    configs: dict[str, Any] = field(default_factory=dict)  # name → validated config (1, or 1 per SQuAD version)
+    configs: dict[str, LaunchedJob] = field(default_factory=dict)  # name → launched job (1, or 1 per SQuAD version)
 
     @property
-    def cfg(self):
-        """The config, for notebooks that run one job."""
+    def cfg(self) -> LaunchedJob:
+        """The launched job, for notebooks that run one job."""
         (only,) = self.configs.values()
         return only
 
@@ -154,10 +169,10 @@ def load_configs(
     *,
     resolve: bool = True,
 ) -> dict[str, Any]:
-    """``{name: validated config}`` of ``job`` from the YAML of ``path`` (if any) updated by ``overrides``.
+    """``{name: LaunchedJob}`` of ``job`` from the YAML of ``path`` (if any) updated by ``overrides``.
 
-    A notebook params file is resolved as its notebook resolves it (:func:`load_params`; one config
-    per SQuAD version); a plain run config is validated by :func:`bertlib.core.config.load_config`. Names
+    A notebook params file is resolved as its notebook resolves it (:func:`load_params`; one per SQuAD
+    version); a plain run config is validated by :func:`bertlib.core.config.load_launched`. Names
     are the notebook steps (``data``, ``phase1``, ``phase2``, ``squadv1``, ``squadv2``; ``report``).
     ``job`` ``"report"`` gives the :class:`ReportConfig`; ``None`` takes the job from the keys
     (:func:`job_of`). ``resolve=False`` leaves ``auto`` / ``${VAR}`` / ``asset:`` values as they are
@@ -171,13 +186,14 @@ def load_configs(
     step = step_of(job, values)
     if step is not None:
         return load_params(step, values, resolve=resolve).configs
-    cfg = load_config(job, path, overrides)
+    launched = load_launched(job, path, overrides)
+    cfg = launched.job
     name = {
         "prepare-data": "data",
         "pretrain": getattr(cfg, "phase", None),
         "squad": getattr(cfg, "squad_version", None),
     }.get(job) or job
-    return {name: cfg}
+    return {name: launched}
 
 
 def load_params(step: str, values: dict[str, Any], *, resolve: bool = True) -> Params:
@@ -201,12 +217,12 @@ def load_params(step: str, values: dict[str, Any], *, resolve: bool = True) -> P
             raw = {step: values}
         # unknown keys / wrong types first ("auto" is a valid string)
         configs = {
-            name: build_config(job, vals, source if name == step else f"{source} ({name})")
+            name: build_launched(job, vals, source if name == step else f"{source} ({name})")
             for name, vals in raw.items()
         }
         if resolve:
             configs = {
-                name: build_config(
+                name: build_launched(
                     job, _resolve(name, vals, keys, registry, lookups), source if name == step else f"{source} ({name})"
                 )
                 for name, vals in raw.items()
@@ -277,7 +293,7 @@ def _with_params_file(
     notebook run by ``papermill -f FILE --cwd ELSEWHERE`` with an installed bertlib gets every value
     from FILE and cannot see the cell's ``params/local/...`` (a relative path: the working directory,
     else the project folder)."""
-    fields = {**JOBS[job].model_fields, **keys_cls.model_fields}
+    fields = {**launched_fields(job), **keys_cls.model_fields}
     out = {
         k: v
         for k, v in values.items()
@@ -311,8 +327,6 @@ def _expand_env(value: Any, key: str, dry_run: bool = False) -> Any:
     def sub(m: re.Match) -> str:
         got = os.environ.get(m.group(1))
         if got is None and dry_run:  # a dry run shows the request with a placeholder that says what to set
-            from bertlib.launch.sagemaker import DRY_RUN_PLACEHOLDERS
-
             got = DRY_RUN_PLACEHOLDERS.get(m.group(1))
         if got is None and m.group(2) is None:
             raise ConfigError(f"key {key!r}: environment variable {m.group(1)} is not set (used as {value!r})")
@@ -324,8 +338,6 @@ def _expand_env(value: Any, key: str, dry_run: bool = False) -> Any:
 def _resolve_assets(value: Any) -> Any:
     """``"asset:NAME"`` (also inside lists) → path of the verified cached asset."""
     if isinstance(value, str) and value.startswith("asset:"):
-        from bertlib.core.assets import ASSETS, asset
-
         name = value[len("asset:") :]
         if name not in ASSETS:
             raise ConfigError(f"{value!r}: unknown asset (known: {', '.join(ASSETS)})")
@@ -353,14 +365,10 @@ def _chdir_to_project() -> None:
         os.chdir(here.parent)
 
 
-def _check_launchable(job: str, cfg) -> None:
+def _check_launchable(job: str, launched: LaunchedJob) -> None:
     """What the launch would refuse, refused now: SageMaker role/image/region-free settings and
     input URIs (:func:`bertlib.launch.sagemaker.resolve`, no AWS call), or horovodrun for N > 1."""
-    if cfg.backend == "sagemaker":
-        from bertlib.launch.sagemaker import resolve, stage_data_files
-
-        resolve(job, stage_data_files(cfg, None, dry_run=True) if job == "prepare-data" else cfg)
-    elif job != "prepare-data" and cfg.num_processes > 1:
-        from bertlib.launch.local import horovodrun_path
-
+    if launched.launch.backend == "sagemaker":
+        resolve(job, stage_data_files(launched, None, dry_run=True) if job == "prepare-data" else launched)
+    elif job != "prepare-data" and launched.launch.num_processes > 1:
         horovodrun_path()

@@ -24,6 +24,7 @@ Inputs are run directories as every training job writes them (``metrics.jsonl``,
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -32,9 +33,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bertlib.core.errors import ConfigError
+import yaml
+
+from bertlib.core.cli_schema import command, parse
+from bertlib.core.errors import ConfigError, run_guarded
 from bertlib.core.files import write_bytes
+from bertlib.launch.results import fetch_run
 from bertlib.params import ReportConfig, load_configs
+from bertlib.registry import Registry
 
 #: The published result this kit reproduces (BERT-base, TF 2.1, 8 × p3dn.24xlarge; the README's table).
 #: (It publishes no EM and no held-out MLM accuracy.)
@@ -148,11 +154,7 @@ def read_metrics(path: str | os.PathLike):
 
 def load_run(uri_or_dir: str | os.PathLike) -> Run:
     """Read a run directory (local path, or ``s3://`` prefix fetched by ``launch.results.fetch_run``)."""
-    import yaml
-
     if str(uri_or_dir).startswith("s3://"):
-        from bertlib.launch.results import fetch_run
-
         path = Path(fetch_run(str(uri_or_dir)))
     else:
         path = Path(uri_or_dir)
@@ -267,8 +269,6 @@ def plot_pretraining(phase1: Run | str | os.PathLike, phase2: Run | str | os.Pat
 
 def figure_png(fig, path: str | os.PathLike | None = None, dpi: int = 110) -> bytes:
     """Render a Figure to PNG bytes; also write them (temp + rename) when ``path`` is given."""
-    import io
-
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", pad_inches=0.15)
     data = buf.getvalue()
@@ -415,8 +415,6 @@ def plot_table(df, note: str | None = None):
 
 def collect_runs(cfg: ReportConfig) -> dict[str, Run]:
     """The runs named in ``cfg`` (explicit URIs first, then the registry's ``run_dir`` entries)."""
-    from bertlib.registry import Registry
-
     steps = Registry.for_experiment(cfg.experiment, cfg.runs_root).steps if cfg.experiment else {}
     runs = {}
     for step in STEPS:
@@ -465,8 +463,6 @@ def report_dir(cfg: ReportConfig) -> Path:
 def report_config(argv: list[str]) -> ReportConfig | None:
     """``[--config FILE] [--key value ...]`` → validated :class:`ReportConfig`
     (:func:`bertlib.params.load_configs`); None when ``--help`` was printed (every ReportConfig key)."""
-    from bertlib.core.cli_schema import command, parse
-
     cli = command(
         "bertlib report",
         ReportConfig,
@@ -496,6 +492,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    from bertlib.core.errors import run_guarded
-
     sys.exit(run_guarded(main, sys.argv[1:]))

@@ -11,7 +11,15 @@ import pytest
 import yaml
 
 from bertlib.cli import COMMANDS, main
-from bertlib.core.config import NOTEBOOK_KEYS, AdoptConfig, DataConfig, PretrainConfig, SquadConfig, build_config
+from bertlib.core.config import (
+    NOTEBOOK_KEYS,
+    AdoptConfig,
+    DataConfig,
+    PretrainConfig,
+    SquadConfig,
+    build_config,
+    flat_schema,
+)
 
 PRETRAIN = {
     "model_size": "tiny",
@@ -75,9 +83,10 @@ def check_lists_every_field(help_text: str, model) -> None:
         (["squad"], SquadConfig),
         (["prepare-data"], DataConfig),
         (["adopt-data"], AdoptConfig),
-        (["launch", "pretrain"], PretrainConfig),
-        (["launch", "squad"], SquadConfig),
-        (["launch", "prepare-data"], DataConfig),
+        # bertlib launch: the job's keys and its launch settings (LaunchConfig / DataLaunchConfig)
+        (["launch", "pretrain"], flat_schema("pretrain")),
+        (["launch", "squad"], flat_schema("squad")),
+        (["launch", "prepare-data"], flat_schema("prepare-data")),
     ],
 )
 def test_help_lists_every_key_of_the_schema(argv, model, capsys):
@@ -94,7 +103,7 @@ def test_help_of_the_other_subcommands(capsys):
 
     check_lists_every_field(help_of(["squad-eval"], capsys), _eval_schema())
     check_lists_every_field(help_of(["convert-checkpoint"], capsys), _convert_schema())
-    from bertlib.launch.estimate import _estimate_schema
+    from bertlib.estimate_cli import _estimate_schema
 
     check_lists_every_field(help_of(["estimate"], capsys), _estimate_schema())
     from bertlib.params import ReportConfig
@@ -117,7 +126,7 @@ def test_every_subcommand_answers_help(capsys):
 def test_help_imports_neither_tensorflow_nor_the_other_subcommands(subprocess_env):
     code = (
         "import sys; from bertlib.cli import main; rc = main(['--help']); "
-        "assert not any(m in sys.modules for m in ('bertlib.train.pretrain', 'bertlib.launch.cli')); "
+        "assert not any(m in sys.modules for m in ('bertlib.train.pretrain', 'bertlib.launch_cli')); "
         "rc += main(['squad-eval', '--help']) + main(['pretrain', '--help']); "
         "assert 'tensorflow' not in sys.modules, 'TF was imported'; sys.exit(rc)"
     )
@@ -143,10 +152,8 @@ def test_config_plus_overrides_parse_as_before(tmp_path):
             "--run-dir",
             "runs/x",
             "--skip_xla=true",
-            "--job_name",
-            "'123'",
-            "--mpi_options",
-            "[-x, NCCL_DEBUG]",
+            "--phase",
+            "'phase2'",
             "--checkpoint_path",
             "",
         ]
@@ -159,8 +166,7 @@ def test_config_plus_overrides_parse_as_before(tmp_path):
             "learning_rate": 1e-4,
             "run_dir": "runs/x",
             "skip_xla": True,
-            "job_name": "123",
-            "mpi_options": ["-x", "NCCL_DEBUG"],
+            "phase": "phase2",
             "checkpoint_path": None,
         },
     )
@@ -188,11 +194,10 @@ def test_sagemaker_hyperparameters_round_trip(tmp_path):
         "pretrain",
         {
             **PRETRAIN,
-            "job_name": "123",
+            "validation_dir": "123",
             "run_dir": "it's: odd",
             "learning_rate": 5e-5,
-            "environment": {"A": "true"},
-            "mpi_options": ["-x", "A"],
+            "global_batch_size_check": 4,
             "skip_xla": True,
         },
     )

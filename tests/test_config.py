@@ -6,7 +6,16 @@ import time
 
 import pytest
 
-from bertlib.core.config import load_config, parse_overrides
+from bertlib.core.config import (
+    DataLaunchConfig,
+    LaunchConfig,
+    PretrainConfig,
+    build_launched,
+    global_batch,
+    load_config,
+    load_launched,
+    parse_overrides,
+)
 from bertlib.core.errors import ConfigError
 
 PRETRAIN = {
@@ -47,7 +56,30 @@ def test_valid_config_and_override(tmp_path):
     p = write(tmp_path, yaml.safe_dump(PRETRAIN))
     cfg = load_config("pretrain", p, ["--total_steps", "20"])
     assert cfg.total_steps == 20 and cfg.optimizer == "lamb" and cfg.learning_rate_decay_power == 0.5
-    assert cfg.global_batch_size == 4
+    assert global_batch(cfg, 1) == 4 and global_batch(cfg, 3) == 12
+
+
+def test_one_flat_file_splits_into_launch_and_job(tmp_path):
+    """A params file stays flat; `bertlib launch` splits it by schema, an entry point refuses launch keys."""
+    import yaml
+
+    p = write(tmp_path, yaml.safe_dump({**PRETRAIN, "num_processes": 2, "gradient_accumulation_steps": 3}))
+    launched = load_launched("pretrain", p, {"threads_per_process": 1})
+    assert type(launched.launch) is LaunchConfig and type(launched.job) is PretrainConfig
+    assert launched.launch.num_processes == 2 and launched.launch.threads_per_process == 1
+    assert launched.job.gradient_accumulation_steps == 3 and "num_processes" not in launched.job.model_fields
+    assert launched.world_size == 2 and launched.global_batch_size == 4 * 2 * 3
+    assert launched.values()["num_processes"] == 2 and launched.values()["total_steps"] == 10
+    assert launched.updated({"num_processes": 4}).global_batch_size == 48
+    with pytest.raises(ConfigError, match=r"p\.yaml: unknown key 'num_processes'$"):
+        load_config("pretrain", p)
+    with pytest.raises(ConfigError, match=r"^x: unknown key 'totl_steps'$"):
+        build_launched("pretrain", {**PRETRAIN, "totl_steps": 1}, "x")
+    data = build_launched("prepare-data", {"sources": ["a.txt"], "output_dir": "o", "backend": "sagemaker"})
+    assert type(data.launch) is DataLaunchConfig and data.launch.instance_type == "ml.m5.24xlarge"
+    assert data.world_size == 1
+    with pytest.raises(ConfigError, match="processes_per_host"):
+        build_launched("prepare-data", {"sources": ["a.txt"], "output_dir": "o", "processes_per_host": 2})
 
 
 @pytest.mark.parametrize(
@@ -59,7 +91,7 @@ def test_valid_config_and_override(tmp_path):
         ({"warmup_steps": 50}, "warmup_steps (50) > total_steps (10)"),
         (
             {"num_processes": 2, "gradient_accumulation_steps": 2, "global_batch_size_check": 12},
-            "global batch 4 per GPU",
+            "per_gpu_batch_size 4 × 2 processes × 2 accumulation = 16, not global_batch_size_check=12",
         ),
     ],
 )
@@ -68,7 +100,7 @@ def test_bad_values_name_file_and_key(tmp_path, extra, needle):
 
     p = write(tmp_path, yaml.safe_dump({**PRETRAIN, **extra}))
     with pytest.raises(ConfigError) as e:
-        load_config("pretrain", p)
+        load_launched("pretrain", p)
     msg = str(e.value)
     assert str(p) in msg and needle in msg and "\n" not in msg
 
@@ -84,7 +116,7 @@ def test_missing_and_malformed_files(tmp_path):
 
 def test_reference_schedule_global_batch_matches_the_paper():
     """Phase 1 of the reference: 128 per GPU × 64 GPUs (8 × p3dn) × 4 accumulation = 32768."""
-    cfg = load_config(
+    cfg = load_launched(
         "pretrain",
         None,
         {

@@ -17,11 +17,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "adopt-data": ("bertlib.data.adopt", "Google-format pretraining TFRecords -> manifest.json"),
     "pretrain": ("bertlib.train.pretrain", "phase 1 / phase 2 pretraining (Horovod-aware)"),
     "squad": ("bertlib.squad.finetune", "SQuAD finetune + predict + evaluate"),
-    "launch": ("bertlib.launch.cli", "run pretrain/squad/prepare-data locally (horovodrun) or on SageMaker"),
+    "launch": ("bertlib.launch_cli", "run pretrain/squad/prepare-data locally (horovodrun) or on SageMaker"),
     "report": ("bertlib.report", "plots and the F1/timing table from run directories"),
     "squad-eval": ("bertlib.squad.metrics", "official SQuAD v1.1/v2.0 evaluation"),
     "convert-checkpoint": ("bertlib.model.checkpoints", "Google TF1 / HF safetensors -> bertlib"),
-    "estimate": ("bertlib.launch.estimate", "FLOPs, wall time and cost of a run"),
+    "estimate": ("bertlib.estimate_cli", "FLOPs, wall time and cost of a run"),
 }
 
 

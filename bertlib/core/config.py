@@ -6,13 +6,18 @@ flag names: ``per_gpu_batch_size``, ``learning_rate``, ...). Unknown keys and il
 rejected with one line that names the file and the key, before anything expensive starts.
 
 Launch settings (``backend``, ``num_processes``, ``instance_type`` ...) live in the same flat file for
-the training jobs; the entry points ignore them and :mod:`bertlib.launch` reads them.
+the launched jobs but in their own schema, :class:`LaunchConfig`: :func:`build_launched` splits one flat
+dict by which schema declares each key into a :class:`LaunchedJob` ``(launch, job)`` — what
+``bertlib launch`` and the notebooks use — while the entry points (``bertlib pretrain`` ...) validate
+only their job's schema (a launch key given to them is an unknown key). The job learns its world size
+from the launcher at run time; :func:`global_batch` is the one global-batch rule.
 """
 
 from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,18 +26,21 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from bertlib.core.cli_schema import command, parse, parse_values, progress_option
 from bertlib.core.errors import ConfigError
+from bertlib.core.instances import gpus_per_instance
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
 
 
-class LaunchSettings(_Strict):
-    """Where and how a training job runs. Ignored by the entry points themselves."""
+class LaunchConfig(_Strict):
+    """Where and how a job runs (``bertlib launch``, the notebooks); the entry points never see it."""
 
     backend: Literal["local", "sagemaker"] = Field("local", description="where `bertlib launch` runs the job")
     num_processes: int = Field(1, ge=1, description="local: horovodrun -np N (1 = plain process)")
-    threads_per_process: int = Field(0, ge=0, description="TF intra/inter-op threads; 0 = TF default")
+    threads_per_process: int = Field(
+        0, ge=0, description="local: TF intra/inter-op threads of each process; 0 = TF default"
+    )
     dry_run: bool = Field(False, description="sagemaker: build and show the request, start nothing")
     # SageMaker (values that identify an AWS account come from the environment, never from files)
     job_name: str | None = Field(None, description="SageMaker job name prefix; default: bertlib-<job>-<name>")
@@ -66,8 +74,52 @@ class LaunchSettings(_Strict):
     tags: dict[str, str] = Field(default_factory=dict, description="SageMaker job tags")
     region: str | None = Field(None, description="AWS region; default: the session's")
 
+    @property
+    def per_host(self) -> int:
+        """Ranks per SageMaker instance: ``processes_per_host``, else the GPUs of ``instance_type``."""
+        return self.processes_per_host or gpus_per_instance(self.instance_type)
 
-class _TrainingCommon(LaunchSettings):
+    @property
+    def world_size(self) -> int:
+        """Processes the launch starts: SageMaker ``per_host × instance_count``, locally ``num_processes``."""
+        if self.backend == "sagemaker":
+            return self.per_host * self.instance_count
+        return self.num_processes
+
+
+class DataLaunchConfig(LaunchConfig):
+    """Launch settings of ``prepare-data``: a CPU instance type, one process per host."""
+
+    instance_type: str = Field("ml.m5.24xlarge", description="SageMaker instance type")
+
+    @model_validator(mode="after")
+    def _check_per_host(self):
+        if self.processes_per_host not in (None, 1):
+            raise ValueError("processes_per_host: data preparation runs one process per host (it uses every core)")
+        return self
+
+    @property
+    def per_host(self) -> int:
+        return 1
+
+
+def global_batch(cfg, world: int) -> int:
+    """THE global-batch rule: sequences per optimizer step of the training config ``cfg`` with ``world``
+    processes, ``per_gpu_batch_size × world × gradient_accumulation_steps``. A set
+    ``global_batch_size_check`` (pretraining) must equal it, else ConfigError. Used at launch time with
+    the launch's world size (:class:`LaunchedJob`, :mod:`bertlib.launch.sagemaker`) and in the job with
+    the launcher's (:mod:`bertlib.train.pretrain`, :mod:`bertlib.train.loop`)."""
+    got = cfg.per_gpu_batch_size * world * cfg.gradient_accumulation_steps
+    want = getattr(cfg, "global_batch_size_check", None)
+    if want is not None and got != want:
+        raise ConfigError(
+            f"global batch: per_gpu_batch_size {cfg.per_gpu_batch_size} × {world} processes × "
+            f"{cfg.gradient_accumulation_steps} accumulation = {got}, not global_batch_size_check={want}"
+        )
+    return got
+
+
+class _TrainingCommon(_Strict):
     """Knobs shared by pretraining and SQuAD finetuning (the seed's flag names)."""
 
     model_size: Literal["tiny", "mini", "small", "base", "large"] = Field(
@@ -114,26 +166,6 @@ class _TrainingCommon(LaunchSettings):
             raise ValueError(f"warmup_steps ({self.warmup_steps}) > total_steps ({self.total_steps})")
         return self
 
-    @property
-    def global_batch_size(self) -> int:
-        """Sequences per optimizer step over all processes (per GPU × processes × accumulation), with
-        the configured ``world_size``."""
-        return self.global_batch_for(self.world_size)
-
-    def global_batch_for(self, world: int) -> int:
-        """Sequences per optimizer step with ``world`` processes (inside a job: the launcher's world
-        size): ``per_gpu_batch_size × world × gradient_accumulation_steps``."""
-        return self.per_gpu_batch_size * world * self.gradient_accumulation_steps
-
-    @property
-    def world_size(self) -> int:
-        if self.backend == "sagemaker":
-            from bertlib.core.instances import gpus_per_instance
-
-            per_host = self.processes_per_host or gpus_per_instance(self.instance_type)
-            return per_host * self.instance_count
-        return self.num_processes
-
 
 class PretrainConfig(_TrainingCommon):
     """Phase 1 / phase 2 BERT pretraining (``bertlib pretrain``)."""
@@ -159,7 +191,9 @@ class PretrainConfig(_TrainingCommon):
     )
     learning_rate_decay_power: float = Field(0.5, gt=0, description="polynomial decay power (the reference's 0.5)")
     global_batch_size_check: int | None = Field(
-        None, description="if set, per_gpu_batch_size × processes × accumulation must equal it"
+        None,
+        description="if set, per_gpu_batch_size × processes × accumulation must equal it (checked at launch "
+        "and in the job, with the launcher's world size)",
     )
     shuffle_buffer: int = Field(10000, ge=1, description="records in the input shuffle buffer")
 
@@ -167,12 +201,6 @@ class PretrainConfig(_TrainingCommon):
     def _check_pretrain(self):
         if self.max_predictions_per_seq > self.max_seq_length:
             raise ValueError("max_predictions_per_seq > max_seq_length")
-        if self.global_batch_size_check is not None and self.global_batch_size != self.global_batch_size_check:
-            raise ValueError(
-                f"global batch {self.per_gpu_batch_size} per GPU × {self.world_size} processes × "
-                f"{self.gradient_accumulation_steps} accumulation = {self.global_batch_size}, "
-                f"not global_batch_size_check={self.global_batch_size_check}"
-            )
         return self
 
 
@@ -220,13 +248,12 @@ class PhaseSpec(_Strict):
     )
 
 
-class DataConfig(LaunchSettings):
+class DataConfig(_Strict):
     """Wikipedia / text → WordPiece → pretraining TFRecords (``bertlib prepare-data``).
 
-    ``backend: sagemaker`` runs it as a SageMaker job on ``instance_count`` instances, one MPI rank
-    each, writing the dataset to ``s3_data_uri`` (:mod:`bertlib.launch.sagemaker`)."""
-
-    instance_type: str = Field("ml.m5.24xlarge", description="SageMaker instance type")
+    Launched with ``backend: sagemaker`` (:class:`DataLaunchConfig`) it runs as a SageMaker job on
+    ``instance_count`` instances, one MPI rank each, writing the dataset to ``s3_data_uri``
+    (:mod:`bertlib.launch.sagemaker`)."""
 
     sources: list[str] = Field(..., min_length=1, description="dump/text paths or http(s)/s3 URLs")
     source_sha256: dict[str, str] = Field(default_factory=dict, description="URL → expected sha256")
@@ -280,8 +307,6 @@ class DataConfig(LaunchSettings):
 
     @model_validator(mode="after")
     def _check_packing(self):
-        if self.processes_per_host not in (None, 1):
-            raise ValueError("processes_per_host: data preparation runs one process per host (it uses every core)")
         if self.dynamic_masking and self.whole_word_masking:
             raise ValueError("dynamic_masking draws token-level masks only; set whole_word_masking: false")
         if self.pack_sequences:
@@ -348,12 +373,14 @@ def job_command(
     params: list | None = None,
     name: str | None = None,
     progress_flag: bool = False,
+    launched: bool = False,
     **kwargs,
 ):
     """``bertlib JOB``'s command line (:func:`bertlib.core.cli_schema.command`): ``--config FILE`` plus one
     option per key of the job's schema, whose ``--help`` lists them with type, default and description;
-    with ``progress_flag`` also ``--no_progress`` (``args.extras["no_progress"]``)."""
-    cls = JOBS[job]
+    with ``progress_flag`` also ``--no_progress`` (``args.extras["no_progress"]``). ``launched=True``: the
+    keys of the launched job (its :class:`LaunchConfig` ones too, :func:`flat_schema`)."""
+    cls = flat_schema(job) if launched else JOBS[job]
     return command(
         name or f"bertlib {job}",
         cls,
@@ -425,11 +452,18 @@ _RUN_NOTEBOOK_PARAMS = {
 def load_config(
     job: str | type[_Strict], path: str | os.PathLike | None = None, overrides: dict[str, Any] | list[str] | None = None
 ):
-    """Load ``path`` (optional) and apply overrides (a dict or ``--key value`` argv list).
+    """Load ``path`` (optional) and apply overrides (a dict or ``--key value`` argv list); the job's own
+    schema only (an entry point's config: launch keys are unknown keys here, see :func:`load_launched`).
 
     A notebook params file (it sets ``experiment``; its ``auto`` / ``asset:`` / ``${VAR}`` values are
     resolved by the notebooks and ``bertlib launch``) is refused with the command that runs it.
     """
+    values, source = _load_values(job, path, overrides)
+    return build_config(job, values, source)
+
+
+def _load_values(job, path, overrides) -> tuple[dict[str, Any], str]:
+    """The values of ``path`` (optional) updated by ``overrides``, and the source naming them."""
     values = read_yaml(path) if path else {}
     notebook_keys = [k for k in NOTEBOOK_KEYS if k in values]
     if notebook_keys and job in _RUN_NOTEBOOK_PARAMS:
@@ -444,7 +478,7 @@ def load_config(
     source = str(path) if path else "command line"
     if overrides and path:
         source += " (with overrides)"
-    return build_config(job, values, source)
+    return values, source
 
 
 def to_yaml(cfg: BaseModel) -> str:
@@ -452,6 +486,85 @@ def to_yaml(cfg: BaseModel) -> str:
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
 
 
-def launch_keys() -> set[str]:
-    """Keys that only the launcher reads (not passed to the entry point as hyperparameters)."""
-    return set(LaunchSettings.model_fields)
+#: job → the schema of its launch settings (the jobs ``bertlib launch`` and the notebooks run)
+LAUNCH_CONFIGS: dict[str, type[LaunchConfig]] = {
+    "prepare-data": DataLaunchConfig,
+    "pretrain": LaunchConfig,
+    "squad": LaunchConfig,
+}
+
+
+@dataclass(frozen=True)
+class LaunchedJob:
+    """A job as launched: where and how it runs (``launch``) composed with what it does (``job``, the
+    config its entry point validates). Built from one flat params dict by :func:`build_launched`."""
+
+    launch: LaunchConfig
+    job: PretrainConfig | SquadConfig | DataConfig
+
+    @property
+    def world_size(self) -> int:
+        """The processes the launch starts (the job learns its own from the launcher at run time)."""
+        return self.launch.world_size
+
+    @property
+    def global_batch_size(self) -> int:
+        """Sequences per optimizer step of a training job with this launch's world size (:func:`global_batch`)."""
+        return global_batch(self.job, self.world_size)
+
+    def values(self) -> dict[str, Any]:
+        """The flat params dict (launch keys, then the job's), as JSON-compatible values."""
+        return {**self.launch.model_dump(mode="json"), **self.job.model_dump(mode="json")}
+
+    def updated(self, values: dict[str, Any], source: str = "params") -> LaunchedJob:
+        """A copy with ``values`` (keys of either schema) laid over, validated again."""
+        launch_cls, job_cls = type(self.launch), type(self.job)
+        return _build_launched(
+            launch_cls, job_cls, {**self.launch.model_dump(), **self.job.model_dump(), **values}, source
+        )
+
+
+def flat_schema(job: str) -> type[_Strict]:
+    """One model with the launch keys and the job's keys, for generated command lines and key lists
+    (never for validation: :func:`build_launched` validates the two schemas apart)."""
+    return type(f"Launched{JOBS[job].__name__}", (JOBS[job], LAUNCH_CONFIGS[job]), {"__doc__": JOBS[job].__doc__})
+
+
+def launched_fields(job: str) -> dict[str, Any]:
+    """Every key a launched ``job`` takes (its launch settings and its config) → its pydantic field."""
+    return {**LAUNCH_CONFIGS[job].model_fields, **JOBS[job].model_fields}
+
+
+def _build_launched(launch_cls, job_cls, values: dict[str, Any], source: str) -> LaunchedJob:
+    unknown = [k for k in values if k not in launch_cls.model_fields and k not in job_cls.model_fields]
+    if unknown:
+        more = len(unknown) - 1
+        raise ConfigError(
+            f"{source}: unknown key {unknown[0]!r}" + (f" (and {more} more problem{'s' * (more > 1)})" if more else "")
+        )
+    job_cfg = build_config(job_cls, {k: v for k, v in values.items() if k in job_cls.model_fields}, source)
+    launch = build_config(launch_cls, {k: v for k, v in values.items() if k not in job_cls.model_fields}, source)
+    if getattr(job_cfg, "global_batch_size_check", None) is not None:
+        try:
+            global_batch(job_cfg, launch.world_size)
+        except ConfigError as e:
+            raise ConfigError(f"{source}: {e}") from None
+    return LaunchedJob(launch, job_cfg)
+
+
+def build_launched(job: str, values: dict[str, Any], source: str = "params") -> LaunchedJob:
+    """One flat params dict → :class:`LaunchedJob`: each key goes to the schema that declares it (a key
+    of neither is refused, one line naming ``source`` and the key); then the global batch is checked
+    with the launch's world size."""
+    if job not in LAUNCH_CONFIGS:
+        raise ConfigError(f"job {job!r}: expected one of {', '.join(LAUNCH_CONFIGS)}")
+    return _build_launched(LAUNCH_CONFIGS[job], JOBS[job], values, source)
+
+
+def load_launched(
+    job: str, path: str | os.PathLike | None = None, overrides: dict[str, Any] | list[str] | None = None
+) -> LaunchedJob:
+    """:func:`load_config` for a launched job: the file's and the overrides' keys split into
+    :class:`LaunchedJob` ``(launch, job)`` by :func:`build_launched`."""
+    values, source = _load_values(job, path, overrides)
+    return build_launched(job, values, source)

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bertlib.core.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class Instance:
@@ -46,8 +48,6 @@ INSTANCES: dict[str, Instance] = {
 
 def instance(name: str) -> Instance:
     """Look up an instance type; unknown names are a ConfigError naming the known ones."""
-    from bertlib.core.errors import ConfigError
-
     if name not in INSTANCES:
         raise ConfigError(f"instance_type {name!r}: unknown (known: {', '.join(sorted(INSTANCES))})")
     return INSTANCES[name]

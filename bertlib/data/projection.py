@@ -41,7 +41,7 @@ import math
 from pathlib import Path
 
 from bertlib.core.assets import asset, download_path
-from bertlib.core.config import DataConfig
+from bertlib.core.config import DataConfig, LaunchedJob
 from bertlib.core.errors import ConfigError
 from bertlib.core.instances import instance
 from bertlib.data.preflight import INSTANCE_BYTES_PER_ROW, TEXT_BYTES_PER_TOKEN, disk_need, source_kind
@@ -209,24 +209,24 @@ def disk_per_host(work: dict, hosts: int) -> float:
 
 
 def project(
-    cfg: DataConfig,
+    launched: LaunchedJob,
     source_bytes: int | None = None,
     download_MBps: float = DEFAULT_DOWNLOAD_MBPS,
     disk_MBps: float = DEFAULT_DISK_MBPS,
     counts=(1, 2, 4, 8),
 ) -> dict:
-    """The projection of ``cfg`` on ``cfg.instance_type`` for each instance count of ``counts`` and
-    ``cfg.instance_count``: ``{"instance_type", "vcpus", "usd_per_hour", "instance_count", "sizes"
+    """The projection of a launched prepare-data job (its DataConfig ``launched.job``) on the launch's
+    ``instance_type`` for each instance count of ``counts`` and the launch's ``instance_count``: ``{"instance_type", "vcpus", "usd_per_hour", "instance_count", "sizes"
     (:func:`source_sizes`), "work" (:func:`workload`), "download_MBps", "disk_MBps", "notes" (what
     the projection leaves out for these settings), "runs": {N:
     {"stages", "hours", "usd", "disk_bytes", "bound", "next"}}}`` (``bound``: the stage with the most
     hours, ``next``: the one after it)."""
-
-    inst = instance(cfg.instance_type)
+    cfg, launch = launched.job, launched.launch
+    inst = instance(launch.instance_type)
     sizes = source_sizes(cfg, source_bytes)
     work = workload(cfg, {src: n for src, (n, _) in sizes.items()})
     runs = {}
-    for n in sorted({*counts, cfg.instance_count}):
+    for n in sorted({*counts, launch.instance_count}):
         stages = stage_seconds(work, inst.vcpus, n, download_MBps, disk_MBps, vocab_given=bool(cfg.vocab_file))
         hours = sum(st["s"] for st in stages.values()) / 3600
         runs[n] = {
@@ -250,10 +250,10 @@ def project(
         if on
     ]
     return {
-        "instance_type": cfg.instance_type,
+        "instance_type": launch.instance_type,
         "vcpus": inst.vcpus,
         "usd_per_hour": inst.usd_per_hour,
-        "instance_count": cfg.instance_count,
+        "instance_count": launch.instance_count,
         "sizes": sizes,
         "work": work,
         "download_MBps": download_MBps,

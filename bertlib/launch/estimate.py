@@ -30,12 +30,15 @@ per host and the bounding stage (:mod:`bertlib.data.projection`, from rates meas
 
 from __future__ import annotations
 
-import sys
+from pathlib import Path
 
-from bertlib.core.config import DataConfig, build_config
-from bertlib.core.errors import ConfigError
+from bertlib.core.config import LaunchedJob
+from bertlib.core.errors import ConfigError, DataError
 from bertlib.core.instances import instance
-from bertlib.data.projection import DEFAULT_DISK_MBPS, DEFAULT_DOWNLOAD_MBPS, STAGES, project
+from bertlib.data.preflight import gb
+from bertlib.data.projection import STAGES
+from bertlib.data.records import read_manifest
+from bertlib.model.config import PRESETS
 
 DEFAULT_UTILIZATION = 0.20
 DEFAULT_VOCAB_SIZE = 30522  # bert-base-uncased
@@ -44,8 +47,6 @@ LOCAL_PEAK_TFLOPS = 0.13  # this 2-core CPU on a large fp32 matmul (measured)
 
 def model_dims(model_size: str) -> tuple[int, int, int]:
     """(layers L, hidden H, intermediate I) of a preset (``intermediate = 4 × hidden``)."""
-    from bertlib.model.config import PRESETS
-
     layers, hidden, _ = PRESETS[model_size]
     return layers, hidden, 4 * hidden
 
@@ -72,11 +73,6 @@ def forward_flops(
 def real_token_fraction(data_dir) -> float | None:
     """Share of the training rows' ``[rows, S]`` positions that are real tokens, from a local prepared
     dataset's ``manifest.json`` (None if ``data_dir`` is not a readable local dataset, e.g. an S3 URI)."""
-    from pathlib import Path
-
-    from bertlib.core.errors import DataError
-    from bertlib.data.records import read_manifest
-
     if not data_dir or "://" in str(data_dir) or not (Path(data_dir) / "manifest.json").is_file():
         return None
     try:
@@ -91,12 +87,12 @@ def real_token_fraction(data_dir) -> float | None:
 
 
 def estimate(
-    cfg,
+    launched: LaunchedJob,
     utilization: float = DEFAULT_UTILIZATION,
     vocab_size: int = DEFAULT_VOCAB_SIZE,
     real_fraction: float | None = None,
 ) -> dict:
-    """FLOPs / wall time / cost of the run ``cfg`` (a PretrainConfig or SquadConfig).
+    """FLOPs / wall time / cost of a launched pretraining or SQuAD run (its job config and where it runs).
 
     ``real_fraction``: the share of row positions that are real tokens (:func:`real_token_fraction`);
     None leaves ``real_tokens`` and ``flops_per_real_token`` out.
@@ -108,18 +104,19 @@ def estimate(
     """
     if not 0 < utilization <= 1:
         raise ConfigError(f"utilization {utilization}: expected a fraction in (0, 1]")
+    cfg, launch = launched.job, launched.launch
     layers, hidden, inter = model_dims(cfg.model_size)
     predictions = getattr(cfg, "max_predictions_per_seq", None)
     parts = forward_flops(layers, hidden, inter, cfg.max_seq_length, predictions, vocab_size)
     per_seq = 3.0 * sum(parts.values())
-    sequences = cfg.global_batch_size * cfg.total_steps
+    sequences = launched.global_batch_size * cfg.total_steps
     flops = per_seq * sequences
-    if cfg.backend == "sagemaker":
-        inst = instance(cfg.instance_type)
+    if launch.backend == "sagemaker":
+        inst = instance(launch.instance_type)
         if not inst.gpus:
-            raise ConfigError(f"instance_type {cfg.instance_type!r} has no GPU (a CPU instance for prepare-data)")
-        devices, peak, usd_per_hour = cfg.world_size, inst.peak_tflops_per_gpu, inst.usd_per_hour
-        where, count = cfg.instance_type, cfg.instance_count
+            raise ConfigError(f"instance_type {launch.instance_type!r} has no GPU (a CPU instance for prepare-data)")
+        devices, peak, usd_per_hour = launched.world_size, inst.peak_tflops_per_gpu, inst.usd_per_hour
+        where, count = launch.instance_type, launch.instance_count
     else:
         devices, peak, usd_per_hour, where, count = 1, LOCAL_PEAK_TFLOPS, None, "local", 1
     hours = flops / (devices * peak * 1e12 * utilization) / 3600
@@ -150,23 +147,11 @@ def format_hours(hours: float) -> str:
     return f"{minutes // 60}h{minutes % 60:02d}m"
 
 
-def configs_from_file(path: str, overrides: dict) -> dict:
-    """``{name: config}`` from a run-config or params YAML (:func:`bertlib.params.load_configs`, the job
-    taken from its keys): a SQuAD params file gives one config per version, a data-prep file
-    (``sources``) one ``"data"`` config. ``auto`` / ``${VAR}`` / ``asset:`` values are irrelevant to the
-    estimate and stay as they are (no registry, environment or download needed)."""
-    from bertlib.params import load_configs
-
-    return load_configs(None, path, overrides, resolve=False)
-
-
 def data_lines(p: dict, volume_gb: int | None = None) -> list[str]:
     """The printed data-prep projection (:func:`bertlib.data.projection.project`'s result): a header,
     one line per stage (hours on each instance count, the stage's work and what bounds it) and the
     total line (hours, USD, disk per host and the bounding stage per instance count; with
     ``volume_gb``, a host volume smaller than the disk it needs is named)."""
-    from bertlib.data.preflight import gb
-
     w, runs = p["work"], p["runs"]
     counts = sorted(runs)
     pairs = sum(w["pairs"].values())
@@ -203,106 +188,3 @@ def data_lines(p: dict, volume_gb: int | None = None) -> list[str]:
         )
     lines.append("  total: " + " | ".join(totals))
     return lines
-
-
-def _estimate_schema():
-    """The assumptions of ``bertlib estimate`` (its ``--help`` is generated from them); the run itself is
-    the ``--config`` file's, with ``--key value`` overrides of its keys."""
-    from pydantic import BaseModel, ConfigDict, Field
-
-    class EstimateArgs(BaseModel):
-        """What the estimate assumes beyond the run config."""
-
-        model_config = ConfigDict(extra="forbid")
-        utilization: float = Field(
-            DEFAULT_UTILIZATION, description="share of the GPUs' peak FLOP/s reached (the reference run's 20 %)"
-        )
-        vocab_size: int = Field(DEFAULT_VOCAB_SIZE, description="vocabulary size of the MLM head")
-        real_token_fraction: float | None = Field(
-            None, description="share of the row positions that are real tokens; default: the local dataset's"
-        )
-        source_bytes: float | None = Field(
-            None, description="prepare-data: bytes of the sources; default: their known / local sizes"
-        )
-        download_MBps: float = Field(
-            DEFAULT_DOWNLOAD_MBPS,
-            description="prepare-data: download rate per host",
-            json_schema_extra={"cli": {"aliases": ["--download_mbps"]}},
-        )
-        disk_MBps: float = Field(
-            DEFAULT_DISK_MBPS,
-            description="prepare-data: disk write rate per host",
-            json_schema_extra={"cli": {"aliases": ["--disk_mbps"]}},
-        )
-        instance_counts: str | int | list[int] = Field(
-            "1,2,4,8", description="prepare-data: instance counts to project (comma-separated or a list)"
-        )
-
-    return EstimateArgs
-
-
-def main(argv: list[str]) -> int:
-    """``bertlib estimate --config FILE [--utilization 0.2] [--vocab_size N] [--real_token_fraction F]
-    [--key value ...]`` (the fraction defaults to the local dataset's, see :func:`real_token_fraction`).
-    A data-prep config also takes ``[--source_bytes N] [--download_MBps 5] [--disk_MBps 262]
-    [--instance_counts 1,2,4,8]`` (:mod:`bertlib.data.projection`). ``--help`` lists them all."""
-    import click
-
-    from bertlib.core.cli_schema import YamlValue, command, parse
-    from bertlib.core.config import JOBS
-
-    schema = _estimate_schema()
-    # --key value overrides of the config's keys (any job's; the config's own schema validates them)
-    keys = dict.fromkeys(k for cls in JOBS.values() for k in cls.model_fields if k not in schema.model_fields)
-    overridable = [
-        click.Option([f"--{k}"], type=YamlValue(), default=None, hidden=True) for k in [*keys, "squadv1", "squadv2"]
-    ]
-    cli = command(
-        "bertlib estimate",
-        schema,
-        params=overridable,
-        config="run config or notebook params file (required); its keys can be overridden as --key "
-        "value, as for `bertlib pretrain`, `bertlib squad` or `bertlib prepare-data` (see their --help)",
-        help=__doc__.splitlines()[0] + " The run is the --config file's; the options below are the "
-        "estimate's assumptions.",
-    )
-    args = parse(cli, argv)
-    if args is None:
-        return 0
-    path = args.config
-    if not path:
-        raise ConfigError("estimate: --config FILE is required")
-    opts = build_config(schema, args.values, "command line")
-    overrides = {k: v for k, v in args.extras.items() if k in args.given}
-    utilization, vocab_size, fraction = opts.utilization, opts.vocab_size, opts.real_token_fraction
-    source_bytes, download_MBps, disk_MBps = opts.source_bytes, opts.download_MBps, opts.disk_MBps
-    counts = opts.instance_counts
-    counts = [
-        int(c)
-        for c in (counts.split(",") if isinstance(counts, str) else [counts] if isinstance(counts, int) else counts)
-    ]
-    for name, cfg in configs_from_file(path, overrides).items():
-        if isinstance(cfg, DataConfig):
-            p = project(cfg, None if source_bytes is None else int(source_bytes), download_MBps, disk_MBps, counts)
-            print("\n".join(data_lines(p, cfg.volume_size_gb if cfg.backend == "sagemaker" else None)))
-            continue
-        real = float(fraction) if fraction is not None else real_token_fraction(getattr(cfg, "data_dir", None))
-        e = estimate(cfg, utilization, vocab_size, real)
-        cost = f", ${e['usd']:,.0f} on demand" if e["usd"] is not None else ""
-        if "real_tokens" in e:
-            cost += (
-                f"; {e['real_tokens']:.3g} real tokens ({e['real_fraction']:.1%} of the row positions), "
-                f"{e['flops_per_real_token']:.3g} FLOP per real token"
-            )
-        print(
-            f"{name}: BERT-{e['model_size']}, {e['sequences']:,} sequences × {e['flops_per_sequence']:.3g} FLOP "
-            f"= {e['flops']:.3g} FLOP; {e['devices']} × {e['peak_tflops']:g} TFLOP/s peak at "
-            f"{e['utilization']:.0%} → {e['wall_time']} on {e['instance_count']} × {e['instance_type']}{cost}"
-        )
-    return 0
-
-
-if __name__ == "__main__":
-    from bertlib.core.errors import run_guarded
-
-    sys.exit(run_guarded(main, sys.argv[1:]))

@@ -1,6 +1,7 @@
 """Run ``bertlib pretrain`` / ``bertlib squad`` on this machine, under ``horovodrun`` for N > 1.
 
-The resolved config is written to ``RUN_DIR/launch_config.yaml`` and the entry point is started as
+The job's resolved config (:attr:`LaunchedJob.job <bertlib.core.config.LaunchedJob>`, no launch
+settings) is written to ``RUN_DIR/launch_config.yaml`` and the entry point is started as
 ``python -m bertlib.train.<job> --config RUN_DIR/launch_config.yaml`` — one plain process, or
 ``horovodrun -np N -H localhost:N --gloo`` for N processes. Output is streamed line by line (into the
 notebook or terminal, with a progress bar driven by the ``step=`` of the log lines); a failure
@@ -23,9 +24,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bertlib.core.config import build_config, to_yaml
+from bertlib.core.config import LaunchedJob, to_yaml
 from bertlib.core.errors import ConfigError, LaunchError
 from bertlib.core.files import write_text
+from bertlib.core.progress import progress_bar
 
 JOBS = {"pretrain": "bertlib.train.pretrain", "squad": "bertlib.squad.finetune"}
 _STEP = re.compile(r"\[bertlib\] phase=\S+ step=(\d+)")
@@ -54,15 +56,18 @@ def command(job: str, config_file: Path, num_processes: int) -> list[str]:
     return [horovodrun_path(), "-np", str(num_processes), "-H", f"localhost:{num_processes}", "--gloo", *entry]
 
 
-def environment(cfg, run_dir: Path, job: str, env: dict | None = None, sagemaker_env: bool = False) -> dict:
-    """The child environment: TF threads per process, this package first on PYTHONPATH, SM_* vars."""
+def environment(
+    launched: LaunchedJob, run_dir: Path, job: str, env: dict | None = None, sagemaker_env: bool = False
+) -> dict:
+    """The child environment: TF threads per process (the launch's ``threads_per_process``, read by TF
+    when it starts), this package first on PYTHONPATH, SM_* vars."""
     out = dict(os.environ)
     package_root = str(Path(__file__).resolve().parents[2])
     out["PYTHONPATH"] = os.pathsep.join([package_root] + ([out["PYTHONPATH"]] if out.get("PYTHONPATH") else []))
     out["PYTHONUNBUFFERED"] = "1"
     out.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if cfg.threads_per_process:
-        n = str(cfg.threads_per_process)
+    if launched.launch.threads_per_process:
+        n = str(launched.launch.threads_per_process)
         out.update(TF_NUM_INTRAOP_THREADS=n, TF_NUM_INTEROP_THREADS=n, OMP_NUM_THREADS=n)
     if sagemaker_env:
         out.update(
@@ -71,7 +76,7 @@ def environment(cfg, run_dir: Path, job: str, env: dict | None = None, sagemaker
             BERTLIB_CHECKPOINT_DIR=str(run_dir / "checkpoints"),
         )
         if job == "pretrain":
-            out["SM_CHANNEL_TRAIN"] = str(Path(cfg.data_dir).resolve())
+            out["SM_CHANNEL_TRAIN"] = str(Path(launched.job.data_dir).resolve())
     out.update(env or {})
     return out
 
@@ -92,7 +97,7 @@ def _stop(proc: subprocess.Popen) -> None:
 
 def run(
     job: str,
-    cfg,
+    launched: LaunchedJob,
     num_processes: int | None = None,
     env: dict | None = None,
     stream: bool = True,
@@ -100,10 +105,10 @@ def run(
     progress: bool | None = None,
     tail_lines: int = 40,
 ) -> Path:
-    """Run ``job`` ("pretrain" | "squad") locally as configured by ``cfg``; return the run directory.
+    """Run ``job`` ("pretrain" | "squad") locally as ``launched`` says; return the run directory.
 
     Args:
-      num_processes: Horovod ranks (default ``cfg.num_processes``); 1 runs one plain process.
+      num_processes: Horovod ranks (default the launch's ``num_processes``); 1 runs one plain process.
       env: extra environment variables for the processes.
       stream: print the processes' output line by line as it arrives.
       sagemaker_env: give the processes the SageMaker container contract (see module docstring).
@@ -111,22 +116,18 @@ def run(
     """
     if job not in JOBS:
         raise ConfigError(f"job {job!r}: expected one of {', '.join(JOBS)}")
-    if num_processes and num_processes != cfg.num_processes:  # revalidated: the global batch may change
-        cfg = build_config(
-            type(cfg), {**cfg.model_dump(), "num_processes": num_processes}, f"num_processes={num_processes}"
-        )
-    n = cfg.num_processes
+    if num_processes and num_processes != launched.launch.num_processes:  # revalidated: the global batch may change
+        launched = launched.updated({"num_processes": num_processes}, f"num_processes={num_processes}")
+    n, cfg = launched.launch.num_processes, launched.job
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     config_file = run_dir / "launch_config.yaml"
     write_text(config_file, to_yaml(cfg))
     argv = command(job, config_file, n)
-    child_env = environment(cfg, run_dir, job, env, sagemaker_env)
+    child_env = environment(launched, run_dir, job, env, sagemaker_env)
 
     bar = None
     if stream and (progress if progress is not None else True):
-        from bertlib.core.progress import progress_bar
-
         bar = progress_bar(cfg.total_steps, f"{job} ×{n}")
     tail: collections.deque[str] = collections.deque(maxlen=tail_lines)
     proc = subprocess.Popen(

@@ -16,7 +16,9 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from bertlib.core.assets import cache_root, fetch_url
 from bertlib.core.errors import ConfigError
+from bertlib.core.files import temp_path
 
 RUN_FILES = ("metrics.jsonl", "summary.json")
 
@@ -70,8 +72,6 @@ def _unpack(archive: Path) -> Path:
 
 
 def _cache_dir(cache_dir: str | os.PathLike | None) -> Path:
-    from bertlib.core.assets import cache_root
-
     return Path(cache_dir) if cache_dir else cache_root() / "runs"
 
 
@@ -90,8 +90,6 @@ def fetch_run(uri_or_dir: str | os.PathLike, cache_dir: str | os.PathLike | None
         return path
     root = _cache_dir(cache_dir)
     if text.endswith(".tar.gz"):
-        from bertlib.core.assets import fetch_url
-
         return _unpack(fetch_url(text, cache_dir=root / "archives"))
 
     import boto3
@@ -125,8 +123,6 @@ def fetch_manifests(datasets: dict[str, str], dest: str | os.PathLike) -> Path:
     """Download each dataset's ``manifest.json`` and ``vocab.txt`` (``datasets``: phase → S3 prefix)
     into ``dest/<phase>/`` — enough for :mod:`bertlib.data.summary`'s tables; the shards stay in S3."""
     import boto3
-
-    from bertlib.core.files import temp_path
 
     s3, dest = boto3.client("s3"), Path(dest)
     for phase, uri in datasets.items():

@@ -2,8 +2,8 @@
 
 Built on SageMaker Python SDK 3.x: ``sagemaker.train.ModelTrainer`` with the ``MPI`` distribution. The
 job ships a copy of this ``bertlib`` package as its code channel and runs
-``bertlib/launch/sm_entry.py`` on every rank, with the run config flattened to ``--key value``
-hyperparameters (the same parser as a local run reads them). The image (``container/Dockerfile``)
+``bertlib/launch/sm_entry.py`` on every rank, with the job's config (:attr:`LaunchedJob.job <bertlib.core.config.LaunchedJob>`, never the launch
+settings) flattened to ``--key value`` hyperparameters (the same parser as a local run reads them). The image (``container/Dockerfile``)
 holds TensorFlow, Horovod and the requirements.
 
 This module resolves and checks everything without the SDK (:func:`resolve` → :class:`JobSpec`:
@@ -56,10 +56,13 @@ from typing import Any
 
 import yaml
 
-from bertlib.core.config import build_config, launch_keys
+from bertlib.core.assets import fetch_url
+from bertlib.core.config import LaunchedJob, global_batch
 from bertlib.core.errors import ConfigError
-from bertlib.core.instances import gpus_per_instance
+from bertlib.core.files import sha256_file
+from bertlib.data.prepare import RATE_KEYS
 from bertlib.launch import sagemaker_sdk
+from bertlib.train.metrics import EVAL_METRIC_KEYS, METRIC_KEYS, VALIDATION_METRIC_KEYS
 
 CHANNEL_ROOT = "/opt/ml/input/data"
 CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
@@ -68,9 +71,6 @@ CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
 PREPARE_WORK_DIR = "/opt/ml/input/bertlib-work"
 JOBS = ("pretrain", "squad", "prepare-data")
 ENTRY_SCRIPT = "bertlib/launch/sm_entry.py"
-#: keys checked here at launch time but meaningless inside the job (where the world size is
-#: Horovod's, not the config's)
-LAUNCH_CHECKED_KEYS = {"global_batch_size_check"}
 _ENV = {
     "role": "BERTLIB_SAGEMAKER_ROLE",
     "image_uri": "BERTLIB_IMAGE_URI",
@@ -137,6 +137,7 @@ class JobSpec:
 
 
 def _from_env(cfg, name: str):
+    # cfg: the LaunchConfig
     """The config's value, else ``$BERTLIB_*``, else the reference's ``$SAGEMAKER_*`` name."""
     value = getattr(cfg, name)
     if value:
@@ -152,9 +153,10 @@ def _env_names(name: str) -> str:
     return f"${_ENV[name]} / ${_ENV_ALIASES[name]}"
 
 
-def _job_name(job: str, cfg) -> str:
-    if cfg.job_name:
-        name = cfg.job_name
+def _job_name(job: str, launched: LaunchedJob) -> str:
+    cfg = launched.job
+    if launched.launch.job_name:
+        name = launched.launch.job_name
     elif job == "prepare-data":
         name = "bertlib-prepare-data"
     else:
@@ -198,13 +200,16 @@ def _channel(name: str, source: str, fsx: tuple[str | None, str | None], what: s
     )
 
 
-def resolve(job: str, cfg) -> JobSpec:
-    """Check the config for a SageMaker launch and resolve every setting (no AWS call).
+def resolve(job: str, launched: LaunchedJob) -> JobSpec:
+    """Check a launched job for SageMaker and resolve every setting (no AWS call).
 
-    Raises ConfigError naming the missing/invalid setting — e.g. no role or image.
+    The hyperparameters are the job's config only (:attr:`LaunchedJob.job`); the launch settings
+    become the request's compute, networking, stopping and environment. Raises ConfigError naming the
+    missing/invalid setting — e.g. no role or image.
     """
     if job not in JOBS:
         raise ConfigError(f"job {job!r}: expected one of {', '.join(JOBS)}")
+    cfg, job_cfg = launched.launch, launched.job
     settings = {
         "role": _from_env(cfg, "role"),
         "image_uri": _from_env(cfg, "image_uri"),
@@ -232,7 +237,10 @@ def resolve(job: str, cfg) -> JobSpec:
             "SageMaker launch: a VPC needs both subnets and security_group_ids "
             f"({_env_names('subnets')}, {_env_names('security_group_ids')})"
         )
-    per_host = 1 if job == "prepare-data" else cfg.processes_per_host or gpus_per_instance(cfg.instance_type)
+    per_host = cfg.per_host
+    world = per_host * cfg.instance_count
+    if job != "prepare-data":
+        global_batch(job_cfg, world)  # global_batch_size_check, with this launch's world size
     if cfg.use_spot:
         if cfg.max_wait_seconds is not None and cfg.max_wait_seconds < cfg.max_run_seconds:
             raise ConfigError(
@@ -242,10 +250,10 @@ def resolve(job: str, cfg) -> JobSpec:
     elif cfg.max_wait_seconds is not None:
         raise ConfigError("max_wait_seconds only applies to spot training (use_spot: true)")
 
-    hp = cfg.model_dump(mode="json", exclude=launch_keys() | LAUNCH_CHECKED_KEYS)
+    hp = job_cfg.model_dump(mode="json")
     channels: list[Channel] = []
     if job == "prepare-data":
-        channels = _prepare_data_channels(cfg, hp)
+        channels = _prepare_data_channels(launched, hp)
     elif job == "pretrain":
         if cfg.fsx_directory_path:
             if not fsx_id:
@@ -257,19 +265,19 @@ def resolve(job: str, cfg) -> JobSpec:
             channels.append(
                 _channel(
                     "train",
-                    cfg.s3_data_uri or cfg.data_dir,
+                    cfg.s3_data_uri or job_cfg.data_dir,
                     (None, None),
                     "s3_data_uri" if cfg.s3_data_uri else "data_dir",
                 )
             )
-        if cfg.validation_dir:
-            channels.append(_channel("validation", cfg.validation_dir, fsx, "validation_dir"))
+        if job_cfg.validation_dir:
+            channels.append(_channel("validation", job_cfg.validation_dir, fsx, "validation_dir"))
     else:
         for key, name in (("train_file", "squad_train"), ("predict_file", "squad_predict")):
-            if getattr(cfg, key).startswith("s3://"):
-                channels.append(_channel(name, getattr(cfg, key), (None, None), key))
-    if getattr(cfg, "load_from", None) == "checkpoint":
-        channels.append(_channel("init", cfg.checkpoint_path, fsx, "checkpoint_path"))
+            if getattr(job_cfg, key).startswith("s3://"):
+                channels.append(_channel(name, getattr(job_cfg, key), (None, None), key))
+    if getattr(job_cfg, "load_from", None) == "checkpoint":
+        channels.append(_channel("init", job_cfg.checkpoint_path, fsx, "checkpoint_path"))
     if any(c.fsx for c in channels) and not subnets:
         raise ConfigError(
             "FSx for Lustre input needs a VPC: set subnets and security_group_ids "
@@ -286,16 +294,18 @@ def resolve(job: str, cfg) -> JobSpec:
         if c.name in key_of:
             hp[key_of[c.name]] = c.container_path
 
+    # threads_per_process is a local setting (a notebook run with -f params/sagemaker/... keeps the local
+    # file's 1): a SageMaker job's TF uses its defaults unless `environment` sets TF_NUM_*_THREADS
     environment = {"BERTLIB_JOB": job, "BERTLIB_CHECKPOINT_DIR": CHECKPOINT_LOCAL_PATH, **cfg.environment}
     return JobSpec(
         job=job,
-        base_job_name=_job_name(job, cfg),
+        base_job_name=_job_name(job, launched),
         role=role,
         image_uri=image,
         region=region,
         placeholders=placeholders,
         processes_per_host=per_host,
-        world_size=per_host * cfg.instance_count,
+        world_size=world,
         subnets=subnets,
         security_group_ids=sgs,
         fsx_file_system_id=fsx_id,
@@ -306,13 +316,14 @@ def resolve(job: str, cfg) -> JobSpec:
     )
 
 
-def _prepare_data_channels(cfg, hp: dict) -> list[Channel]:
+def _prepare_data_channels(launched: LaunchedJob, hp: dict) -> list[Channel]:
     """Channels of a prepare-data job, with ``hp`` (its hyperparameters) pointed at them: ``s3://``
     sources → ``source<i>``, an ``s3://`` vocab file → ``vocab``; the dataset goes to ``s3_data_uri``
     through the checkpoint folder. Local files must have been staged (:func:`stage_data_files`)."""
-    if not cfg.s3_data_uri or not cfg.s3_data_uri.startswith("s3://"):
+    cfg, s3_data_uri = launched.job, launched.launch.s3_data_uri
+    if not s3_data_uri or not s3_data_uri.startswith("s3://"):
         raise ConfigError(
-            f"s3_data_uri {cfg.s3_data_uri!r}: a SageMaker prepare-data job writes the dataset to an "
+            f"s3_data_uri {s3_data_uri!r}: a SageMaker prepare-data job writes the dataset to an "
             "s3:// prefix (its phases become <s3_data_uri>/<phase>)"
         )
     if cfg.num_hosts is not None or cfg.host_index is not None:
@@ -385,11 +396,7 @@ def metric_definitions(job: str = "pretrain") -> list[dict[str, str]]:
     ``squad`` the evaluation keys of its ``eval`` line (``exact_match``, ``exact``, ``f1``); for
     ``prepare-data`` the stage rates of its ``rates`` line."""
     if job == "prepare-data":
-        from bertlib.data.prepare import RATE_KEYS
-
         return [{"name": key, "regex": rf"\b{key}=([-+0-9.eE]+)"} for key in RATE_KEYS]
-    from bertlib.train.metrics import EVAL_METRIC_KEYS, METRIC_KEYS, VALIDATION_METRIC_KEYS
-
     keys = METRIC_KEYS + (EVAL_METRIC_KEYS if job == "squad" else VALIDATION_METRIC_KEYS)
     return [{"name": key, "regex": rf"\b{key}=([-+0-9.eEinfa]+)"} for key in keys]
 
@@ -412,6 +419,7 @@ def _bucket_of(uri: str | None) -> str | None:
 
 
 def _session(spec: JobSpec, cfg, session, dry_run: bool):
+    # cfg: the LaunchConfig (output and checkpoint buckets)
     """The SageMaker session of a launch: the caller's ``session``, else one in the spec's region. A
     dry run always gets a session that sends nothing (:func:`bertlib.launch.sagemaker_sdk.make_session`)."""
     if session is not None and not dry_run:
@@ -434,10 +442,7 @@ def _stage(source: str, digest: str | None, base: str, session, dry_run: bool) -
     """``(s3 URI, sha256)`` of a local file or an http(s) URL (fetched into the cache, checked) once
     uploaded to ``<base>/<sha256>/<name>``; an object already there with that sha256 is not uploaded
     again. A dry run names the URI without reading the file (``SHA256`` when no digest is known)."""
-    import botocore.exceptions
-
-    from bertlib.core.assets import fetch_url
-    from bertlib.core.files import sha256_file
+    import botocore.exceptions  # boto3 comes with the sagemaker extra
 
     name = source.rstrip("/").rsplit("/", 1)[-1]
     if dry_run:
@@ -466,8 +471,8 @@ def _staging_base(cfg, session, what: str) -> str:
     return (cfg.output_s3_uri or f"s3://{bucket}/bertlib").rstrip("/") + f"/staged/{what}"
 
 
-def stage_squad_files(cfg, session, dry_run: bool = False):
-    """``cfg`` with http(s) ``train_file`` / ``predict_file`` replaced by S3 copies of them.
+def stage_squad_files(launched: LaunchedJob, session, dry_run: bool = False) -> LaunchedJob:
+    """``launched`` with http(s) ``train_file`` / ``predict_file`` replaced by S3 copies of them.
 
     A SQuAD job in a VPC without a NAT gateway cannot download from the internet, so the files are
     fetched here (cached, sha256-checked), uploaded once to
@@ -475,7 +480,8 @@ def stage_squad_files(cfg, session, dry_run: bool = False):
     channels; the job checks the sha256 again. A dry run names the URI without downloading (the
     sha256 part is ``SHA256`` when the config gives none).
     """
-    base = _staging_base(cfg, session, "squad")
+    base = _staging_base(launched.launch, session, "squad")
+    cfg = launched.job
     updates = {}
     for key in ("train_file", "predict_file"):
         url = getattr(cfg, key)
@@ -484,15 +490,16 @@ def stage_squad_files(cfg, session, dry_run: bool = False):
             if digest:
                 updates[f"{key}_sha256"] = digest
     if not updates:
-        return cfg
-    return build_config(type(cfg), {**cfg.model_dump(), **updates}, "staged SQuAD files")
+        return launched
+    return launched.updated(updates, "staged SQuAD files")
 
 
-def stage_data_files(cfg, session, dry_run: bool = False):
-    """``cfg`` (a DataConfig) with its local files — sources and ``vocab_file`` — replaced by S3 copies
+def stage_data_files(launched: LaunchedJob, session, dry_run: bool = False) -> LaunchedJob:
+    """``launched`` (a prepare-data job) with its local files — sources and ``vocab_file`` — replaced by S3 copies
     under ``<output_s3_uri or the session's bucket>/staged/data/<sha256>/<name>``; s3:// and http(s)
     sources stay as they are (a job downloads URLs itself)."""
-    base = _staging_base(cfg, session, "data")
+    base = _staging_base(launched.launch, session, "data")
+    cfg = launched.job
     sources, sha = [], dict(cfg.source_sha256)
     for source in cfg.sources:
         if source.startswith(("s3://", "http://", "https://")):
@@ -506,11 +513,11 @@ def stage_data_files(cfg, session, dry_run: bool = False):
     if cfg.vocab_file and not cfg.vocab_file.startswith("s3://"):
         updates["vocab_file"], digest = _stage(cfg.vocab_file, cfg.vocab_sha256, base, session, dry_run)
         updates["vocab_sha256"] = digest or cfg.vocab_sha256
-    return build_config(type(cfg), {**cfg.model_dump(), **updates}, "staged data files")
+    return launched.updated(updates, "staged data files")
 
 
-def build_trainer(job: str, cfg, session=None, dry_run: bool = False):
-    """(ModelTrainer, input channels, staged code dir, JobSpec) for ``cfg``; validates first.
+def build_trainer(job: str, launched: LaunchedJob, session=None, dry_run: bool = False):
+    """(ModelTrainer, input channels, staged code dir, JobSpec) for ``launched``; validates first.
 
     A SQuAD config's http(s) files and a prepare-data config's local files are staged to S3 first
     (:func:`stage_squad_files`, :func:`stage_data_files`); the SDK objects are made by
@@ -518,11 +525,12 @@ def build_trainer(job: str, cfg, session=None, dry_run: bool = False):
     """
     sagemaker_sdk.check_sdk_driver()
     staged = {"squad": stage_squad_files, "prepare-data": stage_data_files}.get(job)
-    spec = resolve(job, staged(cfg, None, dry_run=True) if staged else cfg)  # every check before any upload
+    spec = resolve(job, staged(launched, None, dry_run=True) if staged else launched)  # every check before any upload
+    cfg = launched.launch
     sm_session = _session(spec, cfg, session, dry_run)
     if staged:
-        cfg = staged(cfg, sm_session, dry_run)
-        spec = resolve(job, cfg)
+        launched = staged(launched, sm_session, dry_run)
+        spec = resolve(job, launched)
     code = _stage_code()
     trainer, inputs = sagemaker_sdk.model_trainer(
         spec,
@@ -548,19 +556,21 @@ def output_data_uri(output_s3_uri: str, job_name: str) -> str:
     return f"{output_s3_uri.rstrip('/')}/{job_name}/output/output.tar.gz"
 
 
-def launch(job: str, cfg, dry_run: bool | None = None, session=None, wait: bool = False, logs: bool = True) -> dict:
-    """Start ``job`` ("pretrain" | "squad") on SageMaker as described by ``cfg``.
+def launch(
+    job: str, launched: LaunchedJob, dry_run: bool | None = None, session=None, wait: bool = False, logs: bool = True
+) -> dict:
+    """Start ``job`` ("pretrain" | "squad" | "prepare-data") on SageMaker as ``launched`` describes.
 
     Returns ``{"job_name", "status", "model_artifacts", "output_data", "checkpoint_s3_uri",
     "request", "placeholders"}`` (and for ``prepare-data`` ``"datasets"``: phase → S3 URI): S3 URIs of the export ``model.tar.gz``, of ``output.tar.gz``
     (metrics.jsonl, summary.json) and of the checkpoints, the CreateTrainingJob request with boto3
     names, and the variables a dry run filled with :data:`DRY_RUN_PLACEHOLDERS`. With ``dry_run``
-    (default: ``cfg.dry_run``) the SDK builds the request exactly as for a launch but nothing is
+    (default: the launch's ``dry_run``) the SDK builds the request exactly as for a launch but nothing is
     uploaded or created (every AWS request is refused). ``wait`` polls the job to a
     terminal state, streaming its CloudWatch logs when ``logs``.
     """
-    dry_run = cfg.dry_run if dry_run is None else dry_run
-    trainer, inputs, code, spec = build_trainer(job, cfg, session=session, dry_run=dry_run)
+    dry_run = launched.launch.dry_run if dry_run is None else dry_run
+    trainer, inputs, code, spec = build_trainer(job, launched, session=session, dry_run=dry_run)
     with code:
         if dry_run:
             request = sagemaker_sdk.dry_run_request(trainer, inputs)
@@ -580,5 +590,5 @@ def launch(job: str, cfg, dry_run: bool | None = None, session=None, wait: bool 
         "placeholders": spec.placeholders,
     }
     if job == "prepare-data":  # the phases' datasets, where 02_phase1 / 03_phase2 read them
-        info["datasets"] = {p.name: f"{checkpoint.rstrip('/')}/{p.name}" for p in cfg.phases}
+        info["datasets"] = {p.name: f"{checkpoint.rstrip('/')}/{p.name}" for p in launched.job.phases}
     return info

@@ -145,7 +145,7 @@ def model_trainer(
 ):
     """``(ModelTrainer, input channels)`` for a resolved ``spec`` (:class:`bertlib.launch.sagemaker.JobSpec`).
 
-    ``cfg`` gives the compute, stopping, output and tag settings; ``code_dir`` (holding
+    ``cfg`` (the :class:`~bertlib.core.config.LaunchConfig`) gives the compute, stopping, output and tag settings; ``code_dir`` (holding
     ``entry_script``) is the code channel; every rank runs the entry script under the MPI driver.
     """
     from sagemaker.core.training.configs import (

@@ -167,7 +167,7 @@ def main(argv: list[str]) -> int:
     cfg = parse_args(argv)
     if cfg is None:
         return 0
-    distributed.prepare_process(cfg.num_processes, cfg.threads_per_process)  # before any TF op
+    distributed.prepare_process()  # before any TF op
     paths = run_paths(cfg)
     inputs = validate_inputs(cfg)
     importlib.import_module(RUN_MODULE).run(cfg, paths, inputs)

@@ -100,7 +100,7 @@ def predict_logits(model, features: dict, batch_size: int, jit_compile: bool):
 def run(cfg: SquadConfig, paths: RunPaths, inputs: SquadInputs) -> dict:
     """Finetune, predict and evaluate as configured (after :func:`validate_inputs`); returns the
     summary written by rank 0 (``{}`` on other ranks)."""
-    rank, world, _ = distributed.init(cfg.threads_per_process, cfg.num_processes)
+    rank, world, _ = distributed.init()
 
     chief = rank == 0
     phase = cfg.squad_version

@@ -48,9 +48,9 @@ def launcher_rank(env: dict | None = None) -> int:
 def check_world_size(num_processes: int = 1, env: dict | None = None) -> int:
     """The world size this process will join; raise ConfigError if the request cannot be met.
 
-    ``num_processes`` is the config's value (1 when the launcher stripped it); a value > 1 in a
-    process started directly (not by horovodrun/mpirun) is an error, as is a launcher size that
-    differs from a configured one. Call before importing TensorFlow.
+    ``num_processes`` is a caller's expected process count (the entry points give none: a job's
+    world size is the launcher's, its launch settings never reach it); a value > 1 in a process
+    started directly (not by horovodrun/mpirun) is an error, as is a launcher size that differs. Call before importing TensorFlow.
     """
     launched = launcher_world_size(env)
     if launched == 1 and num_processes > 1:

@@ -45,7 +45,7 @@ from typing import Callable, Iterable, Iterator
 
 import tensorflow as tf
 
-from bertlib.core.config import to_yaml
+from bertlib.core.config import global_batch, to_yaml
 from bertlib.core.log import get_logger
 from bertlib.optim import make_optimizer, make_schedule
 from bertlib.optim.loss_scale import NoLossScale, check_scale, make_loss_scale
@@ -108,7 +108,7 @@ class Trainer:
             keep_checkpoints=cfg.keep_checkpoints,
             log_frequency=cfg.log_frequency,
             metrics=MetricsWriter(paths.output_dir, phase, cfg.total_steps, enabled=chief),
-            global_batch_size=cfg.global_batch_for(world),
+            global_batch_size=global_batch(cfg, world),
         )
 
     def __init__(

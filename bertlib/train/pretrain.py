@@ -21,7 +21,7 @@ import importlib
 import sys
 from pathlib import Path
 
-from bertlib.core.config import PretrainConfig, job_command, parse_job_args
+from bertlib.core.config import PretrainConfig, global_batch, job_command, parse_job_args
 from bertlib.core.errors import ConfigError, run_guarded
 from bertlib.core.vocab import check_vocab_compatible, vocab_info
 from bertlib.data.records import read_manifest, validate_dataset
@@ -58,14 +58,7 @@ def _pretrained(cfg: PretrainConfig):
 
 def validate_inputs(cfg: PretrainConfig, paths: RunPaths, world: int) -> dict:
     """All checks that need no TensorFlow graph; returns the dataset manifest."""
-    if cfg.global_batch_size_check is not None:
-        got = cfg.global_batch_for(world)
-        if got != cfg.global_batch_size_check:
-            raise ConfigError(
-                f"global batch: per_gpu_batch_size {cfg.per_gpu_batch_size} × {world} processes × "
-                f"{cfg.gradient_accumulation_steps} accumulation = {got}, not "
-                f"global_batch_size_check={cfg.global_batch_size_check}"
-            )
+    global_batch(cfg, world)  # global_batch_size_check against the launcher's world size
     if paths.data_dir is None or not paths.data_dir.is_dir():
         raise FileNotFoundError(f"{paths.data_dir}: data_dir not found (a prepared dataset folder)")
     vocab = None
@@ -116,7 +109,7 @@ def main(argv: list[str]) -> int:
     cfg = parse_args(argv)
     if cfg is None:
         return 0
-    world = distributed.prepare_process(cfg.num_processes, cfg.threads_per_process)  # before any TF op
+    world = distributed.prepare_process()  # before any TF op
     paths = run_paths(cfg)
     manifest = validate_inputs(cfg, paths, world)
     validation = validation_source(cfg, paths.data_dir, manifest["vocab"], checksums=distributed.launcher_rank() == 0)

@@ -30,7 +30,7 @@ from bertlib.train.setup import configure_numerics
 def run(cfg: PretrainConfig, paths: RunPaths, manifest: dict, bert_config, validation=None) -> dict:
     """Train as configured (after :func:`validate_inputs`), evaluating on ``validation`` (a
     :class:`bertlib.eval.pretraining.ValidationSource`, or None); returns the summary written by rank 0."""
-    rank, world, _ = distributed.init(cfg.threads_per_process, cfg.num_processes)
+    rank, world, _ = distributed.init()
     configure_numerics(cfg)
     model = BertPretrainer(bert_config)
     chief = rank == 0

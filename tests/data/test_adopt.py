@@ -149,7 +149,6 @@ def test_adopted_folder_has_the_inferred_manifest_and_pretrain_trains_on_it(nvid
         total_steps=2,
         log_frequency=1,
         skip_xla=True,
-        threads_per_process=1,
         shuffle_buffer=8,
     )
     (tmp_path / "phase1.yaml").write_text(yaml.safe_dump(cfg))

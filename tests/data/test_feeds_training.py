@@ -47,12 +47,18 @@ def test_tiny_model_trains_on_prepared_records(prepared_dataset, tmp_path, subpr
         "log_frequency": 3,
         "checkpoint_frequency": 6,
         "skip_xla": True,
-        "threads_per_process": 1,
         "shuffle_buffer": 100,
     }
     path = tmp_path / "pretrain.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    env = dict(subprocess_env, TF_CPP_MIN_LOG_LEVEL="3", BERTLIB_PROGRESS="0")
+    # one TF thread (what `bertlib launch` sets for threads_per_process: 1)
+    env = dict(
+        subprocess_env,
+        TF_CPP_MIN_LOG_LEVEL="3",
+        BERTLIB_PROGRESS="0",
+        TF_NUM_INTRAOP_THREADS="1",
+        TF_NUM_INTEROP_THREADS="1",
+    )
     proc = subprocess.run(
         [sys.executable, "-m", "bertlib", "pretrain", "--config", str(path)],
         env=env,

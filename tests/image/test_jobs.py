@@ -264,7 +264,7 @@ def test_c_squad_from_phase2_with_staged_files(account, runner, runs_root, squad
     }
     p = parameters("squad", values)
     cfg = p.configs["squadv1"]
-    assert cfg.checkpoint_path == STATE["phase2"]["result"].model_artifacts  # "auto": phase 2's export
+    assert cfg.job.checkpoint_path == STATE["phase2"]["result"].model_artifacts  # "auto": phase 2's export
     info = sm.launch("squad", cfg, session=sm_session)
     request = info["request"]
 
@@ -457,9 +457,7 @@ def test_f_prepare_data_on_two_hosts_writes_one_machines_bytes(
 
     in_s3 = tmp_path / "s3"
     runner._download_prefix(f"{PREFIX}/prepared/", in_s3)
-    local = prepare(
-        p.cfg.model_copy(update={"backend": "local", "output_dir": str(tmp_path / "local")}), progress=False
-    )
+    local = prepare(p.cfg.job.model_copy(update={"output_dir": str(tmp_path / "local")}), progress=False)
     assert local["written_shards"] == 8
     got, want = dataset_files(in_s3), dataset_files(tmp_path / "local")
     assert sorted(got) == sorted(want) and len(got) == 2 * (4 + 2)

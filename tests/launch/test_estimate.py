@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from bertlib.core.config import build_config
+from bertlib.core.config import build_launched
 from bertlib.launch import estimate as est
 
 PHASE1_HOURS = 5 + 33 / 60
@@ -69,7 +69,7 @@ def test_encoder_flops_are_6_n_tokens_of_the_real_model():
 
 
 def test_bert_base_phase1_numbers_by_hand():
-    cfg = build_config("pretrain", PHASE1)
+    cfg = build_launched("pretrain", PHASE1)
     e = est.estimate(cfg)
     H, I, L, V, S, P = 768, 3072, 12, 30522, 128, 20
     n_layers = L * (4 * H * H + 2 * H * I)  # 84.9M: BERT-base's 110M minus embeddings/pooler
@@ -82,7 +82,7 @@ def test_bert_base_phase1_numbers_by_hand():
 
 
 def test_reference_row_implies_plausible_utilization_and_phase_ratio():
-    p1, p2 = build_config("pretrain", PHASE1), build_config("pretrain", PHASE2)
+    p1, p2 = build_launched("pretrain", PHASE1), build_launched("pretrain", PHASE2)
     # the utilization at which the estimate gives the measured hours
     u1, u2 = (est.estimate(p, 1.0)["hours"] / hours for p, hours in ((p1, PHASE1_HOURS), (p2, PHASE2_HOURS)))
     # mixed precision V100 (125 TFLOP/s tensor-core peak) with TF 2.1 + Horovod: 15-60 % is plausible
@@ -156,7 +156,7 @@ def test_real_tokens_from_the_datasets_manifest(tmp_path):
     assert est.real_token_fraction(packed) == pytest.approx(1.0)
     assert est.real_token_fraction("s3://bucket/data") is None
     assert est.real_token_fraction(tmp_path / "missing") is None
-    cfg = build_config("pretrain", dict(PHASE1, data_dir=str(unpacked)))
+    cfg = build_launched("pretrain", dict(PHASE1, data_dir=str(unpacked)))
     e = est.estimate(cfg, real_fraction=est.real_token_fraction(unpacked))
     rows = 32768 * 14064
     assert e["real_tokens"] == pytest.approx(rows * 128 * 0.625)

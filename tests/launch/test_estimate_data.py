@@ -9,7 +9,8 @@ import re
 import numpy as np
 import pytest
 
-from bertlib.core.config import build_config
+from bertlib import estimate_cli
+from bertlib.core.config import build_launched
 from bertlib.core.errors import ConfigError
 from bertlib.core.instances import INSTANCES, gpus_per_instance
 from bertlib.data import preflight
@@ -35,8 +36,8 @@ COUNTS = np.array([1, 2, 4, 8, 16, 64])
 def reference(download_MBps, disk_MBps, vcpus=96, source=20e9):
     """Seconds per stage (rows: download, extract, tokenize, instances, shards) for each of COUNTS
     hosts, written out from the docstring's formulas with numpy."""
-    cfg = build_config("prepare-data", REFERENCE)
-    need = preflight.disk_need(cfg, {DUMP_URL: int(source)})
+    cfg = build_launched("prepare-data", REFERENCE)
+    need = preflight.disk_need(cfg.job, {DUMP_URL: int(source)})
     text, corpus = need["text"], need["corpus"]
     tokens = text / preflight.TEXT_BYTES_PER_TOKEN
     inst_bytes = need["phase1 instances"] + need["phase2 instances"]
@@ -62,7 +63,7 @@ def reference(download_MBps, disk_MBps, vcpus=96, source=20e9):
 
 
 def test_stage_hours_match_the_numpy_reference_and_only_shards_divide():
-    cfg = build_config("prepare-data", REFERENCE)
+    cfg = build_launched("prepare-data", REFERENCE)
     p = pj.project(cfg, download_MBps=40.0, disk_MBps=300.0, counts=COUNTS.tolist())
     got = np.array(
         [
@@ -80,7 +81,7 @@ def test_stage_hours_match_the_numpy_reference_and_only_shards_divide():
 def test_bounding_stage_switches_as_hosts_are_added():
     """Fast download: one host is bound by writing the shards, many hosts by the corpus stages that
     each of them repeats (the reference's argmax, not the module's)."""
-    cfg = build_config("prepare-data", REFERENCE)
+    cfg = build_launched("prepare-data", REFERENCE)
     p = pj.project(cfg, download_MBps=1e6, counts=COUNTS.tolist())
     ref = reference(1e6, pj.DEFAULT_DISK_MBPS)
     names = np.array(["download", "extract", "tokenize", "instances", "shards"])
@@ -93,10 +94,10 @@ def test_bounding_stage_switches_as_hosts_are_added():
 
 
 def test_cost_is_hours_times_price_times_instances_and_disk_splits_only_the_records():
-    cfg = build_config("prepare-data", {**REFERENCE, "instance_type": "ml.c5.18xlarge", "instance_count": 3})
+    cfg = build_launched("prepare-data", {**REFERENCE, "instance_type": "ml.c5.18xlarge", "instance_count": 3})
     p = pj.project(cfg, counts=[1, 2])
     assert sorted(p["runs"]) == [1, 2, 3] and p["vcpus"] == 72
-    need = preflight.disk_need(cfg, {DUMP_URL: 20_000_000_000})
+    need = preflight.disk_need(cfg.job, {DUMP_URL: 20_000_000_000})
     records = need["phase1"] + need["phase2"]
     whole = 20e9 + need["text"] + need["corpus"] + need["phase1 instances"] + need["phase2 instances"]
     for n, r in p["runs"].items():
@@ -111,18 +112,18 @@ def test_cost_is_hours_times_price_times_instances_and_disk_splits_only_the_reco
 def test_source_sizes_and_download_bandwidth(tmp_path):
     local = tmp_path / "corpus.txt"
     local.write_text("One sentence here.\n\nAnother document.\n")
-    cfg = build_config("prepare-data", {**REFERENCE, "sources": [DUMP_URL, str(local)]})
-    sizes = pj.source_sizes(cfg)
+    cfg = build_launched("prepare-data", {**REFERENCE, "sources": [DUMP_URL, str(local)]})
+    sizes = pj.source_sizes(cfg.job)
     assert sizes[DUMP_URL] == (pj.WIKIPEDIA_DUMP_BYTES, "assumed: the whole English dump")
     assert sizes[str(local)] == (local.stat().st_size, "file")
-    assert pj.source_sizes(cfg, 7_000_000_000)[DUMP_URL] == (7_000_000_000, "--source_bytes")
+    assert pj.source_sizes(cfg.job, 7_000_000_000)[DUMP_URL] == (7_000_000_000, "--source_bytes")
     p = pj.project(cfg, 7_000_000_000, download_MBps=2.0, counts=[1])
     assert p["runs"][1]["stages"]["download"]["s"] == pytest.approx(7e9 / 2e6)  # the local file is not downloaded
     with pytest.raises(ConfigError, match="--source_bytes"):
         pj.source_sizes(
-            build_config(
+            build_launched(
                 "prepare-data", {**REFERENCE, "sources": ["https://example.com/books.txt"], "source_format": "auto"}
-            )
+            ).job
         )
 
 
@@ -130,7 +131,7 @@ def test_cpu_instances_have_vcpus_and_do_not_train():
     for name in ("ml.m5.24xlarge", "ml.m5.12xlarge", "ml.c5.18xlarge", "ml.c5.9xlarge", "ml.r5.24xlarge"):
         assert INSTANCES[name].gpus == 0 and INSTANCES[name].vcpus >= 36 and INSTANCES[name].usd_per_hour > 0
     assert gpus_per_instance("ml.p3dn.24xlarge") == 8
-    pretrain = build_config(
+    pretrain = build_launched(
         "pretrain",
         dict(
             backend="sagemaker",
@@ -157,7 +158,7 @@ def test_cli_on_the_reference_data_params(repo_root, capsys, monkeypatch):
     counts = sorted({1, 2, 4, 8, yaml.safe_load(path.read_text()).get("instance_count", 1)})
     monkeypatch.delenv("BERTLIB_S3_PREFIX", raising=False)
     monkeypatch.setenv("BERTLIB_CACHE", "/nonexistent-bertlib-cache")
-    assert est.main(["--config", str(path)]) == 0
+    assert estimate_cli.main(["--config", str(path)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("data: 20.00 GB of sources") and "ml.m5.24xlarge: 96 vCPUs" in lines[0]
     stages = [line.split()[0] for line in lines[1:-1]]
@@ -178,7 +179,7 @@ def test_cli_options_set_bandwidths_and_instance_counts(repo_root, capsys, monke
     monkeypatch.setenv("BERTLIB_CACHE", "/nonexistent-bertlib-cache")
     path = str(repo_root / "params" / "sagemaker" / "data.yaml")
     assert (
-        est.main(
+        estimate_cli.main(
             [
                 "--config",
                 path,

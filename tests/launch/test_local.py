@@ -20,14 +20,14 @@ from pathlib import Path
 import boto3
 import pytest
 
-from bertlib.core.config import build_config
+from bertlib.core.config import build_launched
 from bertlib.core.errors import ConfigError
 from bertlib.launch import local, results
 from bertlib.launch import sagemaker as sm
 
 
 def tiny_config(run_dir, data_dir, **overrides):
-    return build_config(
+    return build_launched(
         "pretrain",
         {
             "backend": "local",
@@ -66,7 +66,7 @@ def sagemaker_style_run(prepared_dataset, tmp_path_factory):
     cfg = tiny_config(root / "run", "SM_CHANNEL_TRAIN")
     logs = []
     for total in (2, 4):
-        cfg = build_config("pretrain", {**cfg.model_dump(), "total_steps": total})
+        cfg = cfg.updated({"total_steps": total})
         streamed = io.StringIO()
         with contextlib.redirect_stdout(streamed):
             assert local.run("pretrain", cfg, env=sm_env, stream=True, progress=False) == root / "run"
@@ -170,7 +170,7 @@ def test_report_from_s3_equals_report_from_the_local_folder(sagemaker_style_run,
         summary["final"],
     )
     assert entry["export_dir"] == info["model_artifacts"] and entry["run_dir"] == info["output_data"]
-    nb._record_sagemaker(params, "phase1", cfg.model_copy(update={"dry_run": True}), {**info, "status": "DryRun"})
+    nb._record_sagemaker(params, "phase1", cfg.updated({"dry_run": True}), {**info, "status": "DryRun"})
     assert params.registry.get("phase1")["wall_time_s"] == summary["wall_time_s"]
     assert params.registry.get("phase1-dry-run")["dry_run"] is True
 

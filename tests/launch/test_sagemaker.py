@@ -20,7 +20,7 @@ import botocore.client
 import pytest
 import yaml
 
-from bertlib.core.config import launch_keys, load_config
+from bertlib.core.config import LaunchConfig, load_config
 from bertlib.core.errors import ConfigError
 from bertlib.launch import sagemaker as sm
 from bertlib.launch import sagemaker_sdk
@@ -69,8 +69,7 @@ def reference(step: str, name: str | None = None, **overrides):
     values = yaml.safe_load((PARAMS / f"{step}.yaml").read_text())
     if values.get("checkpoint_path") == "auto":
         values["checkpoint_path"] = "s3://placeholder/model.tar.gz"
-    cfg = parameters(step, values).configs[name or step]
-    return type(cfg).model_validate({**cfg.model_dump(), **overrides})
+    return parameters(step, values).configs[name or step].updated(overrides, "test overrides")
 
 
 def from_export(path: str) -> dict:
@@ -169,11 +168,11 @@ def test_phase1_request_matches_reference(account_env, sm_session, aws_env):
     argv = container_argv(req["HyperParameters"])
     parsed = load_config("pretrain", None, argv)
     expected = {
-        **cfg.model_dump(exclude=launch_keys() | {"global_batch_size_check"}),
+        **cfg.job.model_dump(),
         "data_dir": "/opt/ml/input/data/train",
     }  # the FSx channel, where the container mounts it
-    assert parsed.model_dump(exclude=launch_keys() | {"global_batch_size_check"}) == expected
-    assert not set(req["HyperParameters"]) & launch_keys()
+    assert parsed.model_dump() == expected  # global_batch_size_check too: the job checks it with its world
+    assert not set(req["HyperParameters"]) & set(LaunchConfig.model_fields)  # the job gets only its own keys
 
     # the job exists on the (moto) service side with the same name
     described = sm_session.sagemaker_client.describe_training_job(TrainingJobName=req["TrainingJobName"])
@@ -644,7 +643,7 @@ def test_prepare_data_job_writes_where_the_training_params_read(account_env, sm_
     url = "https://dumps.wikimedia.org/enwiki/latest/enwiki-latest-pages-articles-multistream.xml.bz2"
     out = f"s3://{aws_env['bucket']}/staging"
     cfg = reference("data", sources=[url, str(local_source)], output_s3_uri=out)
-    assert (cfg.backend, cfg.instance_type, cfg.instance_count, cfg.s3_data_uri) == (
+    assert (cfg.launch.backend, cfg.launch.instance_type, cfg.launch.instance_count, cfg.launch.s3_data_uri) == (
         "sagemaker",
         "ml.m5.24xlarge",
         4,
@@ -679,7 +678,7 @@ def test_prepare_data_job_writes_where_the_training_params_read(account_env, sm_
     # the container's command line parses back to the same DataConfig, with container paths
     parsed = load_config("prepare-data", None, container_argv(req["HyperParameters"]))
     expected = {
-        **cfg.model_dump(exclude=launch_keys()),
+        **cfg.job.model_dump(),
         "output_dir": "/opt/ml/checkpoints",
         "work_dir": "/opt/ml/input/bertlib-work",
         "cache_dir": "/opt/ml/input/bertlib-work/cache",
@@ -688,10 +687,10 @@ def test_prepare_data_job_writes_where_the_training_params_read(account_env, sm_
         "sources": [url, "/opt/ml/input/data/source1/extra.txt"],
         "source_sha256": {"/opt/ml/input/data/source1/extra.txt": sha256_file(local_source)},
     }
-    assert parsed.model_dump(exclude=launch_keys()) == expected
+    assert parsed.model_dump() == expected
     # where the training notebooks read the phases (an independent file: params/sagemaker/phase*.yaml)
     phase_dirs = {
-        step: reference(step, checkpoint_path="s3://x/model.tar.gz").data_dir for step in ("phase1", "phase2")
+        step: reference(step, checkpoint_path="s3://x/model.tar.gz").job.data_dir for step in ("phase1", "phase2")
     }
     assert info["datasets"] == phase_dirs == {"phase1": f"{PREFIX}/data/phase1", "phase2": f"{PREFIX}/data/phase2"}
 

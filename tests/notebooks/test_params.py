@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from bertlib import params as nb
+from bertlib.core.config import launched_fields
 from bertlib.registry import Registry
 
 REPO = Path(__file__).resolve().parents[2]
@@ -59,12 +60,12 @@ def workdir(tmp_path, monkeypatch):
 def test_params_file_validates(path, workdir):
     p = nb.parameters(STEP_OF[path.name], yaml.safe_load(path.read_text()))
     for cfg in p.configs.values():
-        dumped = cfg.model_dump()
+        dumped = cfg.values()  # the launch settings and the job's config, resolved
         assert "auto" not in dumped.values() and not any("${" in str(v) for v in dumped.values())
     if path.name == "phase2.yaml":
-        assert p.cfg.checkpoint_path.endswith("phase1/export") and p.cfg.data_dir.endswith("phase2")
+        assert p.cfg.job.checkpoint_path.endswith("phase1/export") and p.cfg.job.data_dir.endswith("phase2")
     if path.name == "squad.yaml":
-        assert all(c.checkpoint_path.endswith("phase2/export") for c in p.configs.values())
+        assert all(c.job.checkpoint_path.endswith("phase2/export") for c in p.configs.values())
 
 
 @pytest.mark.parametrize("name", ["report.yaml"])
@@ -92,7 +93,7 @@ KNOBS = {
 
 
 def dumped(configs: dict) -> dict:
-    return {name: cfg.model_dump(mode="json") for name, cfg in configs.items()}
+    return {name: cfg.values() for name, cfg in configs.items()}
 
 
 @pytest.mark.parametrize("name", sorted(STEP_OF))
@@ -104,7 +105,7 @@ def test_notebook_cell_is_the_local_demo(name, workdir):
     assert cell["params_file"] == f"params/local/{name}"
     assert set(knobs) <= KNOBS and all(v is None for v in knobs.values()), knobs
     job = nb.STEPS[STEP_OF[name]][0]
-    fields = {**nb.JOBS[job].model_fields, **nb.STEPS[STEP_OF[name]][1].model_fields}
+    fields = {**launched_fields(job), **nb.STEPS[STEP_OF[name]][1].model_fields}
     assert all(fields[k].default is not None or fields[k].is_required() for k in knobs), (
         "a knob whose None is a value would override the file"
     )
@@ -113,7 +114,7 @@ def test_notebook_cell_is_the_local_demo(name, workdir):
     # a knob set in the cell (or by papermill -p) overrides the file
     knob = "total_steps" if "total_steps" in cell else "dry_run"
     changed = nb.parameters(STEP_OF[name], {**cell, knob: 70 if knob == "total_steps" else True}).configs
-    assert {getattr(c, knob) for c in changed.values()} == {70 if knob == "total_steps" else True}
+    assert {c.values()[knob] for c in changed.values()} == {70 if knob == "total_steps" else True}
 
 
 def test_report_cell_is_the_local_report(workdir):
@@ -151,25 +152,25 @@ def test_a_params_file_injected_over_the_cell(name, workdir):
 
 def test_one_path_for_every_caller(workdir):
     """bertlib launch / estimate / report and the notebooks all go through bertlib.params.load_configs."""
-    from bertlib import report
-    from bertlib.launch import cli
-    from bertlib.launch.estimate import configs_from_file
+    from bertlib import launch_cli, report
+    from bertlib.estimate_cli import configs_from_file
 
     path = REPO / "params/sagemaker/phase2.yaml"
     resolved = nb.load_configs("pretrain", path, {"total_steps": 700})
-    assert dumped(cli.load_configs("pretrain", str(path), {"total_steps": 700})) == dumped(resolved)
-    assert resolved["phase2"].checkpoint_path == "s3://example-bucket/bertlib/output/job-phase1/export"
+    assert launch_cli.load_configs is nb.load_configs
+    assert resolved["phase2"].job.checkpoint_path == "s3://example-bucket/bertlib/output/job-phase1/export"
     raw = configs_from_file(str(path), {"total_steps": 700})  # the estimate: nothing resolved, nothing looked up
-    assert raw["phase2"].checkpoint_path == "auto" and raw["phase2"].total_steps == 700
-    assert raw["phase2"].data_dir == "${BERTLIB_S3_PREFIX}/data/phase2"
+    assert raw["phase2"].job.checkpoint_path == "auto" and raw["phase2"].job.total_steps == 700
+    assert raw["phase2"].job.data_dir == "${BERTLIB_S3_PREFIX}/data/phase2"
+    assert raw["phase2"].launch.instance_type == "ml.p3dn.24xlarge"
     assert report.report_config(
         ["--config", str(REPO / "params/local/report.yaml"), "--phase1", "x"]
     ) == nb.ReportConfig(experiment="local", phase1="x")
-    # a plain run config: bertlib.core.config.load_config, named by its step
+    # a plain run config: bertlib.core.config.load_launched, named by its step
     plain = {k: v for k, v in yaml.safe_load(path.read_text()).items() if k != "experiment"}
     plain.update(checkpoint_path="/x", data_dir="/d", run_dir="/r")
     ((name, cfg),) = nb.load_configs("pretrain", None, plain).items()
-    assert name == "phase2" and cfg.checkpoint_path == "/x"
+    assert name == "phase2" and cfg.job.checkpoint_path == "/x" and cfg.launch.instance_count == 8
 
 
 def test_notebook_defaults_validate(workdir):
@@ -183,13 +184,14 @@ def test_sagemaker_params_are_the_reference_schedule(workdir):
     phase 1 checkpoint without optimizer state; SQuAD v1.1 3649 steps, 6 × 8 = 48, 5e-5, warmup 365;
     v2.0 8144 steps, 1e-4, warmup 814; no XLA for SQuAD; 8 × ml.p3dn.24xlarge for pretraining."""
     load = lambda n: yaml.safe_load((REPO / "params/sagemaker" / n).read_text())  # noqa: E731
-    p1 = nb.parameters("phase1", load("phase1.yaml")).cfg
+    launched1 = nb.parameters("phase1", load("phase1.yaml")).cfg
+    p1 = launched1.job
     assert (
         p1.total_steps,
         p1.per_gpu_batch_size,
-        p1.world_size,
+        launched1.world_size,
         p1.gradient_accumulation_steps,
-        p1.global_batch_size,
+        launched1.global_batch_size,
     ) == (14064, 128, 64, 4, 32768)
     assert (
         p1.max_seq_length,
@@ -201,14 +203,16 @@ def test_sagemaker_params_are_the_reference_schedule(workdir):
         p1.learning_rate_decay_power,
     ) == (128, 20, "lamb", 0.005, 0.0003, 2812, 0.5)
     assert (p1.hidden_dropout_prob, p1.attention_probs_dropout_prob, p1.precision) == (0.1, 0.1, "mixed_float16")
-    assert (p1.backend, p1.instance_type, p1.instance_count) == ("sagemaker", "ml.p3dn.24xlarge", 8)
-    p2 = nb.parameters("phase2", load("phase2.yaml")).cfg
+    launch1 = launched1.launch
+    assert (launch1.backend, launch1.instance_type, launch1.instance_count) == ("sagemaker", "ml.p3dn.24xlarge", 8)
+    launched2 = nb.parameters("phase2", load("phase2.yaml")).cfg
+    p2 = launched2.job
     assert (
         p2.total_steps,
         p2.per_gpu_batch_size,
-        p2.world_size,
+        launched2.world_size,
         p2.gradient_accumulation_steps,
-        p2.global_batch_size,
+        launched2.global_batch_size,
     ) == (6248, 32, 64, 4, 8192)
     assert (p2.max_seq_length, p2.max_predictions_per_seq, p2.learning_rate, p2.end_learning_rate, p2.warmup_steps) == (
         512,
@@ -232,10 +236,12 @@ def test_sagemaker_params_are_the_reference_schedule(workdir):
         "s3://example-bucket/bertlib/output/job-phase1/export",
     )
     sq = nb.parameters("squad", load("squad.yaml")).configs
-    v1, v2 = sq["squadv1"], sq["squadv2"]
-    assert (v1.total_steps, v1.learning_rate, v1.warmup_steps, v1.global_batch_size) == (3649, 5e-5, 365, 48)
-    assert (v2.total_steps, v2.learning_rate, v2.warmup_steps, v2.global_batch_size) == (8144, 1e-4, 814, 48)
-    assert (v1.per_gpu_batch_size, v1.world_size, v1.optimizer, v2.optimizer) == (6, 8, "adamw", "adamw")
+    assert sq["squadv1"].global_batch_size == sq["squadv2"].global_batch_size == 48
+    assert sq["squadv1"].world_size == 8
+    v1, v2 = sq["squadv1"].job, sq["squadv2"].job
+    assert (v1.total_steps, v1.learning_rate, v1.warmup_steps) == (3649, 5e-5, 365)
+    assert (v2.total_steps, v2.learning_rate, v2.warmup_steps) == (8144, 1e-4, 814)
+    assert (v1.per_gpu_batch_size, v1.optimizer, v2.optimizer) == (6, "adamw", "adamw")
     # the reference's run_squad.py: tfa AdamW(weight_decay=0.0), clip 1.0, linear decay to 0, dynamic-loss-scale
     # fp16, ModelArguments' dropout 0.0, features 384/128/64
     for v in (v1, v2):
@@ -283,7 +289,7 @@ def test_packed_variant_is_the_reference_on_packed_rows(name, workdir):
         assert load("sagemaker-packed", "phase1.yaml")["data_dir"] == packed["s3_data_uri"] + "/phase1"
         assert packed["pack_sequences"] and packed["max_pairs_per_row"] == 3 and not packed["dynamic_masking"]
         assert [{k: v for k, v in p.items() if k != "max_pairs_per_row"} for p in packed["phases"]] == ref["phases"]
-        cfg = nb.parameters("data", packed).cfg
+        cfg = nb.parameters("data", packed).cfg.job
         assert [cfg.pairs_per_row(p) for p in cfg.phases] == [3, 6]
         return
     assert differ == {"experiment", "data_dir", "checkpoint_s3_uri", "per_gpu_batch_size", "global_batch_size_check"}

@@ -30,7 +30,6 @@ def tiny_config(tmp_path, smoke_dir, bert_vocab):
             total_steps=60,
             log_frequency=20,
             skip_xla=True,
-            threads_per_process=1,
             squad_version="squadv2" if version == "2.0" else "squadv1",
             train_file=str(smoke_dir / f"smoke-v{version}-train.json"),
             predict_file=str(smoke_dir / f"smoke-v{version}-dev.json"),

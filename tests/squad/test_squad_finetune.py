@@ -81,7 +81,6 @@ def test_two_rank_horovod_finetune_v2(tiny_config, smoke_dir, subprocess_env, tm
         total_steps=6,
         warmup_steps=2,
         log_frequency=3,
-        num_processes=2,
         per_gpu_batch_size=8,
         run_dir=str(run_dir),
     )

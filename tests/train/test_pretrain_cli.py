@@ -20,7 +20,13 @@ from bertlib.train.metrics import METRIC_KEYS
 # trains models (in-process or in subprocesses): `make test-fast` leaves this module out
 pytestmark = pytest.mark.slow
 
-QUIET = {"TF_CPP_MIN_LOG_LEVEL": "3", "BERTLIB_PROGRESS": "0"}
+# one TF thread per process (what `bertlib launch` sets for threads_per_process: 1)
+QUIET = {
+    "TF_CPP_MIN_LOG_LEVEL": "3",
+    "BERTLIB_PROGRESS": "0",
+    "TF_NUM_INTRAOP_THREADS": "1",
+    "TF_NUM_INTEROP_THREADS": "1",
+}
 
 
 def write_config(path, **values):
@@ -160,7 +166,6 @@ def test_sigkill_after_a_checkpoint_then_restart_gives_the_uninterrupted_weights
         attention_probs_dropout_prob=0.1,
         per_gpu_batch_size=2,
         gradient_accumulation_steps=2,
-        num_processes=processes,
         validation_frequency=4,
     )
     total = common["total_steps"]
@@ -226,7 +231,9 @@ TF_PROBE = (
         (["--global_batch_size_check", "10"], "global batch"),
         (["--data_dir", "/nonexistent/phase1"], "/nonexistent/phase1: data_dir not found"),
         (["--max_seq_length", "32"], "max_seq_length=16 but the run expects 32"),
-        (["--num_processes", "2"], "horovodrun -np 2"),
+        # launch settings belong to `bertlib launch`, not to the entry point
+        (["--num_processes", "2"], "unknown key 'num_processes'"),
+        (["--instance_type", "ml.p4d.24xlarge"], "unknown key 'instance_type'"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2_before_tensorflow(tmp_path, subprocess_env, overrides, message):

@@ -18,7 +18,13 @@ from bertlib.train.metrics import VALIDATION_METRIC_KEYS
 # trains models (in-process or in subprocesses): `make test-fast` leaves this module out
 pytestmark = pytest.mark.slow
 
-QUIET = {"TF_CPP_MIN_LOG_LEVEL": "3", "BERTLIB_PROGRESS": "0"}
+# one TF thread per process (what `bertlib launch` sets for threads_per_process: 1)
+QUIET = {
+    "TF_CPP_MIN_LOG_LEVEL": "3",
+    "BERTLIB_PROGRESS": "0",
+    "TF_NUM_INTRAOP_THREADS": "1",
+    "TF_NUM_INTEROP_THREADS": "1",
+}
 TRAINING_KEYS = ("loss", "mlm_loss", "mlm_acc", "nsp_loss", "nsp_acc", "learning_rate", "loss_scale", "grad_norm")
 
 
@@ -227,9 +233,7 @@ def test_two_ranks_pool_their_unequal_shares(tmp_path, subprocess_env):
     run = tmp_path / "run"
     cfg = write_config(
         tmp_path / "c.yaml",
-        **base_config(
-            data, run, total_steps=2, per_gpu_batch_size=2, num_processes=2, skip_xla=True, learning_rate=1e-2
-        ),
+        **base_config(data, run, total_steps=2, per_gpu_batch_size=2, skip_xla=True, learning_rate=1e-2),
     )
     env = dict(subprocess_env, **QUIET)
     done = subprocess.run(

@@ -125,7 +125,6 @@ def base_config(data_dir: Path, run_dir: Path, **overrides) -> dict:
         attention_probs_dropout_prob=0.0,
         log_frequency=1,
         checkpoint_frequency=1000,
-        threads_per_process=1,
         optimizer="lamb",
         seed=1,
     )

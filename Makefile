@@ -40,12 +40,17 @@ $(VENV)/.peers: requirements-peers.txt | $(BIN)/python
 
 setup: $(VENV)/.deps $(VENV)/.horovod $(VENV)/.peers
 
+# pytest-xdist: TEST_WORKERS processes (a module's tests stay in one, with its fixtures); pytest-randomly
+# shuffles the order on every run and prints the seed (`--randomly-seed=N` repeats an order)
+TEST_WORKERS ?= 2
+PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope
+
 test: setup
-	$(BIN)/python -m pytest tests --ignore=tests/image
+	$(PYTEST) tests --ignore=tests/image
 
 # tests marked `slow` (subprocess training, Horovod ranks, notebooks, fresh venvs) left out
 test-fast: setup
-	$(BIN)/python -m pytest tests --ignore=tests/image -m "not slow"
+	$(PYTEST) tests --ignore=tests/image -m "not slow"
 
 LINTED := bertlib tests bench notebooks container
 lint: setup
@@ -65,5 +70,6 @@ image:
 	bash container/standin/build.sh
 
 # SageMaker jobs launched by bertlib (moto), run in that image as SageMaker runs them (tests/image).
+# in file order (the jobs share one built image and its runner; no shuffling)
 test-image: setup image
-	$(BIN)/python -m pytest tests/image --durations=10
+	$(BIN)/python -m pytest -p no:randomly tests/image --durations=10

@@ -89,6 +89,7 @@ def test_sagemaker_contract_under_horovodrun_and_resume(sagemaker_style_run):
     assert summary["resumed_from"] and summary["steps_run"] == 2 and summary["processes"] == 2
 
 
+@pytest.mark.slow
 def test_metric_regexes_on_the_streamed_log(sagemaker_style_run):
     """The SageMaker metric regexes, applied to the log lines the real run streamed, recover the
     numbers of metrics.jsonl (printed with %.6g)."""
@@ -109,6 +110,7 @@ def test_failure_raises_with_the_last_lines(tmp_path):
         local.run("pretrain", cfg, stream=False)
 
 
+@pytest.mark.slow
 def test_report_from_s3_equals_report_from_the_local_folder(sagemaker_style_run, aws_env, tmp_path, monkeypatch):
     """The run's SM_OUTPUT_DATA_DIR, put on S3 as SageMaker does (``<output>/<job>/output/output.tar.gz``)
     and as a plain prefix of files, reads back into the same files, metrics, table and plot."""

@@ -157,7 +157,7 @@ def test_sigkill_after_a_checkpoint_then_restart_gives_the_uninterrupted_weights
     data = write_dataset(tmp_path / "data", n=48, num_files=2, validation=6)
     env = dict(subprocess_env, **QUIET)
     common = dict(
-        total_steps=40 if processes == 1 else 16,
+        total_steps=16,
         checkpoint_frequency=5,
         keep_checkpoints=2,
         skip_xla=True,

@@ -12,21 +12,13 @@ import time
 import numpy as np
 import pytest
 import yaml
-from train_helpers import base_config, write_dataset
+from train_helpers import QUIET, base_config, write_dataset
 
 from bertlib.core.errors import ConfigError
 from bertlib.train.metrics import METRIC_KEYS
 
 # trains models (in-process or in subprocesses): `make test-fast` leaves this module out
 pytestmark = pytest.mark.slow
-
-# one TF thread per process (what `bertlib launch` sets for threads_per_process: 1)
-QUIET = {
-    "TF_CPP_MIN_LOG_LEVEL": "3",
-    "BERTLIB_PROGRESS": "0",
-    "TF_NUM_INTRAOP_THREADS": "1",
-    "TF_NUM_INTEROP_THREADS": "1",
-}
 
 
 def write_config(path, **values):

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 import yaml
-from train_helpers import SEQ, base_config, write_dataset
+from train_helpers import QUIET, SEQ, base_config, write_dataset
 
 from bertlib.core.errors import ConfigError
 from bertlib.train.metrics import VALIDATION_METRIC_KEYS
@@ -18,13 +18,6 @@ from bertlib.train.metrics import VALIDATION_METRIC_KEYS
 # trains models (in-process or in subprocesses): `make test-fast` leaves this module out
 pytestmark = pytest.mark.slow
 
-# one TF thread per process (what `bertlib launch` sets for threads_per_process: 1)
-QUIET = {
-    "TF_CPP_MIN_LOG_LEVEL": "3",
-    "BERTLIB_PROGRESS": "0",
-    "TF_NUM_INTRAOP_THREADS": "1",
-    "TF_NUM_INTEROP_THREADS": "1",
-}
 TRAINING_KEYS = ("loss", "mlm_loss", "mlm_acc", "nsp_loss", "nsp_acc", "learning_rate", "loss_scale", "grad_norm")
 
 

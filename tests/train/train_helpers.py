@@ -15,6 +15,14 @@ import numpy as np
 
 from bertlib.data import records
 
+# one TF thread per process (what `bertlib launch` sets for threads_per_process: 1)
+QUIET = {
+    "TF_CPP_MIN_LOG_LEVEL": "3",
+    "BERTLIB_PROGRESS": "0",
+    "TF_NUM_INTRAOP_THREADS": "1",
+    "TF_NUM_INTEROP_THREADS": "1",
+}
+
 SEQ, PRED, VOCAB = 16, 3, 64
 
 

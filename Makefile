@@ -46,7 +46,7 @@ TEST_WORKERS ?= 2
 PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope
 
 test: setup
-	$(PYTEST) tests --ignore=tests/image
+	$(PYTEST) tests --ignore=tests/image --durations=15
 
 # tests marked `slow` (subprocess training, Horovod ranks, notebooks, fresh venvs) left out
 test-fast: setup

@@ -15,6 +15,7 @@ import sys
 import click
 
 from bertlib.core.commands import COMMANDS, run_command
+from bertlib.core.errors import print_error
 
 
 class _LazyGroup(click.Group):
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         print(e.ctx.get_help())
         return 2
     except click.ClickException as e:
-        print(f"error: {e.format_message()}", file=sys.stderr)
+        print_error(e.format_message())
         return 2
 
 

@@ -36,10 +36,17 @@ class LaunchError(RuntimeError):
     """The training processes exited with an error; the message ends with their last output lines."""
 
 
+def print_error(message: str) -> None:
+    """Write ``error: <message>`` to stderr as one write, so that ranks whose output ``mpirun`` interleaves keep
+    whole lines (``print`` writes the text and the newline separately)."""
+    sys.stderr.write(f"error: {message}\n")
+    sys.stderr.flush()
+
+
 def run_guarded(fn, argv: list[str]) -> int:
     """Call ``fn(argv)``; turn user-input errors into one line on stderr and exit code 2."""
     try:
         return int(fn(argv) or 0)
     except (ConfigError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print_error(str(e))
         return 2

@@ -31,6 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bertlib.core.commands import run_command  # noqa: E402
+from bertlib.core.errors import print_error  # noqa: E402
 from bertlib.launch.results import extract_tar_gz  # noqa: E402
 
 UNPACK_ROOT = Path(os.environ.get("BERTLIB_UNPACK_DIR", "/tmp/bertlib-init"))
@@ -78,7 +79,7 @@ def rewrite_args(argv: list[str], root: Path = UNPACK_ROOT) -> list[str]:
 def main(argv: list[str]) -> int:
     job = os.environ.get("BERTLIB_JOB")
     if job not in ("pretrain", "squad", "prepare-data"):
-        print(f"error: BERTLIB_JOB must be 'pretrain', 'squad' or 'prepare-data', got {job!r}", file=sys.stderr)
+        print_error(f"BERTLIB_JOB must be 'pretrain', 'squad' or 'prepare-data', got {job!r}")
         return 2
     return run_command(job, rewrite_args(hyperparameter_args(argv)))
 

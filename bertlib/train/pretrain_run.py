@@ -9,10 +9,10 @@ Importing this module imports TensorFlow (through :mod:`bertlib.model.heads` and
 from __future__ import annotations
 
 import json
-import sys
 import time
 
 from bertlib.core.config import PretrainConfig
+from bertlib.core.errors import print_error
 from bertlib.core.files import write_json
 from bertlib.core.vocab import vocab_info
 from bertlib.data.pipeline import pretraining_dataset
@@ -152,6 +152,6 @@ def train(cfg: PretrainConfig, paths: RunPaths, manifest: dict, bert_config, val
     try:
         run(cfg, paths, manifest, bert_config, validation)
     except LossScaleCollapsed as e:
-        print(f"error: {e}", file=sys.stderr)
+        print_error(str(e))
         return 1
     return 0

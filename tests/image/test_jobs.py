@@ -342,7 +342,10 @@ def failing_request(name: str) -> dict:
 
 
 def rank_error_lines(log: str) -> list[str]:
-    return [line for line in log.splitlines() if re.search(r"<stderr>:error: ", line)]
+    """The ``error:`` messages of the ranks, one per rank message: cut at mpirun's ``[1,N]<stderr>:`` tags, not
+    only at newlines, since two ranks' output can meet on one line of the job log."""
+    chunks = re.split(r"(?=\[\d+,\d+\]<std(?:err|out)>:)", log)
+    return [c.splitlines()[0] for c in chunks if re.match(r"\[\d+,\d+\]<stderr>:error: ", c)]
 
 
 def test_e_failures_end_the_job_quickly_with_one_clear_line(account, runner):

@@ -6,12 +6,12 @@ from __future__ import annotations
 import concurrent.futures as cf
 import multiprocessing
 import os
-import sys
 import time
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from bertlib.core.config import DataConfig, job_command, parse_job_args
+from bertlib.core.errors import print_error
 from bertlib.core.progress import quiet_or_bar
 from bertlib.core.vocab import vocab_info
 from bertlib.data.hosts import share_lock
@@ -194,7 +194,7 @@ def main(argv: list[str]) -> int:
     try:
         summary = prepare(cfg, progress=not args.extras["no_progress"])
     except RuntimeError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print_error(str(e))
         return 1
     c = summary["corpus"]
     print(

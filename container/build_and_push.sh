@@ -4,9 +4,9 @@
 #   container/build_and_push.sh [TAG]         (default TAG: tf2.21-<git short sha or "dev">)
 #
 # Environment: AWS_REGION / AWS_DEFAULT_REGION (else `aws configure get region`), REPOSITORY (default
-# bertlib-training), BASE_REGISTRY_ACCOUNT (default 763104351884, the AWS Deep Learning Containers
-# account). Needs docker and the AWS CLI v2 with credentials for ECR. Prints the image URI to use as
-# BERTLIB_IMAGE_URI.
+# bertlib-training), DLC_REGISTRY (default: the AWS Deep Learning Containers registry of the region,
+# container/dlc_registry.sh; the Dockerfile's FROM is taken from it). Needs docker and the AWS CLI v2 with
+# credentials for ECR. Prints the image URI to use as BERTLIB_IMAGE_URI.
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -14,17 +14,17 @@ repo_root="$(dirname "$here")"
 region="${AWS_REGION:-${AWS_DEFAULT_REGION:-$(aws configure get region || true)}}"
 [ -n "$region" ] || { echo "error: set AWS_REGION (no region configured)" >&2; exit 2; }
 repository="${REPOSITORY:-bertlib-training}"
-base_account="${BASE_REGISTRY_ACCOUNT:-763104351884}"
+dlc_registry="${DLC_REGISTRY:-$("$here/dlc_registry.sh" "$region")}"
 sha="$(git -C "$repo_root" rev-parse --short HEAD 2>/dev/null || echo dev)"
 tag="${1:-tf2.21-$sha}"
 
 account="$(aws sts get-caller-identity --query Account --output text)"
-registry="$account.dkr.ecr.$region.amazonaws.com"
+registry="$account.${dlc_registry#*.}"  # same host scheme as the region's DLC registry (.com.cn in China)
 image="$registry/$repository:$tag"
 
 # The base image lives in the AWS DLC registry: log in there to pull, and to our registry to push.
 aws ecr get-login-password --region "$region" \
-  | docker login --username AWS --password-stdin "$base_account.dkr.ecr.$region.amazonaws.com"
+  | docker login --username AWS --password-stdin "$dlc_registry"
 aws ecr get-login-password --region "$region" | docker login --username AWS --password-stdin "$registry"
 
 if ! aws ecr describe-repositories --region "$region" --repository-names "$repository" >/dev/null 2>&1; then
@@ -38,7 +38,7 @@ context="$(mktemp -d)"
 trap 'rm -rf "$context"' EXIT
 "$here/context.sh" "$context"
 
-docker build --build-arg REGION="$region" -f "$context/container/Dockerfile" -t "$repository:$tag" "$context"
+docker build --build-arg DLC_REGISTRY="$dlc_registry" -f "$context/container/Dockerfile" -t "$repository:$tag" "$context"
 docker tag "$repository:$tag" "$image"
 docker push "$image"
 echo "pushed $image"

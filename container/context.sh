@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Assemble the small build context of container/Dockerfile into DIR (created if missing): only what the
-# Dockerfile copies, since the repository holds .venv, runs/ and data. Used by container/build_and_push.sh
-# and container/standin/build.sh.
+# Dockerfile copies, since the repository holds .venv, runs/ and data, plus the build scripts themselves
+# (build_and_push.sh, dlc_registry.sh, context.sh), so the context can also be built and pushed from a copy of
+# it elsewhere. Used by container/build_and_push.sh and container/standin/build.sh.
 #   container/context.sh DIR
 set -euo pipefail
 
@@ -11,7 +12,8 @@ repo_root="$(dirname "$here")"
 context="$1"
 
 mkdir -p "$context/container"
-cp "$here/Dockerfile" "$here/install_horovod.sh" "$here/system_packages.sh" "$context/container/"
+cp "$here/Dockerfile" "$here/install_horovod.sh" "$here/system_packages.sh" "$here/cuda_compat.sh" \
+   "$here/dlc_registry.sh" "$here/build_and_push.sh" "$here/context.sh" "$context/container/"
 cp -r "$here/cuda" "$context/container/"
 cp "$repo_root/requirements.txt" "$repo_root/pyproject.toml" "$repo_root/README.md" "$context/"
 rm -rf "$context/bertlib"

@@ -38,7 +38,7 @@ def test_base_image_is_the_tf_2_21_sagemaker_training_image(dockerfile):
     args = {a.split("=", 1)[0]: a.split("=", 1)[1] for kind, a in dockerfile if kind == "ARG" and "=" in a}
     froms = [a for kind, a in dockerfile if kind == "FROM"]
     assert froms == ["${BASE_IMAGE}"]
-    base = args["BASE_IMAGE"].replace("${REGION}", args["REGION"])
+    base = args["BASE_IMAGE"].replace("${DLC_REGISTRY}", args["DLC_REGISTRY"])
     assert re.fullmatch(
         r"763104351884\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com/tensorflow-training:"
         r"2\.21(\.0)?-gpu-py3\d+-cu\d+-[a-z0-9.]+-sagemaker",
@@ -108,3 +108,65 @@ def test_build_context_holds_every_copied_file(dockerfile, repo_root, tmp_path):
         "docker push",
     ):
         assert step in script
+
+
+# aws/deep-learning-containers docs/reference/region_availability.md, "Deep Learning Containers" table
+DLC_ACCOUNTS = {
+    "us-east-1": "763104351884",
+    "eu-west-1": "763104351884",
+    "af-south-1": "626614931356",
+    "ap-east-1": "871362719292",
+    "ap-northeast-3": "364406365360",
+    "eu-south-1": "692866216735",
+    "me-central-1": "914824155844",
+    "il-central-1": "780543022126",
+}
+
+
+@pytest.mark.parametrize("region", sorted(DLC_ACCOUNTS))
+def test_dlc_registry_is_the_regions_account(repo_root, region):
+    out = subprocess.run(
+        ["bash", str(repo_root / "container" / "dlc_registry.sh"), region], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == f"{DLC_ACCOUNTS[region]}.dkr.ecr.{region}.amazonaws.com"
+
+
+def test_dlc_registry_china_and_unknown_region(repo_root):
+    script = str(repo_root / "container" / "dlc_registry.sh")
+    out = subprocess.run(["bash", script, "cn-northwest-1"], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "727897471807.dkr.ecr.cn-northwest-1.amazonaws.com.cn"
+    bad = subprocess.run(["bash", script, "mars-north-1"], capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "'mars-north-1'" in bad.stderr
+
+
+FAKE_TOOL = """#!/usr/bin/env bash
+echo "$(basename "$0") $*" >> "$TOOL_LOG"
+case "$*" in
+  "sts get-caller-identity"*) echo 111122223333 ;;
+  "ecr get-login-password"*) echo password ;;
+  "ecr describe-repositories"*) exit 254 ;;
+  "login "*) cat >/dev/null ;;
+esac
+exit 0
+"""
+
+
+def test_build_and_push_builds_from_the_regions_dlc_registry(repo_root, tmp_path):
+    """build_and_push.sh run with `aws` and `docker` replaced by recorders: in af-south-1 it logs in to that
+    region's DLC account, builds FROM it and pushes to the caller's registry of the same region."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("aws", "docker"):
+        (bin_dir / tool).write_text(FAKE_TOOL)
+        (bin_dir / tool).chmod(0o755)
+    log = tmp_path / "calls.log"
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "AWS_REGION": "af-south-1", "TOOL_LOG": str(log), "HOME": str(tmp_path)}
+    subprocess.run(
+        ["bash", str(repo_root / "container" / "build_and_push.sh"), "t1"], env=env, check=True, capture_output=True
+    )
+    calls = log.read_text().splitlines()
+    logins = [c.split()[-1] for c in calls if c.startswith("docker login")]
+    assert logins == ["626614931356.dkr.ecr.af-south-1.amazonaws.com", "111122223333.dkr.ecr.af-south-1.amazonaws.com"]
+    build = next(c for c in calls if c.startswith("docker build"))
+    assert "--build-arg DLC_REGISTRY=626614931356.dkr.ecr.af-south-1.amazonaws.com" in build
+    assert calls[-1] == "docker push 111122223333.dkr.ecr.af-south-1.amazonaws.com/bertlib-training:t1"

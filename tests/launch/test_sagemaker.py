@@ -632,6 +632,14 @@ def test_squad_files_are_staged_to_s3_before_the_job(account_env, sm_session, aw
         server.server_close()
 
 
+def test_every_reference_job_writes_its_output_under_the_project_prefix(account_env):
+    """No job of params/sagemaker/ leaves output_s3_uri unset: the SDK would then write to its default
+    bucket, which needs an STS call and CreateBucket rights."""
+    steps = [("data", None), ("phase1", None), ("phase2", None), ("squad", "squadv1"), ("squad", "squadv2")]
+    outputs = {(step, name): reference(step, name).launch.output_s3_uri for step, name in steps}
+    assert set(outputs.values()) == {f"{PREFIX}/output"}, outputs
+
+
 def test_prepare_data_job_writes_where_the_training_params_read(account_env, sm_session, aws_env, tmp_path, bert_vocab):
     """params/sagemaker/data.yaml as 01_data_prep resolves it: one MPI rank per CPU instance, the local
     vocab (an asset) and a local source staged to S3 as channels, the dataset written through the

@@ -206,3 +206,18 @@ def test_missing_docker_or_compose_is_one_line(tmp_path, monkeypatch):
         sagemaker_sdk.check_local_image(IMAGE)
     monkeypatch.setenv("PATH", fake_docker(tmp_path, 'echo "Docker Compose version v2.29.7"'))
     assert sagemaker_sdk.compose_command() == ["docker", "compose"]
+
+
+def test_a_local_mode_dataset_is_read_where_it_was_written(tmp_path):
+    """What ``notebooks/01_data_prep`` fetches after a prepare-data job: a local-mode job's phases are
+    local folders, read in place (or copied from when the notebook's folder is another)."""
+    from bertlib.launch.results import fetch_manifests
+
+    written = tmp_path / "dataset" / "phase1"
+    written.mkdir(parents=True)
+    (written / "vocab.txt").write_text("[PAD]\n")
+    (written / "manifest.json").write_text('{"counts": {}}')
+    assert fetch_manifests({"phase1": str(written)}, tmp_path / "dataset") == tmp_path / "dataset"
+    fetch_manifests({"phase1": str(written)}, tmp_path / "elsewhere")
+    assert (tmp_path / "elsewhere/phase1/manifest.json").read_text() == '{"counts": {}}'
+    assert (tmp_path / "elsewhere/phase1/vocab.txt").read_text() == "[PAD]\n"

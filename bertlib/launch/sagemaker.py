@@ -62,7 +62,7 @@ import yaml
 
 from bertlib.core.assets import fetch_url
 from bertlib.core.config import LaunchedJob, global_batch
-from bertlib.core.errors import ConfigError
+from bertlib.core.errors import ConfigError, LaunchError
 from bertlib.core.files import sha256_file
 from bertlib.data.prepare import RATE_KEYS
 from bertlib.launch import sagemaker_sdk
@@ -750,7 +750,7 @@ def launch_local(job: str, launched: LaunchedJob) -> dict:
     ``run_dir``, the job's whole log in ``<run_dir>/sagemaker-local.log``; a ``prepare-data`` job
     writes its phases straight into ``output_dir``. Returns :func:`launch`'s keys with local paths
     (``model_artifacts``: the export folder, ``output_data``: the run directory; no request, no
-    checkpoint URI) plus ``failure_reason``.
+    checkpoint URI). A job that fails raises LaunchError with its failure reason and last log lines.
     """
     dest = Path(launched.job.output_dir if job == "prepare-data" else launched.job.run_dir).resolve()
     dest.mkdir(parents=True, exist_ok=True)
@@ -761,10 +761,20 @@ def launch_local(job: str, launched: LaunchedJob) -> dict:
         export = None if job == "prepare-data" else dest / "export"
         run = sagemaker_sdk.run_local(trainer, inputs, model_dest=export, output_dest=None if export is None else dest)
     (dest / LOCAL_LOG).write_text(run.log)
+    if run.status != "Completed":  # as a SageMaker job waited for raises when it fails
+        # the ranks' one-line errors (mpirun tags them [job,rank]<stderr>:), else the driver's failure file
+        ranks = dict.fromkeys(
+            line.split("<stderr>:", 1)[1] for line in run.log.splitlines() if "<stderr>:error: " in line
+        )
+        reason = "; ".join(ranks) or (run.failure_reason or "no failure reason").strip().splitlines()[-1]
+        tail = "\n".join(run.log.splitlines()[-25:])
+        raise LaunchError(
+            f"{job} in the SDK's local mode: job {run.name} {run.status}: {reason} (whole log: {dest / LOCAL_LOG}); "
+            f"last lines:\n{tail}"
+        )
     info = {
         "job_name": run.name,
         "status": run.status,
-        "failure_reason": run.failure_reason,
         "model_artifacts": str(export) if export is not None else None,
         "output_data": str(dest),
         "checkpoint_s3_uri": None,

@@ -433,22 +433,21 @@ def run_local(trainer, inputs, model_dest: Path | None, output_dest: Path | None
     from sagemaker.train.local.local_container import _rmtree
 
     root = Path(trainer.local_container_root)
-    compose = [*compose_command(), "-f", str(root / "docker-compose.yaml")]
+    compose_file = root / "docker-compose.yaml"
+    compose = [*compose_command(), "-f", str(compose_file)]
     check_local_image(trainer.training_image)
     error = None
     try:
-        with local_network_interface():
-            trainer.train(input_data_config=inputs, wait=True, logs=True)
-    except RuntimeError as e:  # the SDK: "Failed to run: [compose ...]. Process exited with code: N"
-        error = str(e)
-    try:
+        try:
+            with local_network_interface():
+                trainer.train(input_data_config=inputs, wait=True, logs=True)
+        except RuntimeError as e:  # the SDK: "Failed to run: [compose ...]. Process exited with code: N"
+            error = str(e)
         log, name = "", trainer.base_job_name
-        if (root / "docker-compose.yaml").is_file():
-            found = re.search(r"TRAINING_JOB_NAME=(\S+)", (root / "docker-compose.yaml").read_text())
+        if compose_file.is_file():
+            found = re.search(r"TRAINING_JOB_NAME=(\S+)", compose_file.read_text())
             name = found.group(1) if found else name
-            logs = subprocess.run([*compose, "logs", "--no-color"], capture_output=True, text=True, timeout=120)
-            log = logs.stdout
-            subprocess.run([*compose, "down"], capture_output=True, text=True, timeout=300)
+            log = subprocess.run([*compose, "logs", "--no-color"], capture_output=True, text=True, timeout=300).stdout
         artifacts = root / "artifacts"
         failure = artifacts / "output" / "failure"
         reason = failure.read_text().strip() if failure.is_file() else None
@@ -459,6 +458,8 @@ def run_local(trainer, inputs, model_dest: Path | None, output_dest: Path | None
             shutil.copytree(artifacts / "model", model_dest)
         if output_dest is not None and (artifacts / "output" / "data").is_dir():
             shutil.copytree(artifacts / "output" / "data", output_dest, dirs_exist_ok=True)
-    finally:
+    finally:  # also on an interrupt: no container, compose project or SDK folder is left behind
+        if compose_file.is_file():
+            subprocess.run([*compose, "down"], capture_output=True, text=True, timeout=300)
         _rmtree(str(root), trainer.training_image)
     return LocalRun(name, status, reason or error, log)

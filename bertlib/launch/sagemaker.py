@@ -756,10 +756,13 @@ def launch_local(job: str, launched: LaunchedJob) -> dict:
     dest.mkdir(parents=True, exist_ok=True)
     # the SDK's compose project, host folders and artifacts: beside the results, never inside a mounted folder
     root = tempfile.mkdtemp(prefix=f".{dest.name}.sagemaker-local-", dir=dest.parent)
-    trainer, inputs, code, spec = build_trainer(job, launched, local_root=root)
-    with code:
-        export = None if job == "prepare-data" else dest / "export"
-        run = sagemaker_sdk.run_local(trainer, inputs, model_dest=export, output_dest=None if export is None else dest)
+    export = None if job == "prepare-data" else dest / "export"
+    try:
+        trainer, inputs, code, _ = build_trainer(job, launched, local_root=root)
+        with code:
+            run = sagemaker_sdk.run_local(trainer, inputs, model_dest=export, output_dest=dest if export else None)
+    finally:  # run_local removes it; still there when the launch was refused before the job started
+        shutil.rmtree(root, ignore_errors=True)
     (dest / LOCAL_LOG).write_text(run.log)
     if run.status != "Completed":  # as a SageMaker job waited for raises when it fails
         # the ranks' one-line errors (mpirun tags them [job,rank]<stderr>:), else the driver's failure file

@@ -221,3 +221,12 @@ def test_a_local_mode_dataset_is_read_where_it_was_written(tmp_path):
     fetch_manifests({"phase1": str(written)}, tmp_path / "elsewhere")
     assert (tmp_path / "elsewhere/phase1/manifest.json").read_text() == '{"counts": {}}'
     assert (tmp_path / "elsewhere/phase1/vocab.txt").read_text() == "[PAD]\n"
+
+
+def test_a_refused_local_launch_leaves_nothing_behind(tmp_path, monkeypatch):
+    data = tmp_path / "phase1"
+    data.mkdir()
+    monkeypatch.setenv("PATH", fake_docker(tmp_path, "exit 1"))  # Docker without compose, and no image
+    with pytest.raises(ConfigError, match="neither `docker compose` nor `docker-compose` found"):
+        sm.launch("pretrain", pretrain(data, run_dir=str(tmp_path / "runs" / "phase1")))
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == ["phase1"]  # no SDK folder beside the run

@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup test test-fast lint demo clean-demo bench help image test-image
+.PHONY: setup test test-fast lint demo clean-demo bench help image test-image compose
 
 help:
 	@echo "make test   - set up .venv (requirements + Horovod) and run the test suite"
@@ -69,7 +69,14 @@ bench: setup
 image:
 	bash container/standin/build.sh
 
+# The SDK's local mode (instance_type: local, tests/image/test_local_mode.py) runs `docker compose` or
+# `docker-compose`: Debian's docker-compose is installed when neither is there (root, as `make image`)
+compose:
+	@docker compose version 2>/dev/null | grep -qv ' v1\.' || command -v docker-compose >/dev/null || \
+	  { echo "installing docker-compose (Debian)"; apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null; }
+
 # SageMaker jobs launched by bertlib (moto), run in that image as SageMaker runs them (tests/image).
 # in file order (the jobs share one built image and its runner; no shuffling)
-test-image: setup image
+test-image: setup image compose
 	$(BIN)/python -m pytest -p no:randomly tests/image --durations=10

@@ -33,6 +33,24 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
 
 
+#: ``instance_type`` values that run a SageMaker job in the SDK's own local mode: ``instance_count``
+#: containers of the image on this machine's Docker (``local_gpu``: with the GPUs), local folders as channels
+LOCAL_INSTANCE_TYPES = ("local", "local_gpu")
+#: launch settings of real SageMaker jobs that the SDK's local mode has no counterpart for (refused there)
+_NOT_IN_LOCAL_MODE = (
+    "dry_run",
+    "use_spot",
+    "max_wait_seconds",
+    "checkpoint_s3_uri",
+    "output_s3_uri",
+    "s3_data_uri",
+    "fsx_file_system_id",
+    "fsx_directory_path",
+    "subnets",
+    "security_group_ids",
+)
+
+
 class LaunchConfig(_Strict):
     """Where and how a job runs (``bertlib launch``, the notebooks); the entry points never see it."""
 
@@ -46,9 +64,12 @@ class LaunchConfig(_Strict):
     job_name: str | None = Field(None, description="SageMaker job name prefix; default: bertlib-<job>-<name>")
     image_uri: str | None = Field(None, description="default: $BERTLIB_IMAGE_URI, else $SAGEMAKER_IMAGE_NAME")
     role: str | None = Field(None, description="default: $BERTLIB_SAGEMAKER_ROLE, else $SAGEMAKER_ROLE")
-    instance_type: str = Field("ml.p3dn.24xlarge", description="SageMaker instance type")
-    instance_count: int = Field(1, ge=1, description="SageMaker instances (hosts)")
-    processes_per_host: int | None = Field(None, ge=1, description="default: GPUs of instance_type")
+    instance_type: str = Field(
+        "ml.p3dn.24xlarge",
+        description="SageMaker instance type; local / local_gpu: the SDK's local mode (Docker on this machine)",
+    )
+    instance_count: int = Field(1, ge=1, description="SageMaker instances (hosts; local mode: containers)")
+    processes_per_host: int | None = Field(None, ge=1, description="default: GPUs of instance_type (local mode: 1)")
     mpi_options: list[str] = Field(default_factory=list, description="extra mpirun options of a SageMaker job")
     subnets: list[str] = Field(
         default_factory=list, description="default: $BERTLIB_SUBNETS, else $SAGEMAKER_SUBNET_IDS"
@@ -75,9 +96,29 @@ class LaunchConfig(_Strict):
     region: str | None = Field(None, description="AWS region; default: the session's")
 
     @property
+    def local_mode(self) -> bool:
+        """The job runs in the SageMaker SDK's local mode (``instance_type`` local / local_gpu)."""
+        return self.instance_type in LOCAL_INSTANCE_TYPES
+
+    @property
     def per_host(self) -> int:
-        """Ranks per SageMaker instance: ``processes_per_host``, else the GPUs of ``instance_type``."""
+        """Ranks per SageMaker instance: ``processes_per_host``, else the GPUs of ``instance_type`` (local
+        mode: 1, the GPU count of this machine is not known here)."""
+        if self.local_mode:
+            return self.processes_per_host or 1
         return self.processes_per_host or gpus_per_instance(self.instance_type)
+
+    @model_validator(mode="after")
+    def _check_local_mode(self):
+        """Local mode has no S3, spot, VPC or FSx: a setting for one of them is refused, not ignored."""
+        if self.local_mode:
+            given = [k for k in _NOT_IN_LOCAL_MODE if getattr(self, k)]
+            if given:
+                raise ValueError(
+                    f"instance_type {self.instance_type} (the SDK's local mode) has no {', '.join(given)}: "
+                    "unset it (checkpoints stay in the containers, results go to run_dir / output_dir)"
+                )
+        return self
 
     @property
     def world_size(self) -> int:
@@ -409,6 +450,8 @@ def _format_error(source: str, err: ValidationError) -> str:
         msg = f"unknown key {loc!r}"
     elif kind == "missing":
         msg = f"missing required key {loc!r}"
+    elif kind == "value_error" and not first["loc"]:  # a rule across keys (a model validator) names its keys
+        msg = first["msg"].removeprefix("Value error, ")
     else:
         given = first.get("input")
         msg = f"key {loc!r}: {first['msg']}" + (f" (got {given!r})" if not isinstance(given, dict) else "")

@@ -121,15 +121,24 @@ def fetch_run(uri_or_dir: str | os.PathLike, cache_dir: str | os.PathLike | None
 
 def fetch_manifests(datasets: dict[str, str], dest: str | os.PathLike) -> Path:
     """Download each dataset's ``manifest.json`` and ``vocab.txt`` (``datasets``: phase → S3 prefix)
-    into ``dest/<phase>/`` — enough for :mod:`bertlib.data.summary`'s tables; the shards stay in S3."""
-    import boto3
-
-    s3, dest = boto3.client("s3"), Path(dest)
+    into ``dest/<phase>/`` — enough for :mod:`bertlib.data.summary`'s tables; the shards stay in S3.
+    A local folder (a local-mode job's dataset) is copied from, or left as it is when it is ``dest/<phase>``."""
+    dest, s3 = Path(dest), None
     for phase, uri in datasets.items():
-        bucket, key = _split(uri.rstrip("/") + "/")
-        (dest / phase).mkdir(parents=True, exist_ok=True)
+        folder, local = dest / phase, not uri.startswith("s3://")
+        if local and Path(uri).resolve() == folder.resolve():
+            continue  # written in place
+        folder.mkdir(parents=True, exist_ok=True)
         for name in ("vocab.txt", "manifest.json"):  # the manifest last: it marks the folder complete
-            tmp = temp_path(dest / phase / name)
-            s3.download_file(bucket, key + name, str(tmp))
-            os.replace(tmp, dest / phase / name)
+            tmp = temp_path(folder / name)
+            if local:
+                shutil.copyfile(Path(uri) / name, tmp)
+            else:
+                if s3 is None:
+                    import boto3
+
+                    s3 = boto3.client("s3")
+                bucket, key = _split(uri.rstrip("/") + "/")
+                s3.download_file(bucket, key + name, str(tmp))
+            os.replace(tmp, folder / name)
     return dest

@@ -41,6 +41,10 @@ from committed files. The names the reference's users export (``SAGEMAKER_ROLE``
 ``SAGEMAKER_IMAGE_NAME``, ``SAGEMAKER_SUBNET_IDS``, ``SAGEMAKER_SECURITY_GROUP_IDS``,
 ``SAGEMAKER_FSX_ID``, ``SAGEMAKER_FSX_MOUNT_NAME``) are read when the ``BERTLIB_*`` one is unset.
 ``SAGEMAKER_IMAGE_NAME`` is the full image URI, as the reference passed it to the SDK's ``image_name``.
+
+``instance_type: local`` / ``local_gpu`` runs the same job in the SDK's own local mode
+(:func:`launch_local`): ``instance_count`` containers on this machine's Docker, local folders as the
+channels, no AWS call, the results in the run directory as a local run's.
 """
 
 from __future__ import annotations
@@ -58,7 +62,7 @@ import yaml
 
 from bertlib.core.assets import fetch_url
 from bertlib.core.config import LaunchedJob, global_batch
-from bertlib.core.errors import ConfigError
+from bertlib.core.errors import ConfigError, LaunchError
 from bertlib.core.files import sha256_file
 from bertlib.data.prepare import RATE_KEYS
 from bertlib.launch import sagemaker_sdk
@@ -131,6 +135,7 @@ class JobSpec:
     environment: dict[str, str]
     mpi_options: list[str] = field(default_factory=list)
     placeholders: list[str] = field(default_factory=list)  # dry run: unset settings shown as placeholders
+    local: bool = False  # the SDK's local mode: channels are local folders
 
 
 # ----------------------------------------------------------------------------- resolution
@@ -210,6 +215,8 @@ def resolve(job: str, launched: LaunchedJob) -> JobSpec:
     if job not in JOBS:
         raise ConfigError(f"job {job!r}: expected one of {', '.join(JOBS)}")
     cfg, job_cfg = launched.launch, launched.job
+    if cfg.local_mode:
+        return _resolve_local(job, launched)
     settings = {
         "role": _from_env(cfg, "role"),
         "image_uri": _from_env(cfg, "image_uri"),
@@ -237,10 +244,7 @@ def resolve(job: str, launched: LaunchedJob) -> JobSpec:
             "SageMaker launch: a VPC needs both subnets and security_group_ids "
             f"({_env_names('subnets')}, {_env_names('security_group_ids')})"
         )
-    per_host = cfg.per_host
-    world = per_host * cfg.instance_count
-    if job != "prepare-data":
-        global_batch(job_cfg, world)  # global_batch_size_check, with this launch's world size
+    per_host, world = _world(job, launched)
     if cfg.use_spot:
         if cfg.max_wait_seconds is not None and cfg.max_wait_seconds < cfg.max_run_seconds:
             raise ConfigError(
@@ -283,20 +287,6 @@ def resolve(job: str, launched: LaunchedJob) -> JobSpec:
             "FSx for Lustre input needs a VPC: set subnets and security_group_ids "
             f"({_env_names('subnets')}, {_env_names('security_group_ids')})"
         )
-    key_of = {
-        "train": "data_dir",
-        "validation": "validation_dir",
-        "init": "checkpoint_path",
-        "squad_train": "train_file",
-        "squad_predict": "predict_file",
-    }
-    for c in channels:
-        if c.name in key_of:
-            hp[key_of[c.name]] = c.container_path
-
-    # threads_per_process is a local setting (a notebook run with -f params/sagemaker/... keeps the local
-    # file's 1): a SageMaker job's TF uses its defaults unless `environment` sets TF_NUM_*_THREADS
-    environment = {"BERTLIB_JOB": job, "BERTLIB_CHECKPOINT_DIR": CHECKPOINT_LOCAL_PATH, **cfg.environment}
     return JobSpec(
         job=job,
         base_job_name=_job_name(job, launched),
@@ -310,9 +300,134 @@ def resolve(job: str, launched: LaunchedJob) -> JobSpec:
         security_group_ids=sgs,
         fsx_file_system_id=fsx_id,
         channels=channels,
-        hyperparameters={k: hyperparameter_value(v) for k, v in hp.items() if v is not None},
-        environment=environment,
+        hyperparameters=_hyperparameters(hp, channels),
+        environment=_environment(job, cfg),
         mpi_options=list(cfg.mpi_options),
+    )
+
+
+#: the job's config key that each channel's container path replaces
+_CHANNEL_KEYS = {
+    "train": "data_dir",
+    "validation": "validation_dir",
+    "init": "checkpoint_path",
+    "squad_train": "train_file",
+    "squad_predict": "predict_file",
+}
+
+
+def _hyperparameters(hp: dict, channels: list[Channel]) -> dict[str, Any]:
+    """The job's config values ``hp`` with the channels' container paths in place of their sources."""
+    for c in channels:
+        if c.name in _CHANNEL_KEYS:
+            hp[_CHANNEL_KEYS[c.name]] = c.container_path
+    return {k: hyperparameter_value(v) for k, v in hp.items() if v is not None}
+
+
+def _environment(job: str, cfg) -> dict[str, str]:
+    # cfg: the LaunchConfig
+    """Every rank's environment: the job, its checkpoint folder, the launch's ``environment``."""
+    # threads_per_process is a local setting (a notebook run with -f params/sagemaker/... keeps the local
+    # file's 1): a SageMaker job's TF uses its defaults unless `environment` sets TF_NUM_*_THREADS
+    return {"BERTLIB_JOB": job, "BERTLIB_CHECKPOINT_DIR": CHECKPOINT_LOCAL_PATH, **cfg.environment}
+
+
+def _world(job: str, launched: LaunchedJob) -> tuple[int, int]:
+    """``(ranks per host, world size)`` of the launch; a training job's ``global_batch_size_check`` is
+    checked against that world size."""
+    per_host = launched.launch.per_host
+    world = per_host * launched.launch.instance_count
+    if job != "prepare-data":
+        global_batch(launched.job, world)
+    return per_host, world
+
+
+# ----------------------------------------------------------------------------- local mode
+
+
+def _local_channel(name: str, source: str, what: str) -> Channel:
+    """A local folder or file (a path or ``file://`` URI) → a channel of the SDK's local mode, which
+    bind-mounts the folder at ``/opt/ml/input/data/<name>``; a file's folder is mounted and the file
+    keeps its name (as an S3 object channel does). Anything remote is one clear line."""
+    if "://" in source and not source.startswith("file://"):
+        raise ConfigError(
+            f"{what} {source!r}: instance_type local (the SDK's local mode) mounts local folders; "
+            "copy the data here (e.g. aws s3 sync) and give its path"
+        )
+    path = Path(source.removeprefix("file://")).resolve()
+    if path.is_dir():
+        return Channel(name, str(path), False, f"{CHANNEL_ROOT}/{name}")
+    if path.is_file():
+        return Channel(name, str(path.parent), False, f"{CHANNEL_ROOT}/{name}/{path.name}")
+    raise ConfigError(f"{what} {source!r}: not found (local mode mounts a local folder or file)")
+
+
+def _resolve_local(job: str, launched: LaunchedJob) -> JobSpec:
+    """:func:`resolve` for the SDK's local mode (``instance_type`` local / local_gpu): the image is
+    required, no role or region (nothing is sent to AWS), every input a local channel. ``prepare-data``
+    writes its dataset through the channel ``dataset``, the job's ``output_dir`` mounted read-write
+    into every container (all hosts share it, as hosts share an S3 prefix on SageMaker)."""
+    cfg, job_cfg = launched.launch, launched.job
+    image = _from_env(cfg, "image_uri")
+    if not image:
+        raise ConfigError(
+            f"local mode: no training image — set image_uri or {_env_names('image_uri')} to a local tag "
+            "(make image builds bertlib-training:local)"
+        )
+    per_host, world = _world(job, launched)
+    hp = job_cfg.model_dump(mode="json")
+    channels: list[Channel] = []
+    if job == "pretrain":
+        channels.append(_local_channel("train", job_cfg.data_dir, "data_dir"))
+        if job_cfg.validation_dir:
+            channels.append(_local_channel("validation", job_cfg.validation_dir, "validation_dir"))
+    elif job == "squad":  # an http(s) file stays a URL: the job downloads it (and checks its sha256)
+        for key, name in (("train_file", "squad_train"), ("predict_file", "squad_predict")):
+            if not getattr(job_cfg, key).startswith(("http://", "https://")):
+                channels.append(_local_channel(name, getattr(job_cfg, key), key))
+    else:
+        _check_hosts_unset(job_cfg)
+        sources, sha = [], dict(job_cfg.source_sha256)
+        for i, source in enumerate(job_cfg.sources):
+            if source.startswith(("http://", "https://")):  # every container downloads it
+                sources.append(source)
+                continue
+            c = _local_channel(f"source{i}", source, f"sources[{i}]")
+            channels.append(c)
+            sources.append(c.container_path)
+            if source in sha:
+                sha[c.container_path] = sha.pop(source)
+        if job_cfg.vocab_file:
+            c = _local_channel("vocab", job_cfg.vocab_file, "vocab_file")
+            channels.append(c)
+            hp["vocab_file"] = c.container_path
+        dataset = Channel("dataset", str(Path(job_cfg.output_dir).resolve()), False, f"{CHANNEL_ROOT}/dataset")
+        channels.append(dataset)
+        hp.update(
+            sources=sources,
+            source_sha256=sha,
+            output_dir=dataset.container_path,
+            work_dir=PREPARE_WORK_DIR,
+            cache_dir=f"{PREPARE_WORK_DIR}/cache",
+        )
+    if getattr(job_cfg, "load_from", None) == "checkpoint":
+        channels.append(_local_channel("init", job_cfg.checkpoint_path, "checkpoint_path"))
+    return JobSpec(
+        job=job,
+        base_job_name=_job_name(job, launched),
+        role=_from_env(cfg, "role") or "",
+        image_uri=image,
+        region=None,
+        processes_per_host=per_host,
+        world_size=world,
+        subnets=[],
+        security_group_ids=[],
+        fsx_file_system_id=None,
+        channels=channels,
+        hyperparameters=_hyperparameters(hp, channels),
+        environment=_environment(job, cfg),
+        mpi_options=list(cfg.mpi_options),
+        local=True,
     )
 
 
@@ -326,10 +441,7 @@ def _prepare_data_channels(launched: LaunchedJob, hp: dict) -> list[Channel]:
             f"s3_data_uri {s3_data_uri!r}: a SageMaker prepare-data job writes the dataset to an "
             "s3:// prefix (its phases become <s3_data_uri>/<phase>)"
         )
-    if cfg.num_hosts is not None or cfg.host_index is not None:
-        raise ConfigError(
-            "num_hosts / host_index: a SageMaker job's hosts are its instance_count MPI ranks; leave them unset"
-        )
+    _check_hosts_unset(cfg)
     channels, sources, sha = [], [], dict(cfg.source_sha256)
     for i, source in enumerate(cfg.sources):
         if source.startswith("s3://"):
@@ -364,6 +476,15 @@ def _prepare_data_channels(launched: LaunchedJob, hp: dict) -> list[Channel]:
         cache_dir=f"{PREPARE_WORK_DIR}/cache",
     )
     return channels
+
+
+def _check_hosts_unset(cfg) -> None:
+    # cfg: a DataConfig
+    """A prepare-data job's hosts are its MPI ranks: ``num_hosts`` / ``host_index`` must be unset."""
+    if cfg.num_hosts is not None or cfg.host_index is not None:
+        raise ConfigError(
+            "num_hosts / host_index: a SageMaker job's hosts are its instance_count MPI ranks; leave them unset"
+        )
 
 
 def hyperparameter_value(value: Any) -> Any:
@@ -478,8 +599,10 @@ def stage_squad_files(launched: LaunchedJob, session, dry_run: bool = False) -> 
     fetched here (cached, sha256-checked), uploaded once to
     ``<output_s3_uri or the session's bucket>/staged/squad/<sha256>/<name>`` and given to the job as
     channels; the job checks the sha256 again. A dry run names the URI without downloading (the
-    sha256 part is ``SHA256`` when the config gives none).
+    sha256 part is ``SHA256`` when the config gives none). Local mode stages nothing (the job downloads).
     """
+    if launched.launch.local_mode:
+        return launched
     base = _staging_base(launched.launch, session, "squad")
     cfg = launched.job
     updates = {}
@@ -497,7 +620,9 @@ def stage_squad_files(launched: LaunchedJob, session, dry_run: bool = False) -> 
 def stage_data_files(launched: LaunchedJob, session, dry_run: bool = False) -> LaunchedJob:
     """``launched`` (a prepare-data job) with its local files — sources and ``vocab_file`` — replaced by S3 copies
     under ``<output_s3_uri or the session's bucket>/staged/data/<sha256>/<name>``; s3:// and http(s)
-    sources stay as they are (a job downloads URLs itself)."""
+    sources stay as they are (a job downloads URLs itself). Local mode stages nothing (it mounts them)."""
+    if launched.launch.local_mode:
+        return launched
     base = _staging_base(launched.launch, session, "data")
     cfg = launched.job
     sources, sha = [], dict(cfg.source_sha256)
@@ -516,14 +641,41 @@ def stage_data_files(launched: LaunchedJob, session, dry_run: bool = False) -> L
     return launched.updated(updates, "staged data files")
 
 
-def build_trainer(job: str, launched: LaunchedJob, session=None, dry_run: bool = False):
+def build_trainer(job: str, launched: LaunchedJob, session=None, dry_run: bool = False, local_root: str | None = None):
     """(ModelTrainer, input channels, staged code dir, JobSpec) for ``launched``; validates first.
 
     A SQuAD config's http(s) files and a prepare-data config's local files are staged to S3 first
     (:func:`stage_squad_files`, :func:`stage_data_files`); the SDK objects are made by
-    :func:`bertlib.launch.sagemaker_sdk.model_trainer`.
+    :func:`bertlib.launch.sagemaker_sdk.model_trainer`. In local mode nothing is staged (local folders
+    are mounted) and the trainer's local-mode files live under ``local_root``.
     """
     sagemaker_sdk.check_sdk_driver()
+    if launched.launch.local_mode:
+        spec = resolve(job, launched)
+        session = sagemaker_sdk.make_local_session()
+        dry_run = False
+    else:
+        launched, spec, session = _staged(job, launched, session, dry_run)
+    code = _stage_code()
+    cfg = launched.launch
+    trainer, inputs = sagemaker_sdk.model_trainer(
+        spec,
+        cfg,
+        session,
+        code.name,
+        ENTRY_SCRIPT,
+        checkpoint_s3_uri=cfg.s3_data_uri if job == "prepare-data" else cfg.checkpoint_s3_uri,
+        checkpoint_local_path=CHECKPOINT_LOCAL_PATH,
+        metric_definitions=metric_definitions(job),
+        dry_run=dry_run,
+        local_root=local_root,
+    )
+    return trainer, inputs, code, spec
+
+
+def _staged(job: str, launched: LaunchedJob, session, dry_run: bool) -> tuple[LaunchedJob, JobSpec, Any]:
+    """``(launched with its files staged to S3, its JobSpec, the SageMaker session)``: every check runs
+    before any upload."""
     staged = {"squad": stage_squad_files, "prepare-data": stage_data_files}.get(job)
     spec = resolve(job, staged(launched, None, dry_run=True) if staged else launched)  # every check before any upload
     cfg = launched.launch
@@ -531,19 +683,7 @@ def build_trainer(job: str, launched: LaunchedJob, session=None, dry_run: bool =
     if staged:
         launched = staged(launched, sm_session, dry_run)
         spec = resolve(job, launched)
-    code = _stage_code()
-    trainer, inputs = sagemaker_sdk.model_trainer(
-        spec,
-        cfg,
-        sm_session,
-        code.name,
-        ENTRY_SCRIPT,
-        checkpoint_s3_uri=cfg.s3_data_uri if job == "prepare-data" else cfg.checkpoint_s3_uri,
-        checkpoint_local_path=CHECKPOINT_LOCAL_PATH,
-        metric_definitions=metric_definitions(job),
-        dry_run=dry_run,
-    )
-    return trainer, inputs, code, spec
+    return launched, spec, sm_session
 
 
 def model_artifacts_uri(output_s3_uri: str, job_name: str) -> str:
@@ -567,8 +707,11 @@ def launch(
     names, and the variables a dry run filled with :data:`DRY_RUN_PLACEHOLDERS`. With ``dry_run``
     (default: the launch's ``dry_run``) the SDK builds the request exactly as for a launch but nothing is
     uploaded or created (every AWS request is refused). ``wait`` polls the job to a
-    terminal state, streaming its CloudWatch logs when ``logs``.
+    terminal state, streaming its CloudWatch logs when ``logs``. Local mode (``instance_type`` local /
+    local_gpu): :func:`launch_local`.
     """
+    if launched.launch.local_mode:
+        return launch_local(job, launched)
     dry_run = launched.launch.dry_run if dry_run is None else dry_run
     trainer, inputs, code, spec = build_trainer(job, launched, session=session, dry_run=dry_run)
     with code:
@@ -591,4 +734,56 @@ def launch(
     }
     if job == "prepare-data":  # the phases' datasets, where 02_phase1 / 03_phase2 read them
         info["datasets"] = {p.name: f"{checkpoint.rstrip('/')}/{p.name}" for p in launched.job.phases}
+    return info
+
+
+#: the complete log of a local-mode job, in its run directory (prepare-data: its output_dir)
+LOCAL_LOG = "sagemaker-local.log"
+
+
+def launch_local(job: str, launched: LaunchedJob) -> dict:
+    """Run ``job`` in the SageMaker SDK's local mode (``instance_type`` local / local_gpu): ``instance_count``
+    containers of the image on this machine, in the foreground, its log streaming to stdout.
+
+    The results land where a local run's do, so the registry and :mod:`bertlib.report` read them the
+    same way: the export in ``<run_dir>/export``, ``metrics.jsonl`` / ``summary.json`` / ``tb/`` in
+    ``run_dir``, the job's whole log in ``<run_dir>/sagemaker-local.log``; a ``prepare-data`` job
+    writes its phases straight into ``output_dir``. Returns :func:`launch`'s keys with local paths
+    (``model_artifacts``: the export folder, ``output_data``: the run directory; no request, no
+    checkpoint URI). A job that fails raises LaunchError with its failure reason and last log lines.
+    """
+    dest = Path(launched.job.output_dir if job == "prepare-data" else launched.job.run_dir).resolve()
+    dest.mkdir(parents=True, exist_ok=True)
+    # the SDK's compose project, host folders and artifacts: beside the results, never inside a mounted folder
+    root = tempfile.mkdtemp(prefix=f".{dest.name}.sagemaker-local-", dir=dest.parent)
+    export = None if job == "prepare-data" else dest / "export"
+    try:
+        trainer, inputs, code, _ = build_trainer(job, launched, local_root=root)
+        with code:
+            run = sagemaker_sdk.run_local(trainer, inputs, model_dest=export, output_dest=dest if export else None)
+    finally:  # run_local removes it; still there when the launch was refused before the job started
+        shutil.rmtree(root, ignore_errors=True)
+    (dest / LOCAL_LOG).write_text(run.log)
+    if run.status != "Completed":  # as a SageMaker job waited for raises when it fails
+        # the ranks' one-line errors (mpirun tags them [job,rank]<stderr>:), else the driver's failure file
+        ranks = dict.fromkeys(
+            line.split("<stderr>:", 1)[1] for line in run.log.splitlines() if "<stderr>:error: " in line
+        )
+        reason = "; ".join(ranks) or (run.failure_reason or "no failure reason").strip().splitlines()[-1]
+        tail = "\n".join(run.log.splitlines()[-25:])
+        raise LaunchError(
+            f"{job} in the SDK's local mode: job {run.name} {run.status}: {reason} (whole log: {dest / LOCAL_LOG}); "
+            f"last lines:\n{tail}"
+        )
+    info = {
+        "job_name": run.name,
+        "status": run.status,
+        "model_artifacts": str(export) if export is not None else None,
+        "output_data": str(dest),
+        "checkpoint_s3_uri": None,
+        "request": None,
+        "placeholders": [],
+    }
+    if job == "prepare-data":
+        info["datasets"] = {p.name: str(dest / p.name) for p in launched.job.phases}
     return info

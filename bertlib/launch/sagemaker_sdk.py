@@ -20,6 +20,13 @@ bertlib function                   SDK surface it depends on
 :func:`start_job`                  ``Base.get_sagemaker_client`` (the client the SDK caches per boto
                                    session, whose event hooks capture the CreateTrainingJob
                                    request) and ``ModelTrainer._latest_training_job`` (private)
+:func:`make_local_session`         ``Session(sagemaker_config=...)`` and the telemetry opt-out key
+:func:`local_network_interface`    ``sagemaker.train.local.local_container._LocalContainer.
+                                   _write_config_files`` (private; writes ``ethwe``)
+:func:`run_local`                  ``ModelTrainer(training_mode=Mode.LOCAL_CONTAINER)``, its
+                                   ``local_container_root`` layout (``docker-compose.yaml``,
+                                   ``artifacts/model``, ``artifacts/output``) and ``_rmtree``
+                                   (private); which compose command local mode runs
 =================================  ==============================================================
 """
 
@@ -28,7 +35,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import shutil
+import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 
 from bertlib.core.errors import ConfigError
 
@@ -114,6 +125,28 @@ def make_session(region: str, default_bucket: str | None, dry_run: bool):
     return Session(boto_session=boto, default_bucket=default_bucket)
 
 
+#: the SDK configuration of a local-mode session: telemetry off (the SDK would otherwise send a GET to
+#: an S3 bucket of its own, and ask STS for the account, after every ``train``)
+_LOCAL_SDK_CONFIG = {"SchemaVersion": "1.0", "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}}}
+
+
+def make_local_session():
+    """A ``Session`` for the SDK's local mode that reaches no AWS service: no credentials (so none are
+    written into the containers' compose file, which local mode does with a session's credentials),
+    every request refused (:class:`DryRunRequestBlocked`) and telemetry off. The region only fills the
+    containers' ``AWS_REGION``; nothing is sent there."""
+    import boto3
+    import botocore.credentials
+    import botocore.session
+    from sagemaker.core.helper.session_helper import Session
+
+    core = botocore.session.get_session()
+    core.register_component("credential_provider", botocore.credentials.CredentialResolver(providers=[]))
+    boto = boto3.Session(botocore_session=core, region_name=os.environ.get("AWS_DEFAULT_REGION") or "us-east-1")
+    boto.events.register("before-send", _refuse)
+    return Session(boto_session=boto, sagemaker_config=_LOCAL_SDK_CONFIG)
+
+
 # ----------------------------------------------------------------------------- the trainer
 
 
@@ -142,11 +175,15 @@ def model_trainer(
     checkpoint_local_path: str,
     metric_definitions: list[dict[str, str]],
     dry_run: bool,
+    local_root: str | None = None,
 ):
     """``(ModelTrainer, input channels)`` for a resolved ``spec`` (:class:`bertlib.launch.sagemaker.JobSpec`).
 
     ``cfg`` (the :class:`~bertlib.core.config.LaunchConfig`) gives the compute, stopping, output and tag settings; ``code_dir`` (holding
-    ``entry_script``) is the code channel; every rank runs the entry script under the MPI driver.
+    ``entry_script``) is the code channel; every rank runs the entry script under the MPI driver. A
+    local-mode ``spec`` gets a trainer in the SDK's local-container mode whose compose project,
+    host folders and artifacts live under ``local_root`` (no checkpoint, output, VPC or tag settings:
+    local mode has none).
     """
     from sagemaker.core.training.configs import (
         CheckpointConfig,
@@ -162,6 +199,7 @@ def model_trainer(
     )
     from sagemaker.train import ModelTrainer
     from sagemaker.train.distributed import MPI
+    from sagemaker.train.model_trainer import Mode
 
     # SDK 3.27's MPI driver runs `mpirun -np <process_count_per_node>` with every host listed as
     # host:<process_count_per_node> slots, i.e. process_count_per_node is the TOTAL rank count.
@@ -182,12 +220,20 @@ def model_trainer(
     )
     networking = Networking(subnets=spec.subnets, security_group_ids=spec.security_group_ids) if spec.subnets else None
     max_wait = (cfg.max_wait_seconds or 2 * cfg.max_run_seconds) if cfg.use_spot else None
+    if spec.local:
+        mode = {"training_mode": Mode.LOCAL_CONTAINER, "local_container_root": local_root}
+    else:
+        mode = {
+            "output_data_config": OutputDataConfig(s3_output_path=cfg.output_s3_uri) if cfg.output_s3_uri else None,
+            "checkpoint_config": CheckpointConfig(s3_uri=checkpoint_s3_uri, local_path=checkpoint_local_path),
+            "tags": [Tag(key=k, value=v) for k, v in cfg.tags.items()] or None,
+        }
     # A dry run skips the SDK's client-side IAM role check (read-only IAM calls); SageMaker still
     # checks the role when a real job is created.
     with _environ(SAGEMAKER_VALIDATE_ROLE="false") if dry_run else contextlib.nullcontext():
         trainer = ModelTrainer(
             sagemaker_session=session,
-            role=spec.role,
+            role=spec.role or None,
             training_image=spec.image_uri,
             base_job_name=spec.base_job_name,
             source_code=SourceCode(source_dir=code_dir, entry_script=entry_script),
@@ -202,11 +248,9 @@ def model_trainer(
             stopping_condition=StoppingCondition(
                 max_runtime_in_seconds=cfg.max_run_seconds, max_wait_time_in_seconds=max_wait
             ),
-            output_data_config=OutputDataConfig(s3_output_path=cfg.output_s3_uri) if cfg.output_s3_uri else None,
-            checkpoint_config=CheckpointConfig(s3_uri=checkpoint_s3_uri, local_path=checkpoint_local_path),
             environment=spec.environment,
             hyperparameters=spec.hyperparameters,
-            tags=[Tag(key=k, value=v) for k, v in cfg.tags.items()] or None,
+            **mode,
         )
     trainer.with_metric_definitions([MetricDefinition(**m) for m in metric_definitions])
     inputs = []
@@ -284,3 +328,138 @@ def _copy_into(target: dict):
         target.update(json.loads(json.dumps(params, default=str)))
 
     return handler
+
+
+# ----------------------------------------------------------------------------- local mode
+
+#: the network interface of a container on a Docker (compose) network
+LOCAL_NETWORK_INTERFACE = "eth0"
+
+
+def rewrite_network_interface(resourceconfig: str | os.PathLike, interface: str = LOCAL_NETWORK_INTERFACE) -> bool:
+    """Set ``network_interface_name`` of a ``resourceconfig.json`` to ``interface``; True if it changed."""
+    path = Path(resourceconfig)
+    config = json.loads(path.read_text())
+    if config.get("network_interface_name") == interface:
+        return False
+    config["network_interface_name"] = interface
+    path.write_text(json.dumps(config))
+    return True
+
+
+@contextlib.contextmanager
+def local_network_interface():
+    """While the block runs, the SDK's local mode writes ``eth0`` as the hosts' network interface.
+
+    THE one workaround for ``ethwe``: sagemaker-train 1.27.0 writes ``"network_interface_name": "ethwe"``
+    into every host's ``/opt/ml/input/config/resourceconfig.json``
+    (``sagemaker/train/local/local_container.py``, ``_LocalContainer._write_config_files``, line 351:
+    an interface of the old Weave-based local networking that no compose container has). Its container
+    driver copies that value into ``SM_NETWORK_INTERFACE_NAME`` (``container_drivers/scripts/environment.py``
+    line 202) and the MPI driver passes it to ``mpirun -mca btl_tcp_if_include`` / ``oob_tcp_if_include``
+    and ``-x NCCL_SOCKET_IFNAME`` (``container_drivers/distributed_drivers/mpi_utils.py`` lines 237-272),
+    so every MPI job fails, on 1 host as on 2. The file is rewritten right after the SDK writes it, before
+    ``docker compose up``: the least fragile of the options, because
+    - an environment variable cannot do it: ``sm_train.sh`` sources the driver's ``sm_training.env``
+      after the container's environment, and that file sets ``SM_NETWORK_INTERFACE_NAME`` from
+      ``resourceconfig.json``;
+    - extra ``mpirun -mca btl_tcp_if_include eth0`` options would leave ``oob_tcp_if_include`` and
+      ``NCCL_SOCKET_IFNAME`` (local_gpu) at ``ethwe`` and give Open MPI the same parameter twice;
+    - editing the file once the containers run races the driver that reads it.
+    It wraps the SDK's private writer only for the block (restored after), changes that one value
+    and nothing else, and is a no-op once the SDK writes the interface the containers have.
+    """
+    from sagemaker.train.local.local_container import _LocalContainer
+
+    original = _LocalContainer._write_config_files
+
+    def write_config_files(self, host, *args, **kwargs):
+        original(self, host, *args, **kwargs)
+        rewrite_network_interface(Path(self.container_root, host, "input", "config", "resourceconfig.json"))
+
+    _LocalContainer._write_config_files = write_config_files
+    try:
+        yield
+    finally:
+        _LocalContainer._write_config_files = original
+
+
+def compose_command() -> list[str]:
+    """The Docker Compose command the SDK's local mode runs (``docker compose`` v2, else
+    ``docker-compose``, as ``_LocalContainer._get_compose_cmd_prefix`` looks for them); ConfigError in
+    one line naming what is missing."""
+    if shutil.which("docker") is None:
+        raise ConfigError("instance_type local: no `docker` command — local mode runs the job with Docker")
+    found = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True)
+    if found.returncode == 0 and " v1." not in found.stdout:
+        return ["docker", "compose"]
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    raise ConfigError(
+        "instance_type local: neither `docker compose` nor `docker-compose` found — the SDK's local mode "
+        "needs Docker Compose (Debian: apt-get install docker-compose)"
+    )
+
+
+def check_local_image(image: str) -> None:
+    """ConfigError unless ``image`` is in the local Docker engine (local mode would try to pull it)."""
+    found = subprocess.run(["docker", "image", "inspect", image], capture_output=True, text=True)
+    if found.returncode != 0:
+        raise ConfigError(
+            f"instance_type local: image {image!r} is not in the local Docker engine — build it (make image) "
+            "or docker pull it first"
+        )
+
+
+@dataclass
+class LocalRun:
+    """A job run in the SDK's local mode: its status, why it failed, and its complete log."""
+
+    name: str
+    status: str  # Completed | Failed
+    failure_reason: str | None
+    log: str
+
+
+def run_local(trainer, inputs, model_dest: Path | None, output_dest: Path | None) -> LocalRun:
+    """Run ``trainer`` (local-container mode) in the foreground and bring its results home.
+
+    ``train(wait=True)``: the detached path (``wait=False``) returns while the containers run and the SDK
+    then deletes the host folders they use. With ``eth0`` for ``ethwe`` (:func:`local_network_interface`).
+    Afterwards the hosts' merged ``/opt/ml/model`` is copied to ``model_dest`` (replacing it) and
+    ``/opt/ml/output/data`` into ``output_dest``; the complete log is read from compose, the
+    containers are removed (``down``) and the trainer's ``local_container_root`` is deleted.
+    """
+    from sagemaker.train.local.local_container import _rmtree
+
+    root = Path(trainer.local_container_root)
+    compose_file = root / "docker-compose.yaml"
+    compose = [*compose_command(), "-f", str(compose_file)]
+    check_local_image(trainer.training_image)
+    error = None
+    try:
+        try:
+            with local_network_interface():
+                trainer.train(input_data_config=inputs, wait=True, logs=True)
+        except RuntimeError as e:  # the SDK: "Failed to run: [compose ...]. Process exited with code: N"
+            error = str(e)
+        log, name = "", trainer.base_job_name
+        if compose_file.is_file():
+            found = re.search(r"TRAINING_JOB_NAME=(\S+)", compose_file.read_text())
+            name = found.group(1) if found else name
+            log = subprocess.run([*compose, "logs", "--no-color"], capture_output=True, text=True, timeout=300).stdout
+        artifacts = root / "artifacts"
+        failure = artifacts / "output" / "failure"
+        reason = failure.read_text().strip() if failure.is_file() else None
+        status = "Failed" if (error or reason) else "Completed"
+        if model_dest is not None and (artifacts / "model").is_dir():
+            if model_dest.exists():
+                shutil.rmtree(model_dest)
+            shutil.copytree(artifacts / "model", model_dest)
+        if output_dest is not None and (artifacts / "output" / "data").is_dir():
+            shutil.copytree(artifacts / "output" / "data", output_dest, dirs_exist_ok=True)
+    finally:  # also on an interrupt: no container, compose project or SDK folder is left behind
+        if compose_file.is_file():
+            subprocess.run([*compose, "down"], capture_output=True, text=True, timeout=300)
+        _rmtree(str(root), trainer.training_image)
+    return LocalRun(name, status, reason or error, log)

@@ -453,7 +453,7 @@ def test_config_validation_lines():
     }
     with pytest.raises(
         ConfigError,
-        match=r"^params: key '\(file\)': Value error, phases.phase1: pack_sequences "
+        match=r"^params: phases.phase1: pack_sequences "
         r"with max_pairs_per_row=3 needs max_predictions_per_seq >= 20 ",
     ):
         build_config("prepare-data", {**base, "pack_sequences": True})

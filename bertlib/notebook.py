@@ -113,16 +113,15 @@ def prepare_data_on_sagemaker(p: Params) -> dict:
     what = "dry run — nothing was sent to AWS" if launch.dry_run else f"status {info['status']}"
     print(
         f"data: SageMaker job {info['job_name']} on {launch.instance_count} × {launch.instance_type} ({what})\n"
-        + "".join(f"  {name}: {uri}\n" for name, uri in info["datasets"].items())
-        + "CreateTrainingJob request:"
+        + "".join(f"  {name}: {uri}\n" for name, uri in info["datasets"].items()).rstrip("\n")
     )
-    print(json.dumps(info["request"], indent=1, default=str))
+    _show_request(info)
     entry = {
         "backend": "sagemaker",
         "job_name": info["job_name"],
         "status": info["status"],
         "dry_run": launch.dry_run,
-        "output_dir": launch.s3_data_uri,
+        "output_dir": launch.s3_data_uri or str(cfg.output_dir),  # local mode: the datasets are in output_dir
         "datasets": info["datasets"],
         "squad_smoke": {},
     }
@@ -282,12 +281,20 @@ def launch(p: Params) -> dict[str, dict]:
                 )
             print(
                 f"{name}: SageMaker training job {info['job_name']} ({what})\n"
-                f"  export (model.tar.gz): {info['model_artifacts']}\n  outputs: {info['output_data']}\n"
-                "CreateTrainingJob request:"
+                f"  export (model.tar.gz): {info['model_artifacts']}\n  outputs: {info['output_data']}"
             )
-            print(json.dumps(info["request"], indent=1, default=str))
+            _show_request(info)
             entries[name] = _record_sagemaker(p, name, launched, info)
     return entries
+
+
+def _show_request(info: dict) -> None:
+    """Print the job's CreateTrainingJob request (none in the SDK's local mode: nothing goes to AWS)."""
+    if info["request"] is None:
+        print("(the SDK's local mode: no request was sent to AWS)")
+    else:
+        print("CreateTrainingJob request:")
+        print(json.dumps(info["request"], indent=1, default=str))
 
 
 def _entries(p: Params) -> dict[str, dict]:

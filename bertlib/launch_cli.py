@@ -101,9 +101,7 @@ def build_image(cfg: image.ImageBuildConfig) -> int:
         print_error(str(e))
         return 1
     if cfg.dry_run:
-        unknown = f" ({', '.join(info['placeholders'])} shown as placeholders)" if info["placeholders"] else ""
-        print(f"dry run: nothing was sent to AWS; the {len(info['requests'])} requests of a first run{unknown}:")
-        image.show_requests(info["requests"])
+        image.show_dry_run(info)
     print(f"export BERTLIB_IMAGE_URI={info['image_uri']}")
     return 0
 

@@ -49,8 +49,9 @@ STAGED = "staged/image"
 BASE_REPOSITORY = "tensorflow-training"
 #: what a dry run names the account (it sends no GetCallerIdentity)
 DRY_RUN_ACCOUNT = "000000000000"
-#: what a dry run names the S3 prefix when none is set (as ``bertlib launch`` dry runs do)
+#: what a dry run names the S3 prefix and region when none is set (as ``bertlib launch`` dry runs do)
 DRY_RUN_S3_PREFIX = "s3://set-bertlib-s3-prefix/bertlib"
+DRY_RUN_REGION = "us-east-1"
 #: CodeBuild's view of the build: the commands run from the unzipped context. CodeBuild may unpack an S3
 #: zip without its file modes; build_and_push.sh runs context.sh and dlc_registry.sh directly.
 BUILDSPEC = """\
@@ -65,7 +66,10 @@ _DONE = ("SUCCEEDED", "FAILED", "FAULT", "STOPPED", "TIMED_OUT")
 
 
 class BuildFailed(RuntimeError):
-    """The build, or an AWS request it needs, failed; ``str(err)`` is one line."""
+    """The build, or an AWS request it needs, failed; ``str(err)`` is one line (Jupyter shows only it)."""
+
+    def _render_traceback_(self) -> list[str]:  # IPython hook: replaces the traceback display
+        return [f"BuildFailed: {self}"]
 
 
 class ImageBuildConfig(BaseModel):
@@ -112,13 +116,14 @@ class Requests:
     """
 
     session: Any
+    region: str
     dry_run: bool
     sent: list[dict] = field(default_factory=list)
     _clients: dict = field(default_factory=dict)
 
     def client(self, service: str):
         if service not in self._clients:
-            self._clients[service] = self.session.client(service)
+            self._clients[service] = self.session.client(service, region_name=self.region)
         return self._clients[service]
 
     def call(self, service: str, method: str, missing: tuple[str, ...] = (), retry_on: str | None = None, **params):
@@ -368,11 +373,14 @@ def build(cfg: ImageBuildConfig, session=None, out=print) -> dict:
     ``Exists`` / ``SUCCEEDED``; a dry run names the values it could not know in ``placeholders``). Raises :class:`BuildFailed` (one line) when the build or a request fails, and
     ConfigError for bad settings."""
     session = session or boto_session(cfg.region)
-    region = cfg.region or session.region_name
+    region, placeholders = cfg.region or session.region_name, []
+    if not region and cfg.dry_run:
+        region = DRY_RUN_REGION
+        placeholders.append("AWS_DEFAULT_REGION")
+        session = boto_session(region)  # its clients need one, even to send nothing
     if not region:
         raise ConfigError("bertlib launch image: no AWS region — set --region, $AWS_REGION or $AWS_DEFAULT_REGION")
     prefix_uri = cfg.s3_prefix or os.environ.get("BERTLIB_S3_PREFIX", "").strip() or None
-    placeholders = []
     if not prefix_uri and cfg.dry_run:
         prefix_uri = DRY_RUN_S3_PREFIX
         placeholders.append("BERTLIB_S3_PREFIX")
@@ -387,7 +395,7 @@ def build(cfg: ImageBuildConfig, session=None, out=print) -> dict:
     context = build_context()
     key = f"{prefix}/{STAGED}/{context.sha256}/context.zip".lstrip("/")
     tag = cfg.tag or f"tf2.21-{context.sha256[:12]}"
-    aws = Requests(session, cfg.dry_run)
+    aws = Requests(session, region, cfg.dry_run)
     made = "would create" if cfg.dry_run else "created"
 
     identity = aws.call("sts", "get_caller_identity")
@@ -517,7 +525,10 @@ def _wait(aws: Requests, build_id: str, poll_seconds: float, out) -> dict:
         time.sleep(poll_seconds)
 
 
-def show_requests(sent: list[dict], out=print) -> None:
-    """Print recorded requests, one per line: ``N. service Operation {params as JSON}``."""
-    for i, r in enumerate(sent, 1):
+def show_dry_run(info: dict, out=print) -> None:
+    """Print what a dry run of :func:`build` recorded: which values are placeholders, then its requests,
+    one per line: ``N. service Operation {params as JSON}``."""
+    unknown = f" ({', '.join(info['placeholders'])} shown as placeholders)" if info["placeholders"] else ""
+    out(f"dry run: nothing was sent to AWS; the {len(info['requests'])} requests of a first run{unknown}:")
+    for i, r in enumerate(info["requests"], 1):
         out(f"{i:2d}. {r['service']} {r['operation']} {json.dumps(r['params'], default=str)}")

@@ -12,17 +12,20 @@ policy being enough, IAM propagation, CodeBuild keeping the zip's file modes.
 
 import io
 import json
+import os
 import subprocess
 import sys
 import uuid
 import zipfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import boto3
 import pytest
 from botocore.awsrequest import AWSResponse
 
-from bertlib import launch_cli
+from bertlib import launch_cli, notebook
+from bertlib.core.config import LaunchConfig
 from bertlib.core.errors import ConfigError
 from bertlib.launch import image
 
@@ -298,6 +301,30 @@ def test_no_s3_prefix_is_one_line_before_any_request(monkeypatch):
     monkeypatch.delenv("BERTLIB_S3_PREFIX", raising=False)
     with pytest.raises(ConfigError, match=r"set --s3_prefix or \$BERTLIB_S3_PREFIX"):
         image.build(image.ImageBuildConfig(region="us-east-1"), out=lambda line: None)
+
+
+def test_the_notebook_builds_only_when_no_image_is_set(aws_env, names, monkeypatch, capsys):
+    """02_phase1's image cell: nothing for a local run or a set image; else the build, whose URI the launch
+    then reads from $BERTLIB_IMAGE_URI."""
+
+    def params(**launch):
+        return SimpleNamespace(configs={"phase1": SimpleNamespace(launch=LaunchConfig(**launch))})
+
+    assert notebook.training_image(params(backend="local")) is None
+    given = f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/mine:1"
+    assert notebook.training_image(params(backend="sagemaker", image_uri=given)) == given
+    monkeypatch.setenv("BERTLIB_IMAGE_URI", given)
+    assert notebook.training_image(params(backend="sagemaker")) == given
+    assert "nothing to build" in capsys.readouterr().out
+    monkeypatch.delenv("BERTLIB_IMAGE_URI")
+    monkeypatch.setenv("BERTLIB_S3_PREFIX", f"s3://{aws_env['bucket']}/bertlib")
+    real = image.ImageBuildConfig
+    monkeypatch.setattr(image, "ImageBuildConfig", lambda **kw: real(**kw, poll_seconds=0, **names))
+    built = notebook.training_image(params(backend="sagemaker"))
+    assert built.startswith(f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/{names['repository']}:tf2.21-")
+    assert os.environ["BERTLIB_IMAGE_URI"] == built and capsys.readouterr().out.endswith(
+        f"pushed {built}\ntraining image: {built} (now $BERTLIB_IMAGE_URI)\n"
+    )
 
 
 def test_the_zip_is_deterministic_and_rebuilds_its_own_context(tmp_path):

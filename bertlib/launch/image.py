@@ -509,13 +509,17 @@ def build(cfg: ImageBuildConfig, session=None, out=print) -> dict:
 
 
 def _wait(aws: Requests, build_id: str, poll_seconds: float, out) -> dict:
-    """Poll BatchGetBuilds until the build ends, printing each phase it enters; the last description."""
-    start, shown = time.monotonic(), None
+    """Poll BatchGetBuilds until the build ends, printing its CloudWatch logs link once known and each
+    phase it enters; the last description."""
+    start, shown, link = time.monotonic(), None, None
     while True:
         builds = aws.call("codebuild", "batch_get_builds", ids=[build_id])["builds"]
         if not builds:
             raise BuildFailed(f"image build {build_id}: CodeBuild does not know it (BatchGetBuilds)")
         described = builds[0]
+        if not link and (described.get("logs") or {}).get("deepLink"):
+            link = described["logs"]["deepLink"]
+            out(f"  logs: {link}")
         phase = described.get("currentPhase")
         if phase != shown:
             out(f"  {phase} ({time.monotonic() - start:.0f} s)")

@@ -370,8 +370,9 @@ def build(cfg: ImageBuildConfig, session=None, out=print) -> dict:
     """Build and push the image as the module docstring says; ``session`` is a boto3 session (default: one
     in ``cfg.region``). Progress goes to ``out``. Returns ``{"image_uri", "build_id", "status",
     "context": {"s3_uri", "sha256", "files"}, "requests", "placeholders"}`` (status ``DryRun`` /
-    ``Exists`` / ``SUCCEEDED``; a dry run names the values it could not know in ``placeholders``). Raises :class:`BuildFailed` (one line) when the build or a request fails, and
-    ConfigError for bad settings."""
+    ``Exists`` / ``SUCCEEDED``; a dry run names the values it could not know in ``placeholders``).
+    Raises :class:`BuildFailed` (one line) when the build or a request fails, ConfigError for bad
+    settings."""
     session = session or boto_session(cfg.region)
     region, placeholders = cfg.region or session.region_name, []
     if not region and cfg.dry_run:
@@ -396,7 +397,6 @@ def build(cfg: ImageBuildConfig, session=None, out=print) -> dict:
     key = f"{prefix}/{STAGED}/{context.sha256}/context.zip".lstrip("/")
     tag = cfg.tag or f"tf2.21-{context.sha256[:12]}"
     aws = Requests(session, region, cfg.dry_run)
-    made = "would create" if cfg.dry_run else "created"
 
     identity = aws.call("sts", "get_caller_identity")
     account = identity["Account"] if identity else DRY_RUN_ACCOUNT
@@ -416,77 +416,14 @@ def build(cfg: ImageBuildConfig, session=None, out=print) -> dict:
     if aws.call("s3", "head_object", missing=("404", "NoSuchKey"), Bucket=bucket, Key=key) is None:
         aws.call("s3", "put_object", Bucket=bucket, Key=key, Body=context.data, Metadata={"sha256": context.sha256})
 
-    if (
-        aws.call(
-            "ecr", "describe_repositories", missing=("RepositoryNotFoundException",), repositoryNames=[cfg.repository]
-        )
-        is None
-    ):
-        aws.call(
-            "ecr",
-            "create_repository",
-            repositoryName=cfg.repository,
-            imageScanningConfiguration={"scanOnPush": True},
-        )
-        out(f"{made} ECR repository {cfg.repository}")
-    elif not cfg.tag and not cfg.force:
-        images = aws.call(
-            "ecr",
-            "describe_images",
-            missing=("ImageNotFoundException",),
-            repositoryName=cfg.repository,
-            imageIds=[{"imageTag": tag}],
-        )
-        if images and images.get("imageDetails"):
-            out(f"{image_uri} is already in ECR (built from this context); --force builds it again")
-            info["status"] = "Exists"
-            return info
-
-    role_arn, created_role = cfg.role_arn, False
-    if not role_arn:
-        role = aws.call("iam", "get_role", missing=("NoSuchEntity",), RoleName=cfg.role_name)
-        if role is None:
-            role = aws.call(
-                "iam",
-                "create_role",
-                RoleName=cfg.role_name,
-                AssumeRolePolicyDocument=json.dumps(trust_policy(account, cfg.project, partition)),
-                Description="CodeBuild builds and pushes the bertlib training image (bertlib launch image)",
-            )
-            created_role = True
-            out(f"{made} IAM role {cfg.role_name}")
-        role_arn = role["Role"]["Arn"] if role else f"arn:{partition}:iam::{account}:role/{cfg.role_name}"
-        policy = role_policy(
-            account=account,
-            region=region,
-            partition=partition,
-            bucket=bucket,
-            prefix=prefix,
-            repository=cfg.repository,
-            base_account=registry.split(".", 1)[0],
-            project=cfg.project,
-        )
-        aws.call(
-            "iam",
-            "put_role_policy",
-            RoleName=cfg.role_name,
-            PolicyName=f"bertlib-image-build-{region}",
-            PolicyDocument=json.dumps(policy),
-        )
-
+    if _ensure_repository(aws, cfg, None if cfg.tag or cfg.force else tag, out):
+        out(f"{image_uri} is already in ECR (built from this context); --force builds it again")
+        info["status"] = "Exists"
+        return info
+    where = _Where(account, region, partition, bucket, prefix, registry.split(".", 1)[0])
+    role_arn, created_role = (cfg.role_arn, False) if cfg.role_arn else _ensure_role(aws, cfg, where, out)
     location = f"{bucket}/{key}"
-    wanted = project_settings(cfg, region, role_arn, location)
-    retry = "sts:AssumeRole" if created_role else None  # a new role reaches CodeBuild after seconds
-    described = aws.call("codebuild", "batch_get_projects", names=[cfg.project])
-    current = (described or {}).get("projects") or []
-    if not current:
-        aws.call("codebuild", "create_project", retry_on=retry, **wanted)
-        out(f"{made} CodeBuild project {cfg.project}")
-    elif _differs(
-        current[0], {k: v for k, v in wanted.items() if k != "source"} | {"source": {"buildspec": BUILDSPEC}}
-    ):
-        aws.call("codebuild", "update_project", retry_on=retry, **wanted)
-        out(f"updated CodeBuild project {cfg.project}")
+    _ensure_project(aws, cfg, project_settings(cfg, region, role_arn, location), created_role, out)
 
     started = aws.call(
         "codebuild",
@@ -506,6 +443,96 @@ def build(cfg: ImageBuildConfig, session=None, out=print) -> dict:
         raise BuildFailed(failure_line(finished))
     out(f"pushed {image_uri}")
     return info
+
+
+@dataclass
+class _Where:
+    """The account, region and S3 location a build works in, and the region's DLC account."""
+
+    account: str
+    region: str
+    partition: str
+    bucket: str
+    prefix: str
+    base_account: str
+
+
+def _made(aws: Requests) -> str:
+    return "would create" if aws.dry_run else "created"
+
+
+def _ensure_repository(aws: Requests, cfg: ImageBuildConfig, tag: str | None, out) -> bool:
+    """Create the ECR repository (scan on push) if missing; whether it already holds an image tagged ``tag``
+    (None: not asked)."""
+    found = aws.call(
+        "ecr", "describe_repositories", missing=("RepositoryNotFoundException",), repositoryNames=[cfg.repository]
+    )
+    if found is None:
+        aws.call(
+            "ecr", "create_repository", repositoryName=cfg.repository, imageScanningConfiguration={"scanOnPush": True}
+        )
+        out(f"{_made(aws)} ECR repository {cfg.repository}")
+        return False
+    if tag is None:
+        return False
+    images = aws.call(
+        "ecr",
+        "describe_images",
+        missing=("ImageNotFoundException",),
+        repositoryName=cfg.repository,
+        imageIds=[{"imageTag": tag}],
+    )
+    return bool(images and images.get("imageDetails"))
+
+
+def _ensure_role(aws: Requests, cfg: ImageBuildConfig, where: _Where, out) -> tuple[str, bool]:
+    """``(ARN, created now)`` of the build role ``cfg.role_name``: created if missing (:func:`trust_policy`),
+    its inline policy ``bertlib-image-build-<region>`` (:func:`role_policy`) put on every run."""
+    role = aws.call("iam", "get_role", missing=("NoSuchEntity",), RoleName=cfg.role_name)
+    created = role is None
+    if created:
+        role = aws.call(
+            "iam",
+            "create_role",
+            RoleName=cfg.role_name,
+            AssumeRolePolicyDocument=json.dumps(trust_policy(where.account, cfg.project, where.partition)),
+            Description="CodeBuild builds and pushes the bertlib training image (bertlib launch image)",
+        )
+        out(f"{_made(aws)} IAM role {cfg.role_name}")
+    policy = role_policy(
+        account=where.account,
+        region=where.region,
+        partition=where.partition,
+        bucket=where.bucket,
+        prefix=where.prefix,
+        repository=cfg.repository,
+        base_account=where.base_account,
+        project=cfg.project,
+    )
+    aws.call(
+        "iam",
+        "put_role_policy",
+        RoleName=cfg.role_name,
+        PolicyName=f"bertlib-image-build-{where.region}",
+        PolicyDocument=json.dumps(policy),
+    )
+    arn = role["Role"]["Arn"] if role else f"arn:{where.partition}:iam::{where.account}:role/{cfg.role_name}"
+    return arn, created
+
+
+def _ensure_project(aws: Requests, cfg: ImageBuildConfig, wanted: dict, new_role: bool, out) -> None:
+    """Create the CodeBuild project ``wanted`` (:func:`project_settings`), or update it when a setting
+    differs (its source location aside: each build overrides that). A role created moments ago reaches
+    CodeBuild after seconds: its refusal to assume it is retried."""
+    retry = "sts:AssumeRole" if new_role else None
+    described = aws.call("codebuild", "batch_get_projects", names=[cfg.project])
+    current = (described or {}).get("projects") or []
+    if not current:
+        aws.call("codebuild", "create_project", retry_on=retry, **wanted)
+        out(f"{_made(aws)} CodeBuild project {cfg.project}")
+    elif _differs(current[0], {**wanted, "source": {"buildspec": wanted["source"]["buildspec"]}}):
+        aws.call("codebuild", "update_project", retry_on=retry, **wanted)
+        out(f"updated CodeBuild project {cfg.project}")
 
 
 def _wait(aws: Requests, build_id: str, poll_seconds: float, out) -> dict:

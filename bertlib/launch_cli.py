@@ -1,6 +1,8 @@
 """``bertlib launch JOB --config FILE [--key value ...]``: run a job where its ``backend`` says.
 
-``JOB`` is ``pretrain``, ``squad`` or ``prepare-data``. ``FILE`` is a run config (one flat file: the
+``JOB`` is ``pretrain``, ``squad`` or ``prepare-data``; ``bertlib launch image [--region R] [--tag T]
+[--dry-run]`` builds and pushes the training image with AWS CodeBuild instead (no Docker needed,
+:mod:`bertlib.launch.image`). ``FILE`` is a run config (one flat file: the
 job's keys and its launch settings, :func:`bertlib.core.config.build_launched`) or a notebook params
 file (``params/*/*.yaml``: ``experiment`` key, ``auto`` values, ``${VAR}`` references), which is
 resolved exactly as the notebooks resolve it (:func:`bertlib.params.load_configs`); a SQuAD params
@@ -21,13 +23,17 @@ import sys
 import click
 
 from bertlib.core.cli_schema import YamlValue, group, parse
-from bertlib.core.config import JOBS, NOTEBOOK_KEYS, job_command
-from bertlib.core.errors import ConfigError, run_guarded
+from bertlib.core.cli_schema import command as schema_command
+from bertlib.core.config import JOBS, NOTEBOOK_KEYS, build_config, job_command
+from bertlib.core.errors import ConfigError, print_error, run_guarded
 from bertlib.data.prepare import prepare
-from bertlib.launch import local, sagemaker
+from bertlib.launch import image, local, sagemaker
 from bertlib.params import load_configs
 
-USAGE = "usage: bertlib launch {pretrain,squad,prepare-data} --config FILE.yaml [--key value ...]"
+USAGE = (
+    "usage: bertlib launch {pretrain,squad,prepare-data} --config FILE.yaml [--key value ...] | "
+    "bertlib launch image [--region R] [--tag T] [--dry-run]"
+)
 
 
 def command():
@@ -50,6 +56,13 @@ def command():
         )
         for job in ("pretrain", "squad", "prepare-data")
     }
+    jobs["image"] = schema_command(
+        "image",
+        image.ImageBuildConfig,
+        help="Build and push the training image with AWS CodeBuild (no Docker here): the context of "
+        "container/context.sh goes to S3, CodeBuild runs container/build_and_push.sh; prints the image URI.",
+        short_help="build and push the training image with CodeBuild",
+    )
     return group("bertlib launch", jobs, help=__doc__.split("\n\n")[0].replace("``", ""))
 
 
@@ -59,6 +72,8 @@ def main(argv: list[str]) -> int:
     if args is None:
         return 0
     job, path = args.command, args.config
+    if job == "image":
+        return build_image(build_config(image.ImageBuildConfig, args.values, "command line"))
     if not path:
         raise ConfigError(f"launch: --config FILE is required ({USAGE})")
     overrides = {**args.values, **{k: v for k, v in args.extras.items() if k in args.given}}
@@ -74,6 +89,20 @@ def main(argv: list[str]) -> int:
         else:
             info = sagemaker.launch(job, launched, wait=not launched.launch.dry_run)
             print(json.dumps({name: info}, indent=1, default=str))
+    return 0
+
+
+def build_image(cfg: image.ImageBuildConfig) -> int:
+    """``bertlib launch image``: a dry run prints the requests; a build prints its progress and the image
+    URI; a failed build is one line on stderr (exit 1)."""
+    try:
+        info = image.build(cfg)
+    except image.BuildFailed as e:
+        print_error(str(e))
+        return 1
+    if cfg.dry_run:
+        image.show_dry_run(info)
+    print(f"export BERTLIB_IMAGE_URI={info['image_uri']}")
     return 0
 
 

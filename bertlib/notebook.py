@@ -20,7 +20,7 @@ from bertlib.core.config import LaunchedJob
 from bertlib.core.errors import ParamsError  # noqa: F401 - what a parameter cell raises (nb.ParamsError)
 from bertlib.data.prepare import prepare
 from bertlib.data.summary import counts_table, shard_table, summarize
-from bertlib.launch import local, sagemaker
+from bertlib.launch import image, local, sagemaker
 from bertlib.launch.estimate import estimate, real_token_fraction
 from bertlib.launch.results import fetch_manifests, fetch_run
 from bertlib.params import (  # noqa: F401 - the notebooks call nb.parameters(...)
@@ -295,6 +295,35 @@ def _show_request(info: dict) -> None:
     else:
         print("CreateTrainingJob request:")
         print(json.dumps(info["request"], indent=1, default=str))
+
+
+def training_image(p: Params) -> str | None:
+    """The training image of a SageMaker launch, built when none is set.
+
+    With ``image_uri`` (or ``$BERTLIB_IMAGE_URI`` / ``$SAGEMAKER_IMAGE_NAME``) set, that image; nothing is
+    built. Else :func:`bertlib.launch.image.build` builds and pushes it with AWS CodeBuild (no Docker needed,
+    e.g. in a SageMaker Studio kernel) and puts its URI into ``$BERTLIB_IMAGE_URI`` for :func:`launch`; a dry
+    run only shows the build's requests. Local runs need no image (None).
+    """
+    launches = [launched.launch for launched in p.configs.values() if launched.launch.backend == "sagemaker"]
+    if not launches:
+        print("local run: no training image needed")
+        return None
+    cfg = launches[0]
+    given = sagemaker._from_env(cfg, "image_uri")
+    if cfg.local_mode:  # the SDK's local mode runs an image of this machine's Docker (make image)
+        print(f"local mode: training image {given or '(not set: set image_uri, e.g. bertlib-training:local)'}")
+        return given
+    if given:
+        print(f"training image: {given} (set: nothing to build)")
+        return given
+    info = image.build(image.ImageBuildConfig(region=cfg.region, dry_run=cfg.dry_run))
+    if cfg.dry_run:
+        image.show_dry_run(info)
+        return None
+    os.environ["BERTLIB_IMAGE_URI"] = info["image_uri"]
+    print(f"training image: {info['image_uri']} (now $BERTLIB_IMAGE_URI)")
+    return info["image_uri"]
 
 
 def _entries(p: Params) -> dict[str, dict]:

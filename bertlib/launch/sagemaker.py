@@ -234,7 +234,7 @@ def resolve(job: str, launched: LaunchedJob) -> JobSpec:
     if not image:
         raise ConfigError(
             f"SageMaker launch: no training image — set image_uri or {_env_names('image_uri')} "
-            "(build it with container/build_and_push.sh)"
+            "(build it with container/build_and_push.sh, or without Docker: bertlib launch image)"
         )
     subnets, sgs = _from_env(cfg, "subnets"), _from_env(cfg, "security_group_ids")
     fsx_id = _from_env(cfg, "fsx_file_system_id")

@@ -139,6 +139,9 @@ def test_sagemaker_dry_run_without_credentials(tmp_path, monkeypatch):
     assert "estimated wall time" in text and "8 × ml.p3dn.24xlarge (64 devices)" in text
     assert "dry run — nothing was sent to AWS" in text
     assert "dry run: BERTLIB_SAGEMAKER_ROLE, BERTLIB_IMAGE_URI, AWS_DEFAULT_REGION not set" in text
+    # no image set: the image cell shows the CodeBuild build's requests (bertlib launch image --dry-run)
+    assert "requests of a first run (AWS_DEFAULT_REGION, BERTLIB_S3_PREFIX, account shown as placeholders)" in text
+    assert "codebuild StartBuild" in text
     request = json.loads(text.split("CreateTrainingJob request:\n", 1)[1].split("\n}\n", 1)[0] + "\n}")
     assert request["ResourceConfig"]["InstanceType"] == "ml.p3dn.24xlarge"
     assert request["ResourceConfig"]["InstanceCount"] == 8

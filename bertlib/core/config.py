@@ -28,7 +28,6 @@ from bertlib.core.cli_schema import command, parse, parse_values, progress_optio
 from bertlib.core.errors import ConfigError
 from bertlib.core.instances import gpus_per_instance
 
-
 #: where the training loop clips gradients (bertlib.train.loop): the averaged mean after the allreduce,
 #: or each rank's unscaled sum over its micro-batches before it (aws-samples' albert/run_pretraining.py)
 GRAD_CLIP_MODES = ("global_mean", "per_rank_sum")

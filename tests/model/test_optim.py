@@ -12,6 +12,7 @@ from numpy_optim import EXCLUDED, np_lamb
 from bertlib.core.config import build_config
 from bertlib.optim import ADAMW_VARIANTS, AdamW, Lamb, PolynomialWarmup, make_optimizer
 
+
 def np_google_adamw(params, grads_per_step, lrs, wd, b1=0.9, b2=0.999, eps=1e-6):
     """Reference of google-research/bert AdamWeightDecayOptimizer (no bias correction)."""
     params = {k: v.astype(np.float64).copy() for k, v in params.items()}

@@ -198,8 +198,10 @@ def reference_v1_scores(
 ) -> tuple[dict, dict]:
     """The score the reference's evaluation gives v1.1 logits ([N, S], as :func:`postprocess`):
     null answers allowed at threshold 0 (:data:`REFERENCE_V1_METHOD`). Returns ``(predictions,
-    {"exact", "f1", "total", "null_answers", "method"})`` — not the official v1.1 score."""
-    predictions, _, _ = postprocess(
+    {"exact", "f1", "total", "null_answers", "median_null_odds", "method"})`` — not the official v1.1
+    score; ``median_null_odds`` is the median over questions of null score − best span score (> 0: most
+    questions answered "")."""
+    predictions, _, null_odds = postprocess(
         examples,
         features,
         start_logits,
@@ -216,5 +218,6 @@ def reference_v1_scores(
         "f1": scores["f1"],
         "total": scores["total"],
         "null_answers": sum(1 for p in predictions.values() if p == ""),
+        "median_null_odds": float(np.median(list(null_odds.values()))),
         "method": REFERENCE_V1_METHOD,
     }

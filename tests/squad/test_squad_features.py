@@ -399,18 +399,20 @@ def test_v1_scored_as_the_reference_matches_its_rule_restated(tokenizer):
     }
     got_predictions, got = sq.reference_v1_scores(dataset, exs, arrays, start, end, tokenizer)
 
-    want_predictions = {}
+    want_predictions, diffs = {}, []
     for i, ex in enumerate(exs):
         rows = [r for r, e in enumerate(arrays["example_index"]) if e == i]
         score_null = min(start[r, 0] + end[r, 0] for r in rows)
         best = nbest[ex.qas_id][0]  # v1: the best non-null span (the candidates are the same)
         diff = score_null - best["start_logit"] - best["end_logit"]
         want_predictions[ex.qas_id] = "" if diff > 0.0 else best["text"]
+        diffs.append(diff)
     assert got_predictions == want_predictions
     exact = [max(float(_hf_normalize(g) == _hf_normalize(want_predictions[q])) for g in gs) for q, gs in golds.items()]
     f1 = [max(_hf_f1(g, want_predictions[q]) for g in gs) for q, gs in golds.items()]
     assert got["exact"] == pytest.approx(100 * np.mean(exact)) and got["f1"] == pytest.approx(100 * np.mean(f1))
     assert got["null_answers"] == sum(p == "" for p in want_predictions.values())
+    assert got["median_null_odds"] == pytest.approx(np.median(diffs))
     # the two ways differ here: some questions the official way gets right are answered "" by the reference's
     nulled_right = [q for i, q in enumerate(golds) if i % 2 == 0 and want_predictions[q] == ""]
     assert 0 < len(nulled_right) < len(golds) // 2

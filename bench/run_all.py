@@ -17,6 +17,7 @@ SCRIPTS = [
     "bench_squad.py",
     "bench_resume.py",
     "bench_packing.py",
+    "bench_grad_clip.py",
 ]
 
 if __name__ == "__main__":

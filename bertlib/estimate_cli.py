@@ -34,6 +34,22 @@ def configs_from_file(path: str, overrides: dict) -> dict:
     return load_configs(None, path, overrides, resolve=False)
 
 
+def allreduce_line(e: dict, compression: str) -> str:
+    """The gradient allreduce's bytes per rank per optimizer step, and what fp16 compression saves."""
+    a, mb = e["allreduce"], 1e6
+    world = e["devices"]
+    ring = f", ring traffic {2 * (world - 1) / world * a['bytes'] / mb:,.1f} MB per rank" if world > 1 else ""
+    if compression == "fp16":
+        what = (
+            f"fp16 {a['bytes'] / mb:,.1f} MB (float32 {a['bytes_fp32'] / mb:,.1f} MB: saves {a['saved'] / mb:,.1f} MB)"
+        )
+    else:
+        what = (
+            f"float32 {a['bytes'] / mb:,.1f} MB (allreduce_compression fp16 would save {a['bytes'] / 2 / mb:,.1f} MB)"
+        )
+    return f"  gradient allreduce per step: {e['parameters']:,} parameters, {what}{ring}"
+
+
 def _estimate_schema():
     """The assumptions of ``bertlib estimate`` (its ``--help`` is generated from them); the run itself is
     the ``--config`` file's, with ``--key value`` overrides of its keys."""
@@ -129,6 +145,7 @@ def main(argv: list[str]) -> int:
             f"= {e['flops']:.3g} FLOP; {e['devices']} × {e['peak_tflops']:g} TFLOP/s peak at "
             f"{e['utilization']:.0%} → {e['wall_time']} on {e['instance_count']} × {e['instance_type']}{cost}"
         )
+        print(allreduce_line(e, cfg.allreduce_compression))
     return 0
 
 

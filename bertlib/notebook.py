@@ -216,6 +216,7 @@ _SUMMARY_KEYS = (
     "f1",
     "exact_match",
     "exact",
+    "reference_scoring",
     "dataset_note",
     "squad_version",
     "predict_file",
@@ -349,20 +350,31 @@ def show_pretraining(p: Params) -> None:
 
 
 def squad_scores(p: Params):
-    """EM / F1 of each SQuAD version as recorded from its ``summary.json``; printed and returned."""
+    """EM / F1 of each SQuAD version as recorded from its ``summary.json``; printed and returned. v1.1
+    also shows EM / F1 as the reference's evaluation scored the same logits (null answers allowed:
+    :data:`bertlib.report.SCORING_NOTE`) — the numbers its 87.68 compares with."""
     import pandas as pd
 
     rows = {}
     for name, entry in _entries(p).items():
         em = entry.get("exact_match", entry.get("exact"))
+        ref = entry.get("reference_scoring") or {}
         rows[name] = {
-            "EM": em,
-            "F1": entry.get("f1"),
+            "EM (official)": em,
+            "F1 (official)": entry.get("f1"),
+            "EM (reference's scoring)": ref.get("exact"),
+            "F1 (reference's scoring)": ref.get("f1"),
             "dataset": "synthetic smoke set (not SQuAD)" if entry.get("dataset_note") else entry.get("predict_file"),
         }
         if em is not None:
             print(
-                f"{name}: EM {em:.2f}  F1 {entry['f1']:.2f}"
+                f"{name}: EM {em:.2f}  F1 {entry['f1']:.2f} (official)"
+                + (
+                    f"; as the reference scored it: EM {ref['exact']:.2f}  F1 {ref['f1']:.2f} "
+                    f"({ref['null_answers']} questions answered '')"
+                    if ref
+                    else ""
+                )
                 + ("  (synthetic smoke set, not SQuAD)" if entry.get("dataset_note") else "")
             )
     return pd.DataFrame(rows).T

@@ -73,6 +73,10 @@ runs = nb.launch(p)
 
 # %% [markdown]
 # ## Exact match and F1
+#
+# v1.1 is scored two ways on the same logits: the official way (the best span of every question), and
+# the way the reference's `run_squad_evaluation.py` scored it (v2-style post-processing: a question is
+# answered with the empty string when its null score beats the best span) — the number its 87.68 is.
 
 # %%
 nb.squad_scores(p)

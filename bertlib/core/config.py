@@ -28,6 +28,12 @@ from bertlib.core.cli_schema import command, parse, parse_values, progress_optio
 from bertlib.core.errors import ConfigError
 from bertlib.core.instances import gpus_per_instance
 
+#: where the training loop clips gradients (bertlib.train.loop): the averaged mean after the allreduce,
+#: or each rank's unscaled sum over its micro-batches before it (aws-samples' albert/run_pretraining.py)
+GRAD_CLIP_MODES = ("global_mean", "per_rank_sum")
+#: how gradients cross the allreduce: float32 as computed, or cast to float16 (hvd.Compression.fp16)
+ALLREDUCE_COMPRESSIONS = ("none", "fp16")
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
@@ -176,6 +182,14 @@ class _TrainingCommon(_Strict):
     total_steps: int = Field(..., ge=1, description="optimizer steps of the run")
     weight_decay: float = Field(0.01, ge=0, description="decoupled weight decay; LayerNorm and biases excluded")
     max_grad_norm: float = Field(1.0, ge=0, description="global-norm clip; 0 = off")
+    grad_clip: Literal[GRAD_CLIP_MODES] = Field(
+        "global_mean",
+        description="where max_grad_norm clips: global_mean = the mean gradient after the allreduce; "
+        "per_rank_sum = each rank's unscaled sum over its micro-batches, before the allreduce (the reference's)",
+    )
+    allreduce_compression: Literal[ALLREDUCE_COMPRESSIONS] = Field(
+        "none", description="gradients cross the allreduce as float32 (none) or float16 (fp16, the reference's)"
+    )
     hidden_dropout_prob: float = Field(0.1, ge=0, lt=1, description="dropout of embeddings and layer outputs")
     attention_probs_dropout_prob: float = Field(0.1, ge=0, lt=1, description="dropout of attention probabilities")
     precision: Literal["fp32", "mixed_float16", "mixed_bfloat16"] = Field(

@@ -23,6 +23,13 @@ trains on: rows × S × the dataset's real-token fraction (``manifest.json``'s p
 over ``examples × S``; near 1 for packed rows, ~0.5 for unpacked rows of length 512 on full Wikipedia
 per Krell et al. 2021), and the FLOPs spent per real token — the number packing lowers.
 
+The gradient allreduce moves every trained parameter once per optimizer step (not per micro-batch):
+a payload of ``parameters × 4`` bytes per rank in float32, ``× 2`` with ``allreduce_compression: fp16``
+(``hvd.Compression.fp16``), which saves ``parameters × (4 − 2)`` bytes per rank per step; a ring
+allreduce sends ``2 (N − 1) / N`` times the payload from each of N ranks. :func:`parameter_count` counts
+the parameters that receive gradients (pretraining: encoder, pooler, MLM and NSP heads; SQuAD: encoder
+and span head — the pooler gets no gradient there).
+
 A ``prepare-data`` config (it has ``sources``) gets the data-preparation projection instead: hours
 per stage on 1, 2, 4, 8 and ``instance_count`` CPU instances of ``instance_type``, the cost, the disk
 per host and the bounding stage (:mod:`bertlib.data.projection`, from rates measured on this machine).
@@ -70,6 +77,35 @@ def forward_flops(
     return parts
 
 
+def parameter_count(
+    layers: int,
+    hidden: int,
+    intermediate: int,
+    vocab_size: int = DEFAULT_VOCAB_SIZE,
+    max_positions: int = 512,
+    type_vocab_size: int = 2,
+    pretraining: bool = True,
+) -> int:
+    """Trained parameters of BERT with the pretraining heads (MLM transform + LayerNorm + output bias
+    [V] tied to the word embeddings, NSP [2, H] + [2], the pooler) or the SQuAD span head ([2, H] + [2],
+    no pooler): the variables whose gradients are allreduced."""
+    H, I = hidden, intermediate
+    embeddings = (vocab_size + max_positions + type_vocab_size) * H + 2 * H
+    layer = 4 * (H * H + H) + 2 * H + (H * I + I) + (I * H + H) + 2 * H
+    if pretraining:
+        heads = (H * H + H) + (H * H + H + 2 * H + vocab_size) + (2 * H + 2)
+    else:
+        heads = 2 * H + 2
+    return embeddings + layers * layer + heads
+
+
+def allreduce_bytes(parameters: int, compression: str) -> dict[str, int]:
+    """Gradient allreduce payload per rank per optimizer step: ``bytes`` with ``compression`` (none:
+    float32, fp16: float16), ``bytes_fp32`` without, ``saved`` = their difference."""
+    width = {"none": 4, "fp16": 2}[compression]
+    return {"bytes": parameters * width, "bytes_fp32": parameters * 4, "saved": parameters * (4 - width)}
+
+
 def real_token_fraction(data_dir) -> float | None:
     """Share of the training rows' ``[rows, S]`` positions that are real tokens, from a local prepared
     dataset's ``manifest.json`` (None if ``data_dir`` is not a readable local dataset, e.g. an S3 URI)."""
@@ -100,7 +136,8 @@ def estimate(
     Returns a dict: ``flops`` (total training FLOPs), ``flops_per_sequence`` (training, i.e. 3 ×
     forward), ``sequences`` (rows), ``devices``, ``peak_tflops`` per device, ``utilization``, ``hours``,
     ``wall_time`` ("5h33m"), ``usd`` (None locally), ``instance_type``, ``instance_count``, and with
-    ``real_fraction``: ``real_tokens`` and ``flops_per_real_token``.
+    ``real_fraction``: ``real_tokens`` and ``flops_per_real_token``; ``parameters`` (trained, see
+    :func:`parameter_count`) and ``allreduce`` (:func:`allreduce_bytes` with the run's compression).
     """
     if not 0 < utilization <= 1:
         raise ConfigError(f"utilization {utilization}: expected a fraction in (0, 1]")
@@ -109,6 +146,7 @@ def estimate(
     predictions = getattr(cfg, "max_predictions_per_seq", None)
     parts = forward_flops(layers, hidden, inter, cfg.max_seq_length, predictions, vocab_size)
     per_seq = 3.0 * sum(parts.values())
+    params = parameter_count(layers, hidden, inter, vocab_size, pretraining=predictions is not None)
     sequences = launched.global_batch_size * cfg.total_steps
     flops = per_seq * sequences
     if launch.backend == "sagemaker":
@@ -138,6 +176,8 @@ def estimate(
         "usd": round(hours * count * usd_per_hour, 2) if usd_per_hour is not None else None,
         "instance_type": where,
         "instance_count": count,
+        "parameters": params,
+        "allreduce": allreduce_bytes(params, cfg.allreduce_compression),
         **real,
     }
 

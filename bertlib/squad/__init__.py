@@ -69,7 +69,15 @@ _EXPORTS = {
         "bertlib.squad.cache",
     ),
     **dict.fromkeys(
-        ["NO_SPAN_NULL_ODDS", "get_final_text", "postprocess", "write_json", "write_predictions"],
+        [
+            "NO_SPAN_NULL_ODDS",
+            "REFERENCE_V1_METHOD",
+            "get_final_text",
+            "postprocess",
+            "reference_v1_scores",
+            "write_json",
+            "write_predictions",
+        ],
         "bertlib.squad.predictions",
     ),
 }

@@ -23,7 +23,7 @@ from bertlib.model.heads import BertQA
 from bertlib.squad.cache import load_or_build_features, read_features, squad_dataset
 from bertlib.squad.finetune import VERSIONS, SquadInputs
 from bertlib.squad.metrics import evaluate
-from bertlib.squad.predictions import postprocess, write_predictions
+from bertlib.squad.predictions import postprocess, reference_v1_scores, write_predictions
 from bertlib.train import distributed
 from bertlib.train.loop import Trainer
 from bertlib.train.metrics import format_eval_line
@@ -180,6 +180,27 @@ def run(cfg: SquadConfig, paths: RunPaths, inputs: SquadInputs) -> dict:
         files = write_predictions(paths.output_dir, predictions, nbest, null_odds)
         result = evaluate(inputs.predict_json, predictions, na_probs=null_odds if v2 else None, source=cfg.predict_file)
         print(format_eval_line(phase, result), flush=True)
+        reference_scoring = None
+        if not v2:  # the same logits as the reference's evaluation scored v1.1 (null answers allowed)
+            ref_predictions, reference_scoring = reference_v1_scores(
+                inputs.predict_json,
+                inputs.predict_examples,
+                features,
+                start_logits,
+                end_logits,
+                tokenizer,
+                n_best_size=cfg.n_best_size,
+                max_answer_length=cfg.max_answer_length,
+                source=cfg.predict_file,
+            )
+            files["predictions_reference_scoring"] = write_json(
+                paths.output_dir / "predictions_reference_scoring.json", ref_predictions
+            )
+            print(
+                f"[bertlib] {phase} reference_scoring exact={reference_scoring['exact']:.4f} "
+                f"f1={reference_scoring['f1']:.4f} null_answers={reference_scoring['null_answers']}",
+                flush=True,
+            )
         steps_run = final.pop("steps_run")
         wall = final.pop("wall_time_s")
         summary = {
@@ -201,6 +222,7 @@ def run(cfg: SquadConfig, paths: RunPaths, inputs: SquadInputs) -> dict:
             "init": init_desc,
             "resumed_from": trainer.restored_from,
             "eval": result,
+            "reference_scoring": reference_scoring,
             "final": final,
             "train_features": train_info["features"],
             "predict_features": pred_info["features"],

@@ -7,7 +7,7 @@ valid spans (inside the document part, start at a max-context token, end ≥ sta
 with :func:`get_final_text`. v2.0 compares the best null score (CLS start + end, lowest over
 windows) with the best non-null span: ``null − best > null_score_diff_threshold`` predicts "".
 :func:`write_predictions` writes ``predictions.json``, ``nbest_predictions.json`` and
-``null_odds.json``.
+``null_odds.json``. :func:`reference_v1_scores` scores v1.1 logits as the reference's evaluation did.
 """
 
 from __future__ import annotations
@@ -21,7 +21,16 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from bertlib.squad.metrics import evaluate_v2
 from bertlib.squad.reading import SquadExample
+
+#: how aws-samples/deep-learning-models scored SQuAD v1.1 (``albert/run_squad_evaluation.py``: the v2
+#: reader, l. 46, ``compute_predictions_logits(..., version_2_with_negative=True,
+#: null_score_diff_threshold=0.0)``, l. 91–105, then ``squad_evaluate``, the v2.0 rules, l. 107)
+REFERENCE_V1_METHOD = (
+    "v2-style post-processing as aws-samples' run_squad_evaluation.py: a v1.1 question is answered '' when "
+    "its null score beats the best span (threshold 0), scored by the v2.0 rules"
+)
 
 #: null_odds value for a question whose windows hold no valid answer span (it must predict "")
 NO_SPAN_NULL_ODDS = 1e6
@@ -173,4 +182,42 @@ def write_predictions(out_dir: str | os.PathLike, predictions: dict, nbest: dict
         "predictions": write_json(out / "predictions.json", predictions),
         "nbest": write_json(out / "nbest_predictions.json", nbest),
         "null_odds": write_json(out / "null_odds.json", null_odds),
+    }
+
+
+def reference_v1_scores(
+    dataset_json: dict,
+    examples: Sequence[SquadExample],
+    features: dict[str, np.ndarray],
+    start_logits: np.ndarray,
+    end_logits: np.ndarray,
+    tokenizer,
+    n_best_size: int = 20,
+    max_answer_length: int = 30,
+    source: str = "dataset",
+) -> tuple[dict, dict]:
+    """The score the reference's evaluation gives v1.1 logits ([N, S], as :func:`postprocess`):
+    null answers allowed at threshold 0 (:data:`REFERENCE_V1_METHOD`). Returns ``(predictions,
+    {"exact", "f1", "total", "null_answers", "median_null_odds", "method"})`` — not the official v1.1
+    score; ``median_null_odds`` is the median over questions of null score − best span score (> 0: most
+    questions answered "")."""
+    predictions, _, null_odds = postprocess(
+        examples,
+        features,
+        start_logits,
+        end_logits,
+        tokenizer,
+        n_best_size=n_best_size,
+        max_answer_length=max_answer_length,
+        version_2_with_negative=True,
+        null_score_diff_threshold=0.0,
+    )
+    scores = evaluate_v2(dataset_json, predictions, source=source)
+    return predictions, {
+        "exact": scores["exact"],
+        "f1": scores["f1"],
+        "total": scores["total"],
+        "null_answers": sum(1 for p in predictions.values() if p == ""),
+        "median_null_odds": float(np.median(list(null_odds.values()))),
+        "method": REFERENCE_V1_METHOD,
     }

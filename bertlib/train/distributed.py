@@ -182,15 +182,18 @@ def is_chief() -> bool:
     return _state["rank"] == 0
 
 
-def allreduce_mean(tensors: list) -> list:
+def allreduce_mean(tensors: list, compression: str = "none") -> list:
     """Average each tensor over all processes (``hvd.grouped_allreduce``, op=Average).
 
-    Must be called outside any ``jit_compile`` function. Identity for a single process.
+    ``compression="fp16"``: floating tensors cross as float16 and come back in their own dtype
+    (``hvd.Compression.fp16``, as the reference's gradient allreduce). Must be called outside any
+    ``jit_compile`` function. Identity for a single process (no compression either).
     """
     hvd = _state["hvd"]
     if hvd is None or not tensors:
         return list(tensors)
-    return list(hvd.grouped_allreduce(list(tensors), op=hvd.Average))
+    codec = hvd.Compression.fp16 if compression == "fp16" else hvd.Compression.none
+    return list(hvd.grouped_allreduce(list(tensors), op=hvd.Average, compression=codec))
 
 
 def allreduce_sum(tensor):

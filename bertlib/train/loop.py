@@ -5,15 +5,24 @@ One optimizer step, per process::
     for each of k micro-batches i:                  ┐ one XLA-compiled function
         dropout seeds ← (layer seed, rank, position + i)  │ (jit_compile unless skip_xla)
         grads += ∇(loss · S)                        ┘
-    grads = allreduce_mean(grads)                   Horovod, outside the compiled code
-    grads = grads / (k · S)                         ┐
-    finite = isfinite(‖grads‖);  clip to max_grad_norm   │ one tf.function
+    grad_clip global_mean (bertlib's):              grad_clip per_rank_sum (the reference's):
+        grads = grads / (k · S)                         grads = grads / S      (this rank's unscaled sum)
+                                                        clip grads to max_grad_norm (this rank alone)
+    grads = allreduce_mean(grads)                   Horovod, outside the compiled code; fp16 on the
+                                                    wire with allreduce_compression: fp16
+    finite = isfinite(‖grads‖)                      ┐
+    global_mean: clip grads to max_grad_norm        │ one tf.function
     if finite: optimizer.apply_gradients(grads, lr(step))│
     else: optimizer.iterations += 1                 │
     S = loss_scale.update(finite);  step += 1       ┘
 
-S is the dynamic fp16 loss scale (1 for fp32/bf16). The averaged micro-batch gradients equal the
-gradient of one batch of k·b examples when the loss is a per-example mean (tests check this).
+S is the dynamic fp16 loss scale (1 for fp32/bf16). With ``global_mean`` the averaged micro-batch
+gradients equal the gradient of one batch of k·b examples when the loss is a per-example mean (tests
+check this), and that mean is clipped. With ``per_rank_sum`` (aws-samples/deep-learning-models
+``albert/run_pretraining.py`` ``allreduce()``) each rank clips the *sum* of its k micro-batch gradients,
+unscaled, before the average: the update is ``mean_r clip(Σ_i g_ri)``, which no single-process batch
+reproduces (a rank's large gradient is cut before it meets the others), and which is k times the
+mean gradient when nothing is clipped (LAMB and Adam cancel a constant factor, up to ε).
 ``step`` counts optimizer steps including skipped (overflowing) ones, so that the data position is
 ``step · k`` micro-batches per rank and a resumed run skips exactly what was consumed. A skipped step
 also advances the optimizer's ``iterations`` (Adam/LAMB bias correction), as ``tf.keras``'
@@ -39,13 +48,15 @@ state is missing or was saved by another number of processes).
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from typing import Callable, Iterable, Iterator
 
 import tensorflow as tf
 
-from bertlib.core.config import global_batch, to_yaml
+from bertlib.core.config import ALLREDUCE_COMPRESSIONS as COMPRESSIONS
+from bertlib.core.config import GRAD_CLIP_MODES, global_batch, to_yaml
 from bertlib.core.log import get_logger
 from bertlib.optim import make_optimizer, make_schedule
 from bertlib.optim.loss_scale import NoLossScale, check_scale, make_loss_scale
@@ -72,7 +83,12 @@ class Trainer:
       schedule: ``step (int64 tensor) -> learning rate``.
       total_steps: optimizer steps to run.
       accumulation_steps: micro-batches k per optimizer step.
-      max_grad_norm: global-norm clipping threshold after averaging (0 = off).
+      max_grad_norm: global-norm clipping threshold (0 = off).
+      grad_clip: ``"global_mean"``: clip the averaged mean gradient after the allreduce;
+        ``"per_rank_sum"``: each rank clips its unscaled sum over the k micro-batches before it
+        (the reference's; see the module docstring).
+      compression: ``"none"`` or ``"fp16"``: the gradients cross the allreduce as float16
+        (``hvd.Compression.fp16``, the reference's); losses and norms stay float32.
       loss_scale: a ``bertlib.optim.loss_scale`` object (default: none).
       jit_compile: XLA-compile the gradient computation.
       checkpoint_dir: resume/periodic checkpoints go here (None = no checkpoints).
@@ -80,7 +96,8 @@ class Trainer:
       log_frequency: log averaged metrics every N steps.
       metrics: a MetricsWriter (rank 0) or None for no output.
       global_batch_size: sequences per optimizer step over all processes (for seq_per_sec).
-      allreduce: gradient/metric averaging across processes (default: Horovod via distributed).
+      allreduce: gradient/metric averaging across processes, ``list -> list`` (default: Horovod via
+        distributed, with ``compression`` for the gradients); a given one is used as is for both.
     """
 
     @classmethod
@@ -101,6 +118,8 @@ class Trainer:
             total_steps=cfg.total_steps,
             accumulation_steps=cfg.gradient_accumulation_steps,
             max_grad_norm=cfg.max_grad_norm,
+            grad_clip=cfg.grad_clip,
+            compression=cfg.allreduce_compression,
             loss_scale=make_loss_scale(cfg.precision, cfg.initial_loss_scale),
             jit_compile=not cfg.skip_xla,
             checkpoint_dir=paths.checkpoint_dir,
@@ -121,6 +140,8 @@ class Trainer:
         total_steps: int,
         accumulation_steps: int = 1,
         max_grad_norm: float = 1.0,
+        grad_clip: str = "global_mean",
+        compression: str = "none",
         loss_scale=None,
         jit_compile: bool = True,
         checkpoint_dir: str | os.PathLike | None = None,
@@ -138,12 +159,19 @@ class Trainer:
         self.total_steps = int(total_steps)
         self.k = int(accumulation_steps)
         self.max_grad_norm = float(max_grad_norm)
+        if grad_clip not in GRAD_CLIP_MODES:
+            raise ValueError(f"grad_clip must be one of {GRAD_CLIP_MODES}, not {grad_clip!r}")
+        if compression not in COMPRESSIONS:
+            raise ValueError(f"compression must be one of {COMPRESSIONS}, not {compression!r}")
+        self.clip_per_rank = grad_clip == "per_rank_sum"
+        self.compression = compression
         self.loss_scale = loss_scale if loss_scale is not None else NoLossScale()
         self.log_frequency = int(log_frequency)
         self.checkpoint_frequency = int(checkpoint_frequency)
         self.metrics = metrics
         self.global_batch_size = global_batch_size
         self.allreduce = allreduce or distributed.allreduce_mean
+        self.allreduce_grads = allreduce or functools.partial(distributed.allreduce_mean, compression=compression)
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         self.data_position = tf.Variable(0, dtype=tf.int64, trainable=False, name="data_position")
         self.variables = list(model.trainable_variables)
@@ -152,6 +180,7 @@ class Trainer:
         self._seed_states = [v for v in model_state(model)["model_rng"] if v.path.endswith("seed_generator_state")]
         self._grad_index: list[int] | None = None  # variables that receive a gradient (set when traced)
         self._compute = tf.function(self._compute_grads, jit_compile=jit_compile, reduce_retracing=True)
+        self._prepare = tf.function(self._prepare_grads, jit_compile=jit_compile)
         self._apply = tf.function(self._apply_grads)
         build = getattr(optimizer, "build", None)
         if callable(build):  # create optimizer slots now: restore and broadcast need them to exist
@@ -226,14 +255,34 @@ class Trainer:
             losses = {k: acc_losses[k] + v for k, v in losses.items()}
         return grads, losses
 
-    def _apply_grads(self, grads):
-        """Unscale, check, clip and apply averaged summed gradients; returns (finite, grad_norm, lr, scale)."""
+    def _prepare_grads(self, grads):
+        """This rank's summed gradients of ``loss · S`` (list of variable-shaped float32) → what it
+        contributes to the allreduce, and the norm this rank reports (float32 scalar).
+
+        ``global_mean``: the mean micro-batch gradient ``Σ/(k·S)``; the norm is unused (0).
+        ``per_rank_sum``: the unscaled sum ``Σ/S`` clipped to ``max_grad_norm``, and its norm before
+        clipping (inf/nan if this rank overflowed: ``clip_by_global_norm`` then makes every entry nan,
+        so the average is non-finite on every rank and all skip the step together)."""
+        scale = self.loss_scale.scale
+        if not self.clip_per_rank:
+            return [g / (scale * self.k) for g in grads], tf.constant(0.0)
+        grads = [g / scale for g in grads]
+        norm = tf.linalg.global_norm(grads)
+        if self.max_grad_norm > 0:
+            grads, _ = tf.clip_by_global_norm(grads, self.max_grad_norm, use_norm=norm)
+        return grads, norm
+
+    def _apply_grads(self, grads, rank_norm):
+        """Check, clip (``global_mean``) and apply the averaged unscaled gradients; returns (finite,
+        grad_norm, lr, scale). ``grad_norm`` is the norm of the averaged gradient (``global_mean``) or
+        the ranks' mean of their norms before clipping, ``rank_norm`` (``per_rank_sum``)."""
         scale = tf.identity(self.loss_scale.scale)
-        grads = [g / (scale * self.k) for g in grads]
         grad_norm = tf.linalg.global_norm(grads)
         finite = tf.math.is_finite(grad_norm)
-        if self.max_grad_norm > 0:
+        if self.max_grad_norm > 0 and not self.clip_per_rank:
             grads, _ = tf.clip_by_global_norm(grads, self.max_grad_norm, use_norm=grad_norm)
+        if self.clip_per_rank:
+            grad_norm = rank_norm
         lr = tf.cast(self.schedule(self.step), tf.float32)
         variables = [self.variables[i] for i in self._grad_index]
 
@@ -257,10 +306,16 @@ class Trainer:
         for i in range(self.k):
             acc = self._compute(next(micro_batches), tf.constant(i, tf.int64), acc)
         grads, losses = acc
+        grads, rank_norm = self._prepare(grads)
         names = list(losses)  # the loss_fn's order: the same on every rank
-        reduced = self.allreduce(list(grads) + [losses[n] / self.k for n in names])
-        grads, values = reduced[: len(grads)], reduced[len(grads) :]
-        finite, grad_norm, lr, scale = self._apply(grads)
+        scalars = [losses[n] / self.k for n in names] + [rank_norm]
+        if self.compression == "none":  # one grouped allreduce
+            reduced = self.allreduce(list(grads) + scalars)
+            grads, values = reduced[: len(grads)], reduced[len(grads) :]
+        else:  # compressed gradients, float32 scalars
+            grads, values = self.allreduce_grads(list(grads)), self.allreduce(scalars)
+        finite, grad_norm, lr, scale = self._apply(grads, values[-1])
+        values = values[:-1]
         out = dict(zip(names, values))
         out.update(finite=finite, grad_norm=grad_norm, learning_rate=lr, loss_scale=scale)
         return out

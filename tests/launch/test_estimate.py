@@ -95,6 +95,44 @@ def test_reference_row_implies_plausible_utilization_and_phase_ratio():
     assert total == pytest.approx(8 + 26 / 60, rel=0.10)
 
 
+@pytest.mark.parametrize("pretraining", [True, False], ids=["pretraining", "squad"])
+def test_parameter_count_is_the_real_models_gradient_count(pretraining):
+    """Counted on the Keras models: the variables that receive a gradient of the training loss (the
+    pooler gets none under the SQuAD head), for the tiny preset at the real vocabulary size."""
+    import tensorflow as tf
+
+    from bertlib.model import BertConfig, BertPretrainer, BertQA, pretraining_losses
+
+    config = BertConfig.from_preset("tiny", vocab_size=est.DEFAULT_VOCAB_SIZE)
+    batch = {k: tf.ones((1, 8), tf.int32) for k in ("input_ids", "input_mask", "segment_ids")}
+    if pretraining:
+        model = BertPretrainer(config)
+        batch.update(masked_lm_positions=tf.ones((1, 2), tf.int32), masked_lm_ids=tf.ones((1, 2), tf.int32))
+        batch.update(masked_lm_weights=tf.ones((1, 2)), next_sentence_labels=tf.ones((1, 1), tf.int32))
+    else:
+        model = BertQA(config)
+    with tf.GradientTape() as tape:
+        out = model(batch, training=True)
+        loss = (
+            pretraining_losses(out, batch)["loss"]
+            if pretraining
+            else tf.add_n([tf.reduce_sum(v) for v in out.values()])
+        )
+    grads = tape.gradient(loss, model.trainable_variables)
+    counted = sum(int(math.prod(v.shape)) for v, g in zip(model.trainable_variables, grads) if g is not None)
+    assert est.parameter_count(*est.model_dims("tiny"), pretraining=pretraining) == counted
+
+
+def test_allreduce_bytes_of_the_reference_run():
+    """BERT-base with the pretraining heads: 110,106,428 parameters (Hugging Face's BertForPreTraining of
+    bert-base-uncased reports the same number); fp16 compression halves the 4 bytes of each."""
+    e = est.estimate(build_launched("pretrain", dict(PHASE1, allreduce_compression="fp16")))
+    assert e["parameters"] == 110_106_428
+    assert e["allreduce"] == {"bytes": 110_106_428 * 2, "bytes_fp32": 110_106_428 * 4, "saved": 110_106_428 * 2}
+    plain = est.estimate(build_launched("pretrain", PHASE1))["allreduce"]
+    assert plain["saved"] == 0 and plain["bytes"] == 110_106_428 * 4
+
+
 def test_cli_prints_each_squad_version(repo_root, subprocess_env):
     out = subprocess.run(
         [
@@ -113,8 +151,9 @@ def test_cli_prints_each_squad_version(repo_root, subprocess_env):
         timeout=120,
     )
     assert out.returncode == 0, out.stderr
-    lines = out.stdout.splitlines()
+    lines = [line for line in out.stdout.splitlines() if not line.startswith("  ")]
     assert [line.split(":")[0] for line in lines] == ["squadv1", "squadv2"]
+    assert out.stdout.count("gradient allreduce per step: ") == 2
     assert all("at 30%" in line and "1 × ml.p3dn.24xlarge" in line for line in lines)
     bad = subprocess.run(
         [sys.executable, "-m", "bertlib.cli", "estimate", "--config", "missing.yaml"],

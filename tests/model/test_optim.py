@@ -7,34 +7,10 @@ import math
 import numpy as np
 import pytest
 import tensorflow as tf
+from numpy_optim import EXCLUDED, np_lamb
 
 from bertlib.core.config import build_config
 from bertlib.optim import ADAMW_VARIANTS, AdamW, Lamb, PolynomialWarmup, make_optimizer
-
-EXCLUDED = ("LayerNorm", "layer_norm", "bias")
-
-
-def np_lamb(params, grads_per_step, lrs, wd, b1=0.9, b2=0.999, eps=1e-6):
-    """Reference LAMB in float64: params {name: array}, grads_per_step [{name: array}]."""
-    params = {k: v.astype(np.float64).copy() for k, v in params.items()}
-    m = {k: np.zeros_like(v) for k, v in params.items()}
-    v = {k: np.zeros_like(p) for k, p in params.items()}
-    for t, (grads, lr) in enumerate(zip(grads_per_step, lrs), start=1):
-        for k, w in params.items():
-            g = grads[k].astype(np.float64)
-            m[k] = b1 * m[k] + (1 - b1) * g
-            v[k] = b2 * v[k] + (1 - b2) * g * g
-            mh, vh = m[k] / (1 - b1**t), v[k] / (1 - b2**t)
-            u = mh / (np.sqrt(vh) + eps)
-            excluded = any(s in k for s in EXCLUDED)
-            if not excluded:
-                u = u + wd * w
-            ratio = 1.0
-            if not excluded:
-                wn, un = np.linalg.norm(w), np.linalg.norm(u)
-                ratio = wn / un if (wn > 0 and un > 0) else 1.0
-            params[k] = w - lr * ratio * u
-    return params
 
 
 def np_google_adamw(params, grads_per_step, lrs, wd, b1=0.9, b2=0.999, eps=1e-6):

@@ -244,13 +244,16 @@ def test_chain_scores_and_table(chain):
     for version in ("squadv1", "squadv2"):
         summary = json.loads((work / "runs/ci" / version / "summary.json").read_text())
         em = summary.get("exact_match", summary.get("exact"))
-        assert f"{version}: EM {em:.2f}  F1 {summary['f1']:.2f}" in squad
+        assert f"{version}: EM {em:.2f}  F1 {summary['f1']:.2f} (official)" in squad
+    ref = json.loads((work / "runs/ci/squadv1/summary.json").read_text())["reference_scoring"]
+    assert f"as the reference scored it: EM {ref['exact']:.2f}  F1 {ref['f1']:.2f}" in squad
     report = nbformat.read(result["notebooks"]["05_report"], as_version=4)
     (table,) = [o["data"]["text/html"] for o in outputs(report, "text/html")]
     assert "BERT-base (reference)" in table and "BERT-tiny (this run, local)" in table
     assert "5 hrs 33 mins" in table and "87.68" in table
     md = (work / "runs/ci/report/report.md").read_text()
     assert md.count("\n| BERT-") == 2 and "† measured on the synthetic smoke set" in md
+    assert "SQuAD v1.1 F1 (official)" in md and f"{ref['f1']:.2f} †" in md  # the reference's scoring, beside 87.68
     for f in ("results_table.png", "pretraining_loss.png", "phase1.png", "phase2.png", "squadv1.png", "squadv2.png"):
         assert (work / "runs/ci/report" / f).read_bytes()[:4] == b"\x89PNG"
 

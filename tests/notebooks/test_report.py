@@ -48,6 +48,7 @@ def test_reference_row_is_the_published_one():
         "—",
         "—",
         "—",
+        "—",
     ]
     assert report.COLUMNS[:6] == ["Model", "Phase1", "Phase2", "Total Training Time", "SQuAD v1.1 F1", "SQuAD v2.0 F1"]
 
@@ -64,10 +65,22 @@ def test_row_total_is_the_sum_of_unrounded_phases():
                 "squadv2_f1": None,
                 "squadv1_em": 80.5,
                 "squadv2_em": None,
+                "squadv1_f1_official": 88.5,
             }
         ]
     )
-    assert row == ["m", "16 mins 40 secs", "16 mins 40 secs", "33 mins 21 secs", "88.00", "—", "80.50", "—", "—"]
+    assert row == [
+        "m",
+        "16 mins 40 secs",
+        "16 mins 40 secs",
+        "33 mins 21 secs",
+        "88.00",
+        "—",
+        "80.50",
+        "—",
+        "88.50",
+        "—",
+    ]
 
 
 def test_markdown_table():
@@ -141,7 +154,12 @@ def runs(tmp_path):
                 tmp_path / "squadv1",
                 "squadv1",
                 20.0,
-                summary_extra={"exact_match": 12.5, "f1": 20.25, "dataset_note": "SYNTHETIC"},
+                summary_extra={
+                    "exact_match": 12.5,
+                    "f1": 20.25,
+                    "reference_scoring": {"exact": 10.0, "f1": 17.75, "null_answers": 3},
+                    "dataset_note": "SYNTHETIC",
+                },
             )
         ),
         "squadv2": report.load_run(
@@ -154,16 +172,18 @@ def test_results_table_has_both_rows(runs):
     df = report.results_table(runs)
     assert list(df.columns) == report.COLUMNS
     assert df.values.tolist() == [
-        ["BERT-base (reference)", "5 hrs 33 mins", "2 hrs 53 mins", "8 hrs 26 mins", "87.68", "76.14", "—", "—", "—"],
+        ["BERT-base (reference)", "5 hrs 33 mins", "2 hrs 53 mins", "8 hrs 26 mins", "87.68", "76.14"]
+        + ["—", "—", "—", "—"],
         [
             "BERT-tiny (this run, local)",
             "2 mins 5 secs",
             "1 mins 1 secs",
             "3 mins 6 secs",
-            "20.25 †",
+            "17.75 †",  # as the reference scored it: beside its 87.68
             "51.00",
             "12.50 †",
             "50.00",
+            "20.25 †",  # official
             "0.212",
         ],  # phase 2's final held-out MLM accuracy 0.2125
     ]
@@ -171,6 +191,10 @@ def test_results_table_has_both_rows(runs):
     assert report.results_table({"phase1": runs["phase2"]}).values[1][-1] == "0.212"
     assert report.results_table({"phase1": runs["phase1"]}).values[1][-1] == "—"
     assert report.table_note(df).startswith("† measured on the synthetic smoke set")
+    assert report.table_note(df).endswith(report.SCORING_NOTE)
+    # a v1.1 run from before the reference's scoring was recorded: —, never the official F1 in its place
+    del runs["squadv1"].summary["reference_scoring"]
+    assert report.results_table(runs).values[1][4] == "—"
 
 
 def test_write_report_files(runs, tmp_path):
@@ -182,10 +206,15 @@ def test_write_report_files(runs, tmp_path):
         if name.endswith(".png"):
             assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = files["report.md"].read_text()
-    assert "| BERT-base (reference) | 5 hrs 33 mins | 2 hrs 53 mins | 8 hrs 26 mins | 87.68 | 76.14 | — | — | — |" in md
     assert (
-        "| my run | 2 mins 5 secs | 1 mins 1 secs | 3 mins 6 secs | 20.25 † | 51.00 | 12.50 † | 50.00 | 0.212 |" in md
+        "| BERT-base (reference) | 5 hrs 33 mins | 2 hrs 53 mins | 8 hrs 26 mins | 87.68 | 76.14 | — | — | — | — |"
+        in md
     )
+    assert (
+        "| my run | 2 mins 5 secs | 1 mins 1 secs | 3 mins 6 secs | 17.75 † | 51.00 | 12.50 † | 50.00 | 20.25 † | 0.212 |"
+        in md
+    )
+    assert report.SCORING_NOTE in md
     assert not list((tmp_path / "report").glob(".*tmp"))
 
 

@@ -4,7 +4,10 @@ Expected values come from the SQuAD files themselves (gold texts and offsets) an
 run_squad windowing rules worked out by hand, never from the code under test.
 """
 
+import collections
 import json
+import re
+import string
 
 import numpy as np
 import pytest
@@ -341,3 +344,76 @@ def test_max_query_length_truncates_question(tokenizer):
         (0, 0, True),
     ]
     assert tokenizer.id_to_token(feats[1].input_ids[13]) == "green"
+
+
+# ----------------------------------------------------------------------------- the reference's v1.1 scoring
+def _hf_normalize(s: str) -> str:
+    """transformers.data.metrics.squad_metrics.normalize_answer, restated."""
+    s = "".join(ch for ch in s.lower() if ch not in set(string.punctuation))
+    s = re.sub(r"\b(a|an|the)\b", " ", s)
+    return " ".join(s.split())
+
+
+def _hf_f1(gold: str, pred: str) -> float:
+    """transformers' compute_f1 (the v2.0 rule: an empty side scores 1 only against an empty side)."""
+    g, p = _hf_normalize(gold).split(), _hf_normalize(pred).split()
+    if not g or not p:
+        return float(g == p)
+    same = sum((collections.Counter(g) & collections.Counter(p)).values())
+    if same == 0:
+        return 0.0
+    precision, recall = same / len(p), same / len(g)
+    return 2 * precision * recall / (precision + recall)
+
+
+def test_v1_scored_as_the_reference_matches_its_rule_restated(tokenizer):
+    """aws-samples' run_squad_evaluation.py (l. 91–107) on v1.1: transformers' compute_predictions_logits
+    with version_2_with_negative=True — score_null = min over the question's windows of start[0] + end[0];
+    best_non_null = the first non-empty n-best entry; "" when score_null − best_non_null's start − end
+    > 0.0 — then squad_evaluate (max over the non-empty gold answers of exact / compute_f1)."""
+    rng = np.random.default_rng(3)
+    exs = [sq.SquadExample(f"q{i}", "who?", TEN_WORDS) for i in range(24)]
+    feats = sq.convert_examples_to_features(exs, tokenizer, 12, 4, 8, is_training=False)
+    arrays = _as_arrays(feats)
+    start, end = rng.normal(size=(len(feats), 12)), rng.normal(size=(len(feats), 12))
+    start[:, 0] += rng.uniform(0, 6, size=len(feats))  # the null score wins for some questions
+    official, nbest, _ = sq.postprocess(exs, arrays, start, end, tokenizer)
+    # golds: the official prediction for even questions (it scores 1 officially), a two-word answer otherwise
+    golds = {ex.qas_id: [official[ex.qas_id] if i % 2 == 0 else "green house"] for i, ex in enumerate(exs)}
+    dataset = {
+        "version": "1.1",
+        "data": [
+            {
+                "title": "t",
+                "paragraphs": [
+                    {
+                        "context": " ".join(TEN_WORDS),
+                        "qas": [
+                            {"id": q, "question": "who?", "answers": [{"text": g[0], "answer_start": 0}]}
+                            for q, g in golds.items()
+                        ],
+                    }
+                ],
+            }
+        ],
+    }
+    got_predictions, got = sq.reference_v1_scores(dataset, exs, arrays, start, end, tokenizer)
+
+    want_predictions, diffs = {}, []
+    for i, ex in enumerate(exs):
+        rows = [r for r, e in enumerate(arrays["example_index"]) if e == i]
+        score_null = min(start[r, 0] + end[r, 0] for r in rows)
+        best = nbest[ex.qas_id][0]  # v1: the best non-null span (the candidates are the same)
+        diff = score_null - best["start_logit"] - best["end_logit"]
+        want_predictions[ex.qas_id] = "" if diff > 0.0 else best["text"]
+        diffs.append(diff)
+    assert got_predictions == want_predictions
+    exact = [max(float(_hf_normalize(g) == _hf_normalize(want_predictions[q])) for g in gs) for q, gs in golds.items()]
+    f1 = [max(_hf_f1(g, want_predictions[q]) for g in gs) for q, gs in golds.items()]
+    assert got["exact"] == pytest.approx(100 * np.mean(exact)) and got["f1"] == pytest.approx(100 * np.mean(f1))
+    assert got["null_answers"] == sum(p == "" for p in want_predictions.values())
+    assert got["median_null_odds"] == pytest.approx(np.median(diffs))
+    # the two ways differ here: some questions the official way gets right are answered "" by the reference's
+    nulled_right = [q for i, q in enumerate(golds) if i % 2 == 0 and want_predictions[q] == ""]
+    assert 0 < len(nulled_right) < len(golds) // 2
+    assert evaluate(dataset, official)["f1"] - got["f1"] == pytest.approx(100 * len(nulled_right) / len(golds))

@@ -10,6 +10,7 @@ import pytest
 from bertlib.core.errors import run_guarded
 from bertlib.squad import finetune as squad_train
 from bertlib.squad import finetune_run
+from bertlib.squad.metrics import f1_score
 from bertlib.squad.smoke import NOTE
 
 # trains models (in-process or in subprocesses): `make test-fast` leaves this module out
@@ -20,6 +21,11 @@ def _run(args, env, timeout=300):
     return subprocess.run(
         [sys.executable, "-m", "bertlib", *map(str, args)], capture_output=True, text=True, env=env, timeout=timeout
     )
+
+
+def _questions(dataset) -> list[dict]:
+    data = json.loads(Path(dataset).read_text())
+    return [qa for article in data["data"] for para in article["paragraphs"] for qa in para["qas"]]
 
 
 def _eval_cli(dataset, run_dir, env, *extra):
@@ -72,6 +78,16 @@ def test_tiny_finetune_beats_untrained_head(tiny_config, smoke_dir, subprocess_e
     assert [m["step"] for m in metrics] == [20, 40, 60] and metrics[-1]["loss"] < metrics[0]["loss"]
     nbest = json.loads((tmp_path / "trained" / "nbest_predictions.json").read_text())
     assert all(1 <= len(v) <= 20 for v in nbest.values())
+    # the same logits as the reference scored v1.1: each answer is the official one or "" (a null score won)
+    official = json.loads((tmp_path / "trained" / "predictions.json").read_text())
+    theirs = json.loads((tmp_path / "trained" / "predictions_reference_scoring.json").read_text())
+    ref = summary["reference_scoring"]
+    assert theirs.keys() == official.keys() and all(theirs[q] in ("", official[q]) for q in official)
+    assert ref["null_answers"] == sum(1 for q in official if theirs[q] == "" != official[q])
+    golds = {qa["id"]: [a["text"] for a in qa["answers"]] for qa in _questions(dev)}
+    f1 = [0.0 if theirs[q] == "" else max(f1_score(official[q], g) for g in golds[q]) for q in golds]
+    assert ref["f1"] == pytest.approx(100 * sum(f1) / len(f1))
+    print(f"smoke dev v1.1 F1: official {scored['f1']:.2f}, as the reference scored it {ref['f1']:.2f}")
 
 
 def test_two_rank_horovod_finetune_v2(tiny_config, smoke_dir, subprocess_env, tmp_path):

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
-from train_helpers import PRED, SEQ, train_tiny, write_dataset
+from train_helpers import PRED, SEQ, tiny_config, train_tiny, write_dataset
 
 from bertlib.optim.loss_scale import DynamicLossScale, LossScaleCollapsed, check_scale
 
@@ -63,8 +63,9 @@ def test_scale_below_one_stops_training_with_a_clear_message():
         check_scale(ls, step=4)
 
 
+@pytest.mark.parametrize("grad_clip", ["global_mean", "per_rank_sum"])
 @pytest.mark.parametrize("jit_compile", [False, True], ids=["eager-graph", "xla"])
-def test_fp16_overflow_skips_the_step_and_halves_the_scale(tiny_dataset, jit_compile):
+def test_fp16_overflow_skips_the_step_and_halves_the_scale(tiny_dataset, jit_compile, grad_clip):
     import keras
 
     from bertlib.data.pipeline import pretraining_dataset
@@ -95,6 +96,7 @@ def test_fp16_overflow_skips_the_step_and_halves_the_scale(tiny_dataset, jit_com
             loss_scale=loss_scale,
             jit_compile=jit_compile,
             accumulation_steps=2,
+            grad_clip=grad_clip,
         )
         batches = iter(pretraining_dataset(tiny_dataset, "train", 4, SEQ, PRED, shuffle=False))
         before = [v.numpy().copy() for v in model.trainable_variables]
@@ -112,6 +114,49 @@ def test_fp16_overflow_skips_the_step_and_halves_the_scale(tiny_dataset, jit_com
         assert bool(out["finite"])
         assert int(optimizer.iterations.numpy()) == 2
         assert any(not np.array_equal(b, v.numpy()) for b, v in zip(before, model.trainable_variables))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def test_per_rank_clip_sees_the_unscaled_summed_gradient_under_fp16_loss_scaling(tiny_dataset):
+    """``per_rank_sum`` under mixed_float16: the same step at loss scales 2**4 and 2**12 reports the
+    same pre-clip norm (the unscaled sum of the 2 micro-batch gradients: 2× their mean's order, not
+    S× it) and, with the clip active, makes the same update; a clip of the scaled gradient would give
+    norms 256× apart."""
+    import keras
+
+    from bertlib.data.pipeline import pretraining_dataset
+    from bertlib.model import BertPretrainer, pretraining_losses
+    from bertlib.optim import Lamb
+    from bertlib.train.loop import Trainer
+    from bertlib.train.setup import seed_everything
+
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        runs = []
+        for scale in (2.0**4, 2.0**12):
+            seed_everything(7)
+            model = BertPretrainer(tiny_config())
+            trainer = Trainer(
+                model,
+                pretraining_losses,
+                Lamb(),
+                lambda step: 1e-3,
+                total_steps=1,
+                loss_scale=DynamicLossScale(initial_scale=scale),
+                accumulation_steps=2,
+                max_grad_norm=0.1,
+                grad_clip="per_rank_sum",
+                jit_compile=False,
+            )
+            out = trainer.train_step(iter(pretraining_dataset(tiny_dataset, "train", 4, SEQ, PRED, shuffle=False)))
+            assert bool(out["finite"])
+            runs.append((float(out["grad_norm"]), {v.path: v.numpy() for v in model.trainable_variables}))
+            keras.backend.clear_session()
+        (norm_lo, w_lo), (norm_hi, w_hi) = runs
+        assert norm_lo > 0.5  # well above the clip: the clip acts
+        assert abs(norm_lo - norm_hi) < 1e-2 * norm_lo, (norm_lo, norm_hi)
+        assert max_diff(w_lo, w_hi) < 1e-4
     finally:
         keras.mixed_precision.set_global_policy("float32")
 

@@ -205,11 +205,15 @@ def train_tiny(
     checkpoint_dir=None,
     schedule_steps: int | None = None,
     skips: list | None = None,
+    max_grad_norm: float = 1.0,
+    grad_clip: str = "global_mean",
+    compression: str = "none",
 ) -> dict[str, np.ndarray]:
     """Train a 2-layer BERT (hidden 32) for ``steps`` optimizer steps on ``data_dir`` (file order, or
     shuffled through a buffer of 16) and return ``{variable path: value}``. With ``checkpoint_dir`` it
     checkpoints every 2 steps and resumes from there; the schedule decays over ``schedule_steps``
-    (default ``steps``); ``skips`` collects the ``skip`` each pipeline is built with."""
+    (default ``steps``); ``skips`` collects the ``skip`` each pipeline is built with; ``max_grad_norm``,
+    ``grad_clip`` and ``compression`` are the Trainer's."""
     import keras
 
     from bertlib.data.pipeline import pretraining_dataset
@@ -244,7 +248,9 @@ def train_tiny(
         PolynomialWarmup(lr, 0.0, 1, schedule_steps or steps),
         total_steps=steps,
         accumulation_steps=accumulation,
-        max_grad_norm=1.0,
+        max_grad_norm=max_grad_norm,
+        grad_clip=grad_clip,
+        compression=compression,
         jit_compile=jit_compile,
         allreduce=allreduce,
         checkpoint_dir=checkpoint_dir,

@@ -57,7 +57,6 @@ total_steps = None
 learning_rate = None
 instance_type = None  # sagemaker
 instance_count = None  # sagemaker
-image_uri = None  # sagemaker: the training image; None: $BERTLIB_IMAGE_URI, else built below with CodeBuild
 
 # %% [markdown]
 # Lay the values set above over `params_file`, validate them against `bertlib.core.config.PretrainConfig`
@@ -80,7 +79,8 @@ nb.show_estimate(p)
 # %% [markdown]
 # ## Training image
 # A SageMaker job runs in the training image of `container/Dockerfile` (the AWS TensorFlow 2.21 training
-# image + Horovod + bertlib). With `image_uri` or `$BERTLIB_IMAGE_URI` set, that image is used and nothing
+# image + Horovod + bertlib). With `image_uri` (in the params file, or `-p image_uri URI`) or
+# `$BERTLIB_IMAGE_URI` set, that image is used and nothing
 # is built. Otherwise — e.g. in a SageMaker Studio kernel, which has no Docker — this cell builds and pushes
 # it with AWS CodeBuild (`bertlib launch image`, README: "Build the image from SageMaker Studio") and prints
 # its URI: the first build takes roughly half an hour to an hour; re-running with unchanged sources finds the

@@ -41,8 +41,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bertlib.core.errors import ConfigError
 
-REPO = Path(__file__).resolve().parents[2]
-CONTAINER = REPO / "container"
 #: where the zipped build context goes, under ``s3_prefix``
 STAGED = "staged/image"
 #: the DLC repository the Dockerfile builds FROM (in the region's DLC registry, container/dlc_registry.sh)
@@ -184,16 +182,23 @@ class Context:
     files: list[str]
 
 
+def container_dir() -> Path:
+    """``container/`` of the bertlib checkout: beside the imported package (a clone, or an editable install),
+    else in the working directory or one of its parents (a clone whose package was pip-installed)."""
+    for base in (Path(__file__).resolve().parents[2], Path.cwd(), *Path.cwd().parents):
+        if (base / "container" / "context.sh").is_file() and (base / "bertlib").is_dir():
+            return base / "container"
+    raise ConfigError(
+        "bertlib launch image: no container/context.sh beside the bertlib package or above the working "
+        "directory — the image is built from a checkout of the bertlib repository: run it there"
+    )
+
+
 def build_context() -> Context:
     """Zip what ``container/context.sh`` assembles (it is run, never re-implemented here) into a
     deterministic zip: sorted names, a fixed date, modes 755 (executables) or 644 — the same files always
     give the same bytes, hence the same sha256, S3 key and default tag."""
-    script = CONTAINER / "context.sh"
-    if not script.is_file():
-        raise ConfigError(
-            f"bertlib launch image: {script} not found — it builds from a checkout of the bertlib repository "
-            "(the bertlib package beside container/)"
-        )
+    script = container_dir() / "context.sh"
     with tempfile.TemporaryDirectory(prefix="bertlib-image-") as tmp:
         done = subprocess.run(["bash", str(script), tmp], capture_output=True, text=True)
         if done.returncode != 0:
@@ -215,7 +220,7 @@ def build_context() -> Context:
 def dlc_registry(region: str) -> str:
     """The region's Deep Learning Containers registry host, from ``container/dlc_registry.sh`` (its table
     is the one the build uses)."""
-    done = subprocess.run(["bash", str(CONTAINER / "dlc_registry.sh"), region], capture_output=True, text=True)
+    done = subprocess.run(["bash", str(container_dir() / "dlc_registry.sh"), region], capture_output=True, text=True)
     if done.returncode != 0:
         raise ConfigError(_one_line(done.stderr).removeprefix("error: ") or f"dlc_registry.sh {region} failed")
     return done.stdout.strip()

@@ -17,7 +17,12 @@
 #                              or cannot target every architecture below, a CUDA home is assembled from
 #                              PyPI's CUDA 12.9 wheels + Debian's CUDA 11.8 compiler: container/cuda/make_cuda_home.sh
 #   HOROVOD_BUILD_CUDA_CC_LIST device code to build (default 70,80,90: V100, A100, H100; PTX for the last)
-#   HOROVOD_NCCL_HOME          NCCL (default: the nvidia-nccl-cu12 wheel of $PYTHON), linked shared
+#   HOROVOD_NCCL_HOME          NCCL, linked shared. Default with NCCL: $NCCL_CU12_HOME, which
+#                              container/nccl_cu12.py prepare makes the nvidia-nccl-cu12 wheel's NCCL, checked
+#                              by the sha256 in its RECORD (the base's nvidia-nccl-cu13 overwrites the same
+#                              nvidia/nccl/lib/libnccl.so.2; then a private copy of the cu12 wheel is used)
+#   NCCL_CU12_HOME             where (default: $PYTHON's sys.prefix/nccl-cu12; the image: /opt/bertlib/nccl-cu12,
+#                              first on its LD_LIBRARY_PATH so that it is also the one loaded)
 set -euo pipefail
 
 PYTHON="${PYTHON:-python}"
@@ -63,7 +68,8 @@ if [ -n "${HOROVOD_GPU_OPERATIONS:-}" ]; then
   # Horovod asks `nvcc` on PATH before $HOROVOD_CUDA_HOME/bin/nvcc: make both the same.
   export PATH="$HOROVOD_CUDA_HOME/bin:$PATH"
   if [ -z "${HOROVOD_NCCL_HOME:-}" ] && [[ "$HOROVOD_GPU_OPERATIONS" == NCCL ]]; then
-    HOROVOD_NCCL_HOME="$("$PYTHON" -c 'import nvidia.nccl as m; print(list(m.__path__)[0])')"
+    NCCL_CU12_HOME="${NCCL_CU12_HOME:-$("$PYTHON" -c 'import sys; print(sys.prefix)')/nccl-cu12}"
+    HOROVOD_NCCL_HOME="$("$PYTHON" "$HERE/nccl_cu12.py" prepare "$NCCL_CU12_HOME")"
     export HOROVOD_NCCL_HOME HOROVOD_NCCL_LINK="${HOROVOD_NCCL_LINK:-SHARED}"
   fi
   if [ -n "${HOROVOD_NCCL_HOME:-}" ] && [ -e "$HOROVOD_NCCL_HOME/lib/libnccl.so.2" ] && [ ! -e "$HOROVOD_NCCL_HOME/lib/libnccl.so" ]; then

@@ -3,27 +3,26 @@
 # (which lives in AWS's private registry and cannot be pulled here). Run as root (make image):
 #   1. start dockerd if needed                               (start_dockerd.sh)
 #   2. bertlib/debian:bookworm: debootstrap minbase + docker import  (skipped when the image exists)
-#   3. bertlib/tensorflow-training-standin:2.21 from container/standin/Dockerfile
+#   3. bertlib/tensorflow-training-standin:2.21 from container/standin/Dockerfile (with the AWS image's
+#      Python packages: dlc-lock.txt, written by lock_to_requirements.py)
 #   4. bertlib-training:local from container/Dockerfile on the stand-in, with the same small context as
 #      container/build_and_push.sh (container/context.sh)
 # Docker's layer cache makes a re-run fast.
 #
-# Environment: DEBIAN_MIRROR (default http://deb.debian.org/debian), TENSORFLOW_PACKAGE (stand-in's TF,
-# default the GPU wheel tensorflow==2.21.0), NVIDIA_PACKAGES (stand-in, default nvidia-nccl-cu12==2.30.7),
+# Environment: DEBIAN_MIRROR (default http://deb.debian.org/debian),
 # HOROVOD_GPU_OPERATIONS (default NCCL, as for AWS; empty = Horovod with MPI + Gloo only),
 # EXTRA_CA_CERTS (auto | none | a directory of *.crt; auto: the build machine's
 # /usr/local/share/ca-certificates/*.crt, used only when TLS to PyPI does not verify with the stock
-# Mozilla CA set, i.e. a TLS-intercepting proxy), IMAGE (default bertlib-training:local).
+# Mozilla CA set, i.e. a TLS-intercepting proxy), STANDIN_IMAGE (default
+# bertlib/tensorflow-training-standin:2.21), IMAGE (default bertlib-training:local).
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
 repo_root="$(cd "$here/../.." && pwd)"
 base_image=bertlib/debian:bookworm
-standin_image=bertlib/tensorflow-training-standin:2.21
+standin_image="${STANDIN_IMAGE:-bertlib/tensorflow-training-standin:2.21}"
 image="${IMAGE:-bertlib-training:local}"
 mirror="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
-tensorflow_package="${TENSORFLOW_PACKAGE:-tensorflow==2.21.0}"
-nvidia_packages="${NVIDIA_PACKAGES-nvidia-nccl-cu12==2.30.7}"
 horovod_gpu_operations="${HOROVOD_GPU_OPERATIONS-NCCL}"
 extra_ca="${EXTRA_CA_CERTS:-auto}"
 
@@ -65,8 +64,8 @@ needs_extra_ca() {
       --cacert "$mozilla" --capath "$nocapath" https://pypi.org/simple/pip/ 2>/dev/null
 }
 mkdir -p "$work/standin/ca"
-cp "$here/Dockerfile" "$here/entrypoint.sh" "$repo_root/container/cuda/make_cuda_home.sh" \
-   "$work/standin/"
+cp "$here/Dockerfile" "$here/entrypoint.sh" "$here/dlc-lock.txt" "$here/install_lock.py" \
+   "$repo_root/container/cuda/make_cuda_home.sh" "$work/standin/"
 case "$extra_ca" in
   none) ;;
   auto) if needs_extra_ca; then
@@ -79,8 +78,6 @@ touch "$work/standin/ca/.keep"
 
 timed "stand-in $standin_image" docker build \
   --build-arg BASE_IMAGE="$base_image" \
-  --build-arg TENSORFLOW_PACKAGE="$tensorflow_package" \
-  --build-arg NVIDIA_PACKAGES="$nvidia_packages" \
   -t "$standin_image" "$work/standin"
 
 # --- 4. the real image ---------------------------------------------------------------------------------

@@ -11,16 +11,27 @@ import subprocess
 import pytest
 
 IMAGE = os.environ.get("BERTLIB_TEST_IMAGE", "bertlib-training:local")
+STANDIN_IMAGE = os.environ.get("BERTLIB_TEST_STANDIN_IMAGE", "bertlib/tensorflow-training-standin:2.21")
+
+
+def _built(name: str) -> str:
+    if shutil.which("docker") is None:
+        pytest.fail("no docker CLI: run `make test-image` (it installs and starts Docker)")
+    found = subprocess.run(["docker", "image", "inspect", name], capture_output=True, text=True)
+    if found.returncode != 0:
+        pytest.fail(f"image {name} not found ({found.stderr.strip()[:200]}): run `make image` first")
+    return name
 
 
 @pytest.fixture(scope="session")
 def image() -> str:
-    if shutil.which("docker") is None:
-        pytest.fail("no docker CLI: run `make test-image` (it installs and starts Docker)")
-    found = subprocess.run(["docker", "image", "inspect", IMAGE], capture_output=True, text=True)
-    if found.returncode != 0:
-        pytest.fail(f"image {IMAGE} not found ({found.stderr.strip()[:200]}): run `make image` first")
-    return IMAGE
+    return _built(IMAGE)
+
+
+@pytest.fixture(scope="session")
+def standin_image() -> str:
+    """The stand-in for the AWS base image that `image` was built on."""
+    return _built(STANDIN_IMAGE)
 
 
 @pytest.fixture()

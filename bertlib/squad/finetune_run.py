@@ -26,7 +26,7 @@ from bertlib.squad.metrics import evaluate
 from bertlib.squad.predictions import postprocess, reference_v1_scores, write_predictions
 from bertlib.train import distributed
 from bertlib.train.loop import Trainer
-from bertlib.train.metrics import format_eval_line
+from bertlib.train.metrics import format_eval_line, format_reference_scoring_line
 from bertlib.train.paths import RunPaths
 from bertlib.train.setup import configure_numerics, model_config
 
@@ -196,11 +196,7 @@ def run(cfg: SquadConfig, paths: RunPaths, inputs: SquadInputs) -> dict:
             files["predictions_reference_scoring"] = write_json(
                 paths.output_dir / "predictions_reference_scoring.json", ref_predictions
             )
-            print(
-                f"[bertlib] {phase} reference_scoring exact={reference_scoring['exact']:.4f} "
-                f"f1={reference_scoring['f1']:.4f} null_answers={reference_scoring['null_answers']}",
-                flush=True,
-            )
+            print(format_reference_scoring_line(phase, reference_scoring), flush=True)
         steps_run = final.pop("steps_run")
         wall = final.pop("wall_time_s")
         summary = {

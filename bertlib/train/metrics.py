@@ -63,6 +63,16 @@ def format_log_line(phase: str, d: Mapping[str, Any]) -> str:
     return " ".join([f"[bertlib] phase={phase}"] + [f"{k}={_fmt(d[k])}" for k in keys])
 
 
+def format_reference_scoring_line(phase: str, scoring: Mapping[str, Any]) -> str:
+    """``[bertlib] phase=squadv1 reference_scoring reference_exact=.. reference_f1=.. null_answers=..``: v1.1
+    scored as the reference's evaluation did. Its keys are prefixed so that the ``exact`` / ``f1`` metric
+    regexes of a SageMaker job (``\\bf1=``) keep reading the official evaluation line."""
+    return (
+        f"[bertlib] phase={phase} reference_scoring reference_exact={_fmt(scoring['exact'])} "
+        f"reference_f1={_fmt(scoring['f1'])} null_answers={scoring['null_answers']}"
+    )
+
+
 def format_eval_line(phase: str, d: Mapping[str, Any]) -> str:
     """``[bertlib] phase=squadv1 eval exact_match=80.1 f1=87.6`` (only the keys present in ``d``)."""
     return " ".join([f"[bertlib] phase={phase} eval"] + [f"{k}={_fmt(d[k])}" for k in EVAL_METRIC_KEYS if k in d])

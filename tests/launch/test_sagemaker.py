@@ -24,7 +24,13 @@ from bertlib.core.config import LaunchConfig, load_config
 from bertlib.core.errors import ConfigError
 from bertlib.launch import sagemaker as sm
 from bertlib.launch import sagemaker_sdk
-from bertlib.train.metrics import METRIC_KEYS, VALIDATION_METRIC_KEYS, format_eval_line, format_log_line
+from bertlib.train.metrics import (
+    METRIC_KEYS,
+    VALIDATION_METRIC_KEYS,
+    format_eval_line,
+    format_log_line,
+    format_reference_scoring_line,
+)
 
 ROLE = "arn:aws:iam::123456789012:role/bertlib-training"
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/bertlib-training:tf2.21"
@@ -263,6 +269,9 @@ def test_metric_regexes_parse_real_log_lines():
     v1 = format_eval_line("squadv1", {"exact_match": 80.1, "f1": 87.68})
     assert float(re.search(squad["f1"], v1).group(1)) == 87.68
     assert float(re.search(squad["exact_match"], v1).group(1)) == 80.1 and re.search(squad["exact"], v1) is None
+    # the reference-scored v1.1 line printed after it leaves them alone (the last match is what SageMaker keeps)
+    ref = format_reference_scoring_line("squadv1", {"exact": 0.0, "f1": 0.5, "null_answers": 300})
+    assert all(re.search(squad[k], ref) is None for k in ("f1", "exact", "exact_match"))
     v2 = format_eval_line("squadv2", {"exact": 73.0, "f1": 76.14})
     assert float(re.search(squad["exact"], v2).group(1)) == 73.0
 

@@ -296,3 +296,34 @@ def test_verdicts():
     lost = measurements()
     lost["ranks"] = lost["ranks"][:1]
     assert canary.build_report(cfg, lost)["failures"][0]["check"] == "ranks"
+
+
+def test_notebook_cell_dry_run_and_local_default(repo_root, monkeypatch, capsys, tmp_path):
+    """notebooks/02_phase1's canary cell (``nb.canary(p)``): on SageMaker with ``dry_run`` it shows the
+    canary's request on ``canary_instance_count`` instances; locally it is skipped unless asked for."""
+    from bertlib import notebook as nb
+
+    monkeypatch.setenv("BERTLIB_SAGEMAKER_ROLE", ROLE)
+    monkeypatch.setenv("BERTLIB_IMAGE_URI", IMAGE)
+    monkeypatch.setenv("BERTLIB_S3_PREFIX", PREFIX)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    base = {
+        "runs_root": str(tmp_path / "runs"),
+        "params_file": "params/sagemaker/phase1.yaml",
+        "data_dir": f"{PREFIX}/d",
+    }
+    p = nb.parameters("phase1", {**base, "dry_run": True, "canary_instance_count": 2})
+    result = nb.canary(p)
+    req = result["info"]["request"]
+    assert req["ResourceConfig"]["InstanceCount"] == 2 and req["HyperParameters"]["projected_instance_count"] == "8"
+    shown = capsys.readouterr().out
+    assert "canary: dry run — job bertlib-canary-phase1" in shown and "on 2 × ml.p3dn.24xlarge" in shown
+    assert nb.canary(nb.parameters("phase1", {**base, "dry_run": True, "canary": False})) is None
+    local_p = nb.parameters(
+        "phase1",
+        {"runs_root": str(tmp_path / "runs"), "params_file": "params/local/phase1.yaml", "data_dir": str(tmp_path)},
+    )
+    capsys.readouterr()
+    assert nb.canary(local_p) is None and "canary: skipped" in capsys.readouterr().out
+    with pytest.raises(nb.ParamsError, match="canary_instance_count"):
+        nb.parameters("phase1", {**base, "canary_instance_count": 0})

@@ -35,6 +35,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import re
 import statistics
 import sys
 from pathlib import Path
@@ -78,13 +79,30 @@ CLI = job_command(
 # ------------------------------------------------------------------------------- the job (every rank)
 
 
+def nccl_network(log: str) -> str:
+    """The network NCCL chose, from its INFO log: its last ``Using network <name>`` line (``Libfabric`` /
+    ``AWS Libfabric`` = the aws-ofi-nccl plugin, with the libfabric provider of ``NET/OFI Selected Provider
+    is <p>``; ``Socket``; ``IB``). A plugin that failed to start and fell back to sockets says ``Socket``
+    there, whatever ``NET/OFI`` lines came before."""
+    chosen = re.findall(r"NCCL INFO Using network (.+)", log)
+    if not chosen:
+        return "unknown (no 'Using network' line in NCCL's INFO log)"
+    name = chosen[-1].strip()
+    if "Libfabric" in name or "OFI" in name:
+        provider = re.findall(r"NET/OFI Selected Provider is (\S+)", log)
+        return f"NET/OFI ({provider[-1]})" if provider else "NET/OFI"
+    if name == "Socket":
+        return "NET/Socket (TCP sockets)"
+    return f"NET/{name}"
+
+
 def main(argv: list[str]) -> int:
     cfg = parse_job_args("canary", CLI, argv)[0]
     if cfg is None:
         return 0
-    # NCCL's INFO log names its network plugin (read by the TensorFlow side); set before NCCL starts
-    os.environ.setdefault("NCCL_DEBUG", "INFO")
-    os.environ.setdefault("NCCL_DEBUG_SUBSYS", "INIT,NET")
+    # NCCL's INFO log names its network (read by the TensorFlow side); set before NCCL starts
+    os.environ["NCCL_DEBUG"] = "INFO"
+    os.environ["NCCL_DEBUG_SUBSYS"] = "INIT,NET"
     os.environ.setdefault("NCCL_DEBUG_FILE", NCCL_DEBUG_FILE)
     world = distributed.prepare_process()
     paths = run_paths(cfg)
@@ -142,8 +160,8 @@ def build_report(cfg: CanaryConfig, m: dict) -> dict:
         checks.append(
             (
                 "efa",
-                m["transport"]["network"].startswith("NET/OFI"),
-                f"NCCL between hosts runs over {m['transport']['network']}, not EFA (NET/OFI)",
+                m["transport"]["network"] == "NET/OFI (efa)",
+                f"NCCL between hosts runs over {m['transport']['network']}, not EFA (NET/OFI (efa))",
                 "let the security group allow all traffic to itself, and use an image with aws-ofi-nccl "
                 "(the AWS DLC base has it)",
             )

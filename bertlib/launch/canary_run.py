@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from bertlib.core.config import CanaryConfig
-from bertlib.launch.canary import NCCL_DEBUG_FILE
+from bertlib.launch.canary import NCCL_DEBUG_FILE, nccl_network
 from bertlib.model.heads import BertPretrainer, pretraining_losses
 from bertlib.train import distributed
 from bertlib.train.checkpointing import init_from_checkpoint
@@ -121,17 +121,12 @@ def transport(gpus: int, world: int) -> dict:
     for path in glob.glob(pattern.replace("%h", "*").replace("%p", str(os.getpid()))):
         with open(path, errors="replace") as f:
             lines += f.read().splitlines()
-    text = "\n".join(lines)
-    if "NET/OFI" in text:
-        network = "NET/OFI" + (" (EFA)" if "efa" in text.lower() else "")
-    elif "NET/IB" in text:
-        network = "NET/IB"
-    elif "NET/Socket" in text:
-        network = "NET/Socket (TCP sockets)"
-    else:
-        network = "unknown (no NCCL NET line in its INFO log)"
-    using = [ln.split("NCCL INFO", 1)[-1].strip() for ln in lines if "NET/" in ln and "Using" in ln][:3]
-    return {"kind": f"NCCL (controller {controller})", "network": network, "detail": "; ".join(using)}
+    using = [ln.split("NCCL INFO", 1)[-1].strip() for ln in lines if "Using network" in ln or "Selected Provider" in ln]
+    return {
+        "kind": f"NCCL (controller {controller})",
+        "network": nccl_network("\n".join(lines)),
+        "detail": "; ".join(dict.fromkeys(using)),
+    }
 
 
 def allreduce_bandwidth(sizes: list[int], iterations: int, world: int) -> list[dict]:

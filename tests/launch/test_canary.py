@@ -243,7 +243,7 @@ def measurements(**changes):
             for i in range(2)
         ],
         "versions": {"gpus_visible": 1},
-        "transport": {"kind": "NCCL (controller MPI)", "network": "NET/OFI (EFA)", "detail": ""},
+        "transport": {"kind": "NCCL (controller MPI)", "network": "NET/OFI (efa)", "detail": ""},
         "allreduce": [{"bytes": 1024, "time_s": 1e-4, "algbw_GBps": 0.01, "busbw_GBps": 0.01, "correct": True}],
         "training": {
             "step_times_s": [30.0, 2.0, 1.0, 3.0],
@@ -327,3 +327,36 @@ def test_notebook_cell_dry_run_and_local_default(repo_root, monkeypatch, capsys,
     assert nb.canary(local_p) is None and "canary: skipped" in capsys.readouterr().out
     with pytest.raises(nb.ParamsError, match="canary_instance_count"):
         nb.parameters("phase1", {**base, "canary_instance_count": 0})
+
+
+def test_nccl_network_from_its_info_log():
+    """The network NCCL chose, read from INFO lines of the form NCCL prints (as quoted in
+    aws/aws-ofi-nccl#889 / NVIDIA/nccl#1597 and NVIDIA/nccl#229): EFA through aws-ofi-nccl, and a plugin
+    that failed and fell back to sockets (its NET/OFI lines must not pass for EFA)."""
+    efa = (
+        "h:1:2 [0] NCCL INFO NET/Plugin: Failed to find ncclCollNetPlugin_v8 symbol.\n"
+        "h:1:2 [0] NCCL INFO NET/OFI Selected Provider is efa (found 16 nics)\n"
+        "h:1:2 [0] NCCL INFO NET/OFI Creating one domain per process\n"
+        "h:1:2 [0] NCCL INFO Using network Libfabric\n"
+    )
+    assert canary.nccl_network(efa) == "NET/OFI (efa)"
+    assert canary.nccl_network(efa.replace("Libfabric", "AWS Libfabric")) == "NET/OFI (efa)"
+    fallback = (
+        "h:1:2 [0] get_ofi_provider:312 NCCL WARN NET/OFI Could not find any optimal provider\n"
+        "h:1:2 [0] NCCL INFO NET/IB : No device found.\n"
+        "h:1:2 [0] NCCL INFO NET/Socket : Using [0]eth0:10.0.0.1<0>\n"
+        "h:1:2 [0] NCCL INFO Using network Socket\n"
+    )
+    assert canary.nccl_network(fallback) == "NET/Socket (TCP sockets)"
+    assert canary.nccl_network("").startswith("unknown")
+    cfg = CanaryConfig(
+        data_dir="x",
+        per_gpu_batch_size=8,
+        max_seq_length=128,
+        max_predictions_per_seq=20,
+        learning_rate=1e-3,
+        total_steps=100,
+        projected_instance_type="ml.p4d.24xlarge",
+    )
+    ofi_tcp = canary.build_report(cfg, measurements(**{"transport.network": "NET/OFI (tcp)"}))
+    assert ofi_tcp["failures"][0]["check"] == "efa"

@@ -53,7 +53,7 @@ from bertlib.core.errors import ConfigError, LaunchError, run_guarded
 from bertlib.core.files import write_json
 from bertlib.core.instances import INSTANCES
 from bertlib.launch import local, sagemaker
-from bertlib.launch.estimate import measured_projection
+from bertlib.launch.estimate import forward_flops, measured_projection, model_dims
 from bertlib.launch.results import fetch_run
 from bertlib.train import distributed, pretrain
 from bertlib.train.paths import run_paths
@@ -127,6 +127,15 @@ def build_report(cfg: CanaryConfig, m: dict) -> dict:
     times = m["training"]["step_times_s"]
     step_s = statistics.median(times[1:])
     projection = measured_projection(cfg.total_steps, step_s, cfg.projected_instance_type, cfg.projected_instance_count)
+    # training FLOPs of a step (bertlib.launch.estimate's count) over its time: what each rank achieved
+    gb = global_batch(cfg, world)
+    step_flops = (
+        3
+        * sum(forward_flops(*model_dims(cfg.model_size), cfg.max_seq_length, cfg.max_predictions_per_seq).values())
+        * gb
+    )
+    peak = INSTANCES[cfg.projected_instance_type].peak_tflops_per_gpu if cfg.projected_instance_type in INSTANCES else 0
+    achieved = step_flops / step_s / world / 1e12
     ckpt = m["training"]["checkpoint"]
     largest = max(m["allreduce"], key=lambda a: a["bytes"])
     per_host = {h: sorted(r["local_rank"] for r in ranks if r["hostname"] == h) for h in hosts}
@@ -244,7 +253,9 @@ def build_report(cfg: CanaryConfig, m: dict) -> dict:
             "max_seq_length": cfg.max_seq_length,
             "precision": cfg.precision,
             "xla": not cfg.skip_xla,
-            "global_batch_size": global_batch(cfg, world),
+            "global_batch_size": gb,
+            "tflops_per_rank": achieved,
+            "utilization": achieved / peak if peak and gpus else None,
             "step_times_s": times,
             "first_step_s": times[0],
             "step_s": step_s,
@@ -299,7 +310,9 @@ def report_lines(r: dict) -> list[str]:
         f"per rank × {t['gradient_accumulation_steps']} accumulation × {r['world_size']} ranks = global batch "
         f"{t['global_batch_size']}, sequence {t['max_seq_length']}, {t['precision']}, XLA {t['xla']}): first "
         f"step {t['first_step_s']:.3g} s (tracing/compilation), then median {t['step_s']:.3g} s "
-        f"(steps {', '.join(f'{s:.3g}' for s in t['step_times_s'])} s; loss {t['losses'][0]:.4g} → {t['losses'][-1]:.4g})"
+        f"(steps {', '.join(f'{s:.3g}' for s in t['step_times_s'])} s; loss {t['losses'][0]:.4g} → {t['losses'][-1]:.4g}); "
+        f"{t['tflops_per_rank']:.3g} training TFLOP/s per rank"
+        + (f" = {t['utilization']:.0%} of the GPU's peak (bertlib estimate assumes 20 %)" if t["utilization"] else "")
     )
     on = "local" if p["instance_type"] == "local" else f"{p['instance_count']} × {p['instance_type']}"
     cost = (

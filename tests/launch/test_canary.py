@@ -100,6 +100,7 @@ def test_canary_report_under_horovodrun(canary_run):
     assert t["global_batch_size"] == 4 * 2 * 2 and len(t["step_times_s"]) == STEPS
     assert t["step_s"] == statistics.median(t["step_times_s"][1:])
     assert all(np.isfinite(t["losses"]))
+    assert t["tflops_per_rank"] > 0 and t["utilization"] is None  # no GPU: no share of a GPU's peak
     assert p["total_steps"] == TOTAL and p["hours"] == pytest.approx(TOTAL * t["step_s"] / 3600, rel=1e-12)
     assert p["usd"] is None and p["instance_type"] == "local"
     # the versions of the installed packages; no GPU here
@@ -284,6 +285,26 @@ def test_verdicts():
     cfg = cfg.model_copy(update={"projected_max_run_seconds": 5 * 3600})
     ok = canary.build_report(cfg, measurements())
     assert ok["passed"] and ok["verdict"].startswith("canary: PASS — 2 ranks on 2 host(s) up")
+    # the training FLOPs per step, as bertlib estimate counts them for the same run, over 2 s and 2 ranks
+    from bertlib.launch.estimate import estimate
+
+    same = build_launched(
+        "pretrain",
+        {
+            **{
+                k: getattr(cfg, k)
+                for k in ("data_dir", "per_gpu_batch_size", "max_seq_length", "max_predictions_per_seq")
+            },
+            "learning_rate": 1e-3,
+            "total_steps": 7200,
+            "backend": "sagemaker",
+            "instance_type": "ml.p4d.24xlarge",
+            "processes_per_host": 2,
+        },
+    )
+    per_rank = estimate(same)["flops_per_sequence"] * 16 / 2.0 / 2 / 1e12
+    assert ok["training"]["tflops_per_rank"] == pytest.approx(per_rank, rel=1e-12)
+    assert ok["training"]["utilization"] == pytest.approx(per_rank / 312, rel=1e-12)
     assert "$603.01 on 4 × ml.p4d.24xlarge" in ok["verdict"] and ok["not_checked"] == []
     sockets = canary.build_report(cfg, measurements(**{"transport.network": "NET/Socket (TCP sockets)"}))
     assert sockets["verdict"].startswith(

@@ -1,6 +1,9 @@
 """``bertlib launch JOB --config FILE [--key value ...]``: run a job where its ``backend`` says.
 
-``JOB`` is ``pretrain``, ``squad`` or ``prepare-data``; ``bertlib launch image [--region R] [--tag T]
+``JOB`` is ``pretrain``, ``squad`` or ``prepare-data``; ``bertlib launch canary --config FILE
+[--canary_instance_count N] [--canary_steps N]`` runs the canary of a pretraining config first
+(:mod:`bertlib.launch.canary`: a few minutes on its instance type, a report and a verdict; exit 1 on
+FAIL); ``bertlib launch image [--region R] [--tag T]
 [--dry-run]`` builds and pushes the training image with AWS CodeBuild instead (no Docker needed,
 :mod:`bertlib.launch.image`). ``FILE`` is a run config (one flat file: the
 job's keys and its launch settings, :func:`bertlib.core.config.build_launched`) or a notebook params
@@ -27,11 +30,11 @@ from bertlib.core.cli_schema import command as schema_command
 from bertlib.core.config import JOBS, NOTEBOOK_KEYS, build_config, job_command
 from bertlib.core.errors import ConfigError, print_error, run_guarded
 from bertlib.data.prepare import prepare
-from bertlib.launch import image, local, sagemaker
+from bertlib.launch import canary, image, local, sagemaker
 from bertlib.params import load_configs
 
 USAGE = (
-    "usage: bertlib launch {pretrain,squad,prepare-data} --config FILE.yaml [--key value ...] | "
+    "usage: bertlib launch {pretrain,squad,prepare-data,canary} --config FILE.yaml [--key value ...] | "
     "bertlib launch image [--region R] [--tag T] [--dry-run]"
 )
 
@@ -56,6 +59,28 @@ def command():
         )
         for job in ("pretrain", "squad", "prepare-data")
     }
+    jobs["canary"] = job_command(
+        "pretrain",
+        name="canary",
+        launched=True,
+        params=[
+            *notebook,
+            click.Option(
+                ["--canary_instance_count"],
+                type=click.IntRange(min=1),
+                default=None,
+                help="instances of the canary (default: the run's instance_count; at most that)",
+            ),
+            click.Option(
+                ["--canary_steps"], type=click.IntRange(min=2), default=None, help="training steps timed (default 6)"
+            ),
+        ],
+        help="A short canary job before the expensive run, with the run's --config FILE (a PretrainConfig run "
+        "config or a phase 1/2 notebook params file) on its instance type: ranks, allreduce bandwidth and "
+        "transport, a few timed steps and the projected time and cost, a checkpoint read back, versions, "
+        "a verdict (exit 1 on FAIL).",
+        short_help="a few minutes' check of a pretraining run before it runs",
+    )
     jobs["image"] = schema_command(
         "image",
         image.ImageBuildConfig,
@@ -76,7 +101,10 @@ def main(argv: list[str]) -> int:
         return build_image(build_config(image.ImageBuildConfig, args.values, "command line"))
     if not path:
         raise ConfigError(f"launch: --config FILE is required ({USAGE})")
-    overrides = {**args.values, **{k: v for k, v in args.extras.items() if k in args.given}}
+    extras = {k: v for k, v in args.extras.items() if k in args.given}
+    if job == "canary":
+        return run_canary(str(path), args.values, extras)
+    overrides = {**args.values, **extras}
     configs = load_configs(job, str(path), overrides)
     for name, launched in configs.items():
         backend = launched.launch.backend
@@ -90,6 +118,23 @@ def main(argv: list[str]) -> int:
             info = sagemaker.launch(job, launched, wait=not launched.launch.dry_run)
             print(json.dumps({name: info}, indent=1, default=str))
     return 0
+
+
+def run_canary(path: str, values: dict, extras: dict) -> int:
+    """``bertlib launch canary``: the canary of each pretraining config of ``path`` (with overrides); prints
+    its report (a dry run: the request); exit 1 when a verdict is FAIL."""
+    count, steps = extras.pop("canary_instance_count", None), extras.pop("canary_steps", None)
+    code = 0
+    for name, launched in load_configs("pretrain", path, {**values, **extras}).items():
+        job = canary.canary_job(launched, instance_count=count, steps=steps)
+        result = canary.run(job)
+        if result.get("dry_run"):
+            print(json.dumps({f"{name}-canary": result["info"]}, indent=1, default=str))
+            continue
+        if job.launch.backend != "local":  # a local run streamed its lines already
+            print("\n".join(canary.report_lines(result)))
+        code = code or (0 if result["passed"] else 1)
+    return code
 
 
 def build_image(cfg: image.ImageBuildConfig) -> int:

@@ -17,9 +17,14 @@ import yaml
 
 from bertlib import report
 from bertlib.core.config import LaunchedJob
-from bertlib.core.errors import ConfigError, ParamsError  # noqa: F401 - what a parameter cell raises (nb.ParamsError)
+from bertlib.core.errors import (  # noqa: F401 - what a parameter cell raises (nb.ParamsError)
+    ConfigError,
+    LaunchError,
+    ParamsError,
+)
 from bertlib.data.prepare import prepare
 from bertlib.data.summary import counts_table, shard_table, summarize
+from bertlib.launch import canary as canary_job
 from bertlib.launch import image, local, sagemaker
 from bertlib.launch.estimate import estimate, real_token_fraction
 from bertlib.launch.results import fetch_manifests, fetch_run
@@ -287,6 +292,32 @@ def launch(p: Params) -> dict[str, dict]:
             _show_request(info)
             entries[name] = _record_sagemaker(p, name, launched, info)
     return entries
+
+
+def canary(p: Params) -> dict | None:
+    """The canary before phase 1 (:mod:`bertlib.launch.canary`): a few minutes on the run's instance type
+    and ``canary_instance_count`` instances (default the run's), with the run's config; shows its report
+    and stops the notebook (LaunchError, the verdict) on FAIL, before the expensive launch. ``canary``:
+    None runs it on SageMaker (a dry run shows its request) and skips it locally; True / False force."""
+    launched = p.cfg
+    on_sagemaker = launched.launch.backend == "sagemaker"
+    if not (p.keys.canary if p.keys.canary is not None else on_sagemaker):
+        print("canary: skipped (local backend; -p canary True runs it here too)")
+        return None
+    job = canary_job.canary_job(launched, instance_count=p.keys.canary_instance_count)
+    result = canary_job.run(job)
+    if result.get("dry_run"):
+        print(
+            f"canary: dry run — job {result['info']['job_name']} on {job.launch.instance_count} × "
+            f"{job.launch.instance_type}, {job.job.canary_steps} steps of this config (nothing was sent to AWS)"
+        )
+        _show_request(result["info"])
+        return result
+    if on_sagemaker:  # a local canary streamed its lines already
+        print("\n".join(canary_job.report_lines(result)))
+    if not result["passed"]:
+        raise LaunchError(result["verdict"])
+    return result
 
 
 def _show_request(info: dict) -> None:

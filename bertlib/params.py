@@ -76,6 +76,11 @@ class _NotebookKeys(BaseModel):
     params_file: str | None = None  # the values beneath the given ones (a notebook cell: params/local/<step>.yaml)
 
 
+class _Phase1Keys(_NotebookKeys):
+    canary: bool | None = None  # run the canary before phase 1 (None: on SageMaker, not locally)
+    canary_instance_count: int | None = Field(None, ge=1)  # its instances (None: the run's instance_count)
+
+
 class _DataKeys(_NotebookKeys):
     squad_smoke: bool = True  # also build the synthetic SQuAD smoke sets (bertlib.squad.smoke)
 
@@ -89,7 +94,7 @@ class _SquadKeys(_NotebookKeys):
 #: step → (job schema, notebook-only keys schema, {param: registry key} for "auto" values)
 STEPS: dict[str, tuple[str | None, type[_NotebookKeys], dict[str, str]]] = {
     "data": ("prepare-data", _DataKeys, {}),
-    "phase1": ("pretrain", _NotebookKeys, {"data_dir": "data.datasets.phase1"}),
+    "phase1": ("pretrain", _Phase1Keys, {"data_dir": "data.datasets.phase1"}),
     "phase2": ("pretrain", _NotebookKeys, {"data_dir": "data.datasets.phase2", "checkpoint_path": "phase1.export_dir"}),
     "squad": (
         "squad",

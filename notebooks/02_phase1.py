@@ -57,6 +57,8 @@ total_steps = None
 learning_rate = None
 instance_type = None  # sagemaker
 instance_count = None  # sagemaker
+canary = None  # run the canary first (None: on SageMaker, not locally)
+canary_instance_count = None  # the canary's instances (None: instance_count; fewer of the same type cost less)
 
 # %% [markdown]
 # Lay the values set above over `params_file`, validate them against `bertlib.core.config.PretrainConfig`
@@ -88,6 +90,17 @@ nb.show_estimate(p)
 
 # %%
 nb.training_image(p)
+
+# %% [markdown]
+# ## Canary
+# Before hours on many GPUs, a few minutes on the same instance type (`canary_instance_count` of them)
+# with this config (`bertlib launch canary`): every rank up, allreduce bus bandwidth per message size and
+# its transport (NCCL over EFA, `NET/OFI`, not sockets), a few timed steps and the projected time and cost
+# of the whole run, a checkpoint written and read back, the image's versions. It ends with
+# `canary: PASS — ...` or `canary: FAIL — <what> — <what to do>`, and a FAIL stops the notebook here.
+
+# %%
+nb.canary(p)
 
 # %% [markdown]
 # ## Launch

@@ -403,11 +403,38 @@ class AdoptConfig(_Strict):
         return self
 
 
+#: allreduce message sizes a canary measures by default: 1 KiB, 4 KiB, ... 64 MiB
+CANARY_ALLREDUCE_SIZES = [1024 * 4**i for i in range(9)]
+
+
+class CanaryConfig(PretrainConfig):
+    """``bertlib canary``: a pretraining config (the run the canary precedes, its model, batch and
+    sequence settings as they are) plus what the canary measures and the run it projects."""
+
+    canary_steps: int = Field(6, ge=2, le=1000, description="training steps timed (the first, tracing, apart)")
+    allreduce_sizes: list[int] = Field(
+        CANARY_ALLREDUCE_SIZES, min_length=1, description="allreduce message sizes in bytes (multiples of 4)"
+    )
+    allreduce_iterations: int = Field(5, ge=1, description="timed allreduces per message size (after 2 warm-ups)")
+    projected_instance_type: str = Field("local", description="the full run's instance type (its price)")
+    projected_instance_count: int = Field(1, ge=1, description="the full run's instances")
+    projected_world_size: int = Field(1, ge=1, description="the full run's processes")
+    projected_max_run_seconds: int | None = Field(None, ge=1, description="the full run's max_run_seconds")
+
+    @model_validator(mode="after")
+    def _check_canary(self):
+        bad = [s for s in self.allreduce_sizes if s < 4 or s % 4]
+        if bad:
+            raise ValueError(f"allreduce_sizes: {bad[0]} is not a positive multiple of 4 bytes (float32 elements)")
+        return self
+
+
 JOBS: dict[str, type[_Strict]] = {
     "prepare-data": DataConfig,
     "pretrain": PretrainConfig,
     "squad": SquadConfig,
     "adopt-data": AdoptConfig,
+    "canary": CanaryConfig,
 }
 
 

@@ -41,7 +41,7 @@ from pathlib import Path
 
 from bertlib.core.config import LaunchedJob
 from bertlib.core.errors import ConfigError, DataError
-from bertlib.core.instances import instance
+from bertlib.core.instances import INSTANCES, instance
 from bertlib.data.preflight import gb
 from bertlib.data.projection import STAGES
 from bertlib.data.records import read_manifest
@@ -228,3 +228,20 @@ def data_lines(p: dict, volume_gb: int | None = None) -> list[str]:
         )
     lines.append("  total: " + " | ".join(totals))
     return lines
+
+
+def measured_projection(total_steps: int, step_seconds: float, instance_type: str, instance_count: int) -> dict:
+    """Wall time and on-demand cost of ``total_steps`` optimizer steps at a measured ``step_seconds``
+    each (a canary's, :mod:`bertlib.launch.canary`) on ``instance_count`` × ``instance_type``
+    (``"local"``, or a type missing from :mod:`bertlib.core.instances`: no cost). Returns ``hours``,
+    ``wall_time`` ("5h33m"), ``usd`` (None without a price) and ``usd_per_hour`` of one instance."""
+    hours = total_steps * step_seconds / 3600
+    price = INSTANCES[instance_type].usd_per_hour if instance_type in INSTANCES else None
+    return {
+        "hours": hours,
+        "wall_time": format_hours(hours),
+        "usd": round(hours * instance_count * price, 2) if price is not None else None,
+        "usd_per_hour": price,
+        "instance_type": instance_type,
+        "instance_count": instance_count,
+    }

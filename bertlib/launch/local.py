@@ -29,7 +29,7 @@ from bertlib.core.errors import ConfigError, LaunchError
 from bertlib.core.files import write_text
 from bertlib.core.progress import progress_bar
 
-JOBS = {"pretrain": "bertlib.train.pretrain", "squad": "bertlib.squad.finetune"}
+JOBS = {"pretrain": "bertlib.train.pretrain", "squad": "bertlib.squad.finetune", "canary": "bertlib.launch.canary"}
 _STEP = re.compile(r"\[bertlib\] phase=\S+ step=(\d+)")
 #: TensorFlow's start-up notices that TF_CPP_MIN_LOG_LEVEL does not silence (absl, oneDNN): not shown
 #: in the stream (they stay in the tail of a failure message)

@@ -73,7 +73,7 @@ CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
 #: prepare-data's scratch (corpus, instance files, download cache): on the ML storage volume, which
 #: SageMaker mounts for the /opt/ml paths (ResourceConfig.VolumeSizeInGB; instance storage on NVMe types)
 PREPARE_WORK_DIR = "/opt/ml/input/bertlib-work"
-JOBS = ("pretrain", "squad", "prepare-data")
+JOBS = ("pretrain", "squad", "prepare-data", "canary")
 ENTRY_SCRIPT = "bertlib/launch/sm_entry.py"
 _ENV = {
     "role": "BERTLIB_SAGEMAKER_ROLE",
@@ -165,7 +165,7 @@ def _job_name(job: str, launched: LaunchedJob) -> str:
     elif job == "prepare-data":
         name = "bertlib-prepare-data"
     else:
-        name = f"bertlib-{job}-{cfg.phase if job == 'pretrain' else cfg.squad_version}"
+        name = f"bertlib-{job}-{cfg.phase if job in ('pretrain', 'canary') else cfg.squad_version}"
     if not re.fullmatch(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,40}", name):
         raise ConfigError(
             f"job_name {name!r}: use letters, digits and '-' (at most 41 characters; SageMaker appends a timestamp)"
@@ -258,7 +258,7 @@ def resolve(job: str, launched: LaunchedJob) -> JobSpec:
     channels: list[Channel] = []
     if job == "prepare-data":
         channels = _prepare_data_channels(launched, hp)
-    elif job == "pretrain":
+    elif job in ("pretrain", "canary"):
         if cfg.fsx_directory_path:
             if not fsx_id:
                 raise ConfigError(
@@ -377,7 +377,7 @@ def _resolve_local(job: str, launched: LaunchedJob) -> JobSpec:
     per_host, world = _world(job, launched)
     hp = job_cfg.model_dump(mode="json")
     channels: list[Channel] = []
-    if job == "pretrain":
+    if job in ("pretrain", "canary"):
         channels.append(_local_channel("train", job_cfg.data_dir, "data_dir"))
         if job_cfg.validation_dir:
             channels.append(_local_channel("validation", job_cfg.validation_dir, "validation_dir"))

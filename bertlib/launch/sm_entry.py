@@ -1,5 +1,5 @@
 """Container entry script of a SageMaker job started by :mod:`bertlib.launch.sagemaker`
-(``pretrain``, ``squad`` or ``prepare-data``).
+(``pretrain``, ``squad``, ``prepare-data`` or ``canary``).
 
 The SDK's MPI driver runs, on every rank, ``python -m mpi4py bertlib/launch/sm_entry.py --key value ...``
 from the uploaded code channel, which holds a copy of the ``bertlib`` package as it was when the job
@@ -78,8 +78,8 @@ def rewrite_args(argv: list[str], root: Path = UNPACK_ROOT) -> list[str]:
 
 def main(argv: list[str]) -> int:
     job = os.environ.get("BERTLIB_JOB")
-    if job not in ("pretrain", "squad", "prepare-data"):
-        print_error(f"BERTLIB_JOB must be 'pretrain', 'squad' or 'prepare-data', got {job!r}")
+    if job not in ("pretrain", "squad", "prepare-data", "canary"):
+        print_error(f"BERTLIB_JOB must be 'pretrain', 'squad', 'prepare-data' or 'canary', got {job!r}")
         return 2
     return run_command(job, rewrite_args(hyperparameter_args(argv)))
 

@@ -27,6 +27,24 @@ from bertlib.train.paths import CHECKPOINT_VOCAB, RunPaths
 from bertlib.train.setup import configure_numerics
 
 
+def training_data(cfg: PretrainConfig, paths: RunPaths, rank: int, world: int, skip: int = 0):
+    """This rank's training micro-batches (a ``tf.data.Dataset``), after ``skip`` of them."""
+    return pretraining_dataset(
+        paths.data_dir,
+        "train",
+        cfg.per_gpu_batch_size,
+        cfg.max_seq_length,
+        cfg.max_predictions_per_seq,
+        rank=rank,
+        world=world,
+        shuffle=cfg.shuffle_buffer > 1,
+        seed=cfg.seed,
+        shuffle_buffer=cfg.shuffle_buffer,
+        skip_batches=skip,
+        checksums=False,
+    )
+
+
 def run(cfg: PretrainConfig, paths: RunPaths, manifest: dict, bert_config, validation=None) -> dict:
     """Train as configured (after :func:`validate_inputs`), evaluating on ``validation`` (a
     :class:`bertlib.eval.pretraining.ValidationSource`, or None); returns the summary written by rank 0."""
@@ -38,20 +56,7 @@ def run(cfg: PretrainConfig, paths: RunPaths, manifest: dict, bert_config, valid
     optimizer, writer, global_batch = trainer.optimizer, trainer.metrics, trainer.global_batch_size
 
     def data_fn(skip: int):
-        return pretraining_dataset(
-            paths.data_dir,
-            "train",
-            cfg.per_gpu_batch_size,
-            cfg.max_seq_length,
-            cfg.max_predictions_per_seq,
-            rank=rank,
-            world=world,
-            shuffle=cfg.shuffle_buffer > 1,
-            seed=cfg.seed,
-            shuffle_buffer=cfg.shuffle_buffer,
-            skip_batches=skip,
-            checksums=False,
-        )
+        return training_data(cfg, paths, rank, world, skip)
 
     def init_fn() -> str:
         return init_from_checkpoint(model, cfg.checkpoint_path, optimizer if cfg.load_optimizer_state else None)

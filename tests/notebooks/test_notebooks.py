@@ -142,7 +142,12 @@ def test_sagemaker_dry_run_without_credentials(tmp_path, monkeypatch):
     # no image set: the image cell shows the CodeBuild build's requests (bertlib launch image --dry-run)
     assert "requests of a first run (AWS_DEFAULT_REGION, BERTLIB_S3_PREFIX, account shown as placeholders)" in text
     assert "codebuild StartBuild" in text
-    request = json.loads(text.split("CreateTrainingJob request:\n", 1)[1].split("\n}\n", 1)[0] + "\n}")
+    # the canary's request (its cell runs before the launch), then phase 1's
+    shown = [json.loads(part.split("\n}\n", 1)[0] + "\n}") for part in text.split("CreateTrainingJob request:\n")[1:]]
+    assert [r["TrainingJobName"].split("-phase1-")[0] for r in shown] == ["bertlib-canary", "bertlib-pretrain"]
+    canary_request, request = shown
+    assert canary_request["HyperParameters"]["canary_steps"] == "6"
+    assert canary_request["ResourceConfig"] == {**request["ResourceConfig"]}
     assert request["ResourceConfig"]["InstanceType"] == "ml.p3dn.24xlarge"
     assert request["ResourceConfig"]["InstanceCount"] == 8
     assert request["HyperParameters"]["total_steps"] == "14064"

@@ -106,6 +106,9 @@ def test_help_of_the_other_subcommands(capsys):
     from bertlib.estimate_cli import _estimate_schema
 
     check_lists_every_field(help_of(["estimate"], capsys), _estimate_schema())
+    from bertlib.train.hf_export import _export_schema
+
+    check_lists_every_field(help_of(["export"], capsys), _export_schema())
     from bertlib.params import ReportConfig
 
     out = help_of(["report"], capsys)

@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("bertlib.report", "plots and the F1/timing table from run directories"),
     "squad-eval": ("bertlib.squad.metrics", "official SQuAD v1.1/v2.0 evaluation"),
     "convert-checkpoint": ("bertlib.model.checkpoints", "Google TF1 / HF safetensors -> bertlib"),
+    "export": ("bertlib.train.hf_export", "a bertlib model -> a Hugging Face dir (transformers, keras-hub)"),
     "estimate": ("bertlib.estimate_cli", "FLOPs, wall time and cost of a run"),
     "canary": ("bertlib.launch.canary", "ranks, allreduce bandwidth, step time and cost, checkpoint, versions"),
 }

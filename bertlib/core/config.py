@@ -208,6 +208,11 @@ class _TrainingCommon(_Strict):
     checkpoint_frequency: int = Field(1000, ge=1, description="training checkpoint every N steps")
     keep_checkpoints: int = Field(3, ge=1, description="newest training checkpoints kept")
     run_dir: str = Field("runs/latest", description="outputs: metrics, checkpoints, export, summary.json")
+    hf_export: bool | None = Field(
+        None,
+        description="also write the Hugging Face export (transformers, keras-hub) into the export's hf/; "
+        "unset: on for phase 2 and SQuAD, off for phase 1",
+    )
     seed: int = Field(42, description="random seed (initialization, dropout, shuffling)")
     deterministic_ops: bool = Field(
         True, description="TF op determinism: a resumed run matches an uninterrupted one (slower on GPU)"

@@ -31,9 +31,7 @@ import contextlib
 import keras
 import tensorflow as tf
 
-from bertlib.model.config import BertConfig
-
-LAYER_NORM_EPSILON = 1e-12
+from bertlib.model.config import LAYER_NORM_EPSILON, BertConfig
 
 
 def _initializer(config: BertConfig):

@@ -15,8 +15,13 @@ HF / PyTorch (optional ``bert.`` prefix)                 Google / bertlib
 ``cls.predictions.transform.dense.weight``               ``cls/predictions/transform/dense/kernel`` (transposed)
 ``cls.predictions.bias``                                 ``cls/predictions/output_bias``
 ``cls.seq_relationship.weight`` [2, H]                   ``cls/seq_relationship/output_weights`` [2, H] (same layout)
+``qa_outputs.weight`` [2, H] / ``.bias`` [2]             ``cls/squad/output_weights`` [2, H] / ``output_bias`` (same layout)
 ``embeddings.position_ids``, ``cls.predictions.decoder.*``  not weights (a buffer; tied to word_embeddings)
 ======================================================  ==============================================
+
+The same table writes a Hugging Face dir (:func:`write_hf_model`, used by ``bertlib export --to hf``):
+the names of the transformers model (:func:`hf_state_dict_names`) are translated by
+:func:`hf_to_google_name` to the Google names whose arrays they take.
 
 A **bertlib export dir** (``export_model``; phase-1/phase-2 output, SQuAD init) is Google's layout
 plus a vocab description: ``bert_config.json``, ``vocab.txt``, ``bert_model.ckpt.index`` /
@@ -53,7 +58,7 @@ from bertlib.core.errors import ConfigError, run_guarded
 from bertlib.core.files import write_json
 from bertlib.core.vocab import read_vocab
 from bertlib.core.vocab import vocab_info as identify_vocab  # export_model has a vocab_info argument
-from bertlib.model.config import BertConfig
+from bertlib.model.config import LAYER_NORM_EPSILON, BertConfig
 
 CKPT_NAME = "bert_model.ckpt"
 CONFIG_NAME = "bert_config.json"
@@ -92,12 +97,15 @@ _LN_LEAF = {"weight": "gamma", "gamma": "gamma", "bias": "beta", "beta": "beta"}
 
 def hf_to_google_name(name: str) -> tuple[str, bool] | None:
     """Translate one HF/PyTorch BERT tensor name → ``(google name, transpose?)``; ``None`` for
-    tensors that are not weights of the Google model (``position_ids``, the tied decoder, and the task
-    heads of finetuned HF models — ``qa_outputs.*``, ``classifier.*`` — so that the encoder of a
-    BertForQuestionAnswering / BertForSequenceClassification file loads too)."""
+    tensors that are not weights of the Google model (``position_ids``, the tied decoder, and the
+    ``classifier.*`` head of a BertForSequenceClassification file, so that its encoder loads too).
+    ``qa_outputs.*`` (BertForQuestionAnswering) is the ``cls/squad`` head of :class:`BertQA`; a model
+    without that head ignores it."""
     n = name[len("bert.") :] if name.startswith("bert.") else name
-    if n.endswith("position_ids") or n.startswith(("cls.predictions.decoder", "qa_outputs.", "classifier.")):
+    if n.endswith("position_ids") or n.startswith(("cls.predictions.decoder", "classifier.")):
         return None
+    if n in ("qa_outputs.weight", "qa_outputs.bias"):
+        return f"cls/squad/output_{n.rpartition('.')[2].replace('weight', 'weights')}", False  # [2, H] both
     if n == "cls.predictions.bias":
         return "cls/predictions/output_bias", False
     if n == "cls.seq_relationship.weight":
@@ -262,6 +270,152 @@ def export_model(
     save_google_checkpoint(model, out / CKPT_NAME)
     config.to_json_file(out / CONFIG_NAME)
     return out
+
+
+# --------------------------------------------------------------------------- Hugging Face out
+
+#: the transformers class of each kind of bertlib model (what ``architectures`` in config.json says)
+HF_ARCHITECTURES = {"pretraining": "BertForPreTraining", "qa": "BertForQuestionAnswering", "encoder": "BertModel"}
+
+
+def model_kind(names: Iterable[str]) -> str:
+    """``qa`` (a ``cls/squad`` head), ``pretraining`` (MLM + NSP heads) or ``encoder`` (no head) for a
+    set of Google names."""
+    names = set(names)
+    if any(n.startswith("cls/squad/") for n in names):
+        return "qa"
+    if any(n.startswith("cls/predictions/") for n in names):
+        return "pretraining"
+    return "encoder"
+
+
+def hf_state_dict_names(config: BertConfig, kind: str) -> list[str]:
+    """The tensor names transformers' ``save_pretrained`` writes for the model of ``kind``
+    (:data:`HF_ARCHITECTURES`): ``bert.``-prefixed for the head models, without the tied MLM decoder
+    (``cls.predictions.decoder.weight`` / ``.bias`` are tied to the word embeddings and
+    ``cls.predictions.bias``: transformers 5 ``_tied_weights_keys``) and without the non-persistent
+    ``position_ids`` buffer."""
+    if kind not in HF_ARCHITECTURES:
+        raise ValueError(f"unknown model kind {kind!r} (choose from {', '.join(HF_ARCHITECTURES)})")
+    prefix = "" if kind == "encoder" else "bert."
+    names = [
+        f"{prefix}embeddings.{t}.weight" for t in ("word_embeddings", "position_embeddings", "token_type_embeddings")
+    ]
+    names += [f"{prefix}embeddings.LayerNorm.{leaf}" for leaf in ("weight", "bias")]
+    for i in range(config.num_hidden_layers):
+        p = f"{prefix}encoder.layer.{i}."
+        for module in (
+            "attention.self.query",
+            "attention.self.key",
+            "attention.self.value",
+            "attention.output.dense",
+            "attention.output.LayerNorm",
+            "intermediate.dense",
+            "output.dense",
+            "output.LayerNorm",
+        ):
+            names += [f"{p}{module}.weight", f"{p}{module}.bias"]
+    names += [f"{prefix}pooler.dense.weight", f"{prefix}pooler.dense.bias"]
+    if kind == "pretraining":
+        names += [
+            "cls.predictions.bias",
+            "cls.predictions.transform.dense.weight",
+            "cls.predictions.transform.dense.bias",
+            "cls.predictions.transform.LayerNorm.weight",
+            "cls.predictions.transform.LayerNorm.bias",
+            "cls.seq_relationship.weight",
+            "cls.seq_relationship.bias",
+        ]
+    elif kind == "qa":
+        names += ["qa_outputs.weight", "qa_outputs.bias"]
+    return names
+
+
+def google_to_hf(tensors: dict[str, np.ndarray], config: BertConfig, kind: str, source: str) -> dict[str, np.ndarray]:
+    """``{google name: array}`` → transformers' state dict of ``kind`` (names and layouts by
+    :func:`hf_to_google_name`: Dense kernels transposed to ``[out, in]``), float32, contiguous.
+    A missing tensor or a shape that ``config`` contradicts is a ConfigError naming ``source``."""
+    expected = _google_shapes(config)
+    out = {}
+    for name in hf_state_dict_names(config, kind):
+        gname, transpose = hf_to_google_name(name)
+        if gname not in tensors:
+            raise ConfigError(f"{source}: no tensor {gname!r} (needed for {HF_ARCHITECTURES[kind]}.{name})")
+        value = np.asarray(tensors[gname], np.float32)
+        if gname in expected and tuple(value.shape) != expected[gname]:
+            raise ConfigError(
+                f"{source}: {gname} has shape {list(value.shape)}, its config says {list(expected[gname])}"
+            )
+        out[name] = np.ascontiguousarray(value.T if transpose else value)
+    return out
+
+
+def _google_shapes(config: BertConfig) -> dict[str, tuple[int, ...]]:
+    """Shapes of the tensors whose size the config fixes (the rest are [H] or [2, H])."""
+    h, i = config.hidden_size, config.intermediate_size
+    shapes = {
+        "bert/embeddings/word_embeddings": (config.vocab_size, h),
+        "bert/embeddings/position_embeddings": (config.max_position_embeddings, h),
+        "bert/embeddings/token_type_embeddings": (config.type_vocab_size, h),
+        "cls/predictions/output_bias": (config.vocab_size,),
+    }
+    for n in range(config.num_hidden_layers):
+        shapes[f"bert/encoder/layer_{n}/intermediate/dense/kernel"] = (h, i)
+        shapes[f"bert/encoder/layer_{n}/output/dense/kernel"] = (i, h)
+        shapes[f"bert/encoder/layer_{n}/attention/self/query/kernel"] = (h, h)
+    return shapes
+
+
+def hf_config(config: BertConfig, kind: str) -> dict:
+    """transformers' ``config.json`` of a bertlib model: every ``BertConfig`` field that changes the
+    numbers. ``hidden_act`` keeps bertlib's name, which means the same function in transformers
+    (``gelu`` = the exact erf GELU of :func:`bertlib.model.bert.activation`, ``gelu_new`` the tanh
+    one); LayerNorm eps is bertlib's 1e-12; positions are absolute."""
+    return {
+        "architectures": [HF_ARCHITECTURES[kind]],
+        "model_type": "bert",
+        "vocab_size": config.vocab_size,
+        "hidden_size": config.hidden_size,
+        "num_hidden_layers": config.num_hidden_layers,
+        "num_attention_heads": config.num_attention_heads,
+        "intermediate_size": config.intermediate_size,
+        "hidden_act": config.hidden_act,
+        "hidden_dropout_prob": config.hidden_dropout_prob,
+        "attention_probs_dropout_prob": config.attention_probs_dropout_prob,
+        "max_position_embeddings": config.max_position_embeddings,
+        "type_vocab_size": config.type_vocab_size,
+        "initializer_range": config.initializer_range,
+        "layer_norm_eps": LAYER_NORM_EPSILON,
+        "position_embedding_type": "absolute",
+        "pad_token_id": 0,
+        "tie_word_embeddings": True,
+        "dtype": "float32",
+    }
+
+
+HF_WEIGHTS_NAME = "model.safetensors"
+HF_CONFIG_NAME = "config.json"
+
+
+def write_hf_model(tensors: dict[str, np.ndarray], config: BertConfig, out_dir: str | os.PathLike, source: str) -> str:
+    """Write ``config.json`` and ``model.safetensors`` (transformers' names and layouts, metadata
+    ``format: pt`` as ``save_pretrained`` writes it) of the bertlib model whose Google-named
+    ``tensors`` are given, each through a temp name. Returns the model kind (:func:`model_kind`)."""
+    from safetensors.numpy import save_file
+
+    kind = model_kind(tensors)
+    state = google_to_hf(tensors, config, kind, source)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{HF_WEIGHTS_NAME}.")
+    os.close(fd)
+    try:
+        save_file(state, tmp, metadata={"format": "pt"})
+        publish(tmp, out / HF_WEIGHTS_NAME)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    write_json(out / HF_CONFIG_NAME, hf_config(config, kind), sort_keys=True)
+    return kind
 
 
 # --------------------------------------------------------------------------- autodetection

@@ -20,6 +20,8 @@ PRESETS: dict[str, tuple[int, int, int]] = {
     "base": (12, 768, 12),
     "large": (24, 1024, 16),
 }
+#: LayerNorm epsilon of every bertlib model (Google's BERT)
+LAYER_NORM_EPSILON = 1e-12
 
 
 @dataclasses.dataclass

@@ -15,11 +15,12 @@ from bertlib.model.checkpoints import (
     Pretrained,
     assign_weights,
     export_model,
+    model_kind,
     read_pretrained_tensors,
     resolve_pretrained,
 )
 from bertlib.model.config import BertConfig
-from bertlib.model.heads import BertPretrainer
+from bertlib.model.heads import BertPretrainer, BertQA
 
 
 def load_pretrained(
@@ -35,16 +36,16 @@ def load_pretrained(
 
 def convert(info: Pretrained, vocab: Path, output: str | os.PathLike, lower: bool | None) -> Path:
     """Export the checkpoint ``info`` (checked by ``convert-checkpoint``'s ``main``) with ``vocab``
-    into the export dir ``output``: the encoder, and the pretraining heads if the input has them."""
+    into the export dir ``output``: the encoder, and the pretraining heads or the SQuAD span head
+    (``cls/squad``, an HF ``qa_outputs``) if the input has them."""
     tensors = read_pretrained_tensors(info)
-    model = BertPretrainer(info.config)
+    qa = model_kind(tensors) == "qa"
+    model = BertQA(info.config) if qa else BertPretrainer(info.config)
     loaded = assign_weights(model, tensors, str(info.weights), allow_missing=("cls/",))
     heads = any(n.startswith("cls/") for n in loaded)
     if not heads:  # encoder-only input: do not export random heads
         model = model.encoder
     out = export_model(model, info.config, vocab, output, do_lower_case=lower)
-    print(
-        f"converted {info.kind} checkpoint {info.weights} ({len(loaded)} tensors"
-        f"{', with pretraining heads' if heads else ', encoder only'}) -> {out}"
-    )
+    what = ", with the SQuAD head" if qa else ", with pretraining heads" if heads else ", encoder only"
+    print(f"converted {info.kind} checkpoint {info.weights} ({len(loaded)} tensors{what}) -> {out}")
     return out

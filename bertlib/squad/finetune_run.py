@@ -1,6 +1,7 @@
 """The TensorFlow side of ``bertlib squad`` (:mod:`bertlib.squad.finetune` checks the input first and
 imports this module by name): the BertQA model, the SQuAD loss, ``Trainer.fit``, prediction on
-``predict_file``, the official evaluation and ``summary.json``.
+``predict_file``, the official evaluation, the export of the finetuned model (``export/``, with the
+Hugging Face export in ``export/hf``) and ``summary.json``.
 
 Importing this module imports TensorFlow (through :mod:`bertlib.model.heads` and
 :mod:`bertlib.train.loop`).
@@ -18,13 +19,14 @@ from bertlib.core.config import SquadConfig
 from bertlib.core.files import sha256_file, write_json
 from bertlib.core.vocab import vocab_info
 from bertlib.data.tokenization import load_wordpiece
-from bertlib.model.checkpoints import load_weights, resolve_pretrained
+from bertlib.model.checkpoints import export_model, load_weights, resolve_pretrained
 from bertlib.model.heads import BertQA
 from bertlib.squad.cache import load_or_build_features, read_features, squad_dataset
 from bertlib.squad.finetune import VERSIONS, SquadInputs
 from bertlib.squad.metrics import evaluate
 from bertlib.squad.predictions import postprocess, reference_v1_scores, write_predictions
 from bertlib.train import distributed
+from bertlib.train.hf_export import HF_SUBDIR, wants_hf_export, write_hf_export
 from bertlib.train.loop import Trainer
 from bertlib.train.metrics import format_eval_line, format_reference_scoring_line
 from bertlib.train.paths import RunPaths
@@ -178,6 +180,10 @@ def run(cfg: SquadConfig, paths: RunPaths, inputs: SquadInputs) -> dict:
             null_score_diff_threshold=cfg.null_score_diff_threshold,
         )
         files = write_predictions(paths.output_dir, predictions, nbest, null_odds)
+        # the finetuned model (model.tar.gz on SageMaker): the bertlib export, and the HF one in hf/
+        export_model(model, model.config, inputs.vocab_file, paths.export_dir, vocab_info=vocab)
+        if wants_hf_export(cfg):
+            write_hf_export(model, model.config, inputs.vocab_file, vocab, paths.export_dir / HF_SUBDIR)
         result = evaluate(inputs.predict_json, predictions, na_probs=null_odds if v2 else None, source=cfg.predict_file)
         print(format_eval_line(phase, result), flush=True)
         reference_scoring = None
@@ -225,6 +231,7 @@ def run(cfg: SquadConfig, paths: RunPaths, inputs: SquadInputs) -> dict:
             "inputs": inputs.reports,
             "predict_file": cfg.predict_file,
             "files": {k: str(v) for k, v in files.items()},
+            "export_dir": str(paths.export_dir),
         }
         note = inputs.predict_json.get("bertlib_note")
         if note:

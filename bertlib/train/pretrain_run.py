@@ -22,6 +22,7 @@ from bertlib.model.heads import PRETRAINING_SUMS, BertPretrainer, pretraining_lo
 from bertlib.optim.loss_scale import LossScaleCollapsed
 from bertlib.train import distributed
 from bertlib.train.checkpointing import init_from_checkpoint
+from bertlib.train.hf_export import HF_SUBDIR, wants_hf_export, write_hf_export
 from bertlib.train.loop import Trainer
 from bertlib.train.paths import CHECKPOINT_VOCAB, RunPaths
 from bertlib.train.setup import configure_numerics
@@ -115,15 +116,13 @@ def run(cfg: PretrainConfig, paths: RunPaths, manifest: dict, bert_config, valid
     summary = {}
     if chief:
         vocab, lowercase = paths.data_dir / "vocab.txt", manifest["vocab"].get("lowercase")
-        export_model(
-            model,
-            bert_config,
-            vocab,
-            paths.export_dir,
-            vocab_info=None
-            if lowercase is None
-            else vocab_info(vocab, lowercase, manifest["vocab"].get("strip_accents")),
-        )
+        info = None if lowercase is None else vocab_info(vocab, lowercase, manifest["vocab"].get("strip_accents"))
+        export_model(model, bert_config, vocab, paths.export_dir, vocab_info=info)
+        if wants_hf_export(cfg):  # model.tar.gz on SageMaker: the bertlib export + hf/
+            if info is None:
+                print("[bertlib] no Hugging Face export: the data manifest does not say the vocab casing", flush=True)
+            else:
+                write_hf_export(model, bert_config, vocab, info, paths.export_dir / HF_SUBDIR)
         steps_run = final.pop("steps_run")
         wall = final.pop("wall_time_s")
         if steps_run == 0 and paths.summary_file.exists():  # restarted after it had finished

@@ -31,6 +31,7 @@ from bertlib.core.files import sha256_file
 from bertlib.launch import sagemaker as sm
 from bertlib.notebook import _record_sagemaker
 from bertlib.params import parameters
+from bertlib.train.hf_export import HF_FILES
 
 BUCKET = "bertlib-launch-test"
 PREFIX = f"s3://{BUCKET}/image-tests"
@@ -207,6 +208,11 @@ def test_b_phase2_launched_by_the_cli_loads_phase1(account, datasets, runner, ru
     assert "initialized weights from /tmp/bertlib-init/model" in result.log
     summary = json.loads(s3_tar(result.output_data)["summary.json"])
     assert summary["steps"] == 10
+    # model.tar.gz: the bertlib export and, in hf/, the Hugging Face one (BertForPreTraining)
+    model = s3_tar(result.model_artifacts)
+    assert {"bert_config.json", "vocab.txt"} <= set(model) and {f"hf/{n}" for n in HF_FILES} <= set(model)
+    assert json.loads(model["hf/config.json"])["architectures"] == ["BertForPreTraining"]
+    assert not any(n.startswith("hf/") for n in s3_tar(STATE["phase1"]["result"].model_artifacts))  # phase 1: off
     p = parameters("phase2", values)
     _record_sagemaker(p, "phase2", p.cfg, info)
     STATE["phase2"] = {"result": result}
@@ -286,6 +292,10 @@ def test_c_squad_from_phase2_with_staged_files(account, runner, runs_root, squad
     assert math.isclose(logged["f1"], summary["f1"], rel_tol=1e-5)
     assert math.isclose(logged["exact_match"], summary["exact_match"], rel_tol=1e-5)
     assert 0 <= summary["exact_match"] <= summary["f1"] <= 100
+    # model.tar.gz: the finetuned model, bertlib's export and the Hugging Face one (BertForQuestionAnswering)
+    model = s3_tar(result.model_artifacts)
+    assert {"bert_config.json", "vocab.txt"} <= set(model) and {f"hf/{n}" for n in HF_FILES} <= set(model)
+    assert json.loads(model["hf/config.json"])["architectures"] == ["BertForQuestionAnswering"]
 
     # read back as notebooks/04_squad and 05_report do
     entry = _record_sagemaker(p, "squadv1", cfg, info)

@@ -29,6 +29,8 @@ from bertlib.params import (  # noqa: F401 - the notebooks call nb.parameters(..
     parameters,
     report_parameters,
 )
+from bertlib.squad import answer as qa_answer
+from bertlib.squad.reading import load_squad_json
 from bertlib.squad.smoke import build_smoke_sets
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # the kernel and the runs it starts: no C++ info logs
@@ -384,6 +386,53 @@ def squad_scores(p: Params):
                 + ("  (synthetic smoke set, not SQuAD)" if entry.get("dataset_note") else "")
             )
     return pd.DataFrame(rows).T
+
+
+def qa_model(entry: dict) -> qa_answer.QAModel:
+    """The finetuned model of a SQuAD registry entry: a local run's ``export_dir``, or a SageMaker job's
+    ``model.tar.gz`` (downloaded and unpacked once, :func:`bertlib.launch.results.fetch_run`)."""
+    return qa_answer.load_qa_model(fetch_run(entry["export_dir"]))
+
+
+def _dev_set(entry: dict) -> dict | None:
+    """The dev set a run predicted (a local path or URL), or None if it cannot be read here (a path
+    inside a SageMaker container)."""
+    source = entry.get("predict_file")
+    if not source:
+        return None
+    try:
+        return load_squad_json(str(source))[0]
+    except (FileNotFoundError, ConfigError):
+        return None
+
+
+def try_it(p: Params) -> dict[str, list]:
+    """Ask each finetuned SQuAD model of ``p`` a few dev questions (``try_questions``, the first of the
+    dev set its run predicted) and, with ``question`` / ``context``, the user's own; show each context
+    with the predicted span highlighted next to the gold answers (HTML: the notebook and its rendered
+    report). Returns ``{version: [Answer, ...]}``."""
+    from IPython.display import HTML
+
+    keys = p.keys
+    shown = {}
+    for name, entry in _entries(p).items():
+        if entry.get("dry_run"):
+            print(f"{name}: dry run — no model to ask")
+            continue
+        qa = qa_model(entry)
+        dev = _dev_set(entry)
+        questions = qa_answer.dev_questions(dev, keys.try_questions) if dev else []
+        answers = qa_answer.answer_questions(qa, questions) if questions else []
+        rows = [(a, q["context"], q["answers"]) for q, a in zip(questions, answers)]
+        if keys.question:
+            mine = qa_answer.answer(qa, keys.question, keys.context)
+            answers.append(mine)
+            rows.append((mine, keys.context, None))
+        note = " (synthetic smoke set, not SQuAD)" if entry.get("dataset_note") else ""
+        print(f"{name}: {len(questions)} dev questions{note}" + (" + your question" if keys.question else ""))
+        _display(HTML(qa_answer.answer_html(rows)))
+        shown[name] = answers
+    return shown
 
 
 # ----------------------------------------------------------------------------------------- report

@@ -46,6 +46,10 @@ model_size = None  # must match the pretrained checkpoint
 squad_versions = None  # ["squadv1", "squadv2"], or one of them
 instance_type = None  # sagemaker
 instance_count = None  # sagemaker
+# Try it: the finetuned models answer try_questions dev questions, and your own question about your context
+try_questions = None  # dev questions shown per version (default 3)
+question = None  # e.g. "When did the war end?"
+context = None  # e.g. "The war ended in 1945, six years after it began."
 
 # %% [markdown]
 # Lay the values set above over `params_file`, validate them (`bertlib.core.config.SquadConfig`, once per
@@ -86,3 +90,15 @@ nb.squad_scores(p)
 
 # %%
 nb.show_run(p)
+
+# %% [markdown]
+# ## Try it
+#
+# Each finetuned model answers the first dev questions of the set its run predicted (the answers are
+# the ones in its `predictions.json`; `bertlib.squad.answer` runs the same features and span decoding):
+# the context with the predicted span highlighted, the answer with its n-best probability, and the gold
+# answers. Ask your own with `-p question "..." -p context "..."`. A SageMaker run's model comes from the
+# job's `model.tar.gz`. On the local smoke sets a tiny model trained for minutes answers often wrongly.
+
+# %%
+answers = nb.try_it(p)

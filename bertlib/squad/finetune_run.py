@@ -18,8 +18,9 @@ from bertlib.core.config import SquadConfig
 from bertlib.core.files import sha256_file, write_json
 from bertlib.core.vocab import vocab_info
 from bertlib.data.tokenization import load_wordpiece
-from bertlib.model.checkpoints import load_weights, resolve_pretrained
+from bertlib.model.checkpoints import export_model, load_weights, resolve_pretrained
 from bertlib.model.heads import BertQA
+from bertlib.squad.answer import write_answer_settings
 from bertlib.squad.cache import load_or_build_features, read_features, squad_dataset
 from bertlib.squad.finetune import VERSIONS, SquadInputs
 from bertlib.squad.metrics import evaluate
@@ -178,6 +179,10 @@ def run(cfg: SquadConfig, paths: RunPaths, inputs: SquadInputs) -> dict:
             null_score_diff_threshold=cfg.null_score_diff_threshold,
         )
         files = write_predictions(paths.output_dir, predictions, nbest, null_odds)
+        # the finetuned model (encoder + cls/squad head) and the settings it answers with: run_dir/export,
+        # or SM_MODEL_DIR → the job's model.tar.gz (bertlib.squad.answer reads it)
+        export_model(model, model.config, inputs.vocab_file, paths.export_dir, vocab_info=vocab)
+        write_answer_settings(paths.export_dir, cfg)
         result = evaluate(inputs.predict_json, predictions, na_probs=null_odds if v2 else None, source=cfg.predict_file)
         print(format_eval_line(phase, result), flush=True)
         reference_scoring = None
@@ -225,6 +230,7 @@ def run(cfg: SquadConfig, paths: RunPaths, inputs: SquadInputs) -> dict:
             "inputs": inputs.reports,
             "predict_file": cfg.predict_file,
             "files": {k: str(v) for k, v in files.items()},
+            "export_dir": str(paths.export_dir),
         }
         note = inputs.predict_json.get("bertlib_note")
         if note:

@@ -89,6 +89,10 @@ class _SquadKeys(_NotebookKeys):
     try_questions: int = Field(3, ge=0)
     question: str = ""
     context: str = ""
+    # the SageMaker endpoint of the first version's model (bertlib.notebook.endpoint, bertlib.launch.deploy)
+    deploy: bool = False
+    delete_endpoint: bool = False
+    endpoint_instance_type: str = "ml.m5.xlarge"
 
     @model_validator(mode="after")
     def _question_with_context(self):

@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "squad-eval": ("bertlib.squad.metrics", "official SQuAD v1.1/v2.0 evaluation"),
     "convert-checkpoint": ("bertlib.model.checkpoints", "Google TF1 / HF safetensors -> bertlib"),
     "estimate": ("bertlib.estimate_cli", "FLOPs, wall time and cost of a run"),
+    "deploy": ("bertlib.deploy_cli", "a SageMaker endpoint for the finetuned SQuAD model (create / ask / delete)"),
 }
 
 

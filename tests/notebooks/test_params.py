@@ -89,6 +89,12 @@ KNOBS = {
     "num_shards",
     "pack_sequences",
     "squad_versions",
+    # 04_squad's "Try it" and endpoint sections
+    "try_questions",
+    "question",
+    "context",
+    "deploy",
+    "delete_endpoint",
 }
 
 
@@ -385,24 +391,20 @@ def test_try_it_parameters_one_line(change, message, workdir):
 
 
 def test_try_it_parameters_reach_the_notebook_keys(workdir, monkeypatch):
-    from bertlib.params import load_params
-
     values = {
         **yaml.safe_load((REPO / "params/local/squad.yaml").read_text()),
         "question": "When did it end?",
         "context": "It ended in 1945.",
         "try_questions": 0,
     }
-    keys = load_params("squad", values, resolve=False).keys
+    keys = nb.load_params("squad", values, resolve=False).keys
     assert (keys.question, keys.context, keys.try_questions) == ("When did it end?", "It ended in 1945.", 0)
 
 
 def test_try_it_cell_none_keeps_the_params_files_question(workdir):
     """The cell's None (its "not set here") leaves the params file's question/context and count in place."""
-    from bertlib.params import load_params
-
     values = {**parameter_cell("04_squad"), "params_file": str(REPO / "tests/notebooks/params/squad.yaml")}
     assert values["question"] is None and values["try_questions"] is None
-    keys = load_params("squad", values, resolve=False).keys
+    keys = nb.load_params("squad", values, resolve=False).keys
     file = yaml.safe_load((REPO / "tests/notebooks/params/squad.yaml").read_text())
     assert (keys.question, keys.context, keys.try_questions) == (file["question"], file["context"], 2)

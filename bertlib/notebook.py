@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from bertlib import report
+from bertlib import deploy_cli, report
 from bertlib.core.config import LaunchedJob
 from bertlib.core.errors import (  # noqa: F401 - what a parameter cell raises (nb.ParamsError)
     ConfigError,
@@ -25,7 +25,7 @@ from bertlib.core.errors import (  # noqa: F401 - what a parameter cell raises (
 from bertlib.data.prepare import prepare
 from bertlib.data.summary import counts_table, shard_table, summarize
 from bertlib.launch import canary as canary_job
-from bertlib.launch import image, local, sagemaker
+from bertlib.launch import deploy, image, local, sagemaker
 from bertlib.launch.estimate import estimate, real_token_fraction
 from bertlib.launch.results import fetch_manifests, fetch_run
 from bertlib.params import (  # noqa: F401 - the notebooks call nb.parameters(...)
@@ -34,6 +34,8 @@ from bertlib.params import (  # noqa: F401 - the notebooks call nb.parameters(..
     parameters,
     report_parameters,
 )
+from bertlib.squad import answer as qa_answer
+from bertlib.squad.reading import load_squad_json
 from bertlib.squad.smoke import build_smoke_sets
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # the kernel and the runs it starts: no C++ info logs
@@ -415,6 +417,133 @@ def squad_scores(p: Params):
                 + ("  (synthetic smoke set, not SQuAD)" if entry.get("dataset_note") else "")
             )
     return pd.DataFrame(rows).T
+
+
+def qa_model(entry: dict) -> qa_answer.QAModel:
+    """The finetuned model of a SQuAD registry entry: a local run's ``export_dir``, or a SageMaker job's
+    ``model.tar.gz`` (downloaded and unpacked once, :func:`bertlib.launch.results.fetch_run`)."""
+    return qa_answer.load_qa_model(fetch_run(entry["export_dir"]))
+
+
+def _dev_set(entry: dict) -> dict | None:
+    """The dev set a run predicted (a local path or URL), or None if it cannot be read here (a path
+    inside a SageMaker container)."""
+    source = entry.get("predict_file")
+    if not source:
+        return None
+    try:
+        return load_squad_json(str(source))[0]
+    except (FileNotFoundError, ConfigError):
+        return None
+
+
+def _serving_endpoint(p: Params, name: str) -> deploy.DeployConfig | None:
+    """The deploy config of ``name``'s endpoint if the registry has a real one and AWS says it is InService."""
+    entry = p.registry.get(deploy_cli.endpoint_step(name))
+    if not entry or entry.get("dry_run") or entry.get("status") != "InService":
+        return None
+    cfg = deploy.DeployConfig(
+        action="ask", squad_version=name, endpoint_name=entry["endpoint_name"], region=entry["region"]
+    )
+    return cfg if deploy.status(cfg) == "InService" else None
+
+
+def _endpoint_answer(cfg: deploy.DeployConfig, question: str, context: str) -> qa_answer.Answer:
+    """The endpoint's answer (HF pipeline: ``answer``, ``score``, character ``start`` / ``end``)."""
+    got = deploy.ask(cfg.model_copy(update={"question": question, "context": context}))["answer"]
+    return qa_answer.Answer(question, got["answer"], got["start"], got["end"], float(got["score"]))
+
+
+def try_it(p: Params) -> dict[str, list]:
+    """Ask each finetuned SQuAD model of ``p`` a few dev questions (``try_questions``, the first of the
+    dev set its run predicted) and, with ``question`` / ``context``, the user's own; show each context
+    with the predicted span highlighted next to the gold answers (HTML: the notebook and its rendered
+    report). While an endpoint of the version is InService (:func:`endpoint`) it answers instead.
+    Returns ``{version: [Answer, ...]}``."""
+    from IPython.display import HTML
+
+    keys = p.keys
+    shown = {}
+    for name, entry in _entries(p).items():
+        if entry.get("dry_run"):
+            print(f"{name}: dry run — no model to ask")
+            continue
+        dev = _dev_set(entry)
+        questions = qa_answer.dev_questions(dev, keys.try_questions) if dev else []
+        if keys.question:
+            questions.append({"id": "yours", "question": keys.question, "context": keys.context, "answers": None})
+        served = _serving_endpoint(p, name)
+        if served is not None:  # the endpoint answers (the HF pipeline's span and score)
+            answers = [_endpoint_answer(served, q["question"], q["context"]) for q in questions]
+        else:
+            answers = qa_answer.answer_questions(qa_model(entry), questions) if questions else []
+        rows = [(a, q["context"], q["answers"]) for q, a in zip(questions, answers)]
+        note = " (synthetic smoke set, not SQuAD)" if entry.get("dataset_note") else ""
+        by = f"endpoint {served.endpoint_name}" if served is not None else "the finetuned model"
+        print(
+            f"{name}: {len(questions) - bool(keys.question)} dev questions{note}"
+            + (" + your question" if keys.question else "")
+            + f", answered by {by}"
+        )
+        _display(HTML(qa_answer.answer_html(rows)))
+        shown[name] = answers
+    return shown
+
+
+def _deploy_config(p: Params, action: str) -> deploy.DeployConfig:
+    """The :class:`bertlib.launch.deploy.DeployConfig` of 04_squad's endpoint: the first SQuAD version's
+    model, the runs' region / role / dry run, the notebook's question."""
+    keys = p.keys
+    name = next(iter(p.configs))
+    launch_cfg = p.configs[name].launch
+    return deploy.DeployConfig(
+        action=action,
+        experiment=keys.experiment,
+        runs_root=keys.runs_root,
+        squad_version=name,
+        instance_type=keys.endpoint_instance_type,
+        region=launch_cfg.region,
+        role=launch_cfg.role,
+        question=keys.question or None,
+        context=keys.context or None,
+        dry_run=launch_cfg.dry_run,
+    )
+
+
+def endpoint(p: Params) -> dict:
+    """04_squad's last section: with ``deploy``, a SageMaker real-time endpoint for the first SQuAD
+    version's finetuned model (AWS's Hugging Face inference image, :mod:`bertlib.launch.deploy`), asked
+    one question (yours, or a sample) — its request and response printed; with ``delete_endpoint``, the
+    endpoint torn down. A dry run (the runs' ``dry_run``) prints the requests. Returns what was done."""
+    keys = p.keys
+    done: dict = {}
+    if not (keys.deploy or keys.delete_endpoint):
+        print(
+            "no endpoint: -p deploy True creates one for the finetuned model (SageMaker, billed per hour), "
+            "-p delete_endpoint True tears it down"
+        )
+        return done
+    if keys.deploy:
+        cfg = _deploy_config(p, "create")
+        info = done["create"] = deploy_cli.create(cfg, p.registry)
+        what = "dry run — nothing was sent to AWS" if cfg.dry_run else f"status {info['status']}"
+        print(f"endpoint {info['endpoint_name']} ({what}): {info['image']}\n  model: {info['model_data']}")
+        for op, request in info["requests"].items():
+            if op != "InvokeEndpoint":
+                print(f"{op} request:\n{json.dumps(request, indent=1)}")
+        request = info.get("invoke_request") or info["requests"].get("InvokeEndpoint")
+        if request:
+            print(f"InvokeEndpoint request:\n{json.dumps(request, indent=1)}")
+        if info.get("response") is not None:
+            print(f"response ({info['endpoint_name']}):\n{info['response']}")
+    if keys.delete_endpoint:
+        cfg = _deploy_config(p, "delete")
+        info = done["delete"] = deploy_cli.delete(cfg, p.registry)
+        if cfg.dry_run:
+            print("dry run — the teardown's requests:\n" + json.dumps(info["requests"], indent=1))
+        else:
+            print(f"endpoint {info['endpoint_name']}: deleted {', '.join(info['deleted']) or 'nothing (none found)'}")
+    return done
 
 
 # ----------------------------------------------------------------------------------------- report

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from bertlib.core.assets import ASSETS, asset
 from bertlib.core.config import (
@@ -89,6 +89,21 @@ class _SquadKeys(_NotebookKeys):
     squad_versions: list[Literal["squadv1", "squadv2"]] = ["squadv1", "squadv2"]
     squadv1: dict[str, Any] = {}  # SquadConfig keys that differ for v1.1 (files, steps, lr, warmup)
     squadv2: dict[str, Any] = {}  # ... and for v2.0
+    # "Try it" (bertlib.notebook.try_it): dev questions shown, and the user's own question on their context
+    # ("" = none: a notebook cell's None keeps the params file's value)
+    try_questions: int = Field(3, ge=0)
+    question: str = ""
+    context: str = ""
+    # the SageMaker endpoint of the first version's model (bertlib.notebook.endpoint, bertlib.launch.deploy)
+    deploy: bool = False
+    delete_endpoint: bool = False
+    endpoint_instance_type: str = "ml.m5.xlarge"
+
+    @model_validator(mode="after")
+    def _question_with_context(self):
+        if bool(self.question.strip()) != bool(self.context.strip()):
+            raise ValueError("question and context go together: set both (or neither)")
+        return self
 
 
 #: step → (job schema, notebook-only keys schema, {param: registry key} for "auto" values)

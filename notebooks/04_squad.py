@@ -46,6 +46,12 @@ model_size = None  # must match the pretrained checkpoint
 squad_versions = None  # ["squadv1", "squadv2"], or one of them
 instance_type = None  # sagemaker
 instance_count = None  # sagemaker
+# Try it: the finetuned models answer try_questions dev questions, and your own question about your context
+try_questions = None  # dev questions shown per version (default 3)
+question = None  # e.g. "When did the war end?"
+context = None  # e.g. "The war ended in 1945, six years after it began."
+deploy = None  # True: a SageMaker endpoint for the first version's model (billed per hour until deleted)
+delete_endpoint = None  # True: tear that endpoint down
 
 # %% [markdown]
 # Lay the values set above over `params_file`, validate them (`bertlib.core.config.SquadConfig`, once per
@@ -86,3 +92,28 @@ nb.squad_scores(p)
 
 # %%
 nb.show_run(p)
+
+# %% [markdown]
+# ## Try it
+#
+# Each finetuned model answers the first dev questions of the set its run predicted (the answers are
+# the ones in its `predictions.json`; `bertlib.squad.answer` runs the same features and span decoding):
+# the context with the predicted span highlighted, the answer with its n-best probability, and the gold
+# answers. Ask your own with `-p question "..." -p context "..."`. A SageMaker run's model comes from the
+# job's `model.tar.gz`. On the local smoke sets a tiny model trained for minutes answers often wrongly.
+
+# %%
+answers = nb.try_it(p)
+
+# %% [markdown]
+# ## Serve it: a SageMaker endpoint
+#
+# With `-p deploy True` the first version's finetuned model gets a SageMaker real-time endpoint: AWS's
+# Hugging Face inference image with `HF_TASK=question-answering` (no inference code of ours) on the
+# Hugging Face export in the job's `model.tar.gz` (`hf/`, repackaged at the root of a new archive). The
+# cell prints the requests, then one question's InvokeEndpoint request and response (yours, or a sample);
+# while the endpoint is up, "Try it" above asks it. `-p delete_endpoint True` tears it down (endpoint, its
+# config, the model). A dry run prints the requests only. The same from a shell: `bertlib deploy`.
+
+# %%
+served = nb.endpoint(p)

@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("bertlib.train.hf_export", "a bertlib model -> a Hugging Face dir (transformers, keras-hub)"),
     "estimate": ("bertlib.estimate_cli", "FLOPs, wall time and cost of a run"),
     "canary": ("bertlib.launch.canary", "ranks, allreduce bandwidth, step time and cost, checkpoint, versions"),
+    "deploy": ("bertlib.deploy_cli", "a SageMaker endpoint for the finetuned SQuAD model (create / ask / delete)"),
 }
 
 

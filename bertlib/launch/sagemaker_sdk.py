@@ -27,6 +27,15 @@ bertlib function                   SDK surface it depends on
                                    ``local_container_root`` layout (``docker-compose.yaml``,
                                    ``artifacts/model``, ``artifacts/output``) and ``_rmtree``
                                    (private); which compose command local mode runs
+:func:`hf_inference_image`         ``sagemaker.core.image_uris.retrieve("huggingface", ...,
+                                   image_scope="inference")`` (the SDK's image table)
+:func:`create_endpoint`            ``sagemaker.core.resources`` ``Model`` / ``EndpointConfig`` /
+                                   ``Endpoint.create`` and ``wait_for_status``, the shapes
+                                   ``ContainerDefinition`` / ``ProductionVariant``, and
+                                   ``Base.get_sagemaker_client``'s per-(session, region) client cache
+                                   (where the requests are captured)
+:func:`invoke_endpoint`,           ``Endpoint.get`` / ``invoke`` (sagemaker-runtime), ``.delete()`` of
+:func:`delete_endpoint`            the three resources
 =================================  ==============================================================
 """
 
@@ -463,3 +472,145 @@ def run_local(trainer, inputs, model_dest: Path | None, output_dest: Path | None
             subprocess.run([*compose, "down"], capture_output=True, text=True, timeout=300)
         _rmtree(str(root), trainer.training_image)
     return LocalRun(name, status, reason or error, log)
+
+
+# ----------------------------------------------------------------------------- real-time endpoints
+
+#: the SDK 3 ``sagemaker.core.resources`` calls of :func:`create_endpoint`, in order, with the request each sends
+ENDPOINT_OPERATIONS = ("CreateModel", "CreateEndpointConfig", "CreateEndpoint")
+
+
+def hf_inference_image(
+    region: str, transformers_version: str, pytorch_version: str, py_version: str, instance_type: str
+) -> str:
+    """AWS's Hugging Face PyTorch inference image for ``instance_type`` (CPU or GPU build), from the SDK's
+    image table (``sagemaker.core.image_uris``, no AWS call)."""
+    from sagemaker.core import image_uris
+
+    try:
+        return image_uris.retrieve(
+            "huggingface",
+            region=region,
+            version=transformers_version,
+            base_framework_version=f"pytorch{pytorch_version}",
+            py_version=py_version,
+            instance_type=instance_type,
+            image_scope="inference",
+        )
+    except ValueError as e:
+        raise ConfigError(f"Hugging Face inference image: {str(e).splitlines()[0]}") from None
+
+
+@contextlib.contextmanager
+def _captured_requests(boto_session, service: str, operations: tuple[str, ...]):
+    """Yield ``{operation: parameters}`` of the ``operations`` sent through the SDK's cached ``service``
+    client of ``boto_session`` (as :func:`_captured_create_request`)."""
+    from sagemaker.core.resources import Base
+
+    # the SDK caches a client per (session, region): the resources below are called with the session's region
+    client = Base.get_sagemaker_client(session=boto_session, region_name=boto_session.region_name, service_name=service)
+    captured: dict = {}
+    events = [f"provide-client-params.{client.meta.service_model.endpoint_prefix}.{op}" for op in operations]
+    for event, op in zip(events, operations):
+        captured[op] = {}
+        client.meta.events.register(event, _copy_into(captured[op]), unique_id=f"bertlib-capture-{op}")
+    try:
+        yield captured
+    finally:
+        for event, op in zip(events, operations):
+            client.meta.events.unregister(event, unique_id=f"bertlib-capture-{op}")
+
+
+def create_endpoint(boto_session, requests: dict[str, dict], wait: bool = True) -> tuple[dict, str]:
+    """Create the model, endpoint config and endpoint of ``requests`` (``{operation: boto3 parameters}``,
+    :data:`ENDPOINT_OPERATIONS`) with ``sagemaker.core.resources`` → ``(the requests as sent, endpoint
+    status)``; ``wait``: until it is InService (or failed: the SDK's FailedStatusError)."""
+    from sagemaker.core.resources import Endpoint, EndpointConfig, Model
+    from sagemaker.core.shapes import ContainerDefinition, ProductionVariant
+
+    model, config, endpoint = (requests[op] for op in ENDPOINT_OPERATIONS)
+    container = model["PrimaryContainer"]
+    (variant,) = config["ProductionVariants"]
+    region = boto_session.region_name
+    with _captured_requests(boto_session, "sagemaker", ENDPOINT_OPERATIONS) as sent:
+        Model.create(
+            model_name=model["ModelName"],
+            primary_container=ContainerDefinition(
+                image=container["Image"], model_data_url=container["ModelDataUrl"], environment=container["Environment"]
+            ),
+            execution_role_arn=model["ExecutionRoleArn"],
+            session=boto_session,
+            region=region,
+        )
+        EndpointConfig.create(
+            endpoint_config_name=config["EndpointConfigName"],
+            production_variants=[
+                ProductionVariant(
+                    variant_name=variant["VariantName"],
+                    model_name=variant["ModelName"],
+                    initial_instance_count=variant["InitialInstanceCount"],
+                    instance_type=variant["InstanceType"],
+                )
+            ],
+            session=boto_session,
+            region=region,
+        )
+        created = Endpoint.create(
+            endpoint_name=endpoint["EndpointName"],
+            endpoint_config_name=endpoint["EndpointConfigName"],
+            session=boto_session,
+            region=region,
+        )
+    if wait:
+        created.wait_for_status("InService")
+    return sent, created.endpoint_status
+
+
+def endpoint_status(boto_session, name: str) -> str | None:
+    """The endpoint's status, or None if there is no endpoint of that name."""
+    from botocore.exceptions import ClientError
+    from sagemaker.core.resources import Endpoint
+
+    try:
+        return Endpoint.get(endpoint_name=name, session=boto_session, region=boto_session.region_name).endpoint_status
+    except ClientError as e:
+        if e.response["Error"]["Code"] in ("ValidationException", "ResourceNotFound"):
+            return None
+        raise
+
+
+def invoke_endpoint(boto_session, name: str, body: str) -> tuple[dict, str, str]:
+    """InvokeEndpoint (JSON in, JSON accepted) → ``(the request as sent, response body, content type)``."""
+    from sagemaker.core.resources import Endpoint
+
+    region = boto_session.region_name
+    endpoint = Endpoint.get(endpoint_name=name, session=boto_session, region=region)
+    with _captured_requests(boto_session, "sagemaker-runtime", ("InvokeEndpoint",)) as sent:
+        out = endpoint.invoke(
+            body=body, content_type="application/json", accept="application/json", session=boto_session, region=region
+        )
+    data = out.body.read() if hasattr(out.body, "read") else out.body
+    return sent["InvokeEndpoint"], data.decode() if isinstance(data, bytes) else str(data), str(out.content_type)
+
+
+def delete_endpoint(boto_session, name: str) -> list[str]:
+    """Delete endpoint, endpoint config and model named ``name`` (those that exist) → what was deleted."""
+    from botocore.exceptions import ClientError
+    from sagemaker.core.resources import Endpoint, EndpointConfig, Model
+
+    region = boto_session.region_name
+    deleted = []
+    for kind, cls, key in (
+        ("endpoint", Endpoint, "endpoint_name"),
+        ("endpoint config", EndpointConfig, "endpoint_config_name"),
+        ("model", Model, "model_name"),
+    ):
+        try:
+            resource = cls.get(**{key: name}, session=boto_session, region=region)
+        except ClientError as e:
+            if e.response["Error"]["Code"] in ("ValidationException", "ResourceNotFound"):
+                continue
+            raise
+        resource.delete()
+        deleted.append(kind)
+    return deleted

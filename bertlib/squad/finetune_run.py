@@ -21,6 +21,7 @@ from bertlib.core.vocab import vocab_info
 from bertlib.data.tokenization import load_wordpiece
 from bertlib.model.checkpoints import export_model, load_weights, resolve_pretrained
 from bertlib.model.heads import BertQA
+from bertlib.squad.answer import write_answer_settings
 from bertlib.squad.cache import load_or_build_features, read_features, squad_dataset
 from bertlib.squad.finetune import VERSIONS, SquadInputs
 from bertlib.squad.metrics import evaluate
@@ -180,8 +181,10 @@ def run(cfg: SquadConfig, paths: RunPaths, inputs: SquadInputs) -> dict:
             null_score_diff_threshold=cfg.null_score_diff_threshold,
         )
         files = write_predictions(paths.output_dir, predictions, nbest, null_odds)
-        # the finetuned model (model.tar.gz on SageMaker): the bertlib export, and the HF one in hf/
+        # the finetuned model (encoder + cls/squad head) and the settings it answers with: run_dir/export,
+        # or SM_MODEL_DIR → the job's model.tar.gz (bertlib.squad.answer reads it); the HF one in hf/
         export_model(model, model.config, inputs.vocab_file, paths.export_dir, vocab_info=vocab)
+        write_answer_settings(paths.export_dir, cfg)
         if wants_hf_export(cfg):
             write_hf_export(model, model.config, inputs.vocab_file, vocab, paths.export_dir / HF_SUBDIR)
         result = evaluate(inputs.predict_json, predictions, na_probs=null_odds if v2 else None, source=cfg.predict_file)

@@ -57,8 +57,14 @@ def get_final_text(pred_text: str, orig_text: str, tokenizer) -> str:
     tokenization); where ``pred_text`` occurs in that, the character positions are mapped back
     through the space-free versions of both strings. If the lengths without spaces differ (e.g.
     accents were stripped) or ``pred_text`` is not found, the whole ``orig_text`` is returned —
-    the heuristic of run_squad.
+    the heuristic of run_squad. (:func:`final_text_span` gives the same text as a slice of ``orig_text``.)
     """
+    start, end = final_text_span(pred_text, orig_text, tokenizer)
+    return orig_text[start:end]
+
+
+def final_text_span(pred_text: str, orig_text: str, tokenizer) -> tuple[int, int]:
+    """``(start, end)``: :func:`get_final_text`'s answer is ``orig_text[start:end]``."""
 
     def strip_spaces(text):
         ns_chars, ns_to_s = [], {}
@@ -69,20 +75,21 @@ def get_final_text(pred_text: str, orig_text: str, tokenizer) -> str:
             ns_chars.append(c)
         return "".join(ns_chars), ns_to_s
 
+    whole = (0, len(orig_text))
     normalized = tokenizer.normalizer.normalize_str(orig_text) if tokenizer.normalizer else orig_text
     tok_text = " ".join(p for p, _ in tokenizer.pre_tokenizer.pre_tokenize_str(normalized))
     start = tok_text.find(pred_text)
     if start == -1:
-        return orig_text
+        return whole
     end = start + len(pred_text) - 1
     orig_ns, orig_ns_to_s = strip_spaces(orig_text)
     tok_ns, tok_ns_to_s = strip_spaces(tok_text)
     if len(orig_ns) != len(tok_ns):
-        return orig_text
+        return whole
     tok_s_to_ns = {s: ns for ns, s in tok_ns_to_s.items()}
     if start not in tok_s_to_ns or end not in tok_s_to_ns:
-        return orig_text
-    return orig_text[orig_ns_to_s[tok_s_to_ns[start]] : orig_ns_to_s[tok_s_to_ns[end]] + 1]
+        return whole
+    return orig_ns_to_s[tok_s_to_ns[start]], orig_ns_to_s[tok_s_to_ns[end]] + 1
 
 
 def postprocess(
@@ -95,12 +102,17 @@ def postprocess(
     max_answer_length: int = 30,
     version_2_with_negative: bool = False,
     null_score_diff_threshold: float = 0.0,
+    with_spans: bool = False,
 ) -> tuple[dict, dict, dict]:
     """Logits of every feature → (predictions, nbest, null_odds), all keyed by question id.
 
     ``features``: :func:`bertlib.squad.cache.read_features` output ([N, S] / [N] arrays); ``start_logits`` /
     ``end_logits``: [N, S] float, row i belonging to feature i. ``null_odds`` (v2.0 only) is
     ``null score − best non-null score`` per question (run_squad's ``scores_diff_json``).
+    ``with_spans``: every non-null n-best entry also says where its text is in the example's words:
+    ``word_start`` / ``word_end`` (indices of ``doc_tokens``, inclusive) and ``text_start`` /
+    ``text_end``, its slice of ``" ".join(doc_tokens[word_start:word_end + 1])``
+    (:mod:`bertlib.squad.answer` maps them to characters of the context).
     """
     by_example: dict[int, list[int]] = collections.defaultdict(list)
     for row, ex_index in enumerate(features["example_index"]):
@@ -134,25 +146,27 @@ def postprocess(
             if s > 0:
                 tok_text = " ".join(tokenizer.id_to_token(int(t)) for t in features["input_ids"][row][s : e + 1])
                 tok_text = " ".join(tok_text.replace(" ##", "").replace("##", "").strip().split())
-                orig_text = " ".join(
-                    ex.doc_tokens[features["token_to_orig"][row][s] : features["token_to_orig"][row][e] + 1]
-                )
-                text = get_final_text(tok_text, orig_text, tokenizer)
+                w0, w1 = int(features["token_to_orig"][row][s]), int(features["token_to_orig"][row][e])
+                orig_text = " ".join(ex.doc_tokens[w0 : w1 + 1])
+                t0, t1 = final_text_span(tok_text, orig_text, tokenizer)
+                text = orig_text[t0:t1]
                 if text in seen:
                     continue
+                span = {"word_start": w0, "word_end": w1, "text_start": t0, "text_end": t1}
             else:
-                text = ""
+                text, span = "", {}
             seen.add(text)
-            nbest.append((text, sl, el))
+            nbest.append((text, sl, el, span))
         if version_2_with_negative and "" not in seen:
-            nbest.append(("", null_start, null_end))
+            nbest.append(("", null_start, null_end, {}))
         if not nbest:
-            nbest.append(("empty", 0.0, 0.0))
-        probs = _softmax([sl + el for _, sl, el in nbest])
+            nbest.append(("empty", 0.0, 0.0, {}))
+        probs = _softmax([sl + el for _, sl, el, _ in nbest])
         all_nbest[ex.qas_id] = [
-            {"text": t, "probability": p, "start_logit": sl, "end_logit": el} for (t, sl, el), p in zip(nbest, probs)
+            {"text": t, "probability": p, "start_logit": sl, "end_logit": el, **(span if with_spans else {})}
+            for (t, sl, el, span), p in zip(nbest, probs)
         ]
-        best_non_null = next(((t, sl, el) for t, sl, el in nbest if t), None)
+        best_non_null = next(((t, sl, el) for t, sl, el, _ in nbest if t), None)
         if not version_2_with_negative:
             predictions[ex.qas_id] = nbest[0][0]
         elif best_non_null is None:

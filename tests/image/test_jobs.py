@@ -29,8 +29,9 @@ import yaml
 
 from bertlib.core.files import sha256_file
 from bertlib.launch import sagemaker as sm
-from bertlib.notebook import _record_sagemaker
+from bertlib.notebook import _record_sagemaker, qa_model
 from bertlib.params import parameters
+from bertlib.squad.answer import answer_questions, dev_questions
 from bertlib.train.hf_export import HF_FILES
 
 BUCKET = "bertlib-launch-test"
@@ -300,6 +301,13 @@ def test_c_squad_from_phase2_with_staged_files(account, runner, runs_root, squad
     # read back as notebooks/04_squad and 05_report do
     entry = _record_sagemaker(p, "squadv1", cfg, info)
     assert entry["f1"] == summary["f1"] and entry["status"] == "Completed"
+    # "Try it" on the job's artifact: the finetuned QA export in model.tar.gz answers every question as
+    # the job's own predictions.json (in output.tar.gz) says
+    assert {"bert_config.json", "squad_answer.json", "vocab.txt"} <= set(s3_tar(entry["export_dir"]))
+    predictions = json.loads(s3_tar(result.output_data)["predictions.json"])
+    questions = dev_questions(json.loads(squad_fixture.read_text()), 1000)
+    answers = answer_questions(qa_model(entry), questions)
+    assert {q["id"]: a.text for q, a in zip(questions, answers)} == predictions
     from bertlib import report
 
     report_cfg = report.ReportConfig(experiment=EXPERIMENT, runs_root=str(runs_root))

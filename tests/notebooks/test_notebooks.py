@@ -4,6 +4,7 @@ cell, the SageMaker dry run needs no credentials, and the whole chain runs on CI
 import json
 import os
 import shutil
+from html.parser import HTMLParser
 from pathlib import Path
 
 import jupytext
@@ -12,6 +13,8 @@ import papermill as pm
 import pytest
 import yaml
 from papermill.exceptions import PapermillExecutionError
+
+from bertlib.squad.reading import load_squad_json
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ["01_data_prep", "02_phase1", "03_phase2", "04_squad", "05_report"]
@@ -294,3 +297,73 @@ def test_chain_rerun_reuses_prepared_data(chain, tmp_path):
     assert f"0 shards written, {shards} reused" in text_of(
         nbformat.read(again["notebooks"]["01_data_prep"], as_version=4)
     )
+
+
+class _Rows(HTMLParser):
+    """Rows of the "Try it" table: each row's cell texts (entities resolved) and its <mark> texts."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.rows, self._mark = [], False
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "tr":
+            self.rows.append({"cells": [], "marks": []})
+        elif tag == "td":
+            self.rows[-1]["cells"].append("")
+        elif tag == "mark":
+            self._mark = True
+            self.rows[-1]["marks"].append("")
+
+    def handle_endtag(self, tag):
+        self._mark = self._mark and tag != "mark"
+
+    def handle_data(self, data):
+        if self.rows and self.rows[-1]["cells"]:
+            self.rows[-1]["cells"][-1] += data
+            if self._mark:
+                self.rows[-1]["marks"][-1] += data
+
+
+@pytest.mark.slow
+def test_chain_try_it_answers_as_the_runs_predicted(chain):
+    """04_squad's "Try it": per version a table of the first dev questions (tests/notebooks/params/squad.yaml:
+    2) with the run's own predictions.json answer marked in its context, the gold answers, then the
+    question/context of the params file (escaped); the same table in the rendered HTML."""
+    work, result = chain
+    nb = nbformat.read(result["notebooks"]["04_squad"], as_version=4)
+    (cell,) = [c for c in code_cells(nb) if "nb.try_it(p)" in c.source]
+    tables = [o["data"]["text/html"] for o in cell.outputs if "text/html" in o.get("data", {})]
+    assert len(tables) == 2
+    steps = json.loads((work / "runs/ci/registry.json").read_text())["steps"]
+    rendered = result["html"]["04_squad"].read_text()
+    for version, table in zip(("squadv1", "squadv2"), tables):
+        predictions = json.loads((work / "runs/ci" / version / "predictions.json").read_text())
+        dev, _, _ = load_squad_json(str(work / steps[version]["predict_file"]))
+        paras = [(p["context"], qa) for a in dev["data"] for p in a["paragraphs"] for qa in p["qas"]][:2]
+        parser = _Rows()
+        parser.feed(table)
+        header, *rows = parser.rows
+        assert len(rows) == 3
+        for row, (context, qa) in zip(rows, paras):
+            question, shown_context, answer, gold = row["cells"]
+            predicted = predictions[qa["id"]]
+            assert question == qa["question"] and shown_context == context
+            assert row["marks"] == ([predicted] if predicted else [])
+            assert answer.startswith(predicted or "no answer") and "p = " in answer
+            assert gold == (" | ".join(dict.fromkeys(a["text"] for a in qa["answers"])) or "no answer")
+        mine = rows[2]
+        assert mine["cells"][:2] == ["In what year did the war end?", "The war <ended> in 1945 & peace came."]
+        assert mine["cells"][3] == "—" and len(mine["marks"]) <= 1
+        assert "&lt;ended&gt;" in table and "<ended>" not in table
+    # the rendered report (nbconvert re-serializes the HTML) shows the same two tables, cell for cell
+    shown = []
+    for part in rendered.split('<table class="bertlib-try-it">')[1:]:
+        parser = _Rows()
+        parser.feed("<table>" + part.split("</table>", 1)[0] + "</table>")
+        shown.append(parser.rows)
+    for table in tables:
+        parser = _Rows()
+        parser.feed(table)
+        assert parser.rows == shown.pop(0)
+    assert shown == []

@@ -89,6 +89,12 @@ KNOBS = {
     "num_shards",
     "pack_sequences",
     "squad_versions",
+    # 04_squad's "Try it" and endpoint sections
+    "try_questions",
+    "question",
+    "context",
+    "deploy",
+    "delete_endpoint",
 }
 
 
@@ -357,3 +363,48 @@ def test_sagemaker_settings_checked_at_the_first_cell(workdir, monkeypatch):
     assert str(err.value) == (
         "phase1 parameters: SageMaker launch: no IAM role — set role or $BERTLIB_SAGEMAKER_ROLE / $SAGEMAKER_ROLE"
     )
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"question": 5}, "squad parameters: key 'question': Input should be a valid string (got 5)"),
+        ({"question": "When?"}, "squad parameters: question and context go together: set both (or neither)"),
+        ({"context": "It ended in 1945."}, "squad parameters: question and context go together: set both (or neither)"),
+        (
+            {"question": " ", "context": "x"},
+            "squad parameters: question and context go together: set both (or neither)",
+        ),
+        (
+            {"try_questions": -1},
+            "squad parameters: key 'try_questions': Input should be greater than or equal to 0 (got -1)",
+        ),
+        ({"questions": "When?"}, "squad parameters (squadv1): unknown key 'questions'"),
+    ],
+)
+def test_try_it_parameters_one_line(change, message, workdir):
+    """04_squad's "Try it" parameters are checked at the first cell, before the registry is read."""
+    values = {**yaml.safe_load((REPO / "params/local/squad.yaml").read_text()), **change}
+    with pytest.raises(nb.ParamsError) as err:
+        nb.parameters("squad", values)
+    assert str(err.value) == message
+
+
+def test_try_it_parameters_reach_the_notebook_keys(workdir, monkeypatch):
+    values = {
+        **yaml.safe_load((REPO / "params/local/squad.yaml").read_text()),
+        "question": "When did it end?",
+        "context": "It ended in 1945.",
+        "try_questions": 0,
+    }
+    keys = nb.load_params("squad", values, resolve=False).keys
+    assert (keys.question, keys.context, keys.try_questions) == ("When did it end?", "It ended in 1945.", 0)
+
+
+def test_try_it_cell_none_keeps_the_params_files_question(workdir):
+    """The cell's None (its "not set here") leaves the params file's question/context and count in place."""
+    values = {**parameter_cell("04_squad"), "params_file": str(REPO / "tests/notebooks/params/squad.yaml")}
+    assert values["question"] is None and values["try_questions"] is None
+    keys = nb.load_params("squad", values, resolve=False).keys
+    file = yaml.safe_load((REPO / "tests/notebooks/params/squad.yaml").read_text())
+    assert (keys.question, keys.context, keys.try_questions) == (file["question"], file["context"], 2)

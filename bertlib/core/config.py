@@ -66,6 +66,12 @@ class LaunchConfig(_Strict):
         0, ge=0, description="local: TF intra/inter-op threads of each process; 0 = TF default"
     )
     dry_run: bool = Field(False, description="sagemaker: build and show the request, start nothing")
+    wait: bool = Field(
+        True, description="sagemaker: follow the job to its end (false: return once it is created; attach later)"
+    )
+    new_job: bool = Field(
+        False, description="sagemaker: start a new job even when the registry's job of this config completed"
+    )
     # SageMaker (values that identify an AWS account come from the environment, never from files)
     job_name: str | None = Field(None, description="SageMaker job name prefix; default: bertlib-<job>-<name>")
     image_uri: str | None = Field(None, description="default: $BERTLIB_IMAGE_URI, else $SAGEMAKER_IMAGE_NAME")

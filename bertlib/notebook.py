@@ -363,6 +363,12 @@ def show_run(p: Params) -> None:
         if entry.get("dry_run"):
             print(f"{name}: dry run — no job ran, nothing to plot")
             continue
+        if entry.get("status", "Completed") != "Completed":
+            print(
+                f"{name}: SageMaker job {entry.get('job_name')} is {entry['status']} — nothing to plot yet "
+                f"(run the launch cell again, or `bertlib status {name}`, to attach)"
+            )
+            continue
         report.show(report.plot_run(entry["run_dir"], f"{name}: {entry['run_dir']}"))
 
 

@@ -9,7 +9,6 @@ Completed at the N-th DescribeTrainingJob from then (a count of requests, never 
 import hashlib
 import io
 import json
-import socket
 import subprocess
 import sys
 import tarfile
@@ -18,7 +17,6 @@ from pathlib import Path
 
 import boto3
 import pytest
-import requests
 import yaml
 
 from bertlib import jobs
@@ -27,11 +25,14 @@ from bertlib.params import load_params
 from bertlib.registry import Registry
 from bertlib.train.metrics import format_log_line
 
+sys.path.insert(0, str(Path(__file__).parent))
+import moto_job_states  # noqa: E402
+
+steer = moto_job_states.steer
+
 ROLE = "arn:aws:iam::123456789012:role/bertlib-training"
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/bertlib-training:tf2.21"
 PARAMS = Path(__file__).resolve().parents[2] / "params" / "sagemaker"
-SERVER = Path(__file__).with_name("moto_job_states.py")
-MODEL = "sagemaker::training_job"
 NEVER = {"progression": "manual", "times": 10**9}
 
 
@@ -39,37 +40,8 @@ NEVER = {"progression": "manual", "times": 10**9}
 def moto_endpoint(tmp_path_factory):
     """This module's moto_server: training jobs that run until the test lets them end (overrides the
     suite's plain moto_server for the aws_env / sm_session fixtures)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, str(SERVER), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT
-    )
-    try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.time() > deadline:
-                    raise RuntimeError(f"moto_job_states.py did not start (exit code {proc.poll()})")
-                time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.kill()
-        proc.wait(timeout=10)
-        log.close()
-
-
-def steer(endpoint: str, transition: dict) -> None:
-    r = requests.post(
-        f"{endpoint}/moto-api/state-manager/set-transition",
-        data=json.dumps({"model_name": MODEL, "transition": transition}),
-        timeout=10,
-    )
-    assert r.status_code == 201, r.text
+    with moto_job_states.serving(tmp_path_factory.mktemp("moto") / "moto.log") as url:
+        yield url
 
 
 @pytest.fixture()
@@ -263,6 +235,9 @@ def test_notebook_cell_rerun_reads_the_completed_jobs_results(env, sm_session, t
     nb.launch(p)  # returns at once
     entry = p.registry.get("phase1")
     assert entry["status"] == "InProgress" and "steps" not in entry
+    capsys.readouterr()
+    nb.show_run(p)  # the next cell: nothing to plot yet, and says how to attach
+    assert f"phase1: SageMaker job {entry['job_name']} is InProgress — nothing to plot yet" in capsys.readouterr().out
     # the job's results where SageMaker puts them (what the entry point writes to SM_OUTPUT_DATA_DIR)
     summary = {"steps": 1000, "wall_time_s": 1234.5, "seq_per_sec": 512.5, "final": {"loss": 2.5}}
     buf = io.BytesIO()

@@ -92,9 +92,9 @@ def main(argv: list[str]) -> int:
             print(f"{name}: finished, run directory {run_dir}")
         else:
             info = jobs.launch_once(job, name, launched, registry)
-            print(json.dumps({name: info}, indent=1, default=str))
             if info["action"] != "dry-run":  # a dry run's stdout stays one JSON document
                 print(jobs.result_line(name, info))
+            print(json.dumps({name: info}, indent=1, default=str))  # last: what scripts read
             if info["status"] in ("Failed", "Stopped"):
                 print_error(
                     f"{name}: SageMaker job {info['job_name']} ended {info['status']}"

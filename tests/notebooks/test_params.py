@@ -79,6 +79,8 @@ KNOBS = {
     "experiment",
     "backend",
     "dry_run",
+    "wait",
+    "new_job",
     "model_size",
     "total_steps",
     "learning_rate",

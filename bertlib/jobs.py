@@ -184,7 +184,7 @@ def launch_once(
             desc = None
     request = None
     if desc is None:
-        info = _start(job, step, launched, registry, ident, session, logs)
+        info = _start(job, step, launched, registry, ident, session, logs, sm_client)
         request = info["request"]
         desc = monitor.describe(sm_client, info["job_name"]) or {}
         status = desc.get("TrainingJobStatus", info["status"])
@@ -218,11 +218,16 @@ def _result(desc: dict, job: str, launched: LaunchedJob, action: str, ident: str
     return info
 
 
-def _start(job: str, step: str, launched: LaunchedJob, registry: Registry, ident: str, session, logs: bool) -> dict:
-    """Create the job; the registry entry is written from the request just before it is sent."""
+def _start(
+    job: str, step: str, launched: LaunchedJob, registry: Registry, ident: str, session, logs: bool, sm_client
+) -> dict:
+    """Create the job; the registry entry is written from the request just before it is sent. When the
+    request fails and no job of that name exists, the step's previous entry is put back."""
+    previous, sent = registry.get(step), []
 
     def record(request: dict) -> None:
         name = request["TrainingJobName"]
+        sent.append(name)
         output = request["OutputDataConfig"]["S3OutputPath"]
         pending = {
             "job_name": name,
@@ -232,7 +237,17 @@ def _start(job: str, step: str, launched: LaunchedJob, registry: Registry, ident
         }
         registry.record(step, **_in_flight(launched, job, ident, pending, "Creating"))
 
-    return sagemaker.launch(job, launched, dry_run=False, session=session, wait=False, logs=logs, on_request=record)
+    try:
+        return sagemaker.launch(job, launched, dry_run=False, session=session, wait=False, logs=logs, on_request=record)
+    except Exception:
+        if sent:
+            try:
+                created = monitor.describe(sm_client, sent[-1]) is not None
+            except Exception:  # cannot tell: the entry keeps the name, the next launch looks again
+                created = True
+            if not created:
+                registry.restore(step, previous)
+        raise
 
 
 def result_line(step: str, info: dict) -> str:

@@ -109,6 +109,15 @@ class Registry:
         write_json(self.path, data)
         return entry
 
+    def restore(self, step: str, entry: dict | None) -> None:
+        """Put back an entry read earlier with :meth:`get` (None: the step had none)."""
+        data = self.load()
+        if entry is None:
+            data["steps"].pop(step, None)
+        else:
+            data["steps"][step] = entry
+        write_json(self.path, data)
+
     def get(self, step: str) -> dict | None:
         return self.steps.get(step)
 

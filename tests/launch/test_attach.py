@@ -164,6 +164,29 @@ def test_registry_entry_exists_before_the_request_is_sent(env, sm_session, tmp_p
     assert len(at_send) == 1 and at_send[0]["status"] == "Creating" and at_send[0]["job_name"] == info["job_name"]
 
 
+def test_a_request_that_never_arrives_leaves_the_previous_entry(env, sm_session, tmp_path):
+    import botocore.exceptions
+
+    fail, at_send = [], []
+
+    def drop(request, **_):  # the connection fails (as a network outage would), on the second job
+        if fail:
+            at_send.append(Registry(p.registry.path).get("phase1")["status"])
+            raise botocore.exceptions.EndpointConnectionError(endpoint_url=request.url)
+
+    p = phase1(tmp_path)
+    sm_session.boto_session.events.register("before-send.sagemaker.CreateTrainingJob", drop)
+    first = jobs.launch_once("pretrain", "phase1", p.cfg, p.registry, session=sm_session)
+    kept = p.registry.get("phase1")
+    assert kept["job_name"] == first["job_name"] and kept["status"] == "Completed"
+    fail.append(True)
+    with pytest.raises(botocore.exceptions.EndpointConnectionError):
+        jobs.launch_once("pretrain", "phase1", phase1(tmp_path, new_job=True).cfg, p.registry, session=sm_session)
+    assert at_send and set(at_send) == {"Creating"}  # recorded before the send (botocore retried it)
+    assert p.registry.get("phase1") == kept  # the completed job's entry, not a job that does not exist
+    assert training_jobs(tmp_path) == [first["job_name"]]
+
+
 def test_rerun_attaches_to_the_running_job_and_shows_its_progress(env, sm_session, tmp_path, capsys):
     steer(env["endpoint"], NEVER)
     p = phase1(tmp_path, wait=False)

@@ -137,6 +137,44 @@ def test_progress_from_metric_lines_matches_hand_computed_values():
     assert p.cost_usd == pytest.approx(35.894 * 8)
 
 
+def test_terminal_display_redraws_one_line_with_the_log_above(subprocess_env):
+    """On a terminal (a real pseudo-terminal as stderr) the display is one line redrawn with \\r; log
+    lines go to stdout between redraws."""
+    import os
+    import pty
+
+    code = (
+        "from bertlib.core.progress import MeterDisplay; d = MeterDisplay(); d.show('job 1/3', key=1); "
+        "d.write('[bertlib] a log line'); d.show('job 2/3', key=2); d.close()"
+    )
+    master, slave = pty.openpty()
+    try:
+        run = subprocess.run(
+            [sys.executable, "-c", code],
+            stderr=slave,
+            stdout=subprocess.PIPE,
+            text=True,
+            timeout=120,
+            env=subprocess_env,
+        )
+        os.close(slave)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the other end is closed and everything was read
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        os.close(master)
+    assert run.returncode == 0 and run.stdout == "[bertlib] a log line\n"
+    clear = "\r\x1b[K"
+    # the line, cleared for the log line and drawn again, then replaced; the tty turns \n into \r\n
+    assert shown.decode() == f"{clear}job 1/3{clear}job 1/3{clear}job 2/3\r\n"
+
+
 # ----------------------------------------------------------------------------- launches
 
 

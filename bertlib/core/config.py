@@ -45,6 +45,7 @@ LOCAL_INSTANCE_TYPES = ("local", "local_gpu")
 #: launch settings of real SageMaker jobs that the SDK's local mode has no counterpart for (refused there)
 _NOT_IN_LOCAL_MODE = (
     "dry_run",
+    "new_job",
     "use_spot",
     "max_wait_seconds",
     "checkpoint_s3_uri",
@@ -124,8 +125,8 @@ class LaunchConfig(_Strict):
     def _check_local_mode(self):
         """Local mode has no S3, spot, VPC or FSx: a setting for one of them is refused, not ignored."""
         if self.local_mode:
-            given = [k for k in _NOT_IN_LOCAL_MODE if getattr(self, k)]
-            if given:
+            given = [k for k in _NOT_IN_LOCAL_MODE if getattr(self, k)] + ([] if self.wait else ["wait: false"])
+            if given:  # (local mode runs in the foreground: nothing to attach to later)
                 raise ValueError(
                     f"instance_type {self.instance_type} (the SDK's local mode) has no {', '.join(given)}: "
                     "unset it (checkpoints stay in the containers, results go to run_dir / output_dir)"

@@ -175,6 +175,16 @@ def test_terminal_display_redraws_one_line_with_the_log_above(subprocess_env):
     assert shown.decode() == f"{clear}job 1/3{clear}job 1/3{clear}job 2/3\r\n"
 
 
+def test_local_mode_refuses_wait_false_and_new_job():
+    from bertlib.core.config import LaunchConfig
+
+    assert LaunchConfig(backend="sagemaker", instance_type="local").wait is True
+    with pytest.raises(ValueError, match="the SDK's local mode\\) has no wait: false"):
+        LaunchConfig(backend="sagemaker", instance_type="local", wait=False)
+    with pytest.raises(ValueError, match="the SDK's local mode\\) has no new_job"):
+        LaunchConfig(backend="sagemaker", instance_type="local", new_job=True)
+
+
 # ----------------------------------------------------------------------------- launches
 
 

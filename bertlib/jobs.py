@@ -179,15 +179,24 @@ def launch_once(
             reason = f": {desc['FailureReason']}" if desc.get("FailureReason") else ""
             say(
                 f"{step}: job {desc['TrainingJobName']} ended {status}{reason}; starting a new one"
-                + (f" (it resumes from the checkpoints in {cfg.checkpoint_s3_uri})" if cfg.checkpoint_s3_uri else "")
+                + (
+                    f" (it resumes from the checkpoints in {cfg.checkpoint_s3_uri}, if the old one wrote any)"
+                    if cfg.checkpoint_s3_uri
+                    else ""
+                )
             )
             desc = None
     request = None
     if desc is None:
         info = _start(job, step, launched, registry, ident, session, logs, sm_client)
         request = info["request"]
-        desc = monitor.describe(sm_client, info["job_name"]) or {}
-        status = desc.get("TrainingJobStatus", info["status"])
+        desc = monitor.describe(sm_client, info["job_name"]) or {  # not visible yet: what the request says
+            "TrainingJobName": info["job_name"],
+            "TrainingJobStatus": info["status"] or "InProgress",
+            "OutputDataConfig": request["OutputDataConfig"],
+            "CheckpointConfig": request.get("CheckpointConfig"),
+        }
+        status = desc["TrainingJobStatus"]
         registry.update(step, status=status)
         say(f"{step}: started SageMaker training job {info['job_name']} ({status}); recorded in {registry.path}")
     if cfg.wait:

@@ -240,6 +240,11 @@ def attach(
     DescribeTrainingJob response."""
     poll_s = poll_seconds() if poll_s is None else poll_s
     desc = describe(sm_client, name)
+    for _ in range(5):  # a job created a moment ago may not be visible yet
+        if desc is not None:
+            break
+        time.sleep(poll_s)
+        desc = describe(sm_client, name)
     if desc is None:
         raise ConfigError(f"SageMaker training job {name!r}: not found (DescribeTrainingJob)")
     rc = desc.get("ResourceConfig", {})

@@ -294,7 +294,7 @@ def test_stopped_job_is_not_reused(env, sm_session, tmp_path, capsys):
     assert second["action"] == "started" and second["job_name"] != first["job_name"]
     assert len(training_jobs(tmp_path)) == 2
     out = capsys.readouterr().out
-    assert f"job {first['job_name']} ended Stopped; starting a new one (it resumes from the checkpoints in" in out
+    assert f"job {first['job_name']} ended Stopped; starting a new one (it resumes from the checkpoints in s3://" in out
 
 
 def test_notebook_cell_rerun_reads_the_completed_jobs_results(env, sm_session, tmp_path, capsys):

@@ -12,8 +12,11 @@ resolved exactly as the notebooks resolve it (:func:`bertlib.params.load_configs
 file launches each of its ``squad_versions``. Each becomes a
 :class:`~bertlib.core.config.LaunchedJob` ``(launch, job)``; the job's process gets only ``job``. ``backend: local`` runs under horovodrun on this
 machine (:func:`bertlib.launch.local.run`; ``prepare-data`` runs here with every core);
-``backend: sagemaker`` starts a training job
-(:func:`bertlib.launch.sagemaker.launch`) and, unless ``dry_run``, waits for it while streaming its log.
+``backend: sagemaker`` starts a training job (:func:`bertlib.jobs.launch_once`: recorded in the run
+registry as it is created) and, unless ``dry_run`` or ``--wait false``, follows it to its end (log and
+progress). Run again with the same config, it attaches to that job while it runs and reuses it once
+completed (``--new_job true`` starts another); the registry is the params file's experiment, or
+``runs/default`` for a plain run config.
 
 It lives above :mod:`bertlib.launch` (beside :mod:`bertlib.params`, whose loader it uses).
 """
@@ -25,13 +28,14 @@ import sys
 
 import click
 
+from bertlib import jobs
 from bertlib.core.cli_schema import YamlValue, group, parse
 from bertlib.core.cli_schema import command as schema_command
 from bertlib.core.config import JOBS, NOTEBOOK_KEYS, build_config, job_command
 from bertlib.core.errors import ConfigError, print_error, run_guarded
 from bertlib.data.prepare import prepare
-from bertlib.launch import canary, image, local, sagemaker
-from bertlib.params import load_configs
+from bertlib.launch import canary, image, local
+from bertlib.params import load_configs, load_launch
 
 USAGE = (
     "usage: bertlib launch {pretrain,squad,prepare-data,canary} --config FILE.yaml [--key value ...] | "
@@ -105,7 +109,7 @@ def main(argv: list[str]) -> int:
     if job == "canary":
         return run_canary(str(path), args.values, extras)
     overrides = {**args.values, **extras}
-    configs = load_configs(job, str(path), overrides)
+    configs, registry = load_launch(job, str(path), overrides)
     for name, launched in configs.items():
         backend = launched.launch.backend
         if backend == "local" and job == "prepare-data":
@@ -115,8 +119,16 @@ def main(argv: list[str]) -> int:
             run_dir = local.run(job, launched)
             print(f"{name}: finished, run directory {run_dir}")
         else:
-            info = sagemaker.launch(job, launched, wait=not launched.launch.dry_run)
-            print(json.dumps({name: info}, indent=1, default=str))
+            info = jobs.launch_once(job, name, launched, registry)
+            if info["action"] != "dry-run":  # a dry run's stdout stays one JSON document
+                print(jobs.result_line(name, info))
+            print(json.dumps({name: info}, indent=1, default=str))  # last: what scripts read
+            if info["status"] in ("Failed", "Stopped"):
+                print_error(
+                    f"{name}: SageMaker job {info['job_name']} ended {info['status']}"
+                    + (f": {info['failure_reason']}" if info.get("failure_reason") else "")
+                )
+                return 1
     return 0
 
 

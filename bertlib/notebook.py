@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from bertlib import deploy_cli, report
+from bertlib import deploy_cli, jobs, report
 from bertlib.core.config import LaunchedJob
 from bertlib.core.errors import (  # noqa: F401 - what a parameter cell raises (nb.ParamsError)
     ConfigError,
@@ -112,21 +112,24 @@ def prepare_data(p: Params) -> dict:
 def prepare_data_on_sagemaker(p: Params) -> dict:
     """Start data preparation as a SageMaker job on ``instance_count`` instances
     (:func:`bertlib.launch.sagemaker.launch`, job ``prepare-data``): a dry run shows the request, a
-    real one waits for the job while streaming its log, then fetches the phases' ``manifest.json`` and
+    real one (:func:`bertlib.jobs.launch_once`: recorded as it is created, attached to / reused when run
+    again) waits for the job while streaming its log, then fetches the phases' ``manifest.json`` and
     ``vocab.txt`` into ``output_dir`` for the tables below. The datasets' S3 URIs go into the registry,
     where ``data_dir: auto`` of the training notebooks finds them."""
     launch, cfg = p.cfg.launch, p.cfg.job
-    info = sagemaker.launch("prepare-data", p.cfg, dry_run=launch.dry_run, wait=not launch.dry_run, logs=True)
-    what = "dry run — nothing was sent to AWS" if launch.dry_run else f"status {info['status']}"
+    info = jobs.launch_once("prepare-data", "data", p.cfg, p.registry, logs=True)
+    what = "dry run — nothing was sent to AWS" if launch.dry_run else f"status {info['status']}, {info['action']}"
     print(
         f"data: SageMaker job {info['job_name']} on {launch.instance_count} × {launch.instance_type} ({what})\n"
         + "".join(f"  {name}: {uri}\n" for name, uri in info["datasets"].items()).rstrip("\n")
     )
-    _show_request(info)
+    if info["action"] in ("started", "dry-run"):
+        _show_request(info)
     entry = {
         "backend": "sagemaker",
         "job_name": info["job_name"],
         "status": info["status"],
+        "identity": info["identity"],
         "dry_run": launch.dry_run,
         "output_dir": launch.s3_data_uri or str(cfg.output_dir),  # local mode: the datasets are in output_dir
         "datasets": info["datasets"],
@@ -134,7 +137,7 @@ def prepare_data_on_sagemaker(p: Params) -> dict:
     }
     if info["status"] == "Completed":
         entry["manifests_dir"] = str(fetch_manifests(info["datasets"], cfg.output_dir))
-    elif not launch.dry_run:
+    elif not launch.dry_run and info["status"] not in jobs.RUNNING:  # running: wait: false
         raise RuntimeError(
             f"SageMaker job {info['job_name']} ended {info['status']}; rerun this cell to resume "
             "(finished shards in s3_data_uri are kept)"
@@ -247,19 +250,22 @@ def _record_local(p: Params, name: str, run_dir: Path) -> dict:
 def _record_sagemaker(p: Params, name: str, launched: LaunchedJob, info: dict) -> dict:
     """Record a SageMaker job; a completed one also gets its summary (times, EM/F1) from the job's
     ``output.tar.gz``. A dry run never replaces the entry of a real run: it goes to ``<name>-dry-run``."""
+    existing = p.registry.get(name) or {}
     entry = {
+        **(existing if existing.get("job_name") == info["job_name"] and not launched.launch.dry_run else {}),
         "backend": "sagemaker",
         "dry_run": launched.launch.dry_run,
         "job_name": info["job_name"],
         "status": info["status"],
+        "identity": info.get("identity"),
         "run_dir": info["output_data"],
         "checkpoint_s3_uri": info["checkpoint_s3_uri"],
     }
+    entry.pop("recorded_at", None)
     if info["status"] == "Completed":
         entry.update(_summary_values(fetch_run(info["output_data"])))
     entry["export_dir"] = info["model_artifacts"]  # the S3 model.tar.gz, not the container's path
-    existing = p.registry.get(name)
-    if launched.launch.dry_run and existing is not None and not existing.get("dry_run"):
+    if launched.launch.dry_run and existing and not existing.get("dry_run"):
         name = f"{name}-dry-run"
         print(f"(recorded as {name!r}: the registry keeps the real run's entry)")
     return p.registry.record(name, **entry)
@@ -269,8 +275,11 @@ def launch(p: Params) -> dict[str, dict]:
     """Run each config of ``p`` where its ``backend`` says and record it in the registry.
 
     local: ``horovodrun -np num_processes`` through :func:`bertlib.launch.local.run`, rank 0's log
-    streaming into the notebook; sagemaker: :func:`bertlib.launch.sagemaker.launch` — a dry run shows
-    the CreateTrainingJob request, a real one waits for the job while streaming its CloudWatch log.
+    streaming into the notebook; sagemaker: :func:`bertlib.jobs.launch_once` — a dry run shows the
+    CreateTrainingJob request; a real one is recorded in the registry as it is created, then followed
+    (its log and one progress display) to its end, unless ``wait: false``. Run again, it attaches to
+    the registry's job of the same config while that runs and reuses it once completed (``new_job:
+    true``: start another).
     Returns ``{name: registry entry}``.
     """
     entries = {}
@@ -280,8 +289,8 @@ def launch(p: Params) -> dict[str, dict]:
             run_dir = local.run(_job(p), launched, num_processes=cfg.num_processes, stream=True)
             entries[name] = _record_local(p, name, run_dir)
         else:
-            info = sagemaker.launch(_job(p), launched, dry_run=cfg.dry_run, wait=not cfg.dry_run, logs=True)
-            what = "dry run — nothing was sent to AWS" if cfg.dry_run else f"status {info['status']}"
+            info = jobs.launch_once(_job(p), name, launched, p.registry, logs=True)
+            what = "dry run — nothing was sent to AWS" if cfg.dry_run else f"status {info['status']}, {info['action']}"
             if info["placeholders"]:
                 print(
                     f"dry run: {', '.join(info['placeholders'])} not set — the request below shows "
@@ -291,8 +300,15 @@ def launch(p: Params) -> dict[str, dict]:
                 f"{name}: SageMaker training job {info['job_name']} ({what})\n"
                 f"  export (model.tar.gz): {info['model_artifacts']}\n  outputs: {info['output_data']}"
             )
-            _show_request(info)
+            if info["action"] in ("started", "dry-run"):
+                _show_request(info)
             entries[name] = _record_sagemaker(p, name, launched, info)
+            if info["status"] in ("Failed", "Stopped"):
+                raise LaunchError(
+                    f"{name}: SageMaker job {info['job_name']} ended {info['status']}"
+                    + (f": {info['failure_reason']}" if info.get("failure_reason") else "")
+                    + " — run this cell again to start a new job (it resumes from checkpoint_s3_uri)"
+                )
     return entries
 
 
@@ -300,13 +316,13 @@ def canary(p: Params) -> dict | None:
     """The canary before phase 1 (:mod:`bertlib.launch.canary`): a few minutes on the run's instance type
     and ``canary_instance_count`` instances (default the run's), with the run's config; shows its report
     and stops the notebook (LaunchError, the verdict) on FAIL, before the expensive launch. ``canary``:
-    None runs it on SageMaker (a dry run shows its request) and skips it locally; True / False force."""
+    "auto" runs it on SageMaker (a dry run shows its request) and skips it locally; True / False force."""
     launched = p.cfg
     on_sagemaker = launched.launch.backend == "sagemaker"
-    if not (p.keys.canary if p.keys.canary is not None else on_sagemaker):
+    if not (on_sagemaker if p.keys.canary == "auto" else p.keys.canary):
         print("canary: skipped (local backend; -p canary True runs it here too)")
         return None
-    job = canary_job.canary_job(launched, instance_count=p.keys.canary_instance_count)
+    job = canary_job.canary_job(launched, instance_count=p.keys.canary_instance_count or None)
     result = canary_job.run(job)
     if result.get("dry_run"):
         print(
@@ -375,6 +391,12 @@ def show_run(p: Params) -> None:
     for name, entry in _entries(p).items():
         if entry.get("dry_run"):
             print(f"{name}: dry run — no job ran, nothing to plot")
+            continue
+        if entry.get("status", "Completed") != "Completed":
+            print(
+                f"{name}: SageMaker job {entry.get('job_name')} is {entry['status']} — nothing to plot yet "
+                f"(run the launch cell again, or `bertlib status {name}`, to attach)"
+            )
             continue
         report.show(report.plot_run(entry["run_dir"], f"{name}: {entry['run_dir']}"))
 

@@ -77,8 +77,9 @@ class _NotebookKeys(BaseModel):
 
 
 class _Phase1Keys(_NotebookKeys):
-    canary: bool | None = None  # run the canary before phase 1 (None: on SageMaker, not locally)
-    canary_instance_count: int | None = Field(None, ge=1)  # its instances (None: the run's instance_count)
+    # a notebook cell's None keeps these values (or the params file's), so "auto" and 0 stand for the defaults
+    canary: Literal["auto"] | bool = "auto"  # run the canary before phase 1 ("auto": on SageMaker, not locally)
+    canary_instance_count: int = Field(0, ge=0)  # its instances (0: the run's instance_count)
 
 
 class _DataKeys(_NotebookKeys):
@@ -203,9 +204,28 @@ def load_configs(
     job = job or job_of(values)
     if job == "report":
         return {"report": load_config(ReportConfig, path, overrides)}
+    return _load(job, values, path, overrides, resolve)[0]
+
+
+#: the registry of a launch from a plain run config (a notebook params file names its experiment)
+DEFAULT_EXPERIMENT = "default"
+
+
+def load_launch(
+    job: str | None, path: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], Registry]:
+    """:func:`load_configs` (resolved) and the run registry the launch records its jobs in: the params
+    file's experiment, or ``runs/default`` for a plain run config."""
+    overrides = dict(overrides or {})
+    values = {**(read_yaml(path) if path else {}), **overrides}
+    return _load(job or job_of(values), values, path, overrides, True)
+
+
+def _load(job: str, values: dict, path, overrides: dict, resolve: bool) -> tuple[dict[str, Any], Registry]:
     step = step_of(job, values)
     if step is not None:
-        return load_params(step, values, resolve=resolve).configs
+        params = load_params(step, values, resolve=resolve)
+        return params.configs, params.registry
     launched = load_launched(job, path, overrides)
     cfg = launched.job
     name = {
@@ -213,7 +233,7 @@ def load_configs(
         "pretrain": getattr(cfg, "phase", None),
         "squad": getattr(cfg, "squad_version", None),
     }.get(job) or job
-    return {name: launched}
+    return {name: launched}, Registry.for_experiment(DEFAULT_EXPERIMENT)
 
 
 def load_params(step: str, values: dict[str, Any], *, resolve: bool = True) -> Params:

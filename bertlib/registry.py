@@ -9,7 +9,9 @@ One JSON file per experiment, ``runs/<experiment>/registry.json``::
                "squadv1": {"run_dir": ..., "f1": ..., "exact_match": ..., ...},
                "squadv2": {...}}}
 
-Each notebook ``record``s one step (its entry is replaced as a whole, with a ``recorded_at`` time);
+Each notebook ``record``s one step (its entry is replaced as a whole, with a ``recorded_at`` time); a
+SageMaker job is recorded the moment it is created (``status`` InProgress, its ``job_name`` and the
+``identity`` of its config, :mod:`bertlib.jobs`) and again when it ends;
 later notebooks ``lookup`` dotted keys such as ``"phase1.export_dir"``. A parameter whose value is the
 string ``"auto"`` is resolved from the registry (phase 2's ``checkpoint_path: auto`` = phase 1's
 export). Every write goes through a temp file + rename, so a reader never sees half a file.
@@ -95,6 +97,27 @@ class Registry:
         write_json(self.path, data)
         return entry
 
+    def update(self, step: str, **values: Any) -> dict:
+        """Merge ``values`` into the entry of ``step`` (created if missing); returns the entry."""
+        data = self.load()
+        entry = {
+            **data["steps"].get(step, {}),
+            **_plain(values),
+            "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        data["steps"][step] = entry
+        write_json(self.path, data)
+        return entry
+
+    def restore(self, step: str, entry: dict | None) -> None:
+        """Put back an entry read earlier with :meth:`get` (None: the step had none)."""
+        data = self.load()
+        if entry is None:
+            data["steps"].pop(step, None)
+        else:
+            data["steps"][step] = entry
+        write_json(self.path, data)
+
     def get(self, step: str) -> dict | None:
         return self.steps.get(step)
 
@@ -123,8 +146,14 @@ class Registry:
             if out.get(key) == AUTO:
                 step = dotted.partition(".")[0]
                 out[key] = self.lookup(dotted)
-                if (self.get(step) or {}).get("dry_run") and not allow_dry_run:
+                entry = self.get(step) or {}
+                if entry.get("dry_run") and not allow_dry_run:
                     raise ConfigError(
                         f"{self.path}: the {step!r} entry is from a dry run; {key}: auto needs a real {step} run"
+                    )
+                if not entry.get("dry_run") and entry.get("status", "Completed") != "Completed":
+                    raise ConfigError(
+                        f"{self.path}: the {step!r} entry is SageMaker job {entry.get('job_name')} "
+                        f"({entry['status']}); {key}: auto needs it Completed (bertlib status {step})"
                     )
         return out

@@ -55,6 +55,8 @@ params_file = "params/local/data.yaml"  # every setting of the run (the local de
 experiment = None  # run registry: runs/<experiment>/registry.json
 backend = None  # local | sagemaker (a prepare-data job on instance_count CPU instances)
 dry_run = None  # sagemaker: build and show the request only
+wait = None  # sagemaker: False = return once the job is created (run this again, or `bertlib status`, to attach)
+new_job = None  # sagemaker: True = start a new job even if the registry's one of this config completed
 sources = None  # dump/text paths, http(s)/s3 URLs, or asset:NAME
 phases = None  # [{"name": ..., "max_seq_length": ..., "max_predictions_per_seq": ...}, ...]
 num_shards = None  # training shards per phase (>= the training runs' processes)

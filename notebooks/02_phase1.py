@@ -52,13 +52,15 @@ params_file = "params/local/phase1.yaml"  # every setting of the run (local: BER
 experiment = None  # run registry: runs/<experiment>/registry.json
 backend = None  # local | sagemaker
 dry_run = None  # sagemaker: build and show the request only
+wait = None  # sagemaker: False = return once the job is created (run this again, or `bertlib status`, to attach)
+new_job = None  # sagemaker: True = start a new job even if the registry's one of this config completed
 model_size = None  # tiny | mini | small | base | large
 total_steps = None
 learning_rate = None
 instance_type = None  # sagemaker
 instance_count = None  # sagemaker
-canary = None  # run the canary first (None: on SageMaker, not locally)
-canary_instance_count = None  # the canary's instances (None: instance_count; fewer of the same type cost less)
+canary = None  # run the canary first (default "auto": on SageMaker, not locally; True / False force)
+canary_instance_count = None  # the canary's instances (default 0: instance_count; fewer of the same type cost less)
 
 # %% [markdown]
 # Lay the values set above over `params_file`, validate them against `bertlib.core.config.PretrainConfig`
@@ -105,7 +107,11 @@ nb.canary(p)
 # %% [markdown]
 # ## Launch
 # Locally the log lines of rank 0 stream below as they come (`[bertlib] phase=phase1 step=...`); on
-# SageMaker the request is shown and the job is recorded in the registry.
+# SageMaker the job is recorded in the registry the moment it is created, its request is shown, and the
+# cell follows it: its log and one progress line (step / total, loss, throughput, ETA, cost so far). Run
+# again — after a dead kernel, or with `wait = False` — the cell attaches to that job while it runs and
+# reuses it once it completed (`new_job = True` starts another); `bertlib status phase1` does the same
+# from a terminal.
 
 # %%
 run = nb.launch(p)

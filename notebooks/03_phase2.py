@@ -40,6 +40,8 @@ params_file = "params/local/phase2.yaml"  # every setting of the run (local: BER
 experiment = None  # run registry: runs/<experiment>/registry.json
 backend = None  # local | sagemaker
 dry_run = None  # sagemaker: build and show the request only
+wait = None  # sagemaker: False = return once the job is created (run this again, or `bertlib status`, to attach)
+new_job = None  # sagemaker: True = start a new job even if the registry's one of this config completed
 model_size = None  # must match phase 1
 total_steps = None
 learning_rate = None

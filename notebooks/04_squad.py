@@ -42,6 +42,8 @@ params_file = "params/local/squad.yaml"  # every setting of the runs (local: the
 experiment = None  # run registry: runs/<experiment>/registry.json
 backend = None  # local | sagemaker
 dry_run = None  # sagemaker: build and show the requests only
+wait = None  # sagemaker: False = return once the jobs is created (run this again, or `bertlib status`, to attach)
+new_job = None  # sagemaker: True = start a new jobs even if the registry's one of this config completed
 model_size = None  # must match the pretrained checkpoint
 squad_versions = None  # ["squadv1", "squadv2"], or one of them
 instance_type = None  # sagemaker

@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pretrain": ("bertlib.train.pretrain", "phase 1 / phase 2 pretraining (Horovod-aware)"),
     "squad": ("bertlib.squad.finetune", "SQuAD finetune + predict + evaluate"),
     "launch": ("bertlib.launch_cli", "run pretrain/squad/prepare-data locally (horovodrun) or on SageMaker"),
+    "status": ("bertlib.status_cli", "the registry's SageMaker jobs, live; attach to a running one"),
     "report": ("bertlib.report", "plots and the F1/timing table from run directories"),
     "squad-eval": ("bertlib.squad.metrics", "official SQuAD v1.1/v2.0 evaluation"),
     "convert-checkpoint": ("bertlib.model.checkpoints", "Google TF1 / HF safetensors -> bertlib"),

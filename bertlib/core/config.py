@@ -45,6 +45,7 @@ LOCAL_INSTANCE_TYPES = ("local", "local_gpu")
 #: launch settings of real SageMaker jobs that the SDK's local mode has no counterpart for (refused there)
 _NOT_IN_LOCAL_MODE = (
     "dry_run",
+    "new_job",
     "use_spot",
     "max_wait_seconds",
     "checkpoint_s3_uri",
@@ -66,6 +67,12 @@ class LaunchConfig(_Strict):
         0, ge=0, description="local: TF intra/inter-op threads of each process; 0 = TF default"
     )
     dry_run: bool = Field(False, description="sagemaker: build and show the request, start nothing")
+    wait: bool = Field(
+        True, description="sagemaker: follow the job to its end (false: return once it is created; attach later)"
+    )
+    new_job: bool = Field(
+        False, description="sagemaker: start a new job even when the registry's job of this config completed"
+    )
     # SageMaker (values that identify an AWS account come from the environment, never from files)
     job_name: str | None = Field(None, description="SageMaker job name prefix; default: bertlib-<job>-<name>")
     image_uri: str | None = Field(None, description="default: $BERTLIB_IMAGE_URI, else $SAGEMAKER_IMAGE_NAME")
@@ -118,8 +125,8 @@ class LaunchConfig(_Strict):
     def _check_local_mode(self):
         """Local mode has no S3, spot, VPC or FSx: a setting for one of them is refused, not ignored."""
         if self.local_mode:
-            given = [k for k in _NOT_IN_LOCAL_MODE if getattr(self, k)]
-            if given:
+            given = [k for k in _NOT_IN_LOCAL_MODE if getattr(self, k)] + ([] if self.wait else ["wait: false"])
+            if given:  # (local mode runs in the foreground: nothing to attach to later)
                 raise ValueError(
                     f"instance_type {self.instance_type} (the SDK's local mode) has no {', '.join(given)}: "
                     "unset it (checkpoints stay in the containers, results go to run_dir / output_dir)"

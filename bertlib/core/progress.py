@@ -118,3 +118,54 @@ def quiet_or_bar(
     return progress_bar(total, desc, initial=initial, unit=unit, enabled=progress, unit_scale=unit_scale) or tqdm(
         disable=True
     )
+
+
+class MeterDisplay:
+    """One progress line updated in place, with log lines written above it (a notebook) or between its
+    redraws (a terminal), for a meter whose text the caller makes (e.g. a SageMaker job's progress,
+    :mod:`bertlib.launch.monitor`).
+
+    In a notebook kernel: one display output, updated through its display handle (papermill keeps its
+    last state). On a terminal: the line is redrawn on stderr with ``\\r``. Anywhere else (a pipe, a
+    log file): the line is printed to stdout whenever its ``key`` changes (e.g. a new step), so a log
+    shows each state once.
+    """
+
+    def __init__(self):
+        self.handle = None
+        self.tty = False
+        self.text = ""
+        self.key = None
+        if in_notebook_kernel():
+            from IPython.display import display
+
+            self.handle = display({"text/plain": ""}, raw=True, display_id=True)
+        else:
+            self.tty = hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
+
+    def show(self, text: str, key=None) -> None:
+        """Replace the line with ``text`` (plain output: printed when ``key`` differs from the last one)."""
+        if self.handle is not None:
+            if text != self.text:
+                self.handle.update({"text/plain": text}, raw=True)
+        elif self.tty:
+            sys.stderr.write("\r\x1b[K" + text)
+            sys.stderr.flush()
+        elif key is None or key != self.key:
+            print(text, flush=True)
+        self.text, self.key = text, key
+
+    def write(self, line: str) -> None:
+        """A log line (below the display in a notebook; above the redrawn line on a terminal)."""
+        if self.tty:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+        print(line, flush=True)
+        if self.tty and self.text:
+            sys.stderr.write(self.text)
+            sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.tty and self.text:
+            sys.stderr.write("\n")
+            sys.stderr.flush()

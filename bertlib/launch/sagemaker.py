@@ -697,7 +697,13 @@ def output_data_uri(output_s3_uri: str, job_name: str) -> str:
 
 
 def launch(
-    job: str, launched: LaunchedJob, dry_run: bool | None = None, session=None, wait: bool = False, logs: bool = True
+    job: str,
+    launched: LaunchedJob,
+    dry_run: bool | None = None,
+    session=None,
+    wait: bool = False,
+    logs: bool = True,
+    on_request=None,
 ) -> dict:
     """Start ``job`` ("pretrain" | "squad" | "prepare-data") on SageMaker as ``launched`` describes.
 
@@ -707,8 +713,9 @@ def launch(
     names, and the variables a dry run filled with :data:`DRY_RUN_PLACEHOLDERS`. With ``dry_run``
     (default: the launch's ``dry_run``) the SDK builds the request exactly as for a launch but nothing is
     uploaded or created (every AWS request is refused). ``wait`` polls the job to a
-    terminal state, streaming its CloudWatch logs when ``logs``. Local mode (``instance_type`` local /
-    local_gpu): :func:`launch_local`.
+    terminal state, streaming its CloudWatch logs when ``logs``; ``on_request(request)`` gets the
+    CreateTrainingJob parameters (the job's name) just before they are sent (the registry records the
+    job then, :mod:`bertlib.jobs`). Local mode (``instance_type`` local / local_gpu): :func:`launch_local`.
     """
     if launched.launch.local_mode:
         return launch_local(job, launched)
@@ -720,7 +727,7 @@ def launch(
             name, status = request["TrainingJobName"], "DryRun"
             output, checkpoint = request["OutputDataConfig"]["S3OutputPath"], request["CheckpointConfig"]["S3Uri"]
         else:
-            request, started = sagemaker_sdk.start_job(trainer, inputs, wait=wait, logs=logs)
+            request, started = sagemaker_sdk.start_job(trainer, inputs, wait=wait, logs=logs, on_request=on_request)
             name, status = started.name, started.status
             output, checkpoint = started.s3_output_path, started.checkpoint_s3_uri
     info = {

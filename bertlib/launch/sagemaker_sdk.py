@@ -19,7 +19,8 @@ bertlib function                   SDK surface it depends on
 :func:`dry_run_request`            ``ModelTrainer._create_training_job_args`` (private)
 :func:`start_job`                  ``Base.get_sagemaker_client`` (the client the SDK caches per boto
                                    session, whose event hooks capture the CreateTrainingJob
-                                   request) and ``ModelTrainer._latest_training_job`` (private)
+                                   request, and hand it on before it is sent) and
+                                   ``ModelTrainer._latest_training_job`` (private)
 :func:`make_local_session`         ``Session(sagemaker_config=...)`` and the telemetry opt-out key
 :func:`local_network_interface`    ``sagemaker.train.local.local_container._LocalContainer.
                                    _write_config_files`` (private; writes ``ethwe``)
@@ -297,10 +298,11 @@ def dry_run_request(trainer, inputs) -> dict:
     return trainer._create_training_job_args(input_data_config=inputs, boto3=True)
 
 
-def start_job(trainer, inputs, wait: bool = False, logs: bool = True) -> tuple[dict, StartedJob]:
+def start_job(trainer, inputs, wait: bool = False, logs: bool = True, on_request=None) -> tuple[dict, StartedJob]:
     """Create the training job → ``(the CreateTrainingJob request as sent, the job)``; ``wait`` polls it
-    to a terminal state, streaming its CloudWatch logs when ``logs``."""
-    with _captured_create_request(trainer.sagemaker_session.boto_session) as request:
+    to a terminal state, streaming its CloudWatch logs when ``logs``. ``on_request(request)`` is called
+    with the CreateTrainingJob parameters (the job's name among them) just before they are sent."""
+    with _captured_create_request(trainer.sagemaker_session.boto_session, on_request) as request:
         trainer.train(input_data_config=inputs, wait=False, logs=False)
     job = trainer._latest_training_job
     if wait:
@@ -314,8 +316,9 @@ def start_job(trainer, inputs, wait: bool = False, logs: bool = True) -> tuple[d
 
 
 @contextlib.contextmanager
-def _captured_create_request(boto_session):
-    """Yield a dict that receives the CreateTrainingJob parameters sent through ``boto_session``.
+def _captured_create_request(boto_session, on_request=None):
+    """Yield a dict that receives the CreateTrainingJob parameters sent through ``boto_session``
+    (and hand them to ``on_request`` before they are sent).
 
     The SDK sends through a client it caches per boto session (``Base.get_sagemaker_client``),
     whose event hooks were copied when it was made: the hook goes on that client.
@@ -325,16 +328,18 @@ def _captured_create_request(boto_session):
     client = Base.get_sagemaker_client(session=boto_session, region_name=None, service_name="sagemaker")
     captured: dict = {}
     event = "provide-client-params.sagemaker.CreateTrainingJob"
-    client.meta.events.register(event, _copy_into(captured), unique_id="bertlib-capture")
+    client.meta.events.register(event, _copy_into(captured, on_request), unique_id="bertlib-capture")
     try:
         yield captured
     finally:
         client.meta.events.unregister(event, unique_id="bertlib-capture")
 
 
-def _copy_into(target: dict):
+def _copy_into(target: dict, on_request=None):
     def handler(params, **_):
         target.update(json.loads(json.dumps(params, default=str)))
+        if on_request is not None:
+            on_request(dict(target))
 
     return handler
 

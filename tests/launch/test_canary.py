@@ -347,7 +347,7 @@ def test_notebook_cell_dry_run_and_local_default(repo_root, monkeypatch, capsys,
     capsys.readouterr()
     assert nb.canary(local_p) is None and "canary: skipped" in capsys.readouterr().out
     with pytest.raises(nb.ParamsError, match="canary_instance_count"):
-        nb.parameters("phase1", {**base, "canary_instance_count": 0})
+        nb.parameters("phase1", {**base, "canary_instance_count": -1})
 
 
 def test_nccl_network_from_its_info_log():

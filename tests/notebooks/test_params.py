@@ -79,6 +79,8 @@ KNOBS = {
     "experiment",
     "backend",
     "dry_run",
+    "wait",
+    "new_job",
     "model_size",
     "total_steps",
     "learning_rate",
@@ -89,6 +91,9 @@ KNOBS = {
     "num_shards",
     "pack_sequences",
     "squad_versions",
+    # 02_phase1's canary
+    "canary",
+    "canary_instance_count",
     # 04_squad's "Try it" and endpoint sections
     "try_questions",
     "question",
@@ -163,7 +168,10 @@ def test_one_path_for_every_caller(workdir):
 
     path = REPO / "params/sagemaker/phase2.yaml"
     resolved = nb.load_configs("pretrain", path, {"total_steps": 700})
-    assert launch_cli.load_configs is nb.load_configs
+    # bertlib launch: the same path, plus the registry it records its jobs in (the file's experiment)
+    assert launch_cli.load_launch is nb.load_launch
+    configs, registry = launch_cli.load_launch("pretrain", path, {"total_steps": 700})
+    assert configs == resolved and registry.path == Path("runs/reference/registry.json")
     assert resolved["phase2"].job.checkpoint_path == "s3://example-bucket/bertlib/output/job-phase1/export"
     raw = configs_from_file(str(path), {"total_steps": 700})  # the estimate: nothing resolved, nothing looked up
     assert raw["phase2"].job.checkpoint_path == "auto" and raw["phase2"].job.total_steps == 700
@@ -177,6 +185,7 @@ def test_one_path_for_every_caller(workdir):
     plain.update(checkpoint_path="/x", data_dir="/d", run_dir="/r")
     ((name, cfg),) = nb.load_configs("pretrain", None, plain).items()
     assert name == "phase2" and cfg.job.checkpoint_path == "/x" and cfg.launch.instance_count == 8
+    assert launch_cli.load_launch("pretrain", None, plain)[1].path == Path("runs/default/registry.json")
 
 
 def test_notebook_defaults_validate(workdir):

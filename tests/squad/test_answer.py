@@ -133,6 +133,7 @@ def test_answers_equal_the_runs_predictions(finetuned, smoke_dir):
         "bert_config.json",
         "bert_model.ckpt.data-00000-of-00001",
         "bert_model.ckpt.index",
+        "hf",
         "squad_answer.json",
         "vocab.txt",
         "vocab_info.json",

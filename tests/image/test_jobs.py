@@ -305,6 +305,10 @@ def test_c_squad_from_phase2_with_staged_files(account, runner, runs_root, squad
 
 
 def test_d_spot_interruption_resumes_to_the_same_weights(account, datasets, sm_session, runner, runs_root, tmp_path):
+    """Stopped as SageMaker stops a job (SIGTERM to every container, SIGKILL 120 s later), after the periodic
+    checkpoint of step 10: the ranks agree on a step N, checkpoint it and exit in time, the model of step N is
+    exported (what a StopTrainingJob or MaxRuntime keeps); the restarted job resumes at step N (no step lost)
+    and ends with exactly (a)'s weights."""
     assert "phase1" in STATE, "case (a) did not complete"
     values = {
         **STATE["phase1"]["values"],
@@ -317,21 +321,36 @@ def test_d_spot_interruption_resumes_to_the_same_weights(account, datasets, sm_s
     assert request["EnableManagedSpotTraining"] is True
 
     first = runner.run(request, stop_when=lambda job: (job.checkpoint_dirs["algo-1"] / "checkpoint").is_file())
-    assert first.status == "Stopped", show(first)
+    assert first.status == "Stopped" and first.killed == [], show(first)
+    assert first.exit_codes == {"algo-1": 0, "algo-2": 0}, show(first)
+    stopped = re.search(r"stopped by SIGTERM after step (\d+); checkpoint written to /opt/ml/checkpoints;", first.log)
+    assert stopped, show(first)
+    n = int(stopped.group(1))
+    assert 10 <= n < 40, show(first)
+    for host in ("algo-1", "algo-2"):  # every host's init passed the SIGTERM on to its rank
+        assert "SIGTERM: asked 1 training process(es) on this host to stop" in first.logs[host], first.logs[host][
+            -3000:
+        ]
     bucket, prefix = request["CheckpointConfig"]["S3Uri"][5:].split("/", 1)
     synced = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])]
-    assert any(k.endswith("/checkpoint") for k in synced), synced
+    assert any(k.endswith(f"/ckpt-{n}.index") and "/input/" not in k for k in synced), synced
+    for rank in (0, 1):  # both ranks (one per host) saved their input state of step N
+        assert any(k.endswith(f"/input/world-2/rank-{rank}/ckpt-{n}.index") for k in synced), synced
+    assert json.loads(s3_tar(first.output_data)["summary.json"])["stopped_at_step"] == n
+    stopped_model = export_weights(first.model_artifacts, tmp_path / "stopped")
+    print(f"stop: lost steps with SIGTERM handled 0 (stopped after step {n}); a SIGKILL would lose {n - n // 10 * 10}")
 
     second = runner.run(request)  # SageMaker restarts the job: /opt/ml/checkpoints restored from S3
     assert second.status == "Completed", show(second)
     resumed = re.search(r"resumed from .* at step (\d+)", second.log)
-    assert resumed and 0 < int(resumed.group(1)) < 40, show(second)
+    assert resumed and int(resumed.group(1)) == n, show(second)
 
     uninterrupted = export_weights(STATE["phase1"]["result"].model_artifacts, tmp_path / "a")
     after_resume = export_weights(second.model_artifacts, tmp_path / "d")
-    assert set(after_resume) == set(uninterrupted) and len(uninterrupted) > 10
+    assert set(after_resume) == set(uninterrupted) == set(stopped_model) and len(uninterrupted) > 10
     for name, value in uninterrupted.items():
         assert np.array_equal(after_resume[name], value), name
+    assert any(not np.array_equal(stopped_model[name], value) for name, value in uninterrupted.items())
 
 
 def failing_request(name: str) -> dict:

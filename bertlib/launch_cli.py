@@ -25,7 +25,7 @@ import click
 from bertlib.core.cli_schema import YamlValue, group, parse
 from bertlib.core.cli_schema import command as schema_command
 from bertlib.core.config import JOBS, NOTEBOOK_KEYS, build_config, job_command
-from bertlib.core.errors import ConfigError, print_error, run_guarded
+from bertlib.core.errors import ConfigError, JobFailed, print_error, run_guarded
 from bertlib.data.prepare import prepare
 from bertlib.launch import image, local, sagemaker
 from bertlib.params import load_configs
@@ -87,7 +87,11 @@ def main(argv: list[str]) -> int:
             run_dir = local.run(job, launched)
             print(f"{name}: finished, run directory {run_dir}")
         else:
-            info = sagemaker.launch(job, launched, wait=not launched.launch.dry_run)
+            try:
+                info = sagemaker.launch(job, launched, wait=not launched.launch.dry_run)
+            except JobFailed as e:  # the job's FailureReason, one line
+                print_error(str(e))
+                return 1
             print(json.dumps({name: info}, indent=1, default=str))
     return 0
 

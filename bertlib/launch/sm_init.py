@@ -21,7 +21,8 @@ Failures. The SDK's MPI driver writes ``/opt/ml/output/failure`` (FailureReason:
 after ``mpirun`` fails, from its ``CalledProcessError`` — the whole mpirun command, not why. This init reads
 every line of the job's output as it passes it on (the driver prints mpirun's ``--tag-output`` lines, so
 every rank of every host is there) and keeps the first rank's ``error:`` line (``[1,R]<stderr>:error: ...``,
-written by :func:`bertlib.core.errors.print_error`), else mpirun's line naming a rank that died on a signal.
+written by :func:`bertlib.core.errors.print_error`), else mpirun's line naming a rank that died on a signal
+(``mpirun[.real] noticed that process rank R with PID P on node H exited on signal N``).
 When the command fails, that line replaces the file (temp name, then rename: the init is the last
 process of algo-1, so it comes after the SDK's write).
 """
@@ -48,7 +49,7 @@ DRAIN_MAX_S = 10.0
 
 _TAG = re.compile(r"\[\d+,(\d+)\]<std(?:err|out)>:")
 _RANK_DIED = re.compile(
-    r"mpirun noticed that process rank (\d+) with PID \d+ on node (\S+) exited on signal (\d+)(?: \(([^)]*)\))?"
+    r"noticed that process rank (\d+) with PID \d+ on node (\S+) exited on signal (\d+)(?: \(([^)]*)\))?"
 )
 
 

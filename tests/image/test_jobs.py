@@ -38,6 +38,7 @@ EXPERIMENT = "sm-image"
 THREADS = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}
 #: results handed from one case to the next (file order: a, b, c, d, e)
 STATE: dict = {}
+FAILURE_REASONS: dict = {}  # case (e)'s, printed at its end
 
 
 @pytest.fixture(scope="module")
@@ -380,6 +381,11 @@ def test_e_failures_end_the_job_quickly_with_one_clear_line(account, runner):
     assert len(lines) == 2 and all("error: /opt/ml/input/data/train: data_dir not found" in l for l in lines), show(
         result
     )
+    # the FailureReason (algo-1's /opt/ml/output/failure) is one rank's line, not the SDK's mpirun command
+    assert re.fullmatch(r"rank [01]: /opt/ml/input/data/train: data_dir not found.*", result.failure_reason), show(
+        result
+    )
+    FAILURE_REASONS["missing channel"] = result.failure_reason
 
     # an S3 channel with no objects fails on the platform side, before any container starts
     request = failing_request("emptys3")
@@ -396,6 +402,8 @@ def test_e_failures_end_the_job_quickly_with_one_clear_line(account, runner):
     assert result.status == "Failed", show(result)
     lines = rank_error_lines(result.log)
     assert len(lines) == 2 and all("key 'total_steps'" in l and "'ten'" in l for l in lines), show(result)
+    assert re.fullmatch(r"rank [01]: .*key 'total_steps'.*'ten'.*", result.failure_reason), show(result)
+    FAILURE_REASONS["bad hyperparameter"] = result.failure_reason
 
     # a rank that dies mid-step: mpirun aborts the others, the job fails (no hang)
     request = failing_request("rankdies")
@@ -410,6 +418,9 @@ def test_e_failures_end_the_job_quickly_with_one_clear_line(account, runner):
     assert killed and killed[0] > 0, show(result)
     assert result.status == "Failed", show(result)
     assert re.search(r"rank 1 .*on node algo-2 exited on signal 9", result.log), show(result)
+    assert result.failure_reason.startswith("rank 1 on algo-2 was killed by signal 9 (Killed)"), show(result)
+    FAILURE_REASONS["rank dies on algo-2"] = result.failure_reason
+    print("FailureReason texts:\n" + "\n".join(f"  {k}: {v}" for k, v in FAILURE_REASONS.items()))
 
 
 def dataset_files(folder: Path) -> dict[str, bytes]:

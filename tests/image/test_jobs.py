@@ -513,3 +513,43 @@ def test_f_prepare_data_on_two_hosts_writes_one_machines_bytes(
         json.loads((fetched / "phase1" / "manifest.json").read_bytes())["counts"]
         == json.loads(want["phase1/manifest.json"])["counts"]
     )
+
+
+def test_g_two_hosts_by_two_ranks_are_placed_and_reduce_as_one_process(
+    account, datasets, sm_session, runner, runs_root
+):
+    """2 instances × processes_per_host 2 (``--map-by ppr:2:node``): ranks 0–3 come up with local ranks 0–1
+    on each host, and the exact allreduce every rank does at start (int64 sum of rank-dependent values)
+    equals what one process computes from all four contributions. Two training steps: the job also runs."""
+    from bertlib.train.distributed import placement_contribution, placement_digest
+
+    values = phase1_values(
+        runs_root,
+        processes_per_host=2,
+        total_steps=2,
+        warmup_steps=1,
+        log_frequency=1,
+        checkpoint_frequency=100,
+        checkpoint_s3_uri=f"{PREFIX}/checkpoints/placement",
+    )
+    p = parameters("phase1", values)
+    result = runner.run(sm.launch("pretrain", p.cfg, session=sm_session)["request"])
+    assert result.status == "Completed", show(result)
+    command = mpirun_command(result.log)
+    assert "--host algo-1:4,algo-2:4 -np 4" in command and "--map-by ppr:2:node" in command, command
+    assert "[bertlib] horovod: 4 ranks on 2 host(s), controller mpi" in result.log
+    placed = re.findall(
+        r"\[1,(\d)\]<stdout>:\[bertlib\] placement: rank (\d)/4 local_rank (\d)/2 host (\S+) allreduce_check=(\w+)",
+        result.log,
+    )
+    assert sorted((int(r), int(local), host) for tag, r, local, host, _ in placed if tag == r) == [
+        (0, 0, "algo-1"),
+        (1, 1, "algo-1"),
+        (2, 0, "algo-2"),
+        (3, 1, "algo-2"),
+    ], show(result)
+    one_process = placement_digest(sum(placement_contribution(r) for r in range(4)))
+    assert {digest for *_, digest in placed} == {one_process}, (placed, one_process)
+    assert placement_digest(sum(placement_contribution(r) for r in range(3))) != one_process  # a rank left out shows
+    summary = json.loads(s3_tar(result.output_data)["summary.json"])
+    assert summary["processes"] == 4 and summary["global_batch_size"] == 32 and summary["steps"] == 2

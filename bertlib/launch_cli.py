@@ -32,7 +32,7 @@ from bertlib import jobs
 from bertlib.core.cli_schema import YamlValue, group, parse
 from bertlib.core.cli_schema import command as schema_command
 from bertlib.core.config import JOBS, NOTEBOOK_KEYS, build_config, job_command
-from bertlib.core.errors import ConfigError, print_error, run_guarded
+from bertlib.core.errors import ConfigError, failure_line, print_error, run_guarded
 from bertlib.data.prepare import prepare
 from bertlib.launch import canary, image, local
 from bertlib.params import load_configs, load_launch
@@ -124,10 +124,7 @@ def main(argv: list[str]) -> int:
                 print(jobs.result_line(name, info))
             print(json.dumps({name: info}, indent=1, default=str))  # last: what scripts read
             if info["status"] in ("Failed", "Stopped"):
-                print_error(
-                    f"{name}: SageMaker job {info['job_name']} ended {info['status']}"
-                    + (f": {info['failure_reason']}" if info.get("failure_reason") else "")
-                )
+                print_error(f"{name}: {failure_line(info['job_name'], info['status'], info.get('failure_reason'))}")
                 return 1
     return 0
 

@@ -19,8 +19,10 @@ from bertlib import deploy_cli, jobs, report
 from bertlib.core.config import LaunchedJob
 from bertlib.core.errors import (  # noqa: F401 - what a parameter cell raises (nb.ParamsError)
     ConfigError,
+    JobFailed,
     LaunchError,
     ParamsError,
+    failure_line,
 )
 from bertlib.data.prepare import prepare
 from bertlib.data.summary import counts_table, shard_table, summarize
@@ -304,10 +306,9 @@ def launch(p: Params) -> dict[str, dict]:
                 _show_request(info)
             entries[name] = _record_sagemaker(p, name, launched, info)
             if info["status"] in ("Failed", "Stopped"):
-                raise LaunchError(
-                    f"{name}: SageMaker job {info['job_name']} ended {info['status']}"
-                    + (f": {info['failure_reason']}" if info.get("failure_reason") else "")
-                    + " — run this cell again to start a new job (it resumes from checkpoint_s3_uri)"
+                raise JobFailed(
+                    f"{name}: {failure_line(info['job_name'], info['status'], info.get('failure_reason'))}"
+                    " — run this cell again to start a new job (it resumes from checkpoint_s3_uri)"
                 )
     return entries
 

@@ -13,7 +13,7 @@ context="$1"
 
 mkdir -p "$context/container"
 cp "$here/Dockerfile" "$here/install_horovod.sh" "$here/nccl_cu12.py" "$here/install_requirements.py" \
-   "$here/system_packages.sh" "$here/cuda_compat.sh" "$here/dlc_registry.sh" "$here/build_and_push.sh" \
+   "$here/system_packages.sh" "$here/cuda_compat.sh" "$here/bash_env.sh" "$here/dlc_registry.sh" "$here/build_and_push.sh" \
    "$here/context.sh" "$context/container/"
 cp -r "$here/cuda" "$context/container/"
 cp "$repo_root/requirements.txt" "$repo_root/pyproject.toml" "$repo_root/README.md" "$context/"

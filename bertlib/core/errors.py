@@ -36,6 +36,20 @@ class LaunchError(RuntimeError):
     """The training processes exited with an error; the message ends with their last output lines."""
 
 
+class JobFailed(LaunchError):
+    """A SageMaker training job ended Failed; ``str(err)`` is one line: the job and its FailureReason."""
+
+    def _render_traceback_(self) -> list[str]:  # IPython hook: the one line, no traceback
+        return [f"JobFailed: {self}"]
+
+
+def failure_line(job_name: str, status: str, reason: str | None) -> str:
+    """One line for a job that ended ``status``: its name and its FailureReason (DescribeTrainingJob's, at
+    most 1024 characters: in the bertlib image the failing rank's ``error:`` line), whitespace collapsed."""
+    text = " ".join((reason or "no failure reason given").split())
+    return f"SageMaker training job {job_name} {status}: {text}"
+
+
 def print_error(message: str) -> None:
     """Write ``error: <message>`` to stderr as one write, so that ranks whose output ``mpirun`` interleaves keep
     whole lines (``print`` writes the text and the newline separately)."""

@@ -51,7 +51,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from bertlib.core.errors import ConfigError
+from bertlib.core.errors import ConfigError, JobFailed, failure_line
 
 #: sagemaker-train releases whose container MPI driver (uploaded from the launching machine as the
 #: ``sm_drivers`` channel) has been read and run with bertlib: it passes ``process_count_per_node`` to
@@ -306,7 +306,12 @@ def start_job(trainer, inputs, wait: bool = False, logs: bool = True, on_request
         trainer.train(input_data_config=inputs, wait=False, logs=False)
     job = trainer._latest_training_job
     if wait:
-        job.wait(logs=logs)
+        from sagemaker.core.utils.exceptions import FailedStatusError
+
+        try:
+            job.wait(logs=logs)
+        except FailedStatusError:  # its message repeats the SDK's wording around the reason: one line instead
+            raise JobFailed(failure_line(job.training_job_name, job.training_job_status, job.failure_reason)) from None
     return request, StartedJob(
         name=job.training_job_name,
         status=job.training_job_status,

@@ -156,6 +156,8 @@ def run(cfg: SquadConfig, paths: RunPaths, inputs: SquadInputs) -> dict:
         final = trainer.fit(data_fn, init_fn)
     finally:
         writer.close()
+    if "stopped_at_step" in final:  # stopped (SIGTERM): the checkpoint is written; predict when resumed
+        return {"stopped_at_step": final["stopped_at_step"]}
     summary: dict = {}
     if chief:
         pred_rec, pred_info = load_or_build_features(

@@ -15,7 +15,9 @@ anything, so that "2 processes but no Horovod" is a clear error before TensorFlo
 
 from __future__ import annotations
 
+import hashlib
 import os
+import socket
 import sys
 
 from bertlib.core.errors import ConfigError
@@ -26,6 +28,7 @@ _log = get_logger(__name__)
 _SIZE_VARS = ("HOROVOD_SIZE", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE")
 _RANK_VARS = ("HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK")
 _LOCAL_RANK_VARS = ("HOROVOD_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "PMIX_LOCAL_RANK")
+PLACEMENT_CHECK_SIZE = 4096
 _state: dict = {"hvd": None, "rank": 0, "size": 1, "local_rank": 0, "initialized": False}
 
 
@@ -165,8 +168,37 @@ def init(threads_per_process: int = 0, num_processes: int = 1) -> tuple[int, int
                 f"horovod: {hvd.size()} ranks on {hvd.cross_size()} host(s), "
                 f"controller {'mpi' if hvd.mpi_enabled() else 'gloo'}"
             )
+        if hvd.size() > 1:
+            _log.info(placement_line(hvd))
     _state["initialized"] = True
     return _state["rank"], _state["size"], _state["local_rank"]
+
+
+def placement_contribution(rank: int, n: int = PLACEMENT_CHECK_SIZE):
+    """What rank ``rank`` adds to the placement check's allreduce: ``n`` int64 that depend on the rank."""
+    import numpy as np
+
+    return (np.arange(n, dtype=np.int64) * (rank + 1) * 7919) % 1000003
+
+
+def placement_digest(total) -> str:
+    """sha256 (16 hex digits) of the placement check's int64 sum, as bytes."""
+    import numpy as np
+
+    return hashlib.sha256(np.asarray(total, dtype=np.int64).tobytes()).hexdigest()[:16]
+
+
+def placement_line(hvd) -> str:
+    """This rank's place (rank, local rank, host) and the digest of an exact allreduce (int64 sum of every
+    rank's :func:`placement_contribution`): every rank must print the same digest, the one a single process
+    computes from all contributions — a wrong rank count or a rank left out shows here, before training."""
+    import tensorflow as tf
+
+    total = hvd.allreduce(tf.constant(placement_contribution(hvd.rank())), op=hvd.Sum, name="bertlib_placement_check")
+    return (
+        f"placement: rank {hvd.rank()}/{hvd.size()} local_rank {hvd.local_rank()}/{hvd.local_size()} "
+        f"host {socket.gethostname()} allreduce_check={placement_digest(total.numpy())}"
+    )
 
 
 def rank() -> int:

@@ -44,6 +44,12 @@ and broadcast from rank 0 after initialization or restore. With it every rank sa
 iterator (:class:`~bertlib.train.checkpointing.InputCheckpoints`), so a resume continues the data
 stream without re-reading the consumed records (it falls back to skipping them, exactly, when the
 state is missing or was saved by another number of processes).
+
+Stops (SageMaker's SIGTERM before its SIGKILL 120 s later; :mod:`bertlib.core.stop`): while ``fit`` runs,
+a SIGTERM only sets a flag. Each rank puts its flag into the step's allreduce (one more scalar), so every
+rank learns of any rank's stop at the same step; all then finish that step, skip its evaluation, save the
+checkpoint of that step (rank 0 the model, every rank its input state) and return. A resumed run starts
+at that step: a stop loses no completed step.
 """
 
 from __future__ import annotations
@@ -58,6 +64,7 @@ import tensorflow as tf
 from bertlib.core.config import ALLREDUCE_COMPRESSIONS as COMPRESSIONS
 from bertlib.core.config import GRAD_CLIP_MODES, global_batch, to_yaml
 from bertlib.core.log import get_logger
+from bertlib.core.stop import StopSignal
 from bertlib.optim import make_optimizer, make_schedule
 from bertlib.optim.loss_scale import NoLossScale, check_scale, make_loss_scale
 from bertlib.train import distributed
@@ -300,24 +307,28 @@ class Trainer:
         self.data_position.assign_add(self.k)
         return finite, grad_norm, lr, scale
 
-    def train_step(self, micro_batches: Iterator) -> dict:
-        """One optimizer step from k micro-batches of ``micro_batches``; returns metric tensors."""
+    def train_step(self, micro_batches: Iterator, stop: StopSignal | None = None) -> dict:
+        """One optimizer step from k micro-batches of ``micro_batches``; returns metric tensors, and
+        ``stop``: True on every rank when any rank's ``stop`` was requested by the time its gradients
+        were computed (its flag travels in the step's allreduce, so all ranks agree on the same step)."""
         acc = None
         for i in range(self.k):
             acc = self._compute(next(micro_batches), tf.constant(i, tf.int64), acc)
         grads, losses = acc
         grads, rank_norm = self._prepare(grads)
         names = list(losses)  # the loss_fn's order: the same on every rank
-        scalars = [losses[n] / self.k for n in names] + [rank_norm]
+        flag = tf.constant(1.0 if stop is not None and stop.requested else 0.0)
+        scalars = [losses[n] / self.k for n in names] + [flag, rank_norm]
         if self.compression == "none":  # one grouped allreduce
             reduced = self.allreduce(list(grads) + scalars)
             grads, values = reduced[: len(grads)], reduced[len(grads) :]
         else:  # compressed gradients, float32 scalars
             grads, values = self.allreduce_grads(list(grads)), self.allreduce(scalars)
         finite, grad_norm, lr, scale = self._apply(grads, values[-1])
-        values = values[:-1]
+        stopping = float(values[-2]) > 0
+        values = values[:-2]
         out = dict(zip(names, values))
-        out.update(finite=finite, grad_norm=grad_norm, learning_rate=lr, loss_scale=scale)
+        out.update(finite=finite, grad_norm=grad_norm, learning_rate=lr, loss_scale=scale, stop=stopping)
         return out
 
     # ---- the loop ----------------------------------------------------------------------------------------
@@ -342,19 +353,27 @@ class Trainer:
             counts in no window's throughput. It must not change the training state.
 
         Returns:
-          The last logged metrics (python floats), plus ``steps_run`` and ``wall_time_s``.
+          The last logged metrics (python floats), plus ``steps_run`` and ``wall_time_s``, and
+          ``stopped_at_step`` when a SIGTERM ended it early (see the module docstring).
         """
+        with StopSignal(label=f"rank {self.rank}") as stop:
+            return self._fit(data_fn, init_fn, evaluate, evaluate_frequency, stop)
+
+    def _fit(self, data_fn, init_fn, evaluate, evaluate_frequency, stop: StopSignal) -> dict:
+        """:meth:`fit`'s loop; ``stop`` set ends it after the step all ranks agreed on, with a checkpoint."""
         start_step = self.restore_or_initialize(init_fn)
         it = self._input_iterator(data_fn)
         t_start = t_last = time.perf_counter()
         window: list[dict] = []
         last: dict = {}
         step = start_step
+        stopped = False
         if self.metrics is not None:
             self.metrics.advance(step)
         while step < self.total_steps:
-            out = self.train_step(it)
+            out = self.train_step(it, stop)
             step += 1
+            stopped = out["stop"]
             if self.loss_scale.dynamic:
                 check_scale(self.loss_scale, step)
             window.append(out)
@@ -363,8 +382,10 @@ class Trainer:
                 now = time.perf_counter()
                 last = self._summarize(step, window, now - t_last, now - t_start)
                 window, t_last = [], now
-            if evaluate is not None and (
-                step == self.total_steps or (evaluate_frequency and step % evaluate_frequency == 0)
+            if (
+                evaluate is not None
+                and not stopped  # a stop has 120 s: checkpoint first, the evaluation comes with the resumed run
+                and (step == self.total_steps or (evaluate_frequency and step % evaluate_frequency == 0))
             ):
                 t_eval = time.perf_counter()
                 held_out = evaluate()
@@ -377,10 +398,20 @@ class Trainer:
                 self.metrics.log(last)
             if self.metrics is not None:
                 self.metrics.advance(step)
-            if self.checkpoints is not None and step % self.checkpoint_frequency == 0:
+            if self.checkpoints is not None and (step % self.checkpoint_frequency == 0 or stopped):
                 self._save(step, it)
-        if self.checkpoints is not None and step > start_step and step % self.checkpoint_frequency:
+            if stopped:
+                break
+        if self.checkpoints is not None and step > start_step and step % self.checkpoint_frequency and not stopped:
             self._save(step, it)
+        if stopped:
+            where = f"checkpoint written to {self.checkpoints.directory}" if self.checkpoints else "no checkpoint_dir"
+            self._message(
+                f"stopped by {stop.name or 'SIGTERM'} after step {step}; {where}; resume by relaunching the job"
+            )
+            if not last:
+                last = {"step": step}
+            last["stopped_at_step"] = step
         last.update(steps_run=step - start_step, wall_time_s=time.perf_counter() - t_start)
         return last
 
@@ -413,7 +444,7 @@ class Trainer:
     def _summarize(self, step: int, window: list[dict], dt: float, elapsed: float) -> dict:
         """Average the loss entries over the window's steps; lr/scale/grad_norm from its last step."""
         finite_steps = [o for o in window if bool(o["finite"])] or window
-        skip = {"finite", "grad_norm", "learning_rate", "loss_scale"}
+        skip = {"finite", "grad_norm", "learning_rate", "loss_scale", "stop"}
         d = {"step": step}
         for k in window[-1]:
             if k not in skip:

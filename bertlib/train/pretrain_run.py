@@ -125,6 +125,9 @@ def run(cfg: PretrainConfig, paths: RunPaths, manifest: dict, bert_config, valid
                 write_hf_export(model, bert_config, vocab, info, paths.export_dir / HF_SUBDIR)
         steps_run = final.pop("steps_run")
         wall = final.pop("wall_time_s")
+        stopped_at = final.pop("stopped_at_step", None)
+        if stopped_at is not None:  # a stop (SIGTERM) before total_steps: the model of its last step, exported
+            writer.message(f"exported the model of step {stopped_at} to {paths.export_dir}")
         if steps_run == 0 and paths.summary_file.exists():  # restarted after it had finished
             return json.loads(paths.summary_file.read_text())
         eval_s = evaluator.time_s if evaluator is not None else 0.0
@@ -144,6 +147,7 @@ def run(cfg: PretrainConfig, paths: RunPaths, manifest: dict, bert_config, valid
             "precision": cfg.precision,
             "max_seq_length": cfg.max_seq_length,
             "resumed_from": trainer.restored_from,
+            "stopped_at_step": stopped_at,
             "export_dir": str(paths.export_dir),
             "final": final,
         }

@@ -15,7 +15,13 @@ drivers read it (``sagemaker/train/container_drivers``):
   FSx for Lustre ``DirectoryPath`` ``/<MountName>/<path>`` bind-mounted read-only from ``fsx_root/<path>``;
   an S3 prefix with no objects fails the job before any container starts, as SageMaker does;
 - ``CheckpointConfig``: the S3 URI is restored into ``LocalPath`` on every host before the containers
-  start, and ``LocalPath`` is uploaded back while the job runs (every second) and at its end;
+  start, and ``LocalPath`` is uploaded back while the job runs (every second) and after each container has
+  exited — not after a SIGKILL: the upload stops when a container has to be killed, and what was not yet
+  uploaded is lost, as on SageMaker;
+- a stop (``stop_when``, StopTrainingJob or a spot interruption, or ``StoppingCondition.MaxRuntimeInSeconds``)
+  as SageMaker stops a job: SIGTERM to every container (``docker kill -s TERM``: their PID 1), SIGKILL
+  ``stop_grace`` (120) seconds later to any still running; the job is ``Stopped``, and when algo-1 exited by
+  itself its ``/opt/ml/model`` is uploaded as for a completed job (the model a stop or MaxRuntime keeps);
 - the request's ``TrainingImage`` (a local tag here), ``ContainerEntrypoint`` / ``ContainerArguments`` and ``Environment`` (plus
   ``TRAINING_JOB_NAME``), so the SDK's ``sm_train.sh`` and its MPI driver run unchanged (sshd, the
   ``ready``/``done`` files, ``mpirun`` over ssh);
@@ -60,6 +66,7 @@ class JobResult:
     output_data: str | None  # s3://.../output/output.tar.gz
     metrics: list[tuple[str, float]] = field(default_factory=list)
     seconds: float = 0.0
+    killed: list[str] = field(default_factory=list)  # hosts the runner had to SIGKILL (a stop or a failure)
     host_dirs: dict[str, Path] = field(default_factory=dict)  # host → its /opt/ml
 
     @property
@@ -100,8 +107,9 @@ class ChannelError(RuntimeError):
 class SageMakerRunner:
     """Runs captured CreateTrainingJob requests with Docker (see the module docstring)."""
 
-    def __init__(self, s3, work_dir: Path, fsx_root: Path | None = None, timeout: float = 900):
+    def __init__(self, s3, work_dir: Path, fsx_root: Path | None = None, timeout: float = 900, stop_grace: float = 120):
         self.s3, self.work_dir, self.fsx_root, self.timeout = s3, Path(work_dir), fsx_root, timeout
+        self.stop_grace = stop_grace
 
     # ------------------------------------------------------------------ S3 helpers
 
@@ -218,8 +226,9 @@ class SageMakerRunner:
     def run(
         self, request: dict, stop_when: Callable[[JobView], bool] | None = None, timeout: float | None = None
     ) -> JobResult:
-        """Run ``request``. ``stop_when(JobView)`` is polled while the job runs; when it returns True every
-        container is killed, as in a spot interruption, and the job ends ``Stopped``."""
+        """Run ``request``. ``stop_when(JobView)`` is polled while the job runs; when it returns True the job
+        is stopped as SageMaker stops it (SIGTERM to every container, SIGKILL ``stop_grace`` s later) and ends
+        ``Stopped``."""
         name = request["TrainingJobName"]
         n = request["ResourceConfig"]["InstanceCount"]
         hosts = [f"algo-{i + 1}" for i in range(n)]
@@ -252,8 +261,8 @@ class SageMakerRunner:
         sync_seen: dict = {}
         stop_sync = threading.Event()
 
-        def sync_checkpoints():
-            for host in hosts:
+        def sync_checkpoints(only: list[str] | None = None):
+            for host in hosts if only is None else only:
                 self._upload_dir(self._checkpoint_dir(root, host), checkpoint["S3Uri"], sync_seen)
 
         def sync_loop():
@@ -268,6 +277,7 @@ class SageMakerRunner:
             "TRAINING_JOB_ARN": f"arn:aws:sagemaker:us-east-1:000000000000:training-job/{name}",
         }
         exit_codes: dict[str, int | None] = {h: None for h in hosts}
+        killed: list[str] = []
         status, reason = "Completed", None
         syncer = threading.Thread(target=sync_loop, daemon=True) if checkpoint else None
         _docker("network", "create", "--internal", network)
@@ -299,7 +309,9 @@ class SageMakerRunner:
             if syncer:
                 syncer.start()
             deadline = started + (timeout or self.timeout)
-            while True:
+            max_run = (request.get("StoppingCondition") or {}).get("MaxRuntimeInSeconds")
+
+            def poll_exits():
                 for host in hosts:
                     if exit_codes[host] is None:
                         state = _docker(
@@ -307,21 +319,48 @@ class SageMakerRunner:
                         ).stdout.split()
                         if state[0] == "false":
                             exit_codes[host] = int(state[1])
+
+            def kill_running():
+                """SIGKILL what still runs; the checkpoint upload ends with it (nothing after the kill)."""
+                stop_sync.set()
+                if syncer and syncer.is_alive():
+                    syncer.join(timeout=60)
+                for host in hosts:
+                    if exit_codes[host] is None:
+                        _docker("kill", containers[host], check=False)
+                        killed.append(host)
+
+            while True:
+                poll_exits()
                 failed = [h for h, code in exit_codes.items() if code not in (None, 0)]
                 if failed or all(code is not None for code in exit_codes.values()):
                     if failed:
                         status = "Failed"
                     break
+                why = None
                 if stop_when is not None and stop_when(view):
-                    status, reason = "Stopped", "stopped: all containers killed (spot interruption)"
+                    why = "StopTrainingJob / spot interruption"
+                elif max_run and time.time() - started > max_run:
+                    why = f"MaxRuntimeInSeconds={max_run}"
+                if why:  # as SageMaker: SIGTERM to every container, SIGKILL stop_grace seconds later
+                    status = "Stopped"
+                    for host in hosts:
+                        _docker("kill", "-s", "TERM", containers[host], check=False)
+                    grace_end = time.time() + self.stop_grace
+                    while time.time() < grace_end and any(code is None for code in exit_codes.values()):
+                        time.sleep(0.5)
+                        poll_exits()
+                    reason = f"stopped ({why}): SIGTERM to every container" + (
+                        ""
+                        if all(code is not None for code in exit_codes.values())
+                        else f", SIGKILL after {self.stop_grace:.0f} s"
+                    )
                     break
                 if time.time() > deadline:
                     status, reason = "Failed", f"runner timeout after {timeout or self.timeout:.0f} s"
                     break
                 time.sleep(0.05 if stop_when is not None else 0.5)
-            for host in hosts:  # the platform stops the remaining hosts
-                if exit_codes[host] is None:
-                    _docker("kill", containers[host], check=False)
+            kill_running()  # the platform stops the remaining hosts
             for host in hosts:
                 out = _docker("logs", containers[host], check=False)
                 logs[host] = out.stdout + out.stderr
@@ -333,18 +372,18 @@ class SageMakerRunner:
                 _docker("rm", "-f", containers[host], check=False)
             _docker("network", "rm", network, check=False)
 
-        if checkpoint:
-            sync_checkpoints()
+        if checkpoint:  # the last upload, of the hosts that exited by themselves
+            sync_checkpoints([h for h in hosts if h not in killed])
         if status == "Failed" and reason is None:
             failures = [(host_dirs[h] / "output" / "failure") for h in hosts]
             texts = [f.read_text().strip() for f in failures if f.is_file() and f.read_text().strip()]
             reason = texts[0] if texts else f"exit codes {exit_codes}"
         output = request["OutputDataConfig"]["S3OutputPath"].rstrip("/") + f"/{name}/output"
         model_uri = output_uri = None
-        if status != "Stopped":
+        if status != "Stopped" or "algo-1" not in killed:  # a stopped job that exited keeps its model
             output_uri = f"{output}/output.tar.gz"
             self._upload_tar(host_dirs["algo-1"] / "output" / "data", output_uri)
-            if status == "Completed":
+            if status in ("Completed", "Stopped"):
                 model_uri = f"{output}/model.tar.gz"
                 self._upload_tar(host_dirs["algo-1"] / "model", model_uri)
         metrics = []
@@ -365,4 +404,5 @@ class SageMakerRunner:
             metrics,
             seconds=time.time() - started,
             host_dirs=host_dirs,
+            killed=killed,
         )

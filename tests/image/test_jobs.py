@@ -40,6 +40,7 @@ EXPERIMENT = "sm-image"
 THREADS = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}
 #: results handed from one case to the next (file order: a, b, c, d, e)
 STATE: dict = {}
+FAILURE_REASONS: dict = {}  # case (e)'s, printed at its end
 
 
 @pytest.fixture(scope="module")
@@ -323,6 +324,10 @@ def test_c_squad_from_phase2_with_staged_files(account, runner, runs_root, squad
 
 
 def test_d_spot_interruption_resumes_to_the_same_weights(account, datasets, sm_session, runner, runs_root, tmp_path):
+    """Stopped as SageMaker stops a job (SIGTERM to every container, SIGKILL 120 s later), after the periodic
+    checkpoint of step 10: the ranks agree on a step N, checkpoint it and exit in time, the model of step N is
+    exported (what a StopTrainingJob or MaxRuntime keeps); the restarted job resumes at step N (no step lost)
+    and ends with exactly (a)'s weights."""
     assert "phase1" in STATE, "case (a) did not complete"
     values = {
         **STATE["phase1"]["values"],
@@ -335,21 +340,36 @@ def test_d_spot_interruption_resumes_to_the_same_weights(account, datasets, sm_s
     assert request["EnableManagedSpotTraining"] is True
 
     first = runner.run(request, stop_when=lambda job: (job.checkpoint_dirs["algo-1"] / "checkpoint").is_file())
-    assert first.status == "Stopped", show(first)
+    assert first.status == "Stopped" and first.killed == [], show(first)
+    assert first.exit_codes == {"algo-1": 0, "algo-2": 0}, show(first)
+    stopped = re.search(r"stopped by SIGTERM after step (\d+); checkpoint written to /opt/ml/checkpoints;", first.log)
+    assert stopped, show(first)
+    n = int(stopped.group(1))
+    assert 10 <= n < 40, show(first)
+    for host in ("algo-1", "algo-2"):  # every host's init passed the SIGTERM on to its rank
+        assert "SIGTERM: asked 1 training process(es) on this host to stop" in first.logs[host], first.logs[host][
+            -3000:
+        ]
     bucket, prefix = request["CheckpointConfig"]["S3Uri"][5:].split("/", 1)
     synced = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])]
-    assert any(k.endswith("/checkpoint") for k in synced), synced
+    assert any(k.endswith(f"/ckpt-{n}.index") and "/input/" not in k for k in synced), synced
+    for rank in (0, 1):  # both ranks (one per host) saved their input state of step N
+        assert any(k.endswith(f"/input/world-2/rank-{rank}/ckpt-{n}.index") for k in synced), synced
+    assert json.loads(s3_tar(first.output_data)["summary.json"])["stopped_at_step"] == n
+    stopped_model = export_weights(first.model_artifacts, tmp_path / "stopped")
+    print(f"stop: lost steps with SIGTERM handled 0 (stopped after step {n}); a SIGKILL would lose {n - n // 10 * 10}")
 
     second = runner.run(request)  # SageMaker restarts the job: /opt/ml/checkpoints restored from S3
     assert second.status == "Completed", show(second)
     resumed = re.search(r"resumed from .* at step (\d+)", second.log)
-    assert resumed and 0 < int(resumed.group(1)) < 40, show(second)
+    assert resumed and int(resumed.group(1)) == n, show(second)
 
     uninterrupted = export_weights(STATE["phase1"]["result"].model_artifacts, tmp_path / "a")
     after_resume = export_weights(second.model_artifacts, tmp_path / "d")
-    assert set(after_resume) == set(uninterrupted) and len(uninterrupted) > 10
+    assert set(after_resume) == set(uninterrupted) == set(stopped_model) and len(uninterrupted) > 10
     for name, value in uninterrupted.items():
         assert np.array_equal(after_resume[name], value), name
+    assert any(not np.array_equal(stopped_model[name], value) for name, value in uninterrupted.items())
 
 
 def failing_request(name: str) -> dict:
@@ -379,6 +399,11 @@ def test_e_failures_end_the_job_quickly_with_one_clear_line(account, runner):
     assert len(lines) == 2 and all("error: /opt/ml/input/data/train: data_dir not found" in l for l in lines), show(
         result
     )
+    # the FailureReason (algo-1's /opt/ml/output/failure) is one rank's line, not the SDK's mpirun command
+    assert re.fullmatch(r"rank [01]: /opt/ml/input/data/train: data_dir not found.*", result.failure_reason), show(
+        result
+    )
+    FAILURE_REASONS["missing channel"] = result.failure_reason
 
     # an S3 channel with no objects fails on the platform side, before any container starts
     request = failing_request("emptys3")
@@ -395,6 +420,8 @@ def test_e_failures_end_the_job_quickly_with_one_clear_line(account, runner):
     assert result.status == "Failed", show(result)
     lines = rank_error_lines(result.log)
     assert len(lines) == 2 and all("key 'total_steps'" in l and "'ten'" in l for l in lines), show(result)
+    assert re.fullmatch(r"rank [01]: .*key 'total_steps'.*'ten'.*", result.failure_reason), show(result)
+    FAILURE_REASONS["bad hyperparameter"] = result.failure_reason
 
     # a rank that dies mid-step: mpirun aborts the others, the job fails (no hang)
     request = failing_request("rankdies")
@@ -409,6 +436,9 @@ def test_e_failures_end_the_job_quickly_with_one_clear_line(account, runner):
     assert killed and killed[0] > 0, show(result)
     assert result.status == "Failed", show(result)
     assert re.search(r"rank 1 .*on node algo-2 exited on signal 9", result.log), show(result)
+    assert result.failure_reason.startswith("rank 1 on algo-2 was killed by signal 9 (Killed)"), show(result)
+    FAILURE_REASONS["rank dies on algo-2"] = result.failure_reason
+    print("FailureReason texts:\n" + "\n".join(f"  {k}: {v}" for k, v in FAILURE_REASONS.items()))
 
 
 def dataset_files(folder: Path) -> dict[str, bytes]:
@@ -501,3 +531,43 @@ def test_f_prepare_data_on_two_hosts_writes_one_machines_bytes(
         json.loads((fetched / "phase1" / "manifest.json").read_bytes())["counts"]
         == json.loads(want["phase1/manifest.json"])["counts"]
     )
+
+
+def test_g_two_hosts_by_two_ranks_are_placed_and_reduce_as_one_process(
+    account, datasets, sm_session, runner, runs_root
+):
+    """2 instances × processes_per_host 2 (``--map-by ppr:2:node``): ranks 0–3 come up with local ranks 0–1
+    on each host, and the exact allreduce every rank does at start (int64 sum of rank-dependent values)
+    equals what one process computes from all four contributions. Two training steps: the job also runs."""
+    from bertlib.train.distributed import placement_contribution, placement_digest
+
+    values = phase1_values(
+        runs_root,
+        processes_per_host=2,
+        total_steps=2,
+        warmup_steps=1,
+        log_frequency=1,
+        checkpoint_frequency=100,
+        checkpoint_s3_uri=f"{PREFIX}/checkpoints/placement",
+    )
+    p = parameters("phase1", values)
+    result = runner.run(sm.launch("pretrain", p.cfg, session=sm_session)["request"])
+    assert result.status == "Completed", show(result)
+    command = mpirun_command(result.log)
+    assert "--host algo-1:4,algo-2:4 -np 4" in command and "--map-by ppr:2:node" in command, command
+    assert "[bertlib] horovod: 4 ranks on 2 host(s), controller mpi" in result.log
+    placed = re.findall(
+        r"\[1,(\d)\]<stdout>:\[bertlib\] placement: rank (\d)/4 local_rank (\d)/2 host (\S+) allreduce_check=(\w+)",
+        result.log,
+    )
+    assert sorted((int(r), int(local), host) for tag, r, local, host, _ in placed if tag == r) == [
+        (0, 0, "algo-1"),
+        (1, 1, "algo-1"),
+        (2, 0, "algo-2"),
+        (3, 1, "algo-2"),
+    ], show(result)
+    one_process = placement_digest(sum(placement_contribution(r) for r in range(4)))
+    assert {digest for *_, digest in placed} == {one_process}, (placed, one_process)
+    assert placement_digest(sum(placement_contribution(r) for r in range(3))) != one_process  # a rank left out shows
+    summary = json.loads(s3_tar(result.output_data)["summary.json"])
+    assert summary["processes"] == 4 and summary["global_batch_size"] == 32 and summary["steps"] == 2

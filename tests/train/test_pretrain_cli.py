@@ -255,3 +255,71 @@ def test_console_script_dispatches_to_pretrain(tmp_path, subprocess_env):
         timeout=120,
     )
     assert res.returncode == 2 and res.stderr.strip() == f"error: {tmp_path / 'missing.yaml'}: config file not found"
+
+
+def test_sigterm_to_one_rank_stops_both_after_the_same_step_and_loses_nothing(tmp_path, subprocess_env):
+    """SageMaker's stop (SIGTERM, SIGKILL 120 s later) reaching only rank 1 of 2, between periodic
+    checkpoints: both ranks stop after the same step N (the flag travels in the step's allreduce), write
+    the checkpoint of step N and exit 0 with the export of step N; the relaunched job resumes at step N
+    (no step lost) and ends with exactly the weights of an uninterrupted run."""
+    data = write_dataset(tmp_path / "data", n=48, num_files=2, validation=6)
+    ranks = tmp_path / "ranks"
+    env = dict(subprocess_env, **QUIET, BERTLIB_RANKS_DIR=str(ranks))
+    common = dict(
+        total_steps=16,
+        checkpoint_frequency=5,
+        keep_checkpoints=2,
+        skip_xla=True,
+        shuffle_buffer=16,
+        hidden_dropout_prob=0.1,
+        attention_probs_dropout_prob=0.1,
+        per_gpu_batch_size=2,
+        gradient_accumulation_steps=2,
+        validation_frequency=4,
+    )
+    full = tmp_path / "full"
+    cfg = write_config(tmp_path / "full.yaml", **base_config(data, full, **common))
+    done = subprocess.run(pretrain_cmd(cfg, 2, env), env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+
+    run = tmp_path / "stopped"
+    cfg = write_config(tmp_path / "stopped.yaml", **base_config(data, run, **common))
+    proc = subprocess.Popen(
+        pretrain_cmd(cfg, 2, env), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    out, signalled = [], None
+    try:
+        for line in proc.stdout:
+            out.append(line)
+            if signalled is None and " step=6 " in line:  # training is under way: ckpt-5 written
+                registered = {p.read_text(): int(p.name) for p in ranks.iterdir() if p.name.isdigit()}
+                assert set(registered) == {"rank 0", "rank 1"}, registered
+                signalled = registered["rank 1"]
+                os.kill(signalled, signal.SIGTERM)
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    log = "".join(out)
+    assert signalled and proc.returncode == 0, log[-3000:]
+    stopped = re.search(r"stopped by SIGTERM after step (\d+); checkpoint written to (\S+); resume by relaunching", log)
+    assert stopped, log[-3000:]
+    n = int(stopped.group(1))
+    assert 6 <= n < common["total_steps"]
+    state = (run / "checkpoints" / "checkpoint").read_text()
+    assert f'model_checkpoint_path: "ckpt-{n}"' in state  # rank 0 saved step N, although only rank 1 was signalled
+    for rank in (0, 1):  # and both ranks saved their input state of the same step
+        assert (run / "checkpoints" / "input" / "world-2" / f"rank-{rank}" / f"ckpt-{n}.index").is_file()
+    assert not list(ranks.glob("[0-9]*")), "the ranks unregister when they end"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["stopped_at_step"] == n and summary["steps_run"] == n
+    assert f"exported the model of step {n} to {run / 'export'}" in log
+    print(f"stop: SIGTERM after step 6 -> stopped after step {n}; lost 0 steps (SIGKILL: {n - n // 5 * 5})")
+
+    again = subprocess.run(pretrain_cmd(cfg, 2, env), env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
+    assert f"resumed from {run / 'checkpoints' / f'ckpt-{n}'} at step {n}" in again.stdout
+    assert f"input restored at data position {2 * n}" in again.stdout
+    a, b = read_export(full), read_export(run)
+    assert a.keys() == b.keys()
+    assert max(float(np.abs(a[k] - b[k]).max()) for k in a) == 0.0

@@ -140,32 +140,57 @@ def pretrain_cmd(cfg_path, processes: int, env: dict):
     ]
 
 
+#: the run the stop tests interrupt: dropout, shuffling and accumulation on, held-out evaluations every
+#: 4 steps, checkpoints every 5 (so a stop at step 6 falls between two)
+STOP_RUN = dict(
+    total_steps=16,
+    checkpoint_frequency=5,
+    keep_checkpoints=2,
+    skip_xla=True,
+    shuffle_buffer=16,
+    hidden_dropout_prob=0.1,
+    attention_probs_dropout_prob=0.1,
+    per_gpu_batch_size=2,
+    gradient_accumulation_steps=2,
+    validation_frequency=4,
+)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, subprocess_env):
+    """``uninterrupted(processes)`` → (data dir, run dir) of STOP_RUN run without a stop on that many
+    processes: what an interrupted and resumed run must end equal to (each run once per module)."""
+    root = tmp_path_factory.mktemp("uninterrupted")
+    data = write_dataset(root / "data", n=48, num_files=2, validation=6)
+    env = dict(subprocess_env, **QUIET)
+    runs = {}
+
+    def get(processes: int):
+        if processes not in runs:
+            full = root / f"full-{processes}"
+            cfg = write_config(root / f"full-{processes}.yaml", **base_config(data, full, **STOP_RUN))
+            done = subprocess.run(
+                pretrain_cmd(cfg, processes, env), env=env, capture_output=True, text=True, timeout=300
+            )
+            assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+            runs[processes] = full
+        return data, runs[processes]
+
+    return get
+
+
 @pytest.mark.parametrize("processes", [1, 2])
-def test_sigkill_after_a_checkpoint_then_restart_gives_the_uninterrupted_weights(tmp_path, subprocess_env, processes):
+def test_sigkill_after_a_checkpoint_then_restart_gives_the_uninterrupted_weights(
+    tmp_path, subprocess_env, uninterrupted, processes
+):
     """SIGKILL of the whole job (with 2 ranks: horovodrun and both workers, as a spot interruption)
     right after a checkpoint; the restarted job must end with exactly the weights of an uninterrupted
     run — with dropout, shuffling and gradient accumulation on, so every random stream must resume, and
     with held-out evaluations every 4 steps, which must not disturb any of them."""
-    data = write_dataset(tmp_path / "data", n=48, num_files=2, validation=6)
+    data, full = uninterrupted(processes)
     env = dict(subprocess_env, **QUIET)
-    common = dict(
-        total_steps=16,
-        checkpoint_frequency=5,
-        keep_checkpoints=2,
-        skip_xla=True,
-        shuffle_buffer=16,
-        hidden_dropout_prob=0.1,
-        attention_probs_dropout_prob=0.1,
-        per_gpu_batch_size=2,
-        gradient_accumulation_steps=2,
-        validation_frequency=4,
-    )
+    common = STOP_RUN
     total = common["total_steps"]
-
-    full = tmp_path / "full"
-    cfg = write_config(tmp_path / "full.yaml", **base_config(data, full, **common))
-    done = subprocess.run(pretrain_cmd(cfg, processes, env), env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
 
     run = tmp_path / "killed"
     cfg = write_config(tmp_path / "killed.yaml", **base_config(data, run, **common))
@@ -257,30 +282,15 @@ def test_console_script_dispatches_to_pretrain(tmp_path, subprocess_env):
     assert res.returncode == 2 and res.stderr.strip() == f"error: {tmp_path / 'missing.yaml'}: config file not found"
 
 
-def test_sigterm_to_one_rank_stops_both_after_the_same_step_and_loses_nothing(tmp_path, subprocess_env):
+def test_sigterm_to_one_rank_stops_both_after_the_same_step_and_loses_nothing(tmp_path, subprocess_env, uninterrupted):
     """SageMaker's stop (SIGTERM, SIGKILL 120 s later) reaching only rank 1 of 2, between periodic
     checkpoints: both ranks stop after the same step N (the flag travels in the step's allreduce), write
     the checkpoint of step N and exit 0 with the export of step N; the relaunched job resumes at step N
     (no step lost) and ends with exactly the weights of an uninterrupted run."""
-    data = write_dataset(tmp_path / "data", n=48, num_files=2, validation=6)
+    data, full = uninterrupted(2)
     ranks = tmp_path / "ranks"
     env = dict(subprocess_env, **QUIET, BERTLIB_RANKS_DIR=str(ranks))
-    common = dict(
-        total_steps=16,
-        checkpoint_frequency=5,
-        keep_checkpoints=2,
-        skip_xla=True,
-        shuffle_buffer=16,
-        hidden_dropout_prob=0.1,
-        attention_probs_dropout_prob=0.1,
-        per_gpu_batch_size=2,
-        gradient_accumulation_steps=2,
-        validation_frequency=4,
-    )
-    full = tmp_path / "full"
-    cfg = write_config(tmp_path / "full.yaml", **base_config(data, full, **common))
-    done = subprocess.run(pretrain_cmd(cfg, 2, env), env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    common = STOP_RUN
 
     run = tmp_path / "stopped"
     cfg = write_config(tmp_path / "stopped.yaml", **base_config(data, run, **common))

@@ -5,13 +5,11 @@ multi-process (horovodrun -np 2) tests do not oversubscribe the machine.
 """
 
 import os
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from moto_serving import serving
 
 from bertlib.core.config import build_config
 from bertlib.data.prepare import prepare
@@ -107,38 +105,13 @@ BUCKET = "bertlib-launch-test"
 REGION = "us-east-1"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def moto_endpoint(tmp_path_factory):
-    """Start ``moto_server`` (bounded: 30 s to come up), yield its URL, kill it at the end. moto stands
-    in for AWS itself, which cannot be reached from here; the SDK and boto3 talking to it are real."""
-    port = _free_port()
-    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "w")
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.time() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.time() > deadline:
-                    raise RuntimeError(f"moto_server did not start (exit code {proc.poll()})")
-                time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.kill()
-        proc.wait(timeout=10)
-        log.close()
+    """``moto_server`` on 127.0.0.1 for the session; its URL. moto stands in for AWS itself, which cannot
+    be reached from here; the SDK and boto3 talking to it are real."""
+    command = [str(Path(sys.executable).parent / "moto_server")]
+    with serving(command, tmp_path_factory.mktemp("moto") / "moto.log", start_seconds=30) as url:
+        yield url
 
 
 @pytest.fixture()

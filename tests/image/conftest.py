@@ -41,3 +41,11 @@ def runner(image, aws_env, tmp_path_factory):
 
     work = tmp_path_factory.mktemp("sagemaker")
     yield SageMakerRunner(boto3.client("s3"), work, fsx_root=work / "fsx", timeout=600)
+
+
+@pytest.fixture()
+def account(aws_env, image, monkeypatch):
+    """The environment a user sets (README "Launching on SageMaker"), pointing at the local image."""
+    monkeypatch.setenv("BERTLIB_SAGEMAKER_ROLE", "arn:aws:iam::123456789012:role/bertlib-training")
+    monkeypatch.setenv("BERTLIB_IMAGE_URI", image)
+    return aws_env

@@ -19,13 +19,12 @@ from pathlib import Path
 import boto3
 import nbformat
 import pytest
+from tiny_jobs import phase1_values, upload_dataset
 
 from bertlib.launch import monitor
 from bertlib.registry import Registry
 
 REPO = Path(__file__).resolve().parents[2]
-BUCKET = "bertlib-launch-test"
-PREFIX = f"s3://{BUCKET}/attach-e2e"
 NEVER = {"progression": "manual", "times": 10**9}
 _spec = importlib.util.spec_from_file_location("moto_job_states", REPO / "tests" / "launch" / "moto_job_states.py")
 states = importlib.util.module_from_spec(_spec)
@@ -49,35 +48,14 @@ def params_yaml(path: Path, runs_root: Path) -> Path:
     """A notebook params file (as params/sagemaker/phase1.yaml) for a tiny 1-host CPU job."""
     import yaml
 
-    values = {
-        "experiment": "attach-e2e",
-        "runs_root": str(runs_root),
-        "backend": "sagemaker",
-        "instance_type": "ml.g5.2xlarge",  # a GPU type for the notebook's estimate; the runner has CPUs only
-        "instance_count": 1,
-        "processes_per_host": 1,
-        "phase": "phase1",
-        "model_size": "tiny",
-        "data_dir": f"{PREFIX}/data/phase1",
-        "checkpoint_s3_uri": f"{PREFIX}/checkpoints/phase1",
-        "output_s3_uri": f"{PREFIX}/output",
-        "run_dir": "auto",
-        "per_gpu_batch_size": 8,
-        "max_seq_length": 64,
-        "max_predictions_per_seq": 10,
-        "optimizer": "lamb",
-        "learning_rate": 0.005,
-        "end_learning_rate": 0.0003,
-        "warmup_steps": 5,
-        "total_steps": 20,
-        "log_frequency": 5,
-        "checkpoint_frequency": 10,
-        "precision": "fp32",
-        "skip_xla": True,
-        "seed": 42,
-        "environment": {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"},
-        "max_run_seconds": 3600,
-    }
+    values = phase1_values(
+        "attach-e2e",
+        runs_root,
+        "attach-e2e",
+        instance_type="ml.g5.2xlarge",  # a GPU type for the notebook's estimate; the runner has CPUs only
+        instance_count=1,
+        total_steps=20,
+    )
     path.write_text(yaml.safe_dump(values))
     return path
 
@@ -138,15 +116,10 @@ def put_log(job_name: str, text: str) -> None:
 
 @pytest.mark.slow
 def test_killed_kernel_rerun_attaches_to_the_one_job_and_ends_with_its_results(
-    aws_env, image, runner, prepared_dataset, requests_dir, tmp_path, monkeypatch
+    aws_env, account, runner, prepared_dataset, requests_dir, tmp_path, monkeypatch
 ):
-    monkeypatch.setenv("BERTLIB_SAGEMAKER_ROLE", "arn:aws:iam::123456789012:role/bertlib-training")
-    monkeypatch.setenv("BERTLIB_IMAGE_URI", image)
     monkeypatch.setenv("BERTLIB_POLL_SECONDS", "0.5")
-    s3 = boto3.client("s3")
-    for path in sorted((prepared_dataset / "phase1").rglob("*")):
-        if path.is_file():
-            s3.upload_file(str(path), BUCKET, f"attach-e2e/data/phase1/{path.relative_to(prepared_dataset / 'phase1')}")
+    upload_dataset(prepared_dataset, "attach-e2e", phases=("phase1",))
     states.steer(aws_env["endpoint"], NEVER)
     runs = tmp_path / "runs"
     params = params_yaml(tmp_path / "phase1.yaml", runs)

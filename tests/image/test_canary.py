@@ -12,22 +12,15 @@ import subprocess
 
 import boto3
 import pytest
+from tiny_jobs import BUCKET, phase1_values, upload_dataset
 
 from bertlib.launch import canary
 from bertlib.launch import sagemaker as sm
 from bertlib.launch.results import fetch_run
 from bertlib.params import parameters
 
-BUCKET = "bertlib-launch-test"
 PREFIX = f"s3://{BUCKET}/canary-tests"
 SIZES = [1024, 1024 * 1024, 4 * 1024 * 1024]
-
-
-@pytest.fixture()
-def account(aws_env, image, monkeypatch):
-    monkeypatch.setenv("BERTLIB_SAGEMAKER_ROLE", "arn:aws:iam::123456789012:role/bertlib-training")
-    monkeypatch.setenv("BERTLIB_IMAGE_URI", image)
-    return aws_env
 
 
 def image_versions(image: str) -> dict:
@@ -49,36 +42,9 @@ def image_versions(image: str) -> dict:
 
 def test_canary_on_two_hosts(account, prepared_dataset, sm_session, runner, image, tmp_path, monkeypatch):
     monkeypatch.setenv("BERTLIB_CACHE", str(tmp_path / "cache"))  # where fetch_run unpacks output.tar.gz
-    s3 = boto3.client("s3")
-    for path in sorted((prepared_dataset / "phase1").rglob("*")):
-        if path.is_file():
-            s3.upload_file(
-                str(path), BUCKET, f"canary-tests/data/phase1/{path.relative_to(prepared_dataset / 'phase1')}"
-            )
-    values = {  # the 2-host × 1-rank CPU phase 1 of tests/image/test_jobs.py
-        "experiment": "sm-canary",
-        "runs_root": str(tmp_path / "runs"),
-        "backend": "sagemaker",
-        "instance_type": "ml.m5.xlarge",
-        "instance_count": 2,
-        "processes_per_host": 1,
-        "phase": "phase1",
-        "model_size": "tiny",
-        "data_dir": f"{PREFIX}/data/phase1",
-        "checkpoint_s3_uri": f"{PREFIX}/checkpoints/phase1",
-        "output_s3_uri": f"{PREFIX}/output",
-        "run_dir": "auto",
-        "per_gpu_batch_size": 8,
-        "max_seq_length": 64,
-        "max_predictions_per_seq": 10,
-        "learning_rate": 0.005,
-        "warmup_steps": 5,
-        "total_steps": 2000,
-        "precision": "fp32",
-        "skip_xla": True,
-        "environment": {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"},
-        "max_run_seconds": 7200,
-    }
+    upload_dataset(prepared_dataset, "canary-tests", phases=("phase1",))
+    # the 2-host × 1-rank CPU phase 1 of tests/image/test_jobs.py, as the start of a 2000-step run
+    values = phase1_values("sm-canary", tmp_path / "runs", "canary-tests", total_steps=2000, max_run_seconds=7200)
     run = parameters("phase1", values).cfg
     job = canary.canary_job(run, steps=3).updated({"allreduce_sizes": SIZES, "allreduce_iterations": 3})
     info = sm.launch("canary", job, session=sm_session)
@@ -113,6 +79,7 @@ def test_canary_on_two_hosts(account, prepared_dataset, sm_session, runner, imag
     assert v["gpus_visible"] == 0 and v["gpu_driver"] == "none (no GPU)" and "no GPU visible" in v["cuda"]
     # the checkpoint read back equal, and synced to the canary's own prefix (never the run's)
     assert r["checkpoint"]["equal"] and r["checkpoint"]["prefix"].startswith("/opt/ml/checkpoints/ckpt-3")
+    s3 = boto3.client("s3")
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="canary-tests/checkpoints/").get("Contents", [])]
     assert "canary-tests/checkpoints/phase1-canary/checkpoint" in keys
     assert not any(k.startswith("canary-tests/checkpoints/phase1/") for k in keys)

@@ -25,7 +25,9 @@ from pathlib import Path
 import boto3
 import numpy as np
 import pytest
+import tiny_jobs
 import yaml
+from tiny_jobs import BUCKET, THREADS, upload_dataset
 
 from bertlib.core.files import sha256_file
 from bertlib.launch import sagemaker as sm
@@ -34,10 +36,8 @@ from bertlib.params import parameters
 from bertlib.squad.answer import answer_questions, dev_questions
 from bertlib.train.hf_export import HF_FILES
 
-BUCKET = "bertlib-launch-test"
 PREFIX = f"s3://{BUCKET}/image-tests"
 EXPERIMENT = "sm-image"
-THREADS = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}
 #: results handed from one case to the next (file order: a, b, c, d, e)
 STATE: dict = {}
 FAILURE_REASONS: dict = {}  # case (e)'s, printed at its end
@@ -49,59 +49,14 @@ def runs_root(tmp_path_factory):
 
 
 @pytest.fixture()
-def account(aws_env, image, monkeypatch):
-    """The environment a user sets (README "Launching on SageMaker"), pointing at the local image."""
-    monkeypatch.setenv("BERTLIB_SAGEMAKER_ROLE", "arn:aws:iam::123456789012:role/bertlib-training")
-    monkeypatch.setenv("BERTLIB_IMAGE_URI", image)
-    return aws_env
-
-
-@pytest.fixture()
 def datasets(account, prepared_dataset):
     """The prepared phase 1 / phase 2 datasets uploaded to (moto) S3, as the README says to."""
-    s3 = boto3.client("s3")
-    for phase in ("phase1", "phase2"):
-        for path in sorted((prepared_dataset / phase).rglob("*")):
-            if path.is_file():
-                s3.upload_file(
-                    str(path), BUCKET, f"image-tests/data/{phase}/{path.relative_to(prepared_dataset / phase)}"
-                )
-    return {phase: f"{PREFIX}/data/{phase}" for phase in ("phase1", "phase2")}
+    return upload_dataset(prepared_dataset, "image-tests")
 
 
 def phase1_values(runs_root, **overrides) -> dict:
-    """Notebook parameters (as in params/sagemaker/phase1.yaml) for a tiny 2-host × 1-rank CPU job."""
-    return {
-        "experiment": EXPERIMENT,
-        "runs_root": str(runs_root),
-        "backend": "sagemaker",
-        "instance_type": "ml.m5.xlarge",
-        "instance_count": 2,
-        "processes_per_host": 1,
-        "phase": "phase1",
-        "model_size": "tiny",
-        "data_dir": f"{PREFIX}/data/phase1",
-        "checkpoint_s3_uri": f"{PREFIX}/checkpoints/phase1",
-        "output_s3_uri": f"{PREFIX}/output",
-        "run_dir": "auto",
-        "per_gpu_batch_size": 8,
-        "max_seq_length": 64,
-        "max_predictions_per_seq": 10,
-        "optimizer": "lamb",
-        "learning_rate": 0.005,
-        "end_learning_rate": 0.0003,
-        "warmup_steps": 5,
-        "total_steps": 40,
-        "log_frequency": 5,
-        "checkpoint_frequency": 10,
-        "precision": "fp32",
-        "skip_xla": True,
-        "seed": 42,
-        "deterministic_ops": True,
-        "environment": THREADS,
-        "max_run_seconds": 3600,
-        **overrides,
-    }
+    """The tiny 2-host × 1-rank CPU phase 1 (:func:`tiny_jobs.phase1_values`) of these cases."""
+    return tiny_jobs.phase1_values(EXPERIMENT, runs_root, "image-tests", **overrides)
 
 
 def show(result) -> str:

@@ -17,13 +17,9 @@ CloudWatch Logs — is moto's. Run as ``python moto_job_states.py -H 127.0.0.1 -
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 from moto.moto_api import state_manager
@@ -95,35 +91,11 @@ def install() -> None:
     state_manager.register_default_transition(MODEL, transition={"progression": "immediate"})
 
 
-@contextlib.contextmanager
 def serving(log_path: Path, env: dict | None = None):
-    """Run this server on a free port of 127.0.0.1 (bounded: 60 s to come up); yield its URL."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, __file__, "-H", "127.0.0.1", "-p", str(port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
-        )
-        try:
-            deadline = time.time() + 60
-            while True:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                    break
-                except OSError:
-                    if proc.poll() is not None or time.time() > deadline:
-                        raise RuntimeError(
-                            f"moto_job_states.py did not start (exit code {proc.poll()}, log {log_path})"
-                        )
-                    time.sleep(0.1)
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            proc.kill()
-            proc.wait(timeout=10)
+    """Run this server on a free port of 127.0.0.1 (bounded: 60 s to come up): a ``with`` block's URL."""
+    from moto_serving import serving as serve  # tests/ is on the path of the tests, not of this script's server
+
+    return serve([sys.executable, __file__], log_path, env=env)
 
 
 def steer(endpoint: str, transition: dict) -> None:

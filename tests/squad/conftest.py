@@ -14,11 +14,12 @@ def smoke_dir(tmp_path_factory, wiki_slice):
     return out
 
 
-@pytest.fixture
-def tiny_config(tmp_path, smoke_dir, bert_vocab):
-    """Write a tiny-model SQuAD config for the smoke set; ``tiny_config(**overrides) -> path``."""
+@pytest.fixture(scope="session")
+def squad_values(smoke_dir, bert_vocab):
+    """``squad_values(work, version="1.1", **overrides)``: a tiny-model SQuAD config (dict) for the smoke set,
+    its run and cache folders under ``work``."""
 
-    def make(version="1.1", **overrides):
+    def make(work, version="1.1", **overrides):
         values = dict(
             model_size="tiny",
             per_gpu_batch_size=16,
@@ -35,13 +36,22 @@ def tiny_config(tmp_path, smoke_dir, bert_vocab):
             predict_file=str(smoke_dir / f"smoke-v{version}-dev.json"),
             vocab_file=str(bert_vocab),
             do_lower_case=True,
-            run_dir=str(tmp_path / "run"),
-            cache_dir=str(tmp_path / "cache"),
+            run_dir=str(work / "run"),
+            cache_dir=str(work / "cache"),
             seed=7,
         )
-        values.update(overrides)
+        return {**values, **overrides}
+
+    return make
+
+
+@pytest.fixture
+def tiny_config(tmp_path, squad_values):
+    """Write a tiny-model SQuAD config for the smoke set; ``tiny_config(**overrides) -> path``."""
+
+    def make(version="1.1", **overrides):
         path = tmp_path / f"squad-{len(list(tmp_path.glob('squad-*.yaml')))}.yaml"
-        path.write_text(yaml.safe_dump(values))
+        path.write_text(yaml.safe_dump(squad_values(tmp_path, version, **overrides)))
         return path
 
     return make

@@ -85,34 +85,11 @@ def test_context_span_maps_joined_words_to_context_chars(context, words, text):
 
 
 @pytest.fixture(scope="module")
-def finetuned(smoke_dir, bert_vocab, subprocess_env, tmp_path_factory):
+def finetuned(squad_values, subprocess_env, tmp_path_factory):
     """A tiny model finetuned for 20 steps on the v1.1 smoke set by `bertlib squad` (its own process)."""
     work = tmp_path_factory.mktemp("answer")
     cfg = work / "squad.yaml"
-    cfg.write_text(
-        yaml.safe_dump(
-            dict(
-                model_size="tiny",
-                per_gpu_batch_size=16,
-                max_seq_length=128,
-                doc_stride=64,
-                max_query_length=32,
-                learning_rate=1e-3,
-                warmup_steps=2,
-                total_steps=20,
-                log_frequency=10,
-                skip_xla=True,
-                squad_version="squadv1",
-                train_file=str(smoke_dir / "smoke-v1.1-train.json"),
-                predict_file=str(smoke_dir / "smoke-v1.1-dev.json"),
-                vocab_file=str(bert_vocab),
-                do_lower_case=True,
-                run_dir=str(work / "run"),
-                cache_dir=str(work / "cache"),
-                seed=7,
-            )
-        )
-    )
+    cfg.write_text(yaml.safe_dump(squad_values(work, warmup_steps=2, total_steps=20, log_frequency=10)))
     r = subprocess.run(
         [sys.executable, "-m", "bertlib", "squad", "--config", str(cfg)],
         capture_output=True,

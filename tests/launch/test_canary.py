@@ -18,6 +18,7 @@ from importlib import metadata
 
 import numpy as np
 import pytest
+from test_sagemaker import offline_env
 
 from bertlib.core.config import CanaryConfig, build_launched
 from bertlib.core.errors import ConfigError
@@ -183,16 +184,7 @@ def test_canary_job_is_the_run_on_fewer_instances(repo_root, monkeypatch):
 def test_cli_dry_run_shows_the_canary_request(repo_root, subprocess_env, tmp_path):
     """``bertlib launch canary --config params/sagemaker/phase1.yaml --dry_run true --canary_instance_count 1``
     offline: the CreateTrainingJob request of the canary job."""
-    env = {k: v for k, v in subprocess_env.items() if not k.startswith(("AWS_", "BERTLIB_", "SAGEMAKER_"))}
-    env.update(
-        BERTLIB_SAGEMAKER_ROLE=ROLE,
-        BERTLIB_IMAGE_URI=IMAGE,
-        BERTLIB_S3_PREFIX=PREFIX,
-        AWS_DEFAULT_REGION="us-east-1",
-        HOME=str(tmp_path),
-        AWS_CONFIG_FILE=str(tmp_path / "none"),
-        AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"),
-    )
+    env = offline_env(subprocess_env, tmp_path, ROLE, IMAGE, PREFIX)
     cmd = [
         sys.executable,
         "-m",

@@ -517,19 +517,25 @@ def test_remote_ranks_get_the_job_environment_through_mpirun(account_env, sm_ses
     assert forwarded == {"BERTLIB_JOB", "BERTLIB_CHECKPOINT_DIR", "NCCL_DEBUG", "SM_MODEL_DIR", "SM_OUTPUT_DATA_DIR"}
 
 
+def offline_env(subprocess_env: dict, home, role=ROLE, image=IMAGE, prefix=PREFIX) -> dict:
+    """A user's environment with bertlib's settings and no AWS credentials, config or endpoint (home: ``home``)."""
+    env = {k: v for k, v in subprocess_env.items() if not k.startswith(("AWS_", "BERTLIB_", "SAGEMAKER_"))}
+    return {
+        **env,
+        "BERTLIB_SAGEMAKER_ROLE": role,
+        "BERTLIB_IMAGE_URI": image,
+        "BERTLIB_S3_PREFIX": prefix,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "HOME": str(home),
+        "AWS_CONFIG_FILE": str(home / "none"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(home / "none"),
+    }
+
+
 def test_cli_dry_run_offline(repo_root, subprocess_env, tmp_path):
     """``bertlib launch pretrain --config params/sagemaker/phase1.yaml --dry_run true`` with no AWS
     credentials or endpoint: the SDK builds the full request, nothing is sent."""
-    env = {k: v for k, v in subprocess_env.items() if not k.startswith(("AWS_", "BERTLIB_", "SAGEMAKER_"))}
-    env.update(
-        BERTLIB_SAGEMAKER_ROLE=ROLE,
-        BERTLIB_IMAGE_URI=IMAGE,
-        BERTLIB_S3_PREFIX=PREFIX,
-        AWS_DEFAULT_REGION="us-east-1",
-        HOME=str(tmp_path),
-        AWS_CONFIG_FILE=str(tmp_path / "none"),
-        AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"),
-    )
+    env = offline_env(subprocess_env, tmp_path)
     cmd = [
         sys.executable,
         "-m",

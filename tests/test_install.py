@@ -164,7 +164,11 @@ def test_sagemaker_extra_runs_the_phase1_dry_run(tmp_path):
     assert "8 × ml.p3dn.24xlarge (64 devices)" in text  # the estimate table (pandas)
     assert "dry run — nothing was sent to AWS" in text
     assert "dry run: BERTLIB_IMAGE_URI not set" in text
-    request = json.loads(text.split("CreateTrainingJob request:\n", 1)[1].split("\n}\n", 1)[0] + "\n}")
+    # the canary's request (its cell runs before the launch), then phase 1's
+    canary, request = (
+        json.loads(part.split("\n}\n", 1)[0] + "\n}") for part in text.split("CreateTrainingJob request:\n")[1:]
+    )
+    assert canary["CheckpointConfig"]["S3Uri"] == "s3://bertlib-install-test/bertlib/checkpoints/phase1-canary"
     assert request["AlgorithmSpecification"]["TrainingImage"] == IMAGE_PLACEHOLDER
     assert request["RoleArn"] == "arn:aws:iam::123456789012:role/bertlib-install-test"
     assert request["ResourceConfig"]["InstanceType"] == "ml.p3dn.24xlarge"

@@ -55,6 +55,7 @@ def params_yaml(path: Path, runs_root: Path) -> Path:
         instance_type="ml.g5.2xlarge",  # a GPU type for the notebook's estimate; the runner has CPUs only
         instance_count=1,
         total_steps=20,
+        canary=False,  # the canary cell would start its own job first (tests/image/test_canary.py runs it)
     )
     path.write_text(yaml.safe_dump(values))
     return path

@@ -40,10 +40,11 @@ $(VENV)/.peers: requirements-peers.txt | $(BIN)/python
 
 setup: $(VENV)/.deps $(VENV)/.horovod $(VENV)/.peers
 
-# pytest-xdist: TEST_WORKERS processes (a module's tests stay in one, with its fixtures); pytest-randomly
-# shuffles the order on every run and prints the seed (`--randomly-seed=N` repeats an order)
+# pytest-xdist: TEST_WORKERS processes (a module's tests stay in one, with its fixtures), given the
+# modules in collection order: pytest-randomly's shuffle (it prints the seed; `--randomly-seed=N` repeats
+# an order), modules with `slow` tests first (tests/conftest.py)
 TEST_WORKERS ?= 2
-PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope
+PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
 
 test: setup
 	$(PYTEST) tests --ignore=tests/image --durations=15

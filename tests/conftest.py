@@ -22,6 +22,15 @@ REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 
 
+def pytest_collection_modifyitems(items: list) -> None:
+    """Modules that hold a ``slow`` test first, in pytest-randomly's order, then the others in theirs
+    (a stable sort on top of the shuffle). `make test` hands whole modules to its 2 workers in this
+    order (``--dist loadscope --no-loadscope-reorder``): the long modules start at once and the short
+    ones fill in at the end, instead of a long module starting last."""
+    slow = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.nodeid.split("::")[0] not in slow)
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO
@@ -127,6 +136,10 @@ def aws_env(moto_endpoint, monkeypatch, tmp_path):
         "AWS_REGION": REGION,
         "SAGEMAKER_VALIDATE_ROLE": "false",
         "SAGEMAKER_USER_CONFIG_OVERRIDE": str(sdk_config),
+        # a request that fails is retried once, within a second (botocore's default: 5 attempts, ~20 s
+        # of backoff, which only the dropped-request test meets)
+        "AWS_RETRY_MODE": "standard",
+        "AWS_MAX_ATTEMPTS": "2",
     }.items():
         monkeypatch.setenv(key, value)
     for key in (

@@ -48,12 +48,16 @@ def horovodrun_path() -> str:
     return found
 
 
+def under_horovodrun(argv: list[str], num_processes: int) -> list[str]:
+    """``argv`` as ``num_processes`` Horovod ranks on localhost. ``--gloo`` names the controller, so
+    horovodrun checks the build once (each check imports TensorFlow in a child process, seconds)."""
+    return [horovodrun_path(), "-np", str(num_processes), "-H", f"localhost:{num_processes}", "--gloo", *argv]
+
+
 def command(job: str, config_file: Path, num_processes: int) -> list[str]:
     """The argv that starts ``job`` with ``num_processes`` ranks on localhost."""
     entry = [sys.executable, "-u", "-m", JOBS[job], "--config", str(config_file)]
-    if num_processes == 1:
-        return entry
-    return [horovodrun_path(), "-np", str(num_processes), "-H", f"localhost:{num_processes}", "--gloo", *entry]
+    return entry if num_processes == 1 else under_horovodrun(entry, num_processes)
 
 
 def environment(

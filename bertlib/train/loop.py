@@ -186,9 +186,13 @@ class Trainer:
         # the dropout SeedGenerators' ``state`` variables ([2] int64: layer seed, counter)
         self._seed_states = [v for v in model_state(model)["model_rng"] if v.path.endswith("seed_generator_state")]
         self._grad_index: list[int] | None = None  # variables that receive a gradient (set when traced)
-        self._compute = tf.function(self._compute_grads, jit_compile=jit_compile, reduce_retracing=True)
-        self._prepare = tf.function(self._prepare_grads, jit_compile=jit_compile)
-        self._apply = tf.function(self._apply_grads)
+        # autograph off: the step's control flow is explicit (tf.cond) and converting the model's and
+        # optimizer's Python source costs seconds at every start
+        self._compute = tf.function(
+            self._compute_grads, jit_compile=jit_compile, reduce_retracing=True, autograph=False
+        )
+        self._prepare = tf.function(self._prepare_grads, jit_compile=jit_compile, autograph=False)
+        self._apply = tf.function(self._apply_grads, autograph=False)
         build = getattr(optimizer, "build", None)
         if callable(build):  # create optimizer slots now: restore and broadcast need them to exist
             build(self.variables)

@@ -1,4 +1,8 @@
-"""Fixtures of the SQuAD tests: a small synthetic smoke set and a tiny-model finetune config."""
+"""Fixtures of the SQuAD tests: a small synthetic smoke set, a tiny-model finetune config and one
+finetuned run."""
+
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -43,6 +47,25 @@ def squad_values(smoke_dir, bert_vocab):
         return {**values, **overrides}
 
     return make
+
+
+@pytest.fixture(scope="session")
+def finetuned_v1(squad_values, subprocess_env, tmp_path_factory):
+    """(run dir, stdout) of `bertlib squad` (its own process) finetuning a tiny model for
+    ``squad_values``' 60 steps on the v1.1 smoke set: export, predictions and scores, shared by the
+    finetune and answer tests."""
+    work = tmp_path_factory.mktemp("finetuned-v1")
+    cfg = work / "squad.yaml"
+    cfg.write_text(yaml.safe_dump(squad_values(work)))
+    r = subprocess.run(
+        [sys.executable, "-m", "bertlib", "squad", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        env=subprocess_env,
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    return work / "run", r.stdout
 
 
 @pytest.fixture

@@ -3,12 +3,9 @@ predictions.json, the character span is the answer's, the HTML escapes the conte
 the predicted characters."""
 
 import json
-import subprocess
-import sys
 from html.parser import HTMLParser
 
 import pytest
-import yaml
 
 from bertlib.core.errors import ConfigError
 from bertlib.squad import answer as qa_answer
@@ -84,21 +81,10 @@ def test_context_span_maps_joined_words_to_context_chars(context, words, text):
 # ------------------------------------------------------------------------------ a finetuned run
 
 
-@pytest.fixture(scope="module")
-def finetuned(squad_values, subprocess_env, tmp_path_factory):
-    """A tiny model finetuned for 20 steps on the v1.1 smoke set by `bertlib squad` (its own process)."""
-    work = tmp_path_factory.mktemp("answer")
-    cfg = work / "squad.yaml"
-    cfg.write_text(yaml.safe_dump(squad_values(work, warmup_steps=2, total_steps=20, log_frequency=10)))
-    r = subprocess.run(
-        [sys.executable, "-m", "bertlib", "squad", "--config", str(cfg)],
-        capture_output=True,
-        text=True,
-        env=subprocess_env,
-        timeout=600,
-    )
-    assert r.returncode == 0, r.stderr[-3000:]
-    return work / "run"
+@pytest.fixture
+def finetuned(finetuned_v1):
+    """The run dir of the shared v1.1 finetune (tests/squad/conftest.py)."""
+    return finetuned_v1[0]
 
 
 @pytest.mark.slow

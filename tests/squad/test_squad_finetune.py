@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from bertlib.core.errors import run_guarded
+from bertlib.launch.local import under_horovodrun
 from bertlib.squad import finetune as squad_train
 from bertlib.squad import finetune_run
 from bertlib.squad.metrics import f1_score
@@ -49,7 +50,7 @@ def test_smoke_set_is_labelled_synthetic(smoke_dir):
     assert 0 < sum(flags) < len(flags)
 
 
-def test_tiny_finetune_beats_untrained_head(tiny_config, smoke_dir, subprocess_env, tmp_path):
+def test_tiny_finetune_beats_untrained_head(tiny_config, smoke_dir, subprocess_env, tmp_path, finetuned_v1):
     dev = smoke_dir / "smoke-v1.1-dev.json"
     # the untrained head: the same seed (same initial weights), one step at a negligible learning rate
     before = _run(
@@ -61,26 +62,25 @@ def test_tiny_finetune_beats_untrained_head(tiny_config, smoke_dir, subprocess_e
         subprocess_env,
     )
     assert before.returncode == 0, before.stderr[-2000:]
-    after = _run(["squad", "--config", tiny_config(run_dir=str(tmp_path / "trained"))], subprocess_env)
-    assert after.returncode == 0, after.stderr[-2000:]
+    trained, stdout = finetuned_v1  # the same config, 60 steps at the configured learning rate
     f1_before = _eval_cli(dev, tmp_path / "untrained", subprocess_env)["f1"]
-    scored = _eval_cli(dev, tmp_path / "trained", subprocess_env)
-    summary = json.loads((tmp_path / "trained" / "summary.json").read_text())
+    scored = _eval_cli(dev, trained, subprocess_env)
+    summary = json.loads((trained / "summary.json").read_text())
     assert summary["f1"] == pytest.approx(scored["f1"]) and summary["exact_match"] == pytest.approx(
         scored["exact_match"]
     )
     assert summary["dataset_note"] == NOTE and summary["squad_version"] == "1.1"
     print(f"smoke dev F1: untrained head {f1_before:.2f} -> after 60 steps {scored['f1']:.2f}")
     assert scored["f1"] > f1_before + 15, (f1_before, scored)
-    eval_lines = [line for line in after.stdout.splitlines() if " eval " in line]
+    eval_lines = [line for line in stdout.splitlines() if " eval " in line]
     assert eval_lines == [f"[bertlib] phase=squadv1 eval exact_match={scored['exact_match']:.6g} f1={scored['f1']:.6g}"]
-    metrics = [json.loads(line) for line in (tmp_path / "trained" / "metrics.jsonl").read_text().splitlines()]
+    metrics = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == [20, 40, 60] and metrics[-1]["loss"] < metrics[0]["loss"]
-    nbest = json.loads((tmp_path / "trained" / "nbest_predictions.json").read_text())
+    nbest = json.loads((trained / "nbest_predictions.json").read_text())
     assert all(1 <= len(v) <= 20 for v in nbest.values())
     # the same logits as the reference scored v1.1: each answer is the official one or "" (a null score won)
-    official = json.loads((tmp_path / "trained" / "predictions.json").read_text())
-    theirs = json.loads((tmp_path / "trained" / "predictions_reference_scoring.json").read_text())
+    official = json.loads((trained / "predictions.json").read_text())
+    theirs = json.loads((trained / "predictions_reference_scoring.json").read_text())
     ref = summary["reference_scoring"]
     assert theirs.keys() == official.keys() and all(theirs[q] in ("", official[q]) for q in official)
     assert ref["null_answers"] == sum(1 for q in official if theirs[q] == "" != official[q])
@@ -101,19 +101,7 @@ def test_two_rank_horovod_finetune_v2(tiny_config, smoke_dir, subprocess_env, tm
         run_dir=str(run_dir),
     )
     r = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "horovodrun"),
-            "-np",
-            "2",
-            "-H",
-            "localhost:2",
-            sys.executable,
-            "-m",
-            "bertlib",
-            "squad",
-            "--config",
-            str(cfg),
-        ],
+        under_horovodrun([sys.executable, "-m", "bertlib", "squad", "--config", str(cfg)], 2),
         capture_output=True,
         text=True,
         env=subprocess_env,

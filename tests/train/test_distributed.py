@@ -1,7 +1,6 @@
 """Horovod data parallelism: 2 ranks × batch b == 1 process × batch 2b (real horovodrun, Gloo)."""
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -12,6 +11,7 @@ import pytest
 from train_helpers import dropout_losses, train_tiny, write_dataset
 
 from bertlib.core.errors import ConfigError
+from bertlib.launch.local import under_horovodrun
 from bertlib.train import distributed
 
 # trains models (in-process or in subprocesses): `make test-fast` leaves this module out
@@ -48,8 +48,6 @@ def max_diff(a: dict, b: dict) -> float:
 @pytest.fixture(scope="module")
 def two_rank_run(tmp_path_factory, subprocess_env):
     """``hvd_worker.py`` under ``horovodrun -np 2`` (Gloo): its data dir and output dir."""
-    horovodrun = shutil.which("horovodrun", path=subprocess_env["PATH"])
-    assert horovodrun, "horovodrun not installed (make setup builds Horovod)"
     tmp = tmp_path_factory.mktemp("hvd")
     # 2 files: rank r reads file r; one process interleaves both, so each step sees the same 2b examples
     data = write_dataset(tmp / "data", n=32, num_files=2)
@@ -57,19 +55,9 @@ def two_rank_run(tmp_path_factory, subprocess_env):
     out.mkdir()
     env = dict(subprocess_env, TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1")
     rc, log = run_group(
-        [
-            horovodrun,
-            "-np",
-            "2",
-            "-H",
-            "localhost:2",
-            sys.executable,
-            str(HERE / "hvd_worker.py"),
-            str(data),
-            str(out),
-            str(PER_RANK_BATCH),
-            str(STEPS),
-        ],
+        under_horovodrun(
+            [sys.executable, str(HERE / "hvd_worker.py"), str(data), str(out), str(PER_RANK_BATCH), str(STEPS)], 2
+        ),
         env,
         timeout=400,
     )

@@ -15,7 +15,6 @@ model whose weights are set from numpy (no Trainer, no XLA, no Horovod). The acc
 clipping, averaging across ranks and the optimizer are the restatement's own.
 """
 
-import shutil
 import sys
 from pathlib import Path
 
@@ -25,6 +24,8 @@ from hvd_clip_worker import ACCUMULATION, BATCH, CASES, CLIP, LR, STEPS
 from numpy_optim import NpLamb
 from test_distributed import load, max_diff, run_group
 from train_helpers import make_examples, tiny_config, write_dataset
+
+from bertlib.launch.local import under_horovodrun
 
 pytestmark = pytest.mark.slow
 
@@ -67,17 +68,17 @@ def restated_weights(way: str, fp16: bool = False) -> tuple[dict, list]:
     examples = make_examples(N)
     schedule = PolynomialWarmup(LR, 0.0, 1, STEPS)  # train_tiny's
 
+    @tf.function(autograph=False)  # traced once (every micro-batch has the same shapes); no XLA
+    def gradient(feats):
+        with tf.GradientTape() as tape:
+            loss = pretraining_losses(model(feats, training=True), feats)["loss"]
+        return [None if g is None else tf.convert_to_tensor(g) for g in tape.gradient(loss, variables)]
+
     def grads_at(batch):
         for v in variables:
             v.assign(params[v.path].astype(np.float32))
-        feats = {k: tf.constant(v) for k, v in batch.items()}
-        with tf.GradientTape() as tape:
-            loss = pretraining_losses(model(feats, training=True), feats)["loss"]
-        return {
-            v.path: tf.convert_to_tensor(g).numpy().astype(np.float64)
-            for v, g in zip(variables, tape.gradient(loss, variables))
-            if g is not None
-        }
+        grads = gradient({k: tf.constant(v) for k, v in batch.items()})
+        return {v.path: g.numpy().astype(np.float64) for v, g in zip(variables, grads) if g is not None}
 
     def norm(g):
         return np.sqrt(sum(float((x * x).sum()) for x in g.values()))
@@ -109,15 +110,13 @@ def restated_weights(way: str, fp16: bool = False) -> tuple[dict, list]:
 @pytest.fixture(scope="module")
 def clip_runs(tmp_path_factory, subprocess_env):
     """``hvd_clip_worker.py`` under ``horovodrun -np 2``: its output dir."""
-    horovodrun = shutil.which("horovodrun", path=subprocess_env["PATH"])
-    assert horovodrun, "horovodrun not installed (make setup builds Horovod)"
     tmp = tmp_path_factory.mktemp("clip")
     data = write_dataset(tmp / "data", n=N, num_files=2)
     out = tmp / "out"
     out.mkdir()
     env = dict(subprocess_env, TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1")
-    cmd = [horovodrun, "-np", "2", "-H", "localhost:2", sys.executable, str(HERE / "hvd_clip_worker.py")]
-    rc, log = run_group(cmd + [str(data), str(out)], env, timeout=600)
+    cmd = under_horovodrun([sys.executable, str(HERE / "hvd_clip_worker.py"), str(data), str(out)], 2)
+    rc, log = run_group(cmd, env, timeout=600)
     assert rc == 0, log[-3000:]
     return out
 

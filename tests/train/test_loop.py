@@ -27,8 +27,9 @@ def test_accumulating_k_micro_batches_equals_one_batch_of_k_times_b(tiny_dataset
     accumulated = train_tiny(tiny_dataset, batch_size=2, steps=3, accumulation=2, jit_compile=jit_compile)
     big_batch = train_tiny(tiny_dataset, batch_size=4, steps=3, accumulation=1, jit_compile=jit_compile)
     assert max_diff(accumulated, big_batch) < 1e-5
-    half_batches = train_tiny(tiny_dataset, batch_size=2, steps=3, accumulation=1, jit_compile=jit_compile)
-    assert max_diff(half_batches, big_batch) > 1e-3  # the comparison can tell batches apart
+    if not jit_compile:  # the comparison can tell batches apart (a property of the data, shown once)
+        half_batches = train_tiny(tiny_dataset, batch_size=2, steps=3, accumulation=1, jit_compile=False)
+        assert max_diff(half_batches, big_batch) > 1e-3
 
 
 def reference_scale_sequence(initial, interval, finite_flags):

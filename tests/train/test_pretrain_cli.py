@@ -15,6 +15,7 @@ import yaml
 from train_helpers import QUIET, base_config, write_dataset
 
 from bertlib.core.errors import ConfigError
+from bertlib.launch.local import under_horovodrun
 from bertlib.train.metrics import METRIC_KEYS
 
 # trains models (in-process or in subprocesses): `make test-fast` leaves this module out
@@ -121,29 +122,15 @@ def read_export(run_dir) -> dict:
     return {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map()}
 
 
-def pretrain_cmd(cfg_path, processes: int, env: dict):
-    if processes == 1:
-        return [sys.executable, "-m", "bertlib.train.pretrain", "--config", str(cfg_path)]
-    horovodrun = shutil.which("horovodrun", path=env["PATH"])
-    assert horovodrun, "horovodrun not installed (make setup builds Horovod)"
-    return [
-        horovodrun,
-        "-np",
-        str(processes),
-        "-H",
-        f"localhost:{processes}",
-        sys.executable,
-        "-m",
-        "bertlib.train.pretrain",
-        "--config",
-        str(cfg_path),
-    ]
+def pretrain_cmd(cfg_path) -> list[str]:
+    return under_horovodrun([sys.executable, "-m", "bertlib.train.pretrain", "--config", str(cfg_path)], 2)
 
 
-#: the run the stop tests interrupt: dropout, shuffling and accumulation on, held-out evaluations every
-#: 4 steps, checkpoints every 5 (so a stop at step 6 falls between two)
+#: the run the stop test interrupts: dropout, shuffling and accumulation on, held-out evaluations every
+#: 4 steps, checkpoints every 5 (so a stop after step 6 falls between two); steps to spare after the
+#: stop and the kill, however far the ranks run ahead of the test reading their output
 STOP_RUN = dict(
-    total_steps=16,
+    total_steps=24,
     checkpoint_frequency=5,
     keep_checkpoints=2,
     skip_xla=True,
@@ -158,79 +145,16 @@ STOP_RUN = dict(
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory, subprocess_env):
-    """``uninterrupted(processes)`` → (data dir, run dir) of STOP_RUN run without a stop on that many
-    processes: what an interrupted and resumed run must end equal to (each run once per module)."""
+    """(data dir, run dir) of STOP_RUN run on 2 ranks without a stop: what a stopped, killed and
+    resumed run must end equal to."""
     root = tmp_path_factory.mktemp("uninterrupted")
     data = write_dataset(root / "data", n=48, num_files=2, validation=6)
     env = dict(subprocess_env, **QUIET)
-    runs = {}
-
-    def get(processes: int):
-        if processes not in runs:
-            full = root / f"full-{processes}"
-            cfg = write_config(root / f"full-{processes}.yaml", **base_config(data, full, **STOP_RUN))
-            done = subprocess.run(
-                pretrain_cmd(cfg, processes, env), env=env, capture_output=True, text=True, timeout=300
-            )
-            assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
-            runs[processes] = full
-        return data, runs[processes]
-
-    return get
-
-
-@pytest.mark.parametrize("processes", [1, 2])
-def test_sigkill_after_a_checkpoint_then_restart_gives_the_uninterrupted_weights(
-    tmp_path, subprocess_env, uninterrupted, processes
-):
-    """SIGKILL of the whole job (with 2 ranks: horovodrun and both workers, as a spot interruption)
-    right after a checkpoint; the restarted job must end with exactly the weights of an uninterrupted
-    run — with dropout, shuffling and gradient accumulation on, so every random stream must resume, and
-    with held-out evaluations every 4 steps, which must not disturb any of them."""
-    data, full = uninterrupted(processes)
-    env = dict(subprocess_env, **QUIET)
-    common = STOP_RUN
-    total = common["total_steps"]
-
-    run = tmp_path / "killed"
-    cfg = write_config(tmp_path / "killed.yaml", **base_config(data, run, **common))
-    proc = subprocess.Popen(
-        pretrain_cmd(cfg, processes, env),
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        for line in proc.stdout:  # kill right after the step-6 line (ckpt-5 written)
-            if " step=6 " in line:
-                os.killpg(proc.pid, signal.SIGKILL)  # the launcher and every rank at once
-                break
-        proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == -signal.SIGKILL
-    assert not (run / "export").exists()
-    state = (run / "checkpoints" / "checkpoint").read_text()
-    killed_at = int(re.search(r'model_checkpoint_path: "ckpt-(\d+)"', state).group(1))
-    assert 5 <= killed_at < total
-
-    again = subprocess.run(pretrain_cmd(cfg, processes, env), env=env, capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
-    assert f"resumed from {run / 'checkpoints' / f'ckpt-{killed_at}'} at step {killed_at}" in again.stdout
-    # every rank continued from its saved input iterator: none re-read the consumed records
-    assert f"input restored at data position {2 * killed_at}" in again.stdout
-    assert "skipping" not in again.stdout
-    states = (run / "checkpoints" / "input" / f"world-{processes}").glob("rank-*/ckpt-*.index")
-    assert len(list(states)) == 2 * processes  # each rank's newest keep_checkpoints = 2
-    steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
-    assert steps[-1] == total and steps.count(killed_at + 1) == 1 + (killed_at < 6)
-
-    a, b = read_export(full), read_export(run)
-    assert a.keys() == b.keys()
-    assert max(float(np.abs(a[k] - b[k]).max()) for k in a) == 0.0
+    full = root / "full"
+    cfg = write_config(root / "full.yaml", **base_config(data, full, **STOP_RUN))
+    done = subprocess.run(pretrain_cmd(cfg), env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    return data, full
 
 
 TF_PROBE = (
@@ -282,40 +206,70 @@ def test_console_script_dispatches_to_pretrain(tmp_path, subprocess_env):
     assert res.returncode == 2 and res.stderr.strip() == f"error: {tmp_path / 'missing.yaml'}: config file not found"
 
 
-def test_sigterm_to_one_rank_stops_both_after_the_same_step_and_loses_nothing(tmp_path, subprocess_env, uninterrupted):
-    """SageMaker's stop (SIGTERM, SIGKILL 120 s later) reaching only rank 1 of 2, between periodic
-    checkpoints: both ranks stop after the same step N (the flag travels in the step's allreduce), write
-    the checkpoint of step N and exit 0 with the export of step N; the relaunched job resumes at step N
-    (no step lost) and ends with exactly the weights of an uninterrupted run."""
-    data, full = uninterrupted(2)
-    ranks = tmp_path / "ranks"
-    env = dict(subprocess_env, **QUIET, BERTLIB_RANKS_DIR=str(ranks))
-    common = STOP_RUN
-
-    run = tmp_path / "stopped"
-    cfg = write_config(tmp_path / "stopped.yaml", **base_config(data, run, **common))
-    proc = subprocess.Popen(
-        pretrain_cmd(cfg, 2, env), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    out, signalled = [], None
+def follow(proc: subprocess.Popen, at_step: int, act) -> str:
+    """Read ``proc``'s output; call ``act()`` once, right after the log line of step ``at_step``; wait for
+    the exit; return the output read."""
+    out, acted = [], False
     try:
         for line in proc.stdout:
             out.append(line)
-            if signalled is None and " step=6 " in line:  # training is under way: ckpt-5 written
-                registered = {p.read_text(): int(p.name) for p in ranks.iterdir() if p.name.isdigit()}
-                assert set(registered) == {"rank 0", "rank 1"}, registered
-                signalled = registered["rank 1"]
-                os.kill(signalled, signal.SIGTERM)
+            if not acted and f" step={at_step} " in line:
+                acted = True
+                act()
         proc.wait(timeout=120)
     finally:
         if proc.poll() is None:
-            proc.kill()
-    log = "".join(out)
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert acted, "".join(out)[-3000:]
+    return "".join(out)
+
+
+def test_stop_then_kill_then_resume_loses_nothing_and_ends_as_uninterrupted(tmp_path, subprocess_env, uninterrupted):
+    """One 2-rank job, with dropout, shuffling, accumulation and held-out evaluations every 4 steps on,
+    meets both ways a SageMaker job is interrupted, then ends with exactly the weights of an
+    uninterrupted run (so every random stream and input position resumed):
+
+    1. SageMaker's stop (SIGTERM, SIGKILL 120 s later) reaching only rank 1, between periodic
+       checkpoints: both ranks stop after the same step N (the flag travels in the step's allreduce),
+       write the checkpoint of step N and exit 0 with the export of step N.
+    2. The relaunched job resumes at step N (no step lost) and is killed outright (SIGKILL to horovodrun
+       and both ranks, as a spot interruption) right after the next periodic checkpoint.
+    3. The relaunched job resumes from that checkpoint, re-runs the lost steps and finishes.
+
+    (One plain process resuming exactly: tests/train/test_loop.py, in-process.)"""
+    data, full = uninterrupted
+    ranks = tmp_path / "ranks"
+    env = dict(subprocess_env, **QUIET, BERTLIB_RANKS_DIR=str(ranks))
+    total = STOP_RUN["total_steps"]
+    run = tmp_path / "job"
+    cfg = write_config(tmp_path / "job.yaml", **base_config(data, run, **STOP_RUN))
+
+    def launch():
+        return subprocess.Popen(
+            pretrain_cmd(cfg),
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+
+    # 1. SIGTERM to rank 1 once training is under way (ckpt-5 written)
+    proc = launch()
+    signalled = []
+
+    def sigterm_rank_1():
+        registered = {p.read_text(): int(p.name) for p in ranks.iterdir() if p.name.isdigit()}
+        assert set(registered) == {"rank 0", "rank 1"}, registered
+        signalled.append(registered["rank 1"])
+        os.kill(registered["rank 1"], signal.SIGTERM)
+
+    log = follow(proc, 6, sigterm_rank_1)
     assert signalled and proc.returncode == 0, log[-3000:]
     stopped = re.search(r"stopped by SIGTERM after step (\d+); checkpoint written to (\S+); resume by relaunching", log)
     assert stopped, log[-3000:]
     n = int(stopped.group(1))
-    assert 6 <= n < common["total_steps"]
+    assert 6 <= n < 20
     state = (run / "checkpoints" / "checkpoint").read_text()
     assert f'model_checkpoint_path: "ckpt-{n}"' in state  # rank 0 saved step N, although only rank 1 was signalled
     for rank in (0, 1):  # and both ranks saved their input state of the same step
@@ -324,12 +278,37 @@ def test_sigterm_to_one_rank_stops_both_after_the_same_step_and_loses_nothing(tm
     summary = json.loads((run / "summary.json").read_text())
     assert summary["stopped_at_step"] == n and summary["steps_run"] == n
     assert f"exported the model of step {n} to {run / 'export'}" in log
-    print(f"stop: SIGTERM after step 6 -> stopped after step {n}; lost 0 steps (SIGKILL: {n - n // 5 * 5})")
+    shutil.rmtree(run / "export")  # the export checked at the end must be the finished job's
 
-    again = subprocess.run(pretrain_cmd(cfg, 2, env), env=env, capture_output=True, text=True, timeout=300)
+    # 2. relaunched: resumes at step N; SIGKILL of the whole job right after the line of the step that
+    # follows the next periodic checkpoint
+    kill_after = (n // 5 + 1) * 5 + 1
+    proc = launch()
+    log = follow(proc, kill_after, lambda: os.killpg(proc.pid, signal.SIGKILL))
+    assert proc.returncode == -signal.SIGKILL
+    assert f"resumed from {run / 'checkpoints' / f'ckpt-{n}'} at step {n}" in log
+    assert f"input restored at data position {2 * n}" in log
+    assert not (run / "export").exists()
+    state = (run / "checkpoints" / "checkpoint").read_text()
+    killed_at = int(re.search(r'model_checkpoint_path: "ckpt-(\d+)"', state).group(1))
+    assert kill_after - 1 <= killed_at < total
+
+    # 3. relaunched: resumes from the last checkpoint and finishes
+    again = subprocess.run(pretrain_cmd(cfg), env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
-    assert f"resumed from {run / 'checkpoints' / f'ckpt-{n}'} at step {n}" in again.stdout
-    assert f"input restored at data position {2 * n}" in again.stdout
+    assert f"resumed from {run / 'checkpoints' / f'ckpt-{killed_at}'} at step {killed_at}" in again.stdout
+    # every rank continued from its saved input iterator: none re-read the consumed records
+    assert f"input restored at data position {2 * killed_at}" in again.stdout
+    assert "skipping" not in again.stdout
+    states = (run / "checkpoints" / "input" / "world-2").glob("rank-*/ckpt-*.index")
+    assert len(list(states)) == 2 * 2  # each rank's newest keep_checkpoints = 2
+    steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps[: n + 1] == list(range(1, n + 1)) + [n + 1]  # the stopped job's steps, the relaunch's first
+    assert steps[-(total - killed_at) :] == list(range(killed_at + 1, total + 1))  # the last job's
+    print(
+        f"SIGTERM after step 6: stopped after step {n}, 0 steps lost; SIGKILL after step {kill_after}: resumed at {killed_at}"
+    )
+
     a, b = read_export(full), read_export(run)
     assert a.keys() == b.keys()
     assert max(float(np.abs(a[k] - b[k]).max()) for k in a) == 0.0

@@ -3,7 +3,6 @@ records read back independently, its pooling over ranks, and that it leaves trai
 
 import json
 import re
-import shutil
 import subprocess
 import sys
 
@@ -13,6 +12,7 @@ import yaml
 from train_helpers import QUIET, SEQ, base_config, write_dataset
 
 from bertlib.core.errors import ConfigError
+from bertlib.launch.local import under_horovodrun
 from bertlib.train.metrics import VALIDATION_METRIC_KEYS
 
 # trains models (in-process or in subprocesses): `make test-fast` leaves this module out
@@ -220,8 +220,6 @@ def test_evaluation_leaves_training_untouched(tmp_path, subprocess_env):
 def test_two_ranks_pool_their_unequal_shares(tmp_path, subprocess_env):
     """2 ranks, 7 held-out records in one file: rank 0 evaluates 4, rank 1 3 (the last batch short).
     The logged metrics are those of all 7 records at once — a mean of the ranks' ratios would not be."""
-    horovodrun = shutil.which("horovodrun", path=subprocess_env["PATH"])
-    assert horovodrun, "horovodrun not installed (make setup builds Horovod)"
     data = write_dataset(tmp_path / "data", n=16, num_files=2, validation=7)
     run = tmp_path / "run"
     cfg = write_config(
@@ -230,18 +228,7 @@ def test_two_ranks_pool_their_unequal_shares(tmp_path, subprocess_env):
     )
     env = dict(subprocess_env, **QUIET)
     done = subprocess.run(
-        [
-            horovodrun,
-            "-np",
-            "2",
-            "-H",
-            "localhost:2",
-            sys.executable,
-            "-m",
-            "bertlib.train.pretrain",
-            "--config",
-            str(cfg),
-        ],
+        under_horovodrun([sys.executable, "-m", "bertlib.train.pretrain", "--config", str(cfg)], 2),
         env=env,
         capture_output=True,
         text=True,

@@ -17,6 +17,11 @@ from bertlib.data.prepare import prepare
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_DETERMINISTIC_OPS", "1")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+# XLA's CPU backend without LLVM's optimization passes, in this process and the ones it starts: the
+# same HLO (the same fusions and ops), compiled in about 2/3 of the time. The numbers differ from
+# the default -O2 build in the last bits only (6e-8 measured on 4 training steps); the tests compare
+# XLA runs with each other or with numpy within tolerances far above that.
+os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent

@@ -56,7 +56,7 @@ from bertlib.core.config import (
     read_yaml,
 )
 from bertlib.core.errors import ConfigError, ParamsError
-from bertlib.launch.local import horovodrun_path
+from bertlib.launch.local import require_horovod
 from bertlib.launch.sagemaker import DRY_RUN_PLACEHOLDERS, resolve, stage_data_files
 from bertlib.registry import AUTO, Registry
 
@@ -407,8 +407,8 @@ def _chdir_to_project() -> None:
 
 def _check_launchable(job: str, launched: LaunchedJob) -> None:
     """What the launch would refuse, refused now: SageMaker role/image/region-free settings and
-    input URIs (:func:`bertlib.launch.sagemaker.resolve`, no AWS call), or horovodrun for N > 1."""
+    input URIs (:func:`bertlib.launch.sagemaker.resolve`, no AWS call), or Horovod for N > 1."""
     if launched.launch.backend == "sagemaker":
         resolve(job, stage_data_files(launched, None, dry_run=True) if job == "prepare-data" else launched)
     elif job != "prepare-data" and launched.launch.num_processes > 1:
-        horovodrun_path()
+        require_horovod()

@@ -254,3 +254,26 @@ def test_the_python_m_entry_points_answer_help(capsys):
     assert smoke.main(["-h"]) == 0
     out = capsys.readouterr().out
     assert "OUT_DIR TEXT" in out and all(f"--{k} " in out for k in ("source", "max_train", "max_dev", "seed"))
+
+
+def test_a_command_runs_without_sklearn_and_leaves_it_importable(monkeypatch):
+    """Inside a command (``run_guarded``) scikit-learn is not importable, so Keras imported there skips its
+    scikit-learn wrappers (bertlib.core.lean_imports); afterwards it imports as usual."""
+    import importlib
+
+    from bertlib.core.errors import run_guarded
+
+    monkeypatch.delitem(sys.modules, "sklearn", raising=False)  # tests/conftest.py hides it for the session
+    seen = []
+
+    def command(argv):
+        try:
+            import sklearn  # noqa: F401
+        except ImportError as e:
+            seen.append(str(e))
+        return 0
+
+    assert run_guarded(command, []) == 0
+    assert seen == ["import of sklearn halted; None in sys.modules"]
+    assert "sklearn" not in sys.modules
+    assert importlib.import_module("sklearn").__name__ == "sklearn"  # installed (the SageMaker extra's mlflow)

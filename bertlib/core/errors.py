@@ -1,12 +1,14 @@
 """The errors a user sees, and how an entry point shows them: one line, exit code 2.
 
-A leaf module (it imports nothing from bertlib), so that every layer can raise these without
-importing the layers above it. Every message is one line naming the file or key and the problem.
+It imports nothing from bertlib but :mod:`bertlib.core.lean_imports` (a leaf), so that every layer can
+raise these without importing the layers above it. Every message is one line naming the file or key and the problem.
 """
 
 from __future__ import annotations
 
 import sys
+
+from bertlib.core.lean_imports import without_sklearn
 
 
 class ConfigError(ValueError):
@@ -58,9 +60,11 @@ def print_error(message: str) -> None:
 
 
 def run_guarded(fn, argv: list[str]) -> int:
-    """Call ``fn(argv)``; turn user-input errors into one line on stderr and exit code 2."""
+    """Call ``fn(argv)`` (a command: Keras imported without scikit-learn, see
+    :mod:`bertlib.core.lean_imports`); turn user-input errors into one line on stderr and exit code 2."""
     try:
-        return int(fn(argv) or 0)
+        with without_sklearn():
+            return int(fn(argv) or 0)
     except (ConfigError, FileNotFoundError) as e:
         print_error(str(e))
         return 2

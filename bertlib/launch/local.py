@@ -3,7 +3,7 @@
 The job's resolved config (:attr:`LaunchedJob.job <bertlib.core.config.LaunchedJob>`, no launch
 settings) is written to ``RUN_DIR/launch_config.yaml`` and the entry point is started as
 ``python -m bertlib.train.<job> --config RUN_DIR/launch_config.yaml`` — one plain process, or
-``horovodrun -np N -H localhost:N --gloo`` for N processes. Output is streamed line by line (into the
+``horovodrun -np N -H localhost:N --gloo`` for N processes (:mod:`bertlib.launch.horovodrun`). Output is streamed line by line (into the
 notebook or terminal, with a progress bar driven by the ``step=`` of the log lines); a failure
 raises :class:`LaunchError` carrying the last lines.
 
@@ -16,9 +16,9 @@ writing the same local layout (``export/``, ``checkpoints/``, metrics at the top
 from __future__ import annotations
 
 import collections
+import importlib.util
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -36,22 +36,21 @@ _STEP = re.compile(r"\[bertlib\] phase=\S+ step=(\d+)")
 _NOISE = re.compile(r"All log messages before absl::InitializeLog\(\) is called|oneDNN custom operations are on")
 
 
-def horovodrun_path() -> str:
-    """``horovodrun`` next to this Python (the venv), else on PATH."""
-    candidate = Path(sys.executable).parent / "horovodrun"
-    found = str(candidate) if candidate.exists() else shutil.which("horovodrun")
-    if not found:
+def require_horovod() -> None:
+    """Horovod is installed in this Python (N > 1 processes run under its launcher), else a ConfigError
+    naming the fix."""
+    if importlib.util.find_spec("horovod") is None:
         raise ConfigError(
-            "num_processes > 1 needs horovodrun (Horovod): run `make setup` "
-            "(container/install_horovod.sh) or set num_processes: 1"
+            "num_processes > 1 needs Horovod: run `make setup` (container/install_horovod.sh) or set num_processes: 1"
         )
-    return found
 
 
 def under_horovodrun(argv: list[str], num_processes: int) -> list[str]:
-    """``argv`` as ``num_processes`` Horovod ranks on localhost. ``--gloo`` names the controller, so
-    horovodrun checks the build once (each check imports TensorFlow in a child process, seconds)."""
-    return [horovodrun_path(), "-np", str(num_processes), "-H", f"localhost:{num_processes}", "--gloo", *argv]
+    """``argv`` as ``num_processes`` Horovod ranks on localhost: ``horovodrun -np N -H localhost:N --gloo``
+    through :mod:`bertlib.launch.horovodrun` (the launcher without its per-launch build check)."""
+    require_horovod()
+    hosts = ["-np", str(num_processes), "-H", f"localhost:{num_processes}", "--gloo"]
+    return [sys.executable, "-m", "bertlib.launch.horovodrun", *hosts, *argv]
 
 
 def command(job: str, config_file: Path, num_processes: int) -> list[str]:

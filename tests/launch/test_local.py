@@ -181,7 +181,8 @@ def test_command_and_environment(tmp_path, monkeypatch):
     monkeypatch.delenv("PYTHONPATH", raising=False)
     cfg = tiny_config(tmp_path / "run", str(tmp_path / "data"))
     argv = local.command("pretrain", tmp_path / "c.yaml", 2)
-    assert argv[0].endswith("horovodrun") and argv[1:7] == ["-np", "2", "-H", "localhost:2", "--gloo", sys.executable]
+    assert argv[:8] == [sys.executable, "-m", "bertlib.launch.horovodrun", "-np", "2", "-H", "localhost:2", "--gloo"]
+    assert argv[8] == sys.executable
     assert argv[-4:] == ["-m", "bertlib.train.pretrain", "--config", str(tmp_path / "c.yaml")]
     assert local.command("squad", tmp_path / "c.yaml", 1)[0] == sys.executable
     env = local.environment(cfg, tmp_path / "run", "pretrain", {"EXTRA": "1"}, sagemaker_env=True)

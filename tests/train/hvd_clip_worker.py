@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from train_helpers import train_tiny
 
+from bertlib.core.lean_imports import without_sklearn
 from bertlib.train import distributed
 
 BATCH, STEPS, ACCUMULATION, CLIP, LR = 2, 4, 4, 0.5, 1e-2
@@ -46,4 +47,5 @@ def main(data_dir: str, out_dir: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    with without_sklearn():  # as bertlib's commands run
+        main(sys.argv[1], sys.argv[2])

@@ -4,6 +4,7 @@ Tests run on 2 CPU cores; TensorFlow is kept to one intra/inter-op thread per pr
 multi-process (horovodrun -np 2) tests do not oversubscribe the machine.
 """
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -131,6 +132,22 @@ def moto_endpoint(tmp_path_factory):
         yield url
 
 
+_VALIDATED: set[str] = set()
+
+
+def _validate_once(sagemaker_config=None) -> None:
+    """The SDK's check of a config against its schema, once per distinct config. The SDK re-validates the
+    whole config at every value lookup (``SageMakerConfig.get_sagemaker_config_value``): ~0.25 s each,
+    20-odd per launch, for the one small telemetry opt-out file of these tests. Same check, same errors."""
+    import jsonschema
+    from sagemaker.core.config.config_schema import SAGEMAKER_PYTHON_SDK_CONFIG_SCHEMA
+
+    key = json.dumps(sagemaker_config, sort_keys=True, default=str)
+    if key not in _VALIDATED:
+        jsonschema.validate(sagemaker_config, SAGEMAKER_PYTHON_SDK_CONFIG_SCHEMA)
+        _VALIDATED.add(key)
+
+
 @pytest.fixture()
 def aws_env(moto_endpoint, monkeypatch, tmp_path):
     """Fake credentials, the moto endpoint, role validation and telemetry off; a fresh bucket."""
@@ -161,6 +178,9 @@ def aws_env(moto_endpoint, monkeypatch, tmp_path):
         "BERTLIB_FSX_MOUNT_NAME",
     ):
         monkeypatch.delenv(key, raising=False)
+    from sagemaker.core.config.config_manager import SageMakerConfig
+
+    monkeypatch.setattr(SageMakerConfig, "validate_sagemaker_config", staticmethod(_validate_once))
     import boto3
 
     s3 = boto3.client("s3", region_name=REGION)

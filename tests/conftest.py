@@ -13,6 +13,7 @@ import pytest
 from moto_serving import serving
 
 from bertlib.core.config import build_config
+from bertlib.core.lean_imports import hide_sklearn
 from bertlib.data.prepare import prepare
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -22,10 +23,10 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 # same HLO (the same fusions and ops), compiled in about 2/3 of the time. The numbers differ from
 # the default -O2 build in the last bits only (6e-8 measured on 4 training steps); the tests compare
 # XLA runs with each other or with numpy within tolerances far above that.
-# Keras without its scikit-learn wrappers, as in bertlib's commands (bertlib/core/lean_imports.py): no
-# test uses them, and each test process starts 1.2 s sooner
-sys.modules.setdefault("sklearn", None)
 os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
+# Keras without its scikit-learn wrappers, as in bertlib's commands: no test uses them, and each test
+# process starts 1.2 s sooner
+hide_sklearn()
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent

@@ -14,16 +14,22 @@ import contextlib
 import sys
 
 
+def hide_sklearn() -> bool:
+    """Make ``import sklearn`` raise ImportError from now on, unless it is already imported; True if it
+    was hidden by this call."""
+    if "sklearn" in sys.modules:
+        return False
+    sys.modules["sklearn"] = None  # the import system's "not importable" marker
+    return True
+
+
 @contextlib.contextmanager
 def without_sklearn():
     """While inside, ``import sklearn`` raises ImportError (unless it is already imported); afterwards it
     imports again. A Keras first imported inside has its scikit-learn wrappers off for the process."""
-    if "sklearn" in sys.modules:
-        yield
-        return
-    sys.modules["sklearn"] = None  # the import system's "not importable" marker
+    hidden = hide_sklearn()
     try:
         yield
     finally:
-        if "sklearn" in sys.modules and sys.modules["sklearn"] is None:
+        if hidden and sys.modules.get("sklearn", 0) is None:
             del sys.modules["sklearn"]

@@ -3,9 +3,9 @@
 The job's resolved config (:attr:`LaunchedJob.job <bertlib.core.config.LaunchedJob>`, no launch
 settings) is written to ``RUN_DIR/launch_config.yaml`` and the entry point is started as
 ``python -m bertlib.train.<job> --config RUN_DIR/launch_config.yaml`` — one plain process, or
-``horovodrun -np N -H localhost:N --gloo`` for N processes (:mod:`bertlib.launch.horovodrun`). Output is streamed line by line (into the
-notebook or terminal, with a progress bar driven by the ``step=`` of the log lines); a failure
-raises :class:`LaunchError` carrying the last lines.
+``horovodrun -np N -H localhost:N --gloo`` for N processes (:mod:`bertlib.launch.horovodrun`). Output
+is streamed line by line (into the notebook or terminal, with a progress bar driven by the ``step=``
+of the log lines); a failure raises :class:`LaunchError` carrying the last lines.
 
 With ``sagemaker_env=True`` the processes also get the SageMaker container contract (``SM_MODEL_DIR``,
 ``SM_OUTPUT_DATA_DIR``, ``SM_CHANNEL_TRAIN``, ``BERTLIB_CHECKPOINT_DIR``) pointed into the run

@@ -3,12 +3,11 @@ vocab of other casing, and ``bertlib pretrain`` trains a tiny model on them."""
 
 import json
 import math
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import yaml
+from bertlib_cli import run_bertlib
 
 from bertlib.core.errors import DataError
 from bertlib.core.vocab import vocab_info
@@ -59,13 +58,7 @@ def test_tiny_model_trains_on_prepared_records(prepared_dataset, tmp_path, subpr
         TF_NUM_INTRAOP_THREADS="1",
         TF_NUM_INTEROP_THREADS="1",
     )
-    proc = subprocess.run(
-        [sys.executable, "-m", "bertlib", "pretrain", "--config", str(path)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    proc = run_bertlib("pretrain", "--config", path, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [d["step"] for d in lines] == [3, 6]

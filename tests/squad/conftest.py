@@ -1,11 +1,9 @@
 """Fixtures of the SQuAD tests: a small synthetic smoke set, a tiny-model finetune config and one
 finetuned run."""
 
-import subprocess
-import sys
-
 import pytest
 import yaml
+from bertlib_cli import run_bertlib
 
 
 @pytest.fixture(scope="session")
@@ -57,13 +55,7 @@ def finetuned_v1(squad_values, subprocess_env, tmp_path_factory):
     work = tmp_path_factory.mktemp("finetuned-v1")
     cfg = work / "squad.yaml"
     cfg.write_text(yaml.safe_dump(squad_values(work)))
-    r = subprocess.run(
-        [sys.executable, "-m", "bertlib", "squad", "--config", str(cfg)],
-        capture_output=True,
-        text=True,
-        env=subprocess_env,
-        timeout=600,
-    )
+    r = run_bertlib("squad", "--config", cfg, env=subprocess_env)
     assert r.returncode == 0, r.stderr[-3000:]
     return work / "run", r.stdout
 

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from bertlib_cli import run_bertlib
 
 from bertlib.core.errors import run_guarded
 from bertlib.launch.local import under_horovodrun
@@ -18,19 +19,13 @@ from bertlib.squad.smoke import NOTE
 pytestmark = pytest.mark.slow
 
 
-def _run(args, env, timeout=300):
-    return subprocess.run(
-        [sys.executable, "-m", "bertlib", *map(str, args)], capture_output=True, text=True, env=env, timeout=timeout
-    )
-
-
 def _questions(dataset) -> list[dict]:
     data = json.loads(Path(dataset).read_text())
     return [qa for article in data["data"] for para in article["paragraphs"] for qa in para["qas"]]
 
 
 def _eval_cli(dataset, run_dir, env, *extra):
-    r = _run(["squad-eval", dataset, Path(run_dir) / "predictions.json", *extra], env)
+    r = run_bertlib("squad-eval", dataset, Path(run_dir) / "predictions.json", *extra, env=env, timeout=300)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
 
@@ -53,14 +48,8 @@ def test_smoke_set_is_labelled_synthetic(smoke_dir):
 def test_tiny_finetune_beats_untrained_head(tiny_config, smoke_dir, subprocess_env, tmp_path, finetuned_v1):
     dev = smoke_dir / "smoke-v1.1-dev.json"
     # the untrained head: the same seed (same initial weights), one step at a negligible learning rate
-    before = _run(
-        [
-            "squad",
-            "--config",
-            tiny_config(total_steps=1, warmup_steps=0, learning_rate=1e-12, run_dir=str(tmp_path / "untrained")),
-        ],
-        subprocess_env,
-    )
+    untrained = tiny_config(total_steps=1, warmup_steps=0, learning_rate=1e-12, run_dir=str(tmp_path / "untrained"))
+    before = run_bertlib("squad", "--config", untrained, env=subprocess_env, timeout=300)
     assert before.returncode == 0, before.stderr[-2000:]
     trained, stdout = finetuned_v1  # the same config, 60 steps at the configured learning rate
     f1_before = _eval_cli(dev, tmp_path / "untrained", subprocess_env)["f1"]

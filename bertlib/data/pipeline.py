@@ -196,5 +196,8 @@ def pretraining_dataset(
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     ds = ds.enumerate()  # the batch index seeds dynamic masks: fresh every epoch, repeated on resume
     ds = ds.skip(skip_batches)  # even 0: a saved iterator state must fit the pipeline of any restart
+    # plain TF ops, no tensor-dependent Python control flow: traced as written, without autograph's
+    # conversion of this module's source (about a second at every start)
+    parse = tf.autograph.experimental.do_not_convert(parse)
     ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)

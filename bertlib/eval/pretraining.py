@@ -120,6 +120,7 @@ class PretrainingEvaluator:
             lambda batch: sums_fn(self.model(batch, training=False), batch),
             jit_compile=jit_compile,
             reduce_retracing=True,
+            autograph=False,  # the model and the sums have no tensor-dependent Python control flow
         )
 
     def __call__(self) -> dict:

@@ -100,11 +100,19 @@ def parse_features(serialized, max_seq_length: int) -> dict:
     return {k: tf.cast(v if k in SEQ_FEATURES else tf.squeeze(v, -1), tf.int32) for k, v in parsed.items()}
 
 
+def _parser(max_seq_length: int):
+    """:func:`parse_features` for ``Dataset.map``, traced without autograph (plain TF ops; converting
+    the source would cost about a second at every start)."""
+    import tensorflow as tf
+
+    return tf.autograph.experimental.do_not_convert(lambda serialized: parse_features(serialized, max_seq_length))
+
+
 def read_features(path: str | os.PathLike, max_seq_length: int) -> dict[str, np.ndarray]:
     """All records of a feature file → dict of numpy int32 arrays ([N, S] or [N])."""
     import tensorflow as tf
 
-    ds = tf.data.TFRecordDataset(str(path)).batch(4096).map(lambda s: parse_features(s, max_seq_length))
+    ds = tf.data.TFRecordDataset(str(path)).batch(4096).map(_parser(max_seq_length))
     parts = list(ds.as_numpy_iterator())
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
@@ -178,6 +186,4 @@ def squad_dataset(
     if training:
         ds = ds.shard(world, rank).shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
     ds = ds.batch(batch_size, drop_remainder=training)
-    return ds.map(lambda s: parse_features(s, max_seq_length), num_parallel_calls=tf.data.AUTOTUNE).prefetch(
-        tf.data.AUTOTUNE
-    )
+    return ds.map(_parser(max_seq_length), num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

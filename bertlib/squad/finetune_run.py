@@ -85,7 +85,7 @@ def predict_logits(model, features: dict, batch_size: int, jit_compile: bool):
     """Start/end logits [N, S] float32 (numpy) for feature arrays from ``read_features``."""
     keys = ("input_ids", "input_mask", "segment_ids")
 
-    @tf.function(jit_compile=jit_compile, reduce_retracing=True)
+    @tf.function(jit_compile=jit_compile, reduce_retracing=True, autograph=False)
     def step(batch):
         out = model(batch, training=False)
         return out["start_logits"], out["end_logits"]

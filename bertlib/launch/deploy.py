@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from bertlib.core.errors import ConfigError
 from bertlib.core.files import temp_path
 from bertlib.launch import sagemaker_sdk as sdk
+from bertlib.launch.aws import boto_session
 from bertlib.launch.results import fetch_run
 from bertlib.launch.sagemaker import DRY_RUN_PLACEHOLDERS
 from bertlib.train.hf_export import HF_FILES, HF_SUBDIR
@@ -187,12 +188,6 @@ def read_answer(body: str, name: str) -> dict[str, Any]:
     return {k: out[k] for k in ("answer", "score", "start", "end")}
 
 
-def _session(region: str):
-    import boto3
-
-    return boto3.Session(region_name=region)
-
-
 def _invoke_request(name: str, body: str) -> dict:
     return {"EndpointName": name, "Body": body, "ContentType": "application/json", "Accept": "application/json"}
 
@@ -223,7 +218,7 @@ def deploy(cfg: DeployConfig, source: str | os.PathLike | None) -> dict[str, Any
             "answer": None,
         }
     hf = check_hf_export(fetch_run(source))
-    session = _session(env["region"])
+    session = boto_session(env["region"])
     bucket, _, key = model_data[5:].partition("/")
     with tempfile.TemporaryDirectory(prefix="bertlib-deploy-") as tmp:
         archive = package_hf(hf, Path(tmp) / "model.tar.gz")
@@ -242,7 +237,7 @@ def ask(cfg: DeployConfig) -> dict[str, Any]:
     body = question_body(cfg.question, cfg.context)
     if cfg.dry_run:
         return {"invoke_request": _invoke_request(name, body), "response": None, "answer": None}
-    session = _session(settings(cfg)["region"])
+    session = boto_session(settings(cfg)["region"])
     sent, response, _ = sdk.invoke_endpoint(session, name, body)
     return {"invoke_request": sent, "response": response, "answer": read_answer(response, name)}
 
@@ -258,10 +253,10 @@ def delete(cfg: DeployConfig) -> dict[str, Any]:
             "DeleteModel": {"ModelName": name},
         }
         return {"endpoint_name": name, "requests": requests, "deleted": []}
-    deleted = sdk.delete_endpoint(_session(settings(cfg)["region"]), name)
+    deleted = sdk.delete_endpoint(boto_session(settings(cfg)["region"]), name)
     return {"endpoint_name": name, "deleted": deleted}
 
 
 def status(cfg: DeployConfig) -> str | None:
     """The endpoint's status (None: there is none)."""
-    return sdk.endpoint_status(_session(settings(cfg)["region"]), endpoint_name(cfg))
+    return sdk.endpoint_status(boto_session(settings(cfg)["region"]), endpoint_name(cfg))

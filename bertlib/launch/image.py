@@ -40,6 +40,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from bertlib.core.errors import ConfigError
+from bertlib.launch.aws import boto_session
 
 #: where the zipped build context goes, under ``s3_prefix``
 STAGED = "staged/image"
@@ -362,13 +363,6 @@ def failure_line(build: dict) -> str:
         f"image build {build.get('id')} {build.get('buildStatus')} in phase "
         f"{phase.get('phaseType') or build.get('currentPhase', '?')}: {message or 'no message'} (logs: {link})"
     )
-
-
-def boto_session(region: str | None):
-    """A boto3 session in ``region`` (None: the environment's / profile's)."""
-    import boto3
-
-    return boto3.Session(region_name=region) if region else boto3.Session()
 
 
 def build(cfg: ImageBuildConfig, session=None, out=print) -> dict:

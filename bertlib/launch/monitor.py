@@ -25,6 +25,7 @@ from typing import Callable
 from bertlib.core.errors import ConfigError
 from bertlib.core.instances import INSTANCES
 from bertlib.core.progress import MeterDisplay
+from bertlib.launch.aws import boto_session
 from bertlib.launch.sagemaker import metric_definitions
 
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
@@ -45,10 +46,8 @@ def poll_seconds() -> float:
 
 
 def clients(region: str | None = None):
-    """``(sagemaker client, logs client)`` of boto3's default session in ``region``."""
-    import boto3
-
-    session = boto3.Session(region_name=region) if region else boto3.Session()
+    """``(sagemaker client, logs client)`` of the process's boto3 session in ``region``."""
+    session = boto_session(region)
     return session.client("sagemaker"), session.client("logs")
 
 

@@ -52,6 +52,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bertlib.core.errors import ConfigError, JobFailed, failure_line
+from bertlib.launch.aws import boto_session
 
 #: sagemaker-train releases whose container MPI driver (uploaded from the launching machine as the
 #: ``sm_drivers`` channel) has been read and run with bertlib: it passes ``process_count_per_node`` to
@@ -126,13 +127,13 @@ def make_session(region: str, default_bucket: str | None, dry_run: bool):
     AWS request raises :class:`DryRunRequestBlocked`, uploads only name their URI."""
     import boto3
 
-    boto = boto3.Session(region_name=region)
-    if dry_run:
+    if dry_run:  # a session of its own: the refusal must not reach the process's shared one
+        boto = boto3.Session(region_name=region)
         boto.events.register("before-send", _refuse)
         return _dry_run_session_class()(boto_session=boto, default_bucket=default_bucket)
     from sagemaker.core.helper.session_helper import Session
 
-    return Session(boto_session=boto, default_bucket=default_bucket)
+    return Session(boto_session=boto_session(region), default_bucket=default_bucket)
 
 
 #: the SDK configuration of a local-mode session: telemetry off (the SDK would otherwise send a GET to

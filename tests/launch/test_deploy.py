@@ -150,7 +150,7 @@ def test_create_ask_delete_against_moto(aws_env, tmp_path, monkeypatch, capsys, 
     """A SageMaker SQuAD job's model.tar.gz in S3, found through the registry → the endpoint's three
     create requests as the dry run showed them, the hf/ files at the root of the deployed archive, the
     question as the HF pipeline's JSON, the answer read back, then everything deleted."""
-    monkeypatch.setattr(deploy, "_session", _session_on_moto)
+    monkeypatch.setattr(deploy, "boto_session", _session_on_moto)
     monkeypatch.setenv("BERTLIB_CACHE", str(tmp_path / "cache"))
     bucket = aws_env["bucket"]
     export = hf_export(tmp_path / "job-export")
@@ -285,7 +285,7 @@ def test_notebook_endpoint_section_and_try_it_through_it(aws_env, tmp_path, monk
     """04_squad's last section (nb.endpoint) on params/sagemaker/squad.yaml: -p deploy True creates the
     endpoint and shows one question's request/response; "Try it" then asks the endpoint (dev questions +
     yours); -p delete_endpoint True tears it down; a dry run shows the requests only."""
-    monkeypatch.setattr(deploy, "_session", _session_on_moto)
+    monkeypatch.setattr(deploy, "boto_session", _session_on_moto)
     monkeypatch.setenv("BERTLIB_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("BERTLIB_SAGEMAKER_ROLE", ROLE)
     monkeypatch.setenv("BERTLIB_S3_PREFIX", f"s3://{aws_env['bucket']}/bertlib")

@@ -24,6 +24,7 @@ from bertlib.core.config import LaunchConfig, load_config
 from bertlib.core.errors import ConfigError
 from bertlib.launch import sagemaker as sm
 from bertlib.launch import sagemaker_sdk
+from bertlib.launch.aws import boto_session
 from bertlib.train.metrics import (
     METRIC_KEYS,
     VALIDATION_METRIC_KEYS,
@@ -750,3 +751,20 @@ def test_archives_never_extract_outside_their_folder(tmp_path, monkeypatch, data
     with pytest.raises((ConfigError, tarfile.TarError)):
         extract_tar_gz(evil, tmp_path / "no")
     assert not (tmp_path / "outside.txt").exists()
+
+
+def test_one_boto_session_per_region_and_aws_environment(aws_env, monkeypatch):
+    """Launches, status and attach share the process's boto3 session (botocore's service descriptions
+    parsed once); another region or a changed AWS_ variable gets its own; a dry run's refusing session
+    is never the shared one."""
+    shared = boto_session(aws_env["region"])
+    assert boto_session(aws_env["region"]) is shared and boto_session("eu-west-1") is not shared
+    assert sagemaker_sdk.make_session(aws_env["region"], aws_env["bucket"], dry_run=False).boto_session is shared
+    dry = sagemaker_sdk.make_session(aws_env["region"], aws_env["bucket"], dry_run=True)
+    assert dry.boto_session is not shared
+    with pytest.raises(sagemaker_sdk.DryRunRequestBlocked):
+        dry.boto_session.client("s3").list_buckets()
+    assert aws_env["bucket"] in [b["Name"] for b in shared.client("s3").list_buckets()["Buckets"]]
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "other-key")
+    other = boto_session(aws_env["region"])
+    assert other is not shared and other.get_credentials().access_key == "other-key"

@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from bertlib import deploy_cli, jobs, report
+from bertlib.core import lean_imports
 from bertlib.core.config import LaunchedJob
 from bertlib.core.errors import (  # noqa: F401 - what a parameter cell raises (nb.ParamsError)
     ConfigError,
@@ -41,6 +42,7 @@ from bertlib.squad.reading import load_squad_json
 from bertlib.squad.smoke import build_smoke_sets
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # the kernel and the runs it starts: no C++ info logs
+lean_imports.install()  # the kernel's Keras (the dataset histogram, "Try it") without the extras it skips in commands
 
 
 # ------------------------------------------------------------------------------------------ steps

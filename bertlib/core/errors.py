@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from bertlib.core.lean_imports import without_sklearn
+from bertlib.core import lean_imports
 
 
 class ConfigError(ValueError):
@@ -60,11 +60,11 @@ def print_error(message: str) -> None:
 
 
 def run_guarded(fn, argv: list[str]) -> int:
-    """Call ``fn(argv)`` (a command: Keras imported without scikit-learn, see
+    """Call ``fn(argv)`` (a command: Keras imported without the extras it does not need, see
     :mod:`bertlib.core.lean_imports`); turn user-input errors into one line on stderr and exit code 2."""
+    lean_imports.install()
     try:
-        with without_sklearn():
-            return int(fn(argv) or 0)
+        return int(fn(argv) or 0)
     except (ConfigError, FileNotFoundError) as e:
         print_error(str(e))
         return 2

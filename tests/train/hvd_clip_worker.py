@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from train_helpers import train_tiny
 
-from bertlib.core.lean_imports import without_sklearn
+from bertlib.core import lean_imports
 from bertlib.train import distributed
 
 BATCH, STEPS, ACCUMULATION, CLIP, LR = 2, 4, 4, 0.5, 1e-2
@@ -47,5 +47,5 @@ def main(data_dir: str, out_dir: str) -> None:
 
 
 if __name__ == "__main__":
-    with without_sklearn():  # as bertlib's commands run
-        main(sys.argv[1], sys.argv[2])
+    lean_imports.install()  # as bertlib's commands run
+    main(sys.argv[1], sys.argv[2])

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from train_helpers import dropout_losses, train_tiny
 
-from bertlib.core.lean_imports import without_sklearn
+from bertlib.core import lean_imports
 from bertlib.train import distributed
 
 
@@ -31,5 +31,5 @@ def main(data_dir: str, out_dir: str, batch: int, steps: int) -> None:
 
 
 if __name__ == "__main__":
-    with without_sklearn():  # as bertlib's commands run
-        main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+    lean_imports.install()  # as bertlib's commands run
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))

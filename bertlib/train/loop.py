@@ -248,8 +248,12 @@ class Trainer:
             state.assign(tf.stack([state.value[0], counter]))
 
     def _compute_grads(self, batch, micro, acc=None):
-        """Gradients of ``loss · S`` for micro-batch ``micro`` (int64 scalar) of the step (added to
-        ``acc``) and the loss dict (added)."""
+        """Gradients of ``loss · S`` for micro-batch ``micro`` (int64 scalar) of the step, and its loss
+        dict. ``acc=None`` (one micro-batch per step): the gradients of the variables that get one.
+        Accumulating: ``acc`` holds the sums so far for every trainable variable (zeros before the
+        first micro-batch, so that one traced and compiled function serves every micro-batch) and the
+        returned gradients are ``acc + g``, again for every variable (a variable without a gradient
+        keeps its zeros; :meth:`train_step` drops it)."""
         self._seed_dropout(micro)
         with tf.GradientTape() as tape:
             outputs = self.model(batch, training=True)
@@ -258,13 +262,10 @@ class Trainer:
         grads = tape.gradient(scaled, self.variables)
         if self._grad_index is None:
             self._grad_index = [i for i, g in enumerate(grads) if g is not None]
-        grads = [tf.convert_to_tensor(grads[i]) for i in self._grad_index]
         losses = {k: tf.cast(v, tf.float32) for k, v in losses.items()}
-        if acc is not None:
-            acc_grads, acc_losses = acc
-            grads = [a + g for a, g in zip(acc_grads, grads)]
-            losses = {k: acc_losses[k] + v for k, v in losses.items()}
-        return grads, losses
+        if acc is None:
+            return [tf.convert_to_tensor(grads[i]) for i in self._grad_index], losses
+        return [a if g is None else a + tf.convert_to_tensor(g) for a, g in zip(acc, grads)], losses
 
     def _prepare_grads(self, grads):
         """This rank's summed gradients of ``loss · S`` (list of variable-shaped float32) → what it
@@ -315,10 +316,14 @@ class Trainer:
         """One optimizer step from k micro-batches of ``micro_batches``; returns metric tensors, and
         ``stop``: True on every rank when any rank's ``stop`` was requested by the time its gradients
         were computed (its flag travels in the step's allreduce, so all ranks agree on the same step)."""
-        acc = None
-        for i in range(self.k):
-            acc = self._compute(next(micro_batches), tf.constant(i, tf.int64), acc)
-        grads, losses = acc
+        if self.k == 1:
+            grads, losses = self._compute(next(micro_batches), tf.constant(0, tf.int64))
+        else:
+            acc, losses = [tf.zeros(v.shape, v.dtype) for v in self.variables], {}
+            for i in range(self.k):
+                acc, micro_losses = self._compute(next(micro_batches), tf.constant(i, tf.int64), acc)
+                losses = {k: losses[k] + v if k in losses else v for k, v in micro_losses.items()}
+            grads = [acc[i] for i in self._grad_index]
         grads, rank_norm = self._prepare(grads)
         names = list(losses)  # the loss_fn's order: the same on every rank
         flag = tf.constant(1.0 if stop is not None and stop.requested else 0.0)

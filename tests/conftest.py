@@ -6,10 +6,12 @@ multi-process (horovodrun -np 2) tests do not oversubscribe the machine.
 
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 from moto_serving import serving
 
 from bertlib.core import lean_imports
@@ -104,18 +106,45 @@ def slice_data_settings(wiki_slice, bert_vocab):
 
 
 @pytest.fixture(scope="session")
-def prepared_dataset(tmp_path_factory, slice_data_settings) -> Path:
+def made_once(tmp_path_factory):
+    """``made_once(name, make) -> Path``: the folder ``name``, filled by ``make(folder)`` once per test run
+    and read by every xdist worker (a session fixture is per worker: each would make its own copy).
+    The first worker to ask makes it under a file lock, the others wait for it; it counts as made when
+    ``make`` returned (a marker written last), so a failed or interrupted ``make`` is redone, never read.
+    Tests only read these folders."""
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # pytest-N: this run's, shared by its workers (popen-gw0, popen-gw1, ...)
+
+    def made(name: str, make) -> Path:
+        folder, marker = shared / name, shared / f"{name}.made"
+        with FileLock(f"{folder}.lock"):
+            if not marker.exists():
+                shutil.rmtree(folder, ignore_errors=True)
+                folder.mkdir()
+                make(folder)
+                marker.touch()
+        return folder
+
+    return made
+
+
+@pytest.fixture(scope="session")
+def prepared_dataset(made_once, slice_data_settings) -> Path:
     """A small real dataset made by ``bertlib prepare-data`` (DATA area) from the Wikipedia slice
     (:func:`slice_data_settings`). Returns the output root; phase folders: ``phase1`` (S=64, P=10) and
     ``phase2`` (S=128, P=20).
     """
-    out = tmp_path_factory.mktemp("prepared") / "data"
     phases = [
         {"name": "phase1", "max_seq_length": 64, "max_predictions_per_seq": 10},
         {"name": "phase2", "max_seq_length": 128, "max_predictions_per_seq": 20},
     ]
-    prepare(build_config("prepare-data", slice_data_settings(output_dir=str(out), phases=phases)), progress=False)
-    return out
+
+    def make(folder: Path) -> None:
+        settings = slice_data_settings(output_dir=str(folder / "data"), phases=phases)
+        prepare(build_config("prepare-data", settings), progress=False)
+
+    return made_once("prepared", make) / "data"
 
 
 # ---------------------------------------------------------------- AWS on 127.0.0.1 (moto_server)

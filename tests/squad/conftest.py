@@ -7,13 +7,14 @@ from bertlib_cli import run_bertlib
 
 
 @pytest.fixture(scope="session")
-def smoke_dir(tmp_path_factory, wiki_slice):
+def smoke_dir(made_once, wiki_slice):
     """The four smoke files (v1.1/v2.0 × train/dev), small: 400 train and 80 dev questions."""
     from bertlib.squad.smoke import build_smoke_sets
 
-    out = tmp_path_factory.mktemp("smoke")
-    build_smoke_sets(out, source=wiki_slice, max_train=400, max_dev=80, context_sentences=3, max_documents=40)
-    return out
+    def make(folder):
+        build_smoke_sets(folder, source=wiki_slice, max_train=400, max_dev=80, context_sentences=3, max_documents=40)
+
+    return made_once("smoke", make)
 
 
 @pytest.fixture(scope="session")
@@ -48,16 +49,20 @@ def squad_values(smoke_dir, bert_vocab):
 
 
 @pytest.fixture(scope="session")
-def finetuned_v1(squad_values, subprocess_env, tmp_path_factory):
+def finetuned_v1(squad_values, subprocess_env, made_once):
     """(run dir, stdout) of `bertlib squad` (its own process) finetuning a tiny model for
     ``squad_values``' 60 steps on the v1.1 smoke set: export, predictions and scores, shared by the
-    finetune and answer tests."""
-    work = tmp_path_factory.mktemp("finetuned-v1")
-    cfg = work / "squad.yaml"
-    cfg.write_text(yaml.safe_dump(squad_values(work)))
-    r = run_bertlib("squad", "--config", cfg, env=subprocess_env)
-    assert r.returncode == 0, r.stderr[-3000:]
-    return work / "run", r.stdout
+    finetune and answer tests (made once per test run)."""
+
+    def make(work):
+        cfg = work / "squad.yaml"
+        cfg.write_text(yaml.safe_dump(squad_values(work)))
+        r = run_bertlib("squad", "--config", cfg, env=subprocess_env)
+        assert r.returncode == 0, r.stderr[-3000:]
+        (work / "stdout.txt").write_text(r.stdout)
+
+    work = made_once("finetuned-v1", make)
+    return work / "run", (work / "stdout.txt").read_text()
 
 
 @pytest.fixture
